@@ -1,0 +1,1 @@
+"""Interpretability methods as hook functions plus thin helpers."""

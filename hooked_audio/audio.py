@@ -1,0 +1,208 @@
+"""Waveform in, clean waveform out: the first step of every model's data path.
+
+Every model in the library consumes 16 kHz mono float32 waveforms. Users hand in file paths, numpy arrays
+or torch tensors at any rate, mono or stereo, float or integer PCM. :func:`load_waveform` turns any of
+those into a 1-D float32 numpy array at the target rate, or raises an error that says what was wrong and
+how to fix it. Feature extraction (log-mel) is not done here; it belongs to the HF feature extractor.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any, Union
+
+import numpy as np
+import soundfile
+import soxr
+from jaxtyping import Float
+
+DEFAULT_SAMPLING_RATE = 16000
+MAX_CHANNELS = 8  # the smaller axis of a 2-D array is taken as channels only if it is at most this long
+ON_TOO_LONG = ("error", "truncate")
+
+WaveformSource = Union[str, os.PathLike, np.ndarray, Any]  # Any: a torch.Tensor (torch is not imported here)
+
+
+def load_waveform(
+    source: WaveformSource,
+    sampling_rate: int | None = None,
+    target_rate: int = DEFAULT_SAMPLING_RATE,
+    max_seconds: float | None = None,
+    on_too_long: str = "error",
+) -> Float[np.ndarray, "samples"]:
+    """Load a file, numpy array or torch tensor as a mono float32 waveform at ``target_rate``.
+
+    Files carry their own rate (``sampling_rate``, if given, must agree); arrays and tensors do not, so
+    ``sampling_rate`` is required for them. Multichannel audio is averaged to mono (with a warning),
+    integer PCM is scaled to [-1, 1], and a different rate is resampled with soxr. NaN/inf, empty input
+    and clips longer than ``max_seconds`` raise ``ValueError`` (or, for length, truncate with
+    ``on_too_long="truncate"``).
+    """
+    if on_too_long not in ON_TOO_LONG:
+        raise ValueError(f"on_too_long={on_too_long!r} is not allowed; use one of {ON_TOO_LONG}.")
+    _check_rate(target_rate, "target_rate")
+
+    if isinstance(source, (str, os.PathLike)):
+        data, in_rate = _read_file(source, sampling_rate)
+        channels_axis: int | None = 1 if data.ndim == 2 else None  # soundfile gives (samples, channels)
+    else:
+        data = _to_numpy(source)
+        if sampling_rate is None:
+            raise ValueError(
+                f"A {type(source).__name__} has no sampling rate of its own; pass it explicitly, "
+                "e.g. load_waveform(array, sampling_rate=44100)."
+            )
+        _check_rate(sampling_rate, "sampling_rate")
+        in_rate = int(sampling_rate)
+        channels_axis = None
+
+    is_float_input = np.issubdtype(data.dtype, np.floating)
+    wave = _downmix(_to_float32(data), channels_axis)
+    if wave.size == 0:
+        raise ValueError("The waveform is empty (0 samples); pass at least one sample of audio.")
+    _check_finite(wave, in_rate)
+    if is_float_input:
+        peak = float(np.max(np.abs(wave)))
+        if peak > 1.0:
+            warnings.warn(
+                f"Float waveform has peak amplitude {peak:.3g} > 1.0; it is passed on as is "
+                "(normalize it first if the model expects audio in [-1, 1]).",
+                stacklevel=2,
+            )
+
+    n_keep = None
+    if max_seconds is not None:
+        seconds = wave.shape[0] / in_rate
+        if seconds > max_seconds:
+            if on_too_long == "error":
+                raise ValueError(
+                    f"The clip is {seconds:.2f} s long, over the limit of max_seconds={max_seconds} s. "
+                    'Pass on_too_long="truncate" to keep the first max_seconds, or split the clip into '
+                    "shorter pieces and process them one by one."
+                )
+            warnings.warn(
+                f"The clip is {seconds:.2f} s long; truncated to the first {max_seconds} s "
+                "(max_seconds).",
+                stacklevel=2,
+            )
+            n_keep = int(round(max_seconds * target_rate))
+            # Cut at the input rate first (plus a margin for the resampler), the exact cut comes after.
+            wave = wave[: math.ceil(max_seconds * in_rate) + in_rate // 100 + 1]
+
+    if in_rate != target_rate:
+        wave = soxr.resample(wave, in_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+    if n_keep is not None:
+        wave = wave[:n_keep]
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def duration_seconds(
+    waveform: Float[np.ndarray, "samples"], sampling_rate: int = DEFAULT_SAMPLING_RATE
+) -> float:
+    """Length of a waveform in seconds (the last axis is time)."""
+    return np.shape(waveform)[-1] / sampling_rate
+
+
+def silence(seconds: float, sampling_rate: int = DEFAULT_SAMPLING_RATE) -> Float[np.ndarray, "samples"]:
+    """Digital silence (all zeros): a baseline probe for interpretability studies."""
+    return np.zeros(int(round(seconds * sampling_rate)), dtype=np.float32)
+
+
+def tone(
+    freq_hz: float,
+    seconds: float,
+    sampling_rate: int = DEFAULT_SAMPLING_RATE,
+    amplitude: float = 0.5,
+) -> Float[np.ndarray, "samples"]:
+    """A pure sine ``amplitude * sin(2π f t)``: a simple probe with a known spectrum."""
+    if not 0 <= freq_hz < sampling_rate / 2:
+        raise ValueError(
+            f"freq_hz={freq_hz} must be in [0, {sampling_rate / 2}) (below Nyquist for "
+            f"sampling_rate={sampling_rate}); higher frequencies alias."
+        )
+    t = np.arange(int(round(seconds * sampling_rate))) / sampling_rate
+    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def _check_rate(rate: Any, name: str) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}.")
+
+
+def _read_file(path: str | os.PathLike, sampling_rate: int | None) -> tuple[np.ndarray, int]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No audio file at {os.fspath(path)!r}.")
+    data, file_rate = soundfile.read(path, dtype="float32", always_2d=False)
+    if sampling_rate is not None and sampling_rate != file_rate:
+        raise ValueError(
+            f"{os.fspath(path)!r} is recorded at {file_rate} Hz but sampling_rate={sampling_rate} was "
+            "given; leave sampling_rate out for files (their own rate is used)."
+        )
+    return data, int(file_rate)
+
+
+def _to_numpy(source: Any) -> np.ndarray:
+    if isinstance(source, np.ndarray):
+        return source
+    if hasattr(source, "detach") and hasattr(source, "cpu"):  # torch.Tensor, without importing torch
+        tensor = source.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.float()  # bfloat16/float16 -> float32 (numpy has no bfloat16)
+        return tensor.numpy()
+    raise TypeError(
+        f"Cannot load a waveform from a {type(source).__name__}; pass a file path, a numpy array or a "
+        "torch tensor."
+    )
+
+
+def _to_float32(data: np.ndarray) -> np.ndarray:
+    """Float arrays to float32; integer PCM scaled to [-1, 1] (int16: -32768 -> -1.0, 32767 -> ~1.0)."""
+    if np.issubdtype(data.dtype, np.floating):
+        return data.astype(np.float32, copy=False)
+    if np.issubdtype(data.dtype, np.signedinteger):
+        return (data.astype(np.float64) / -np.iinfo(data.dtype).min).astype(np.float32)
+    if np.issubdtype(data.dtype, np.unsignedinteger):  # unsigned PCM (e.g. 8-bit wav) is offset-binary
+        half = (int(np.iinfo(data.dtype).max) + 1) // 2
+        return ((data.astype(np.float64) - half) / half).astype(np.float32)
+    raise TypeError(f"Unsupported sample dtype {data.dtype}; use float or integer PCM samples.")
+
+
+def _downmix(data: np.ndarray, channels_axis: int | None) -> np.ndarray:
+    """1-D passes through; 2-D is averaged over its channel axis (the short one, ≤ MAX_CHANNELS)."""
+    if data.ndim == 1:
+        return data
+    if data.ndim != 2:
+        raise ValueError(
+            f"Expected a 1-D (samples) or 2-D (channels, samples)/(samples, channels) waveform, got shape "
+            f"{data.shape}; pass one clip at a time."
+        )
+    if channels_axis is None:
+        rows, cols = data.shape
+        if min(rows, cols) > MAX_CHANNELS:
+            raise ValueError(
+                f"Cannot tell channels from samples in shape {data.shape}: neither axis has at most "
+                f"{MAX_CHANNELS} entries. Pass a 1-D waveform or a (channels, samples) array."
+            )
+        channels_axis = 0 if rows <= cols else 1  # the shorter axis; a tie counts as (channels, samples)
+    n_channels = data.shape[channels_axis]
+    if n_channels > 1:
+        warnings.warn(
+            f"Downmixed {n_channels} channels to mono by averaging (input shape {data.shape}).",
+            stacklevel=3,
+        )
+    return data.mean(axis=channels_axis, dtype=np.float32)
+
+
+def _check_finite(wave: np.ndarray, rate: int) -> None:
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(
+            f"The waveform has {int(bad.sum())} non-finite samples (NaN or inf); the first is at sample "
+            f"{first} ({first / rate:.3f} s at {rate} Hz). Clean or replace them (e.g. np.nan_to_num)."
+        )

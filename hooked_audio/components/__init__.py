@@ -1,0 +1,1 @@
+"""Shared building blocks; a model family chooses among them through its config."""

@@ -1,0 +1,169 @@
+"""Multi-head / grouped-query self-attention with TransformerLens hook points.
+
+Two numerically equivalent paths:
+- fast: ``torch.nn.functional.scaled_dot_product_attention`` when no hook reads or writes
+  ``hook_attn_scores`` or ``hook_pattern`` on this layer (the pattern is then never materialised);
+- explicit: scores -> ``hook_attn_scores`` -> softmax (float32) -> ``hook_pattern`` -> ``z``.
+``hook_result`` (each head's write to the residual stream) is computed only when hooked, since it is
+``[batch, pos, head, d_model]``; otherwise the output projection is one matmul.
+
+Weights are stored as ``nn.Linear`` (fast, and HF's layout); ``W_Q``/``W_K``/``W_V``/``W_O`` and the
+biases are exposed in TransformerLens shapes for users and for ``ActivationCache.compute_head_results``.
+"""
+
+from __future__ import annotations
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import nn
+
+from ..hook_points import HookPoint
+from .rotary import RotaryEmbedding
+
+
+class Attention(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_head: int,
+        n_key_value_heads: int | None = None,
+        qkv_bias: tuple[bool, bool, bool] = (True, True, True),
+        o_bias: bool = False,
+        causal: bool = True,
+        rotary: bool = True,
+    ):
+        super().__init__()
+        self.n_heads = n_heads
+        self.n_key_value_heads = n_key_value_heads or n_heads
+        self.d_head = d_head
+        self.causal = causal
+        self.scale = d_head**-0.5
+        self.q = nn.Linear(d_model, n_heads * d_head, bias=qkv_bias[0])
+        self.k = nn.Linear(d_model, self.n_key_value_heads * d_head, bias=qkv_bias[1])
+        self.v = nn.Linear(d_model, self.n_key_value_heads * d_head, bias=qkv_bias[2])
+        self.o = nn.Linear(n_heads * d_head, d_model, bias=o_bias)
+
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, kv_head, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, kv_head, d_head]
+        if rotary:  # only where rotary embeddings exist, so that no hook point is dead
+            self.hook_rot_q = HookPoint()  # [batch, pos, head, d_head]
+            self.hook_rot_k = HookPoint()  # [batch, pos, kv_head, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head, q_pos, k_pos]
+        self.hook_pattern = HookPoint()  # [batch, head, q_pos, k_pos]
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_result = HookPoint()  # [batch, pos, head, d_model]
+
+    # --- TransformerLens-shaped views of the weights -------------------------------------------
+    def _heads_in(self, linear: nn.Linear, n: int) -> torch.Tensor:
+        return einops.rearrange(linear.weight, "(h d) m -> h m d", h=n)
+
+    @property
+    def W_Q(self) -> Float[torch.Tensor, "head d_model d_head"]:
+        return self._heads_in(self.q, self.n_heads)
+
+    @property
+    def W_K(self) -> Float[torch.Tensor, "kv_head d_model d_head"]:
+        return self._heads_in(self.k, self.n_key_value_heads)
+
+    @property
+    def W_V(self) -> Float[torch.Tensor, "kv_head d_model d_head"]:
+        return self._heads_in(self.v, self.n_key_value_heads)
+
+    @property
+    def W_O(self) -> Float[torch.Tensor, "head d_head d_model"]:
+        return einops.rearrange(self.o.weight, "m (h d) -> h d m", h=self.n_heads)
+
+    def _bias(self, linear: nn.Linear, n: int) -> torch.Tensor:
+        if linear.bias is None:
+            return torch.zeros(n, self.d_head, dtype=linear.weight.dtype, device=linear.weight.device)
+        return linear.bias.view(n, self.d_head)
+
+    @property
+    def b_Q(self) -> Float[torch.Tensor, "head d_head"]:
+        return self._bias(self.q, self.n_heads)
+
+    @property
+    def b_K(self) -> Float[torch.Tensor, "kv_head d_head"]:
+        return self._bias(self.k, self.n_key_value_heads)
+
+    @property
+    def b_V(self) -> Float[torch.Tensor, "kv_head d_head"]:
+        return self._bias(self.v, self.n_key_value_heads)
+
+    @property
+    def b_O(self) -> Float[torch.Tensor, "d_model"]:
+        if self.o.bias is None:
+            return torch.zeros(self.o.out_features, dtype=self.o.weight.dtype, device=self.o.weight.device)
+        return self.o.bias
+
+    # --- forward --------------------------------------------------------------------------------
+    @property
+    def needs_explicit_pattern(self) -> bool:
+        return self.hook_attn_scores.is_hooked or self.hook_pattern.is_hooked
+
+    def forward(
+        self,
+        x: Float[torch.Tensor, "batch pos d_model"],
+        mask: Float[torch.Tensor, "batch 1 q_pos k_pos"] | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        """``mask`` is additive (0 or a large negative), already including causality when given."""
+        batch, pos, _ = x.shape
+        q = self.hook_q(self.q(x).view(batch, pos, self.n_heads, self.d_head))
+        k = self.hook_k(self.k(x).view(batch, pos, self.n_key_value_heads, self.d_head))
+        v = self.hook_v(self.v(x).view(batch, pos, self.n_key_value_heads, self.d_head))
+        if rotary is not None:
+            cos, sin = rotary
+            q = self.hook_rot_q(RotaryEmbedding.apply(q, cos, sin))
+            k = self.hook_rot_k(RotaryEmbedding.apply(k, cos, sin))
+
+        if self.needs_explicit_pattern:
+            z = self._explicit_attention(q, k, v, mask)
+        else:
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_mask=mask,
+                is_causal=self.causal and mask is None and pos > 1,
+                scale=self.scale,
+                enable_gqa=self.n_key_value_heads != self.n_heads,
+            ).transpose(1, 2)
+        z = self.hook_z(z)
+
+        if self.hook_result.is_hooked:
+            result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O))
+            return result.sum(dim=2) + self.b_O
+        return self.o(z.reshape(batch, pos, self.n_heads * self.d_head))
+
+    def _explicit_attention(
+        self,
+        q: Float[torch.Tensor, "batch pos head d_head"],
+        k: Float[torch.Tensor, "batch pos kv_head d_head"],
+        v: Float[torch.Tensor, "batch pos kv_head d_head"],
+        mask: torch.Tensor | None,
+    ) -> Float[torch.Tensor, "batch pos head d_head"]:
+        n_rep = self.n_heads // self.n_key_value_heads
+        if n_rep > 1:
+            k = k.repeat_interleave(n_rep, dim=2)
+            v = v.repeat_interleave(n_rep, dim=2)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
+        if mask is None and self.causal:
+            mask = causal_additive_mask(q.shape[1], scores.dtype, scores.device)
+        if mask is not None:
+            scores = scores + mask
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
+        return torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+
+
+def causal_additive_mask(n_pos: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[1, 1, pos, pos]``: 0 on and below the diagonal, the dtype's minimum above it."""
+    upper = torch.ones(n_pos, n_pos, dtype=torch.bool, device=device).triu(1)
+    return torch.zeros(n_pos, n_pos, dtype=dtype, device=device).masked_fill(
+        upper, torch.finfo(dtype).min
+    )[None, None]

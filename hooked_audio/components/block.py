@@ -1,0 +1,59 @@
+"""A pre-norm transformer block with TransformerLens's residual-stream hook points.
+
+resid_pre -> ln1 -> attn -> hook_attn_out -> (+) resid_mid -> ln2 -> mlp -> hook_mlp_out -> (+) resid_post
+The same block serves the text decoder (causal, RMSNorm, gated MLP, rotary) and the audio encoder
+(bidirectional, LayerNorm, GELU MLP); the config decides.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import nn
+
+from ..hook_points import HookPoint
+from .attention import Attention
+from .mlp import MLP, GatedMLP
+from .norms import make_norm
+
+
+class TransformerBlock(nn.Module):
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        n_heads: int,
+        d_head: int,
+        d_mlp: int,
+        n_key_value_heads: int | None,
+        normalization_type: str,
+        eps: float,
+        act_fn: str,
+        gated_mlp: bool,
+        qkv_bias: tuple[bool, bool, bool],
+        o_bias: bool,
+        mlp_bias: bool,
+        causal: bool,
+        rotary: bool,
+    ):
+        super().__init__()
+        self.ln1 = make_norm(normalization_type, d_model, eps)
+        self.attn = Attention(d_model, n_heads, d_head, n_key_value_heads, qkv_bias, o_bias, causal, rotary)
+        self.ln2 = make_norm(normalization_type, d_model, eps)
+        mlp_class = GatedMLP if gated_mlp else MLP
+        self.mlp = mlp_class(d_model, d_mlp, act_fn, bias=mlp_bias)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(
+        self,
+        resid: Float[torch.Tensor, "batch pos d_model"],
+        mask: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), mask, rotary)))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))

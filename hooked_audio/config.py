@@ -1,0 +1,107 @@
+"""Configuration of a hooked audio-language model.
+
+The decoder half uses TransformerLens's field names (``n_layers``, ``d_model``, ``n_heads``, ``d_head``,
+``n_key_value_heads``, ``d_mlp``, ``normalization_type``, ...) because ``transformer_lens.ActivationCache``
+and ``transformer_lens.patching`` read them from ``model.cfg``. The encoder half describes the audio tower
+with the same vocabulary, plus the parts (stem, pooling, projector) that differ between families.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class AudioEncoderConfig:
+    """The audio tower: a conv stem, pre-norm transformer blocks, an optional pooling and a final norm."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_mlp: int
+    n_mels: int = 128
+    n_ctx: int = 1500  # positions after the stride-2 conv stem (HF ``max_source_positions``)
+    act_fn: str = "gelu"
+    normalization_type: str = "LN"
+    eps: float = 1e-5
+    qkv_bias: tuple[bool, bool, bool] = (True, False, True)  # Whisper: no bias on k
+    o_bias: bool = True
+    mlp_bias: bool = True
+    stem: str = "whisper_conv"  # conv(k3) -> gelu -> conv(k3, stride 2) -> gelu, + learned positions
+    pooling: str | None = "avg2"  # "avg2": AvgPool1d(2, 2) over frames; None: no pooling
+    ln_post: bool = True
+    mask_padded_frames: bool = True  # keys beyond a clip's length are masked (Qwen2-Audio does this)
+    seconds_per_frame: float = 0.02  # after the conv stem (10 ms hop x stride 2)
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def n_mel_frames(self) -> int:
+        """Mel frames the stem expects (the encoder's fixed window)."""
+        return 2 * self.n_ctx
+
+
+@dataclass
+class HookedAudioConfig:
+    """The whole model. Decoder fields follow ``HookedTransformerConfig`` names."""
+
+    # decoder (TransformerLens names)
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_key_value_heads: int | None = None
+    n_ctx: int = 32768
+    act_fn: str = "silu"
+    gated_mlp: bool = True
+    normalization_type: str = "RMS"
+    eps: float = 1e-6
+    positional_embedding_type: str = "rotary"
+    rotary_base: float = 10000.0
+    rotary_dim: int | None = None
+    qkv_bias: tuple[bool, bool, bool] = (True, True, True)
+    o_bias: bool = False
+    mlp_bias: bool = False
+    attn_only: bool = False
+    final_rms: bool = True
+    tie_word_embeddings: bool = False
+    device: str = "cpu"
+    dtype: Any = None
+    # audio side
+    audio: AudioEncoderConfig | None = None
+    projector: str = "linear"  # linear | mlp_gelu (2 layers)
+    audio_token_id: int = 151646
+    audio_bos_token_id: int | None = None
+    audio_eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    # provenance
+    family: str = "qwen2_audio"
+    model_name: str = "custom"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_key_value_heads is None:
+            self.n_key_value_heads = self.n_heads
+        if self.n_heads % self.n_key_value_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} must be a multiple of n_key_value_heads={self.n_key_value_heads}"
+            )
+        if self.rotary_dim is None:
+            self.rotary_dim = self.d_head
+
+    @property
+    def seconds_per_audio_token(self) -> float:
+        """How much audio one decoder audio token covers (0.04 s for Qwen2-Audio: 25 tokens/s)."""
+        if self.audio is None:
+            raise ValueError("this model has no audio encoder")
+        pool = 2 if self.audio.pooling == "avg2" else self.extra.get("frames_per_token", 1)
+        return self.audio.seconds_per_frame * pool
+
+    def to_dict(self) -> dict:
+        return asdict(self)

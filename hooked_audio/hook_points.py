@@ -1,0 +1,38 @@
+"""A TransformerLens ``HookPoint`` that costs nothing when nobody is listening.
+
+``nn.Module.__call__`` on an identity module costs a few microseconds; a Qwen2-Audio-7B forward passes
+~2,000 hook points, so an unhooked model would pay that on every forward. ``HookPoint.__call__`` here
+returns its input straight away when the point has no hooks, and is otherwise the ordinary TL module,
+so every TransformerLens hook API (``add_hook``, ``run_with_hooks``, caching, patching) works unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+from transformer_lens.hook_points import HookPoint as _TLHookPoint
+
+
+class HookPoint(_TLHookPoint):
+    """Identity point with a zero-cost fast path when no forward or backward hook is attached."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if not (self._forward_hooks or self._backward_hooks):
+            return x
+        return super().__call__(x)
+
+    @property
+    def is_hooked(self) -> bool:
+        """True when a hook reads or writes this point (components then compute what it shows)."""
+        return bool(self._forward_hooks or self._backward_hooks)
+
+
+def unknown_hook_name_error(name: str, known: list[str]) -> KeyError:
+    """A KeyError for a mistyped hook name that suggests the closest real ones."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return KeyError(
+        f"Unknown hook name {name!r}.{hint} List them with `model.hook_dict.keys()` "
+        f"({len(known)} hook points)."
+    )

@@ -1,0 +1,136 @@
+"""``AudioTextInput``: one batch of decoder inputs with its audio placeholders already expanded,
+the family's audio feature tensors, and everything known about where the audio is.
+
+Positions (the design brief's contract): per batch row, the audio spans ``(start, end, clip)`` in the
+decoder sequence (end exclusive), the text positions around them, the last real position, and for
+every audio token the seconds of its clip it covers. The object also behaves like the token tensor
+where TransformerLens expects one (``.shape``, ``.size()``), so ``transformer_lens.patching`` can pass
+it positionally to ``model.run_with_hooks`` and both runs carry their audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import torch
+from jaxtyping import Bool, Float, Int
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """Audio tokens ``[start, end)`` of one batch row, coming from clip ``clip`` (batch-global index)."""
+
+    start: int
+    end: int
+    clip: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class AudioTextInput:
+    input_ids: Int[torch.Tensor, "batch pos"]
+    attention_mask: Int[torch.Tensor, "batch pos"] | None
+    audio: dict[str, torch.Tensor] = field(default_factory=dict)  # the family's feature kwargs
+    audio_token_id: int = -1
+    seconds_per_token: float = 0.0
+    position_ids: Int[torch.Tensor, "batch pos"] | None = None
+
+    # --- tensor-like behaviour for TransformerLens utilities ----------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        return self.input_ids.shape
+
+    def size(self, dim: int | None = None):
+        return self.input_ids.shape if dim is None else self.input_ids.shape[dim]
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_ids.device
+
+    def to(self, device) -> "AudioTextInput":
+        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return replace(
+            self,
+            input_ids=move(self.input_ids),
+            attention_mask=move(self.attention_mask),
+            position_ids=move(self.position_ids),
+            audio={k: move(v) for k, v in self.audio.items()},
+        )
+
+    def model_kwargs(self) -> dict[str, torch.Tensor]:
+        """The HF-style keyword arguments (for the HF model or this library's forward)."""
+        kwargs = {"input_ids": self.input_ids, **self.audio}
+        if self.attention_mask is not None:
+            kwargs["attention_mask"] = self.attention_mask
+        return kwargs
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.audio)
+
+    # --- positions -------------------------------------------------------------------------------
+    @property
+    def audio_mask(self) -> Bool[torch.Tensor, "batch pos"]:
+        return self.input_ids == self.audio_token_id
+
+    @property
+    def text_mask(self) -> Bool[torch.Tensor, "batch pos"]:
+        real = torch.ones_like(self.audio_mask) if self.attention_mask is None else self.attention_mask.bool()
+        return real & ~self.audio_mask
+
+    @property
+    def audio_spans(self) -> list[list[AudioSpan]]:
+        """Per row, the runs of audio placeholders, numbered by clip in row-major order (as HF splices)."""
+        spans, clip = [], 0
+        for row in self.audio_mask.cpu().tolist():
+            row_spans, start = [], None
+            for pos, is_audio in enumerate(row + [False]):
+                if is_audio and start is None:
+                    start = pos
+                elif not is_audio and start is not None:
+                    row_spans.append(AudioSpan(start, pos, clip))
+                    clip, start = clip + 1, None
+            spans.append(row_spans)
+        return spans
+
+    @property
+    def audio_positions(self) -> list[Int[torch.Tensor, "n_audio"]]:
+        """Per row, the decoder positions holding audio tokens."""
+        return [torch.nonzero(row).flatten() for row in self.audio_mask]
+
+    @property
+    def last_positions(self) -> Int[torch.Tensor, "batch"]:
+        """Index of the last real (non-padding) token of each row, for left or right padding."""
+        if self.attention_mask is None:
+            return torch.full((self.shape[0],), self.shape[1] - 1, device=self.device)
+        positions = torch.arange(self.shape[1], device=self.device).expand(self.shape)
+        return torch.where(self.attention_mask.bool(), positions, -1).max(dim=1).values
+
+    def token_times(self) -> Float[torch.Tensor, "batch pos 2"]:
+        """``[start_s, end_s]`` within its clip for every audio position; NaN at text positions."""
+        times = torch.full((*self.shape, 2), float("nan"))
+        for row, row_spans in enumerate(self.audio_spans):
+            for span in row_spans:
+                index = torch.arange(len(span), dtype=torch.float64)
+                times[row, span.start : span.end, 0] = (index * self.seconds_per_token).float()
+                times[row, span.start : span.end, 1] = ((index + 1) * self.seconds_per_token).float()
+        return times
+
+    def time_to_position(self, row: int, seconds: float, clip_in_row: int = 0) -> int:
+        """The decoder position of the audio token covering ``seconds`` of a row's ``clip_in_row``-th clip."""
+        span = self.audio_spans[row][clip_in_row]
+        offset = int(seconds / self.seconds_per_token)
+        if not 0 <= offset < len(span):
+            raise ValueError(
+                f"{seconds} s is outside clip {clip_in_row} of row {row}, "
+                f"which covers 0–{len(span) * self.seconds_per_token:.2f} s"
+            )
+        return span.start + offset
+
+
+def as_tensor_dict(inputs: Mapping) -> dict[str, torch.Tensor]:
+    """A processor's ``BatchFeature`` (or any mapping) as a plain dict of tensors."""
+    return {k: v for k, v in dict(inputs).items() if isinstance(v, torch.Tensor)}

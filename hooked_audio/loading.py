@@ -1,0 +1,132 @@
+"""Loading: ``from_hf_model`` (an HF model in memory) and ``from_pretrained`` (a name or directory).
+
+Names resolve in this order: a bundled model name (``toy-qwen2-audio``), a local directory written by
+HF ``save_pretrained``, a hub id already in the local HF cache, and only then a download (which fails
+with a clear message where there is no network).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .families import family_for_model_type
+from .model import HookedAudioTransformer
+from .weight_processing import fold_decoder_norms
+
+BUNDLED_MODELS = {"toy-qwen2-audio": Path(__file__).parent / "toy" / "checkpoint"}
+
+
+def from_hf_model(
+    hf_model: nn.Module,
+    processor: Any = None,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    copy_weights: bool = True,
+    fold_ln: bool = False,
+) -> HookedAudioTransformer:
+    """Re-implement ``hf_model``. Weights are copied (``copy_weights=False`` shares them, saving memory
+    when the HF model is thrown away); the HF model itself is never modified. ``fold_ln=True`` folds the
+    decoder's norm weights into the next linear maps (see ``weight_processing``) for exact direct logit
+    attribution; the default keeps every activation identical to HF's."""
+    family = family_for_model_type(hf_model.config.model_type)
+    cfg = family.config_from_hf(hf_model.config)
+    cfg.model_name = getattr(hf_model.config, "_name_or_path", "") or "custom"
+    generation_eos = getattr(getattr(hf_model, "generation_config", None), "eos_token_id", None)
+    if generation_eos is not None:
+        cfg.eos_token_ids = tuple(generation_eos if isinstance(generation_eos, (list, tuple)) else [generation_eos])
+    state_dict = family.state_dict_from_hf(hf_model.state_dict())
+    if copy_weights:
+        state_dict = {k: v.detach().clone() for k, v in state_dict.items()}
+    with torch.device("meta"):
+        model = HookedAudioTransformer(cfg, processor=processor, tokenizer=tokenizer)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    if cfg.tie_word_embeddings:
+        model.unembed.weight = model.embed.weight
+    if fold_ln:
+        if not copy_weights:  # folding writes to the weights, which would otherwise be the HF model's
+            raise ValueError("fold_ln=True needs copy_weights=True")
+        fold_decoder_norms(model)
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    cfg.device = str(model.device)
+    cfg.dtype = model.W_E.dtype
+    return model.eval()
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> str:
+    """A local directory for ``name_or_path``, or a clear error saying how to make one."""
+    if str(name_or_path) in BUNDLED_MODELS:
+        path = BUNDLED_MODELS[str(name_or_path)]
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"the bundled checkpoint {name_or_path!r} is missing from {path}")
+        return str(path)
+    if os.path.isdir(name_or_path):
+        return str(name_or_path)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(str(name_or_path), local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            return snapshot_download(str(name_or_path))
+        except Exception as error:  # no network, unknown repo, gated model, ...
+            reason = f"download failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    raise OSError(
+        f"Cannot load {str(name_or_path)!r}: it is not a bundled model ({sorted(BUNDLED_MODELS)}), not a local "
+        f"directory, and not in the local Hugging Face cache ({reason}). On a machine with network, run "
+        f"`HFModel.from_pretrained({str(name_or_path)!r}).save_pretrained(DIR)` (and the same for its processor), "
+        "copy DIR here and pass its path."
+    )
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    processor: Any = "auto",
+    fold_ln: bool = False,
+) -> HookedAudioTransformer:
+    """Load a supported HF checkpoint into a ``HookedAudioTransformer`` (offline when it is local)."""
+    import transformers
+    from transformers import AutoConfig
+
+    path = resolve_checkpoint(name_or_path)
+    hf_config = AutoConfig.from_pretrained(path)
+    family = family_for_model_type(hf_config.model_type)
+    hf_class = getattr(transformers, family.hf_class_name)
+    hf_model = hf_class.from_pretrained(path, dtype=dtype or torch.float32)
+    tokenizer = None
+    if processor == "auto":
+        processor, tokenizer = load_processor(path)
+    model = from_hf_model(
+        hf_model, processor=processor, tokenizer=tokenizer, device=device, copy_weights=fold_ln, fold_ln=fold_ln
+    )
+    model.cfg.model_name = str(name_or_path)
+    return model
+
+
+def load_processor(path: str) -> tuple[Any, Any]:
+    """``(processor, tokenizer)`` of a checkpoint: the processor when it has one (its tokenizer comes
+    with it), else only a tokenizer, else neither (inputs must then be built by hand)."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+        if hasattr(processor, "feature_extractor"):
+            return processor, processor.tokenizer
+    except Exception:
+        pass
+    try:
+        return None, AutoTokenizer.from_pretrained(path)
+    except Exception:
+        return None, None

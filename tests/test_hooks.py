@@ -1,0 +1,136 @@
+"""The hook contract: every point fires, edits at audio positions matter, hooks never leak."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_inputs
+
+
+def test_every_hook_point_fires_on_an_audio_text_forward(model):
+    inputs = make_inputs([[100, 40], [60]])
+    fired = set()
+    model.run_with_hooks(**inputs, fwd_hooks=[(lambda name: True, lambda x, hook: fired.add(hook.name))])
+    assert set(model.hook_dict) - fired == set()
+    # and the contract's names are there, in the encoder as in the decoder
+    for name in ["hook_embed", "hook_audio_embeds", "blocks.1.attn.hook_result", "blocks.0.mlp.hook_pre_linear",
+                 "audio_encoder.hook_in", "audio_encoder.hook_conv_out", "audio_encoder.hook_pos_embed",
+                 "audio_encoder.blocks.1.attn.hook_pattern", "audio_encoder.hook_pooled",
+                 "audio_encoder.ln_post.hook_normalized", "audio_encoder.hook_out", "ln_final.hook_scale"]:
+        assert name in model.hook_dict
+
+
+def test_hook_shapes_follow_transformer_lens(model):
+    inputs = make_inputs([[100]], text_lengths=[5])
+    _, cache = model.run_with_cache(**inputs)
+    batch, pos = inputs["input_ids"].shape
+    cfg = model.cfg
+    assert cache["blocks.0.attn.hook_q"].shape == (batch, pos, cfg.n_heads, cfg.d_head)
+    assert cache["blocks.0.attn.hook_k"].shape == (batch, pos, cfg.n_key_value_heads, cfg.d_head)
+    assert cache["pattern", 1].shape == (batch, cfg.n_heads, pos, pos)
+    assert cache["blocks.0.attn.hook_result"].shape == (batch, pos, cfg.n_heads, cfg.d_model)
+    assert cache["hook_audio_embeds"].shape == (25, cfg.d_model)
+    # the pattern rows are distributions and causal
+    pattern = cache["pattern", 0][0]
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1]))
+    assert pattern.triu(1).abs().max() == 0
+
+
+def test_hook_embed_holds_the_spliced_audio(model):
+    inputs = make_inputs([[100]])
+    _, cache = model.run_with_cache(**inputs)
+    audio = cache.inputs.audio_mask[0]
+    torch.testing.assert_close(cache["hook_embed"][0, audio], cache["hook_audio_embeds"])
+    text_ids = inputs["input_ids"][0, ~audio]
+    torch.testing.assert_close(cache["hook_embed"][0, ~audio], model.W_E[text_ids])
+
+
+@pytest.mark.parametrize("hook_name", ["hook_embed", "hook_audio_embeds"])
+def test_editing_audio_positions_changes_logits(model, hook_name):
+    inputs = make_inputs([[100]])
+    audio = model.to_inputs(**inputs).audio_mask
+
+    def add_at_audio(x, hook):
+        if hook.name == "hook_embed":
+            return x + 5.0 * audio[..., None]
+        return x + 5.0
+
+    clean = model(**inputs)
+    edited = model.run_with_hooks(**inputs, fwd_hooks=[(hook_name, add_at_audio)])
+    last = inputs["input_ids"].shape[1] - 1
+    assert (edited[0, last] - clean[0, last]).abs().max() > 1e-2
+
+
+def test_zero_ablating_one_encoder_head_changes_logits_and_only_it(model):
+    inputs = make_inputs([[100]])
+
+    def zero_head(z, hook, head=1):
+        z = z.clone()
+        z[:, :, head] = 0
+        return z
+
+    clean = model(**inputs)
+    ablated = model.run_with_hooks(**inputs, fwd_hooks=[("audio_encoder.blocks.0.attn.hook_z", zero_head)])
+    assert (ablated - clean).abs().max() > 1e-3
+    # The ablation is exactly the removal of that head's result from the layer's output.
+    _, cache = model.run_with_cache(**inputs, names_filter=lambda n: n.startswith("audio_encoder.blocks.0.attn"))
+    result = cache["audio_encoder.blocks.0.attn.hook_result"]
+    with model.hooks(fwd_hooks=[("audio_encoder.blocks.0.attn.hook_z", zero_head)]):
+        _, ablated_cache = model.run_with_cache(**inputs, names_filter=["audio_encoder.blocks.0.hook_attn_out"])
+    _, clean_cache = model.run_with_cache(**inputs, names_filter=["audio_encoder.blocks.0.hook_attn_out"])
+    torch.testing.assert_close(
+        clean_cache["audio_encoder.blocks.0.hook_attn_out"] - ablated_cache["audio_encoder.blocks.0.hook_attn_out"],
+        result[:, :, 1],
+        atol=1e-5,
+        rtol=1e-4,
+    )
+
+
+def test_hooks_are_removed_after_an_exception(model):
+    inputs = make_inputs([[100]])
+
+    def broken(x, hook):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.run_with_hooks(**inputs, fwd_hooks=[("blocks.0.hook_resid_pre", broken)])
+    assert not any(hp.fwd_hooks or hp._forward_hooks for hp in model.hook_dict.values())
+    with pytest.raises(RuntimeError, match="boom"):  # caching hooks on every point, then a failure mid-forward
+        with model.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", broken)]):
+            model.run_with_cache(**inputs)
+    assert not any(hp.fwd_hooks or hp._forward_hooks for hp in model.hook_dict.values())
+
+
+def test_permanent_hooks_survive_temporary_ones(model):
+    inputs = make_inputs([[100]])
+    calls = []
+    model.add_hook("blocks.1.hook_resid_post", lambda x, hook: calls.append(1), is_permanent=True)
+    try:
+        model.run_with_hooks(**inputs, fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: None)])
+        model(**inputs)
+        assert len(calls) == 2
+    finally:
+        model.reset_hooks(including_permanent=True)
+    assert not model.hook_dict["blocks.1.hook_resid_post"].fwd_hooks
+
+
+def test_unknown_hook_name_suggests_close_names(model):
+    inputs = make_inputs([[100]])
+    with pytest.raises(KeyError, match="blocks.0.hook_resid_pre"):
+        model.run_with_hooks(**inputs, fwd_hooks=[("blocks.0.hook_resid_pr", lambda x, hook: None)])
+    with pytest.raises(KeyError, match="Unknown hook name"):
+        model.add_hook("audio_encoder.block.0.hook_resid_pre", lambda x, hook: None)
+
+
+def test_removing_temporary_hooks_touches_only_their_points(model, monkeypatch):
+    """Leaving ``hooks()`` must not walk all ~hook points (O(hooks added), not O(all points))."""
+    from hooked_audio.hook_points import HookPoint
+
+    touched = []
+    original = HookPoint.remove_hooks
+    monkeypatch.setattr(HookPoint, "remove_hooks", lambda self, *a, **k: (touched.append(self.name), original(self, *a, **k)))
+    monkeypatch.setattr(HookPoint, "clear_context", lambda self: touched.append(self.name))
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: None)]):
+        pass
+    assert touched == []
+    assert not model.hook_dict["blocks.0.hook_resid_pre"].fwd_hooks
