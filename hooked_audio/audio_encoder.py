@@ -15,12 +15,22 @@ from torch import nn
 from .components.audio_stem import WhisperConvStem
 from .components.block import TransformerBlock
 from .components.norms import make_norm
-from .components.pooling import avg_pool_2, avg_pool_2_lengths
+from .components.pooling import pool_frames, pooled_lengths
 from .config import AudioEncoderConfig
 from .hook_points import HookPoint
 
 
+def make_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
+    """The encoder class for ``cfg.encoder_type``. Every encoder takes ``(features, mel_lengths)``,
+    returns ``[clip, token, d]`` and has ``output_lengths(mel_lengths)``, with the hook names above."""
+    if cfg.encoder_type == "whisper":
+        return HookedAudioEncoder(cfg)
+    raise ValueError(f"unknown audio encoder_type {cfg.encoder_type!r}")
+
+
 class HookedAudioEncoder(nn.Module):
+    """Whisper-style: conv stem, learned positions, pre-LN blocks, optional pooling, final LayerNorm."""
+
     def __init__(self, cfg: AudioEncoderConfig):
         super().__init__()
         self.cfg = cfg
@@ -65,8 +75,7 @@ class HookedAudioEncoder(nn.Module):
 
     def output_lengths(self, mel_lengths: Int[torch.Tensor, "clip"]) -> Int[torch.Tensor, "clip"]:
         """Audio tokens each clip yields, from its number of valid mel frames."""
-        frames = self.stem.output_lengths(mel_lengths)
-        return avg_pool_2_lengths(frames) if self.cfg.pooling == "avg2" else frames
+        return pooled_lengths(self.stem.output_lengths(mel_lengths), self.cfg.pooling)
 
     def forward(
         self,
@@ -80,8 +89,8 @@ class HookedAudioEncoder(nn.Module):
         mask = self._padding_mask(mel_lengths, x) if self.cfg.mask_padded_frames else None
         for block in self.blocks:
             x = block(x, mask)
-        if self.cfg.pooling == "avg2":
-            x = self.hook_pooled(avg_pool_2(x))
+        if self.cfg.pooling is not None:
+            x = self.hook_pooled(pool_frames(x, self.cfg.pooling))
         if self.ln_post is not None:
             x = self.ln_post(x)
         return self.hook_out(x)

@@ -28,8 +28,9 @@ class AudioEncoderConfig:
     qkv_bias: tuple[bool, bool, bool] = (True, False, True)  # Whisper: no bias on k
     o_bias: bool = True
     mlp_bias: bool = True
+    encoder_type: str = "whisper"  # which encoder class builds this config (see audio_encoder.make_audio_encoder)
     stem: str = "whisper_conv"  # conv(k3) -> gelu -> conv(k3, stride 2) -> gelu, + learned positions
-    pooling: str | None = "avg2"  # "avg2": AvgPool1d(2, 2) over frames; None: no pooling
+    pooling: str | None = "avg2"  # "avg2": AvgPool1d(2, 2); "stack4": concatenate 4 frames; None: none
     ln_post: bool = True
     mask_padded_frames: bool = True  # keys beyond a clip's length are masked (Qwen2-Audio does this)
     seconds_per_frame: float = 0.02  # after the conv stem (10 ms hop x stride 2)
@@ -42,6 +43,27 @@ class AudioEncoderConfig:
     def n_mel_frames(self) -> int:
         """Mel frames the stem expects (the encoder's fixed window)."""
         return 2 * self.n_ctx
+
+    @property
+    def frames_per_token(self) -> int:
+        """Encoder frames merged into one audio token by the pooling."""
+        if self.pooling is None:
+            return 1
+        if self.pooling == "avg2":
+            return 2
+        if self.pooling.startswith("stack"):
+            return int(self.pooling[len("stack"):])
+        raise ValueError(f"unknown pooling {self.pooling!r}")
+
+    @property
+    def d_out(self) -> int:
+        """Width of each audio token the encoder hands to the projector (stacking multiplies it)."""
+        stacked = self.pooling is not None and self.pooling.startswith("stack")
+        return self.d_model * self.frames_per_token if stacked else self.d_model
+
+    @property
+    def seconds_per_token(self) -> float:
+        return self.seconds_per_frame * self.frames_per_token
 
 
 @dataclass
@@ -100,8 +122,7 @@ class HookedAudioConfig:
         """How much audio one decoder audio token covers (0.04 s for Qwen2-Audio: 25 tokens/s)."""
         if self.audio is None:
             raise ValueError("this model has no audio encoder")
-        pool = 2 if self.audio.pooling == "avg2" else self.extra.get("frames_per_token", 1)
-        return self.audio.seconds_per_frame * pool
+        return self.audio.seconds_per_token
 
     def to_dict(self) -> dict:
         return asdict(self)

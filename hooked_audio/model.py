@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from torch import nn
 from transformer_lens import HookedRootModule
 
-from .audio_encoder import HookedAudioEncoder
+from .audio_encoder import make_audio_encoder
 from .cache import AudioActivationCache
 from .components.block import TransformerBlock
 from .components.norms import make_norm
@@ -48,7 +48,7 @@ class HookedAudioTransformer(HookedRootModule):
 
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         if cfg.audio is not None:
-            self.audio_encoder = HookedAudioEncoder(cfg.audio)
+            self.audio_encoder = make_audio_encoder(cfg.audio)
             self.projector = self._make_projector(cfg)
             self.hook_audio_embeds = HookPoint()  # [n_audio_tok, d_model]
         self.hook_embed = HookPoint()  # [batch, pos, d_model], audio already spliced in
@@ -80,7 +80,7 @@ class HookedAudioTransformer(HookedRootModule):
 
     @staticmethod
     def _make_projector(cfg: HookedAudioConfig) -> nn.Module:
-        d_in = cfg.audio.d_model * cfg.extra.get("frames_per_token", 1)
+        d_in = cfg.audio.d_out
         if cfg.projector == "linear":
             return LinearProjector(d_in, cfg.d_model)
         if cfg.projector == "mlp_gelu":
