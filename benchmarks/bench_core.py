@@ -1,0 +1,156 @@
+"""Speed of HookedAudioTransformer relative to the HF model, measured in one run.
+
+    python benchmarks/bench_core.py [--repeats 7] [--out benchmarks/results_core.md]
+
+Three numbers, as ratios (ours / HF) of median wall times, CPU float32, interleaved repetitions so that
+machine noise hits both sides alike:
+1. forward with no hooks vs HF's sdpa forward                  (target <= 1.10x)
+2. run_with_cache() of every hook point vs HF eager forward with
+   output_hidden_states=True and output_attentions=True         (target <= 1.5x)
+3. fixed cost of entering and leaving run_with_hooks with one hook, on the real Qwen2-Audio-7B
+   architecture (built on the meta device: ~1,260 hook points, no weights)   (target <= 1 ms)
+Results are printed and written as a Markdown table to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+from hooked_audio import HookedAudioTransformer
+from hooked_audio.families import family_for_model_type
+
+CONFIGS = {
+    # name: (audio width, audio layers, audio heads, mel bins, window positions, text width, text layers, heads, kv heads, d_mlp, vocab)
+    "small (1 s audio)": (64, 2, 4, 16, 50, 64, 2, 4, 2, 128, 512),
+    "medium (5 s audio)": (384, 4, 6, 128, 250, 512, 4, 8, 4, 1408, 8000),
+}
+
+
+def build_hf(spec, attn: str) -> Qwen2AudioForConditionalGeneration:
+    d_a, l_a, h_a, mels, ctx, d, l, h, kv, mlp, vocab = spec
+    config = Qwen2AudioConfig(
+        audio_config=dict(d_model=d_a, encoder_layers=l_a, encoder_attention_heads=h_a, encoder_ffn_dim=4 * d_a,
+                          num_mel_bins=mels, max_source_positions=ctx),
+        text_config=dict(hidden_size=d, num_hidden_layers=l, num_attention_heads=h, num_key_value_heads=kv,
+                         intermediate_size=mlp, vocab_size=vocab, max_position_embeddings=2048),
+        audio_token_index=vocab - 1,
+    )
+    config._attn_implementation = attn
+    torch.manual_seed(0)
+    return Qwen2AudioForConditionalGeneration(config).eval()
+
+
+def make_inputs(spec, n_text: int = 40) -> dict:
+    _, _, _, mels, ctx, *_, vocab = spec
+    n_audio = ((2 * ctx - 1) // 2 + 1 - 2) // 2 + 1
+    ids = torch.randint(0, vocab - 2, (1, n_text + n_audio))
+    ids[0, 10 : 10 + n_audio] = vocab - 1
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "input_features": torch.randn(1, mels, 2 * ctx),
+        "feature_attention_mask": torch.ones(1, 2 * ctx, dtype=torch.long),
+    }
+
+
+def median_times(fns: dict, repeats: int) -> dict[str, float]:
+    """Interleaved repetitions (A B A B ...) after one warm-up each; medians in seconds."""
+    for fn in fns.values():
+        fn()
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+@torch.no_grad()
+def bench_config(name: str, spec, repeats: int) -> list[tuple]:
+    hf_sdpa = build_hf(spec, "sdpa")
+    hf_eager = build_hf(spec, "eager")
+    ours = HookedAudioTransformer.from_hf_model(hf_sdpa)
+    inputs = make_inputs(spec)
+    n_params = sum(p.numel() for p in hf_sdpa.parameters())
+    times = median_times(
+        {
+            "hf_sdpa": lambda: hf_sdpa(**inputs),
+            "ours": lambda: ours(**inputs),
+            "hf_eager_all": lambda: hf_eager(**inputs, output_hidden_states=True, output_attentions=True),
+            "ours_cache_all": lambda: ours.run_with_cache(**inputs),
+        },
+        repeats,
+    )
+    label = f"{name}, {n_params / 1e6:.1f}M params, {inputs['input_ids'].shape[1]} tokens"
+    return [
+        (label, "forward, no hooks", times["ours"], times["hf_sdpa"], "HF sdpa forward", 1.10),
+        (label, "run_with_cache(), all hooks", times["ours_cache_all"], times["hf_eager_all"],
+         "HF eager, hidden states + attentions", 1.5),
+    ]
+
+
+def bench_hook_overhead(repeats: int) -> tuple:
+    """Entering/leaving run_with_hooks with one hook on the 7B architecture (no forward)."""
+    from hooked_audio import model_configs
+
+    hf_config = model_configs.hf_config("qwen2-audio-7b-instruct")
+    cfg = family_for_model_type("qwen2_audio").config_from_hf(hf_config)
+    with torch.device("meta"):
+        model = HookedAudioTransformer(cfg)
+    hook = ("blocks.20.hook_resid_post", lambda x, hook: x)
+    n = 2000
+
+    def enter_exit():
+        for _ in range(n):
+            with model.hooks(fwd_hooks=[hook]):
+                pass
+
+    per_call = median_times({"hooks": enter_exit}, repeats)["hooks"] / n
+    return len(model.hook_dict), per_call
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results_core.md")))
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    rows = []
+    for name, spec in CONFIGS.items():
+        rows += bench_config(name, spec, args.repeats)
+    n_hooks, hook_cost = bench_hook_overhead(args.repeats)
+
+    lines = [
+        "# hooked_audio core benchmark",
+        "",
+        f"`python benchmarks/bench_core.py --repeats {args.repeats}` on {platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU float32, batch 1; "
+        "medians of interleaved repetitions.",
+        "",
+        "| model | measurement | ours (ms) | reference | reference (ms) | ratio | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, what, ours, ref, ref_name, target in rows:
+        ratio = ours / ref
+        lines.append(f"| {label} | {what} | {ours * 1e3:.1f} | {ref_name} | {ref * 1e3:.1f} | "
+                     f"{ratio:.2f}x | <= {target}x {'ok' if ratio <= target else 'MISSED'} |")
+    lines.append(f"| Qwen2-Audio-7B architecture (meta), {n_hooks} hook points | enter + leave run_with_hooks, "
+                 f"one hook | {hook_cost * 1e3:.3f} | - | - | - | <= 1 ms {'ok' if hook_cost <= 1e-3 else 'MISSED'} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

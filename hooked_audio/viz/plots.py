@@ -1,0 +1,103 @@
+"""Matplotlib figures for the analyses, written as PNG files (headless: the Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_lens_curves(probs: np.ndarray, layer_labels: list[str], names: list[str], path: Path, title: str) -> Path:
+    """P(answer) at the answer position across layers, one line per example ([layer, example])."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, name in enumerate(names):
+        ax.plot(range(len(layer_labels)), probs[:, i], marker="o", label=name)
+    ax.set_xticks(range(len(layer_labels)), layer_labels, rotation=45)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("P(correct answer)")
+    ax.set_xlabel("residual stream (logit lens)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_lens_heatmap(
+    probs: np.ndarray, layer_labels: list[str], tokens: list[str], audio: tuple[int, int] | None,
+    seconds_per_token: float, path: Path, title: str,
+) -> Path:
+    """P(answer) at every (layer, position): where in the sequence and how deep the answer appears."""
+    fig, ax = plt.subplots(figsize=(max(7, len(tokens) * 0.09), 3.8))
+    image = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(probs.max()), 1e-3))
+    ax.set_yticks(range(len(layer_labels)), layer_labels)
+    if audio is not None:
+        start, end = audio
+        ax.axvspan(start - 0.5, end - 0.5, color="white", alpha=0.12)
+        seconds = np.arange(0, (end - start) * seconds_per_token + 1e-9, 1.0)
+        for s in seconds:
+            ax.axvline(start + s / seconds_per_token - 0.5, color="white", lw=0.5, alpha=0.4)
+        ax.text(start, -0.7, f"audio {end - start} tokens ({(end - start) * seconds_per_token:.1f} s)", fontsize=8)
+    text_positions = [i for i in range(len(tokens)) if audio is None or not (audio[0] <= i < audio[1])]
+    ax.set_xticks(text_positions, [tokens[i] for i in text_positions], rotation=90, fontsize=6)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="P(answer)")
+    return _save(fig, path)
+
+
+def plot_head_scores(scores: np.ndarray, path: Path, title: str) -> Path:
+    """Heatmap of a per-(layer, head) score, each cell annotated."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * scores.shape[1], 1.0 + 0.6 * scores.shape[0]))
+    image = ax.imshow(scores, cmap="magma", vmin=0, vmax=max(float(scores.max()), 1e-6))
+    for (layer, head), value in np.ndenumerate(scores):
+        ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="black" if value > 0.6 * scores.max() else "white")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(scores.shape[1]))
+    ax.set_yticks(range(scores.shape[0]))
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path)
+
+
+def plot_ablation(results: dict[str, float], path: Path, title: str, ylabel: str = "accuracy") -> Path:
+    """Bars for conditions such as clean / top heads ablated / random heads ablated."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    names, values = list(results), list(results.values())
+    bars = ax.bar(names, values, color=["#4c72b0", "#c44e52", "#8c8c8c", "#55a868"][: len(names)])
+    for bar, value in zip(bars, values):
+        ax.text(bar.get_x() + bar.get_width() / 2, value + 0.01, f"{value:.2f}", ha="center", fontsize=9)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_attention_over_time(
+    waveform: np.ndarray, sampling_rate: int, attention: np.ndarray, seconds_per_token: float, path: Path, title: str
+) -> Path:
+    """A clip's waveform with one head's attention (from the answer position) over its audio tokens."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    t = np.arange(len(waveform)) / sampling_rate
+    ax.plot(t, waveform, color="#999999", lw=0.5)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("waveform")
+    twin = ax.twinx()
+    centres = (np.arange(len(attention)) + 0.5) * seconds_per_token
+    twin.bar(centres, attention, width=seconds_per_token, color="#c44e52", alpha=0.6)
+    twin.set_ylabel("attention from answer position")
+    ax.set_title(title)
+    return _save(fig, path)
