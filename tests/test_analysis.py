@@ -1,0 +1,69 @@
+"""Analysis helpers on a random tiny model: checks a broken implementation would fail."""
+
+from __future__ import annotations
+
+import torch
+from conftest import make_inputs
+
+from hooked_audio.analysis import (
+    audio_attention_by_head,
+    head_ablation_hooks,
+    logit_lens,
+    random_heads,
+    steering_hook,
+    top_heads,
+)
+from hooked_audio.analysis.logit_lens import at_last_positions
+
+
+def test_logit_lens_last_layer_is_the_model_output(model):
+    inputs = make_inputs([[100], [40]])
+    logits, cache = model.run_with_cache(**inputs)
+    lens = logit_lens(model, cache)
+    torch.testing.assert_close(lens.log_probs[-1], logits.log_softmax(-1), atol=1e-4, rtol=1e-4)
+    last = cache.last_positions
+    final = at_last_positions(lens, last)[-1]
+    top = final.argmax(-1)
+    assert (lens.target_rank(top)[-1, torch.arange(2), last] == 0).all()
+    prob = lens.target_prob(top)[-1, torch.arange(2), last]
+    torch.testing.assert_close(prob, final.exp().max(-1).values)
+
+
+def test_audio_attention_by_head_matches_a_direct_sum(model):
+    inputs = make_inputs([[100], [60]])
+    _, cache = model.run_with_cache(**inputs)
+    scores = audio_attention_by_head(cache, model.cfg.n_layers)
+    audio = cache.inputs.audio_mask
+    layer, head = 1, 2
+    expected = torch.stack([cache["pattern", layer][b, head, -1][audio[b]].sum() for b in range(2)]).mean()
+    torch.testing.assert_close(scores[layer, head], expected)
+    best = top_heads(scores, 3)
+    assert scores[best[0]] == scores.max() and len(set(best)) == 3
+
+
+def test_head_ablation_removes_exactly_that_heads_result(model):
+    inputs = make_inputs([[100]])
+    _, cache = model.run_with_cache(**inputs)
+    with model.hooks(fwd_hooks=head_ablation_hooks([(1, 3), (1, 0)])):
+        _, ablated = model.run_with_cache(**inputs, names_filter=["blocks.1.hook_attn_out"])
+    removed = cache["blocks.1.attn.hook_result"][:, :, [3, 0]].sum(2)
+    torch.testing.assert_close(cache["attn_out", 1] - ablated["attn_out", 1], removed, atol=1e-5, rtol=1e-4)
+
+
+def test_random_heads_exclude_and_are_reproducible():
+    chosen = random_heads(4, 4, 5, exclude=[(0, 0), (3, 3)], seed=1)
+    assert chosen == random_heads(4, 4, 5, exclude=[(0, 0), (3, 3)], seed=1)
+    assert len(set(chosen)) == 5 and (0, 0) not in chosen and (3, 3) not in chosen
+
+
+def test_steering_at_audio_positions_only_moves_those_positions_at_that_layer(model):
+    inputs = make_inputs([[100]])
+    audio = model.to_inputs(**inputs).audio_mask
+    direction = torch.randn(model.cfg.d_model)
+    _, clean = model.run_with_cache(**inputs, names_filter=["blocks.1.hook_resid_pre"])
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", steering_hook(direction, 3.0, audio))]):
+        logits, steered = model.run_with_cache(**inputs, names_filter=["blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"])
+    delta = steered["resid_pre", 1] - clean["resid_pre", 1]
+    torch.testing.assert_close(delta[audio], (3.0 * direction).expand(int(audio.sum()), -1), atol=1e-5, rtol=1e-5)
+    assert delta[~audio].abs().max() == 0
+    assert (logits - model(**inputs))[0, -1].abs().max() > 1e-4
