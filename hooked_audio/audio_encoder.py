@@ -25,6 +25,10 @@ def make_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
     returns ``[clip, token, d]`` and has ``output_lengths(mel_lengths)``, with the hook names above."""
     if cfg.encoder_type == "whisper":
         return HookedAudioEncoder(cfg)
+    if cfg.encoder_type in ("qwen2_5_omni", "qwen3_omni"):
+        from .encoders.qwen_omni_encoder import QwenOmniAudioEncoder
+
+        return QwenOmniAudioEncoder(cfg)
     raise ValueError(f"unknown audio encoder_type {cfg.encoder_type!r}")
 
 

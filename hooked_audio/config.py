@@ -34,6 +34,12 @@ class AudioEncoderConfig:
     ln_post: bool = True
     mask_padded_frames: bool = True  # keys beyond a clip's length are masked (Qwen2-Audio does this)
     seconds_per_frame: float = 0.02  # after the conv stem (10 ms hop x stride 2)
+    # Qwen-Omni encoders (encoders/qwen_omni_encoder.py): the stem runs on chunks of ``chunk_mel_frames`` mel
+    # frames (``n_ctx`` positions each) and attention stays inside windows of ``attention_window_frames``
+    # encoder frames. None: the whole clip at once.
+    chunk_mel_frames: int | None = None
+    attention_window_frames: int | None = None
+    stem_channels: int | None = None  # Qwen3-Omni's conv2d stem width (HF ``downsample_hidden_size``)
 
     @property
     def d_head(self) -> int:
@@ -67,6 +73,20 @@ class AudioEncoderConfig:
 
 
 @dataclass
+class TimeRotaryConfig:
+    """Music Flamingo's rotary *time* embedding on the encoder output (``components/time_rotary.py``).
+
+    HF's values: ``rotary_dim = int(d_audio * partial_rotary_factor)`` features per axis (window axis and
+    time axis, so ``2 * rotary_dim`` features rotate), ``theta`` the RoPE base, ``n_positions`` its
+    ``max_position_embeddings`` (HF sets it to ``theta``), ``seconds_per_token`` = 4 mel frames."""
+
+    rotary_dim: int
+    theta: float = 1200.0
+    n_positions: int = 1200
+    seconds_per_token: float = 0.04
+
+
+@dataclass
 class HookedAudioConfig:
     """The whole model. Decoder fields follow ``HookedTransformerConfig`` names."""
 
@@ -89,6 +109,10 @@ class HookedAudioConfig:
     qkv_bias: tuple[bool, bool, bool] = (True, True, True)
     o_bias: bool = False
     mlp_bias: bool = False
+    use_qk_norm: bool = False  # Qwen3: RMSNorm on each head's q and k before rotary (eps = ``eps``)
+    num_experts: int | None = None  # mixture-of-experts MLPs (components/moe.py); None: dense MLPs
+    experts_per_token: int | None = None
+    norm_topk_prob: bool = True  # renormalise the chosen experts' router probabilities to sum to 1
     attn_only: bool = False
     final_rms: bool = True
     tie_word_embeddings: bool = False
@@ -97,6 +121,7 @@ class HookedAudioConfig:
     # audio side
     audio: AudioEncoderConfig | None = None
     projector: str = "linear"  # linear | mlp_gelu (2 layers)
+    audio_time_rotary: TimeRotaryConfig | None = None  # Music Flamingo: rotate encoder output by time
     audio_token_id: int = 151646
     audio_bos_token_id: int | None = None
     audio_eos_token_id: int | None = None

@@ -49,6 +49,10 @@ class HookedAudioTransformer(HookedRootModule):
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         if cfg.audio is not None:
             self.audio_encoder = make_audio_encoder(cfg.audio)
+            if cfg.audio_time_rotary is not None:  # Music Flamingo
+                from .components.time_rotary import TimeRotaryEmbedding
+
+                self.audio_time_rotary = TimeRotaryEmbedding(cfg.audio_time_rotary)
             self.projector = self._make_projector(cfg)
             self.hook_audio_embeds = HookPoint()  # [n_audio_tok, d_model]
         self.hook_embed = HookPoint()  # [batch, pos, d_model], audio already spliced in
@@ -69,6 +73,8 @@ class HookedAudioTransformer(HookedRootModule):
                 mlp_bias=cfg.mlp_bias,
                 causal=True,
                 rotary=True,
+                qk_norm_eps=cfg.eps if cfg.use_qk_norm else None,
+                mlp=self._make_moe(cfg) if cfg.num_experts else None,
             )
             for _ in range(cfg.n_layers)
         )
@@ -77,6 +83,12 @@ class HookedAudioTransformer(HookedRootModule):
         if cfg.tie_word_embeddings:
             self.unembed.weight = self.embed.weight
         self.setup()
+
+    @staticmethod
+    def _make_moe(cfg: HookedAudioConfig) -> nn.Module:
+        from .components.moe import MoEMLP
+
+        return MoEMLP(cfg.d_model, cfg.d_mlp, cfg.num_experts, cfg.experts_per_token, cfg.act_fn, cfg.norm_topk_prob)
 
     @staticmethod
     def _make_projector(cfg: HookedAudioConfig) -> nn.Module:
@@ -208,6 +220,8 @@ class HookedAudioTransformer(HookedRootModule):
         attention_mask = None if inputs.attention_mask is None else inputs.attention_mask.to(self.device)
         mask = decoder_attention_mask(attention_mask, resid.dtype)
         position_ids = inputs.position_ids
+        if position_ids is None and self.family.default_position_ids is not None:
+            position_ids = self.family.default_position_ids(input_ids, attention_mask)
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[1], device=self.device)[None]
         rotary = self.rotary.cos_sin(position_ids.to(self.device), resid.dtype)
@@ -238,6 +252,8 @@ class HookedAudioTransformer(HookedRootModule):
         if mel_lengths is None:
             mel_lengths = torch.full((hidden.shape[0],), self.cfg.audio.n_mel_frames, device=self.device)
         lengths = self.audio_encoder.output_lengths(mel_lengths)
+        if self.cfg.audio_time_rotary is not None:  # needs the placeholder runs to know each window's clip
+            hidden = self.audio_time_rotary(hidden, lengths, inputs.audio_mask)
         projected = self.projector(hidden)
         valid = torch.arange(projected.shape[1], device=self.device)[None, :] < lengths[:, None]
         return self.hook_audio_embeds(projected[valid])
@@ -322,10 +338,9 @@ class HookedAudioTransformer(HookedRootModule):
             out = self.forward(inputs, return_type=return_type)
         if pos_slice is not None:
             n_pos = inputs.shape[1]
+            pos_dim = 0 if remove_batch_dim else 1
             for name, act in cache_dict.items():
-                pos_dim = 0 if remove_batch_dim else 1
-                if not name.startswith("audio_encoder") and "pattern" not in name and "scores" not in name \
-                        and act.ndim > pos_dim and act.shape[pos_dim] == n_pos:
+                if _is_decoder_position_activation(name) and act.shape[pos_dim] == n_pos:
                     cache_dict[name] = act.index_select(pos_dim, pos_slice.to(act.device))
         return out, AudioActivationCache(cache_dict, self, inputs, has_batch_dim=not remove_batch_dim)
 
@@ -420,6 +435,12 @@ class HookedAudioTransformer(HookedRootModule):
         from .generation import generate
 
         return generate(self, input, **kwargs)
+
+
+def _is_decoder_position_activation(name: str) -> bool:
+    """Decoder activations laid out ``[batch, pos, ...]`` (patterns and scores are ``[batch, head, q, k]``)."""
+    decoder = name == "hook_embed" or name.startswith(("blocks.", "ln_final."))
+    return decoder and not name.endswith(("hook_pattern", "hook_attn_scores"))
 
 
 def decoder_attention_mask(

@@ -66,7 +66,7 @@ def build_inputs(
             clip,
             sampling_rate=sampling_rate,
             target_rate=feature_extractor.sampling_rate,
-            max_seconds=feature_extractor.n_samples / feature_extractor.sampling_rate,
+            max_seconds=max_audio_seconds(processor),
             on_too_long=on_too_long,
         )
         for clip in clips
@@ -84,6 +84,13 @@ def build_inputs(
     finally:
         tokenizer.padding_side = previous_side
     return model.to_inputs(batch)
+
+
+def max_audio_seconds(processor) -> float:
+    """The longest clip the processor accepts: its own limit where it splits audio into windows (Audio
+    Flamingo's ``max_audio_len``), else the feature extractor's single window."""
+    feature_extractor = processor.feature_extractor
+    return float(getattr(processor, "max_audio_len", None) or feature_extractor.n_samples / feature_extractor.sampling_rate)
 
 
 def _content_items(message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import nn
 
 from ..hook_points import HookPoint
+from .norms import RMSNorm
 from .rotary import RotaryEmbedding
 
 
@@ -34,7 +35,10 @@ class Attention(nn.Module):
         o_bias: bool = False,
         causal: bool = True,
         rotary: bool = True,
+        qk_norm_eps: float | None = None,
     ):
+        """``qk_norm_eps``: RMS-normalise each head's q and k (before rotary) with this eps, as Qwen3 does;
+        the norms are ``q_norm`` / ``k_norm`` with their own ``hook_scale`` / ``hook_normalized``."""
         super().__init__()
         self.n_heads = n_heads
         self.n_key_value_heads = n_key_value_heads or n_heads
@@ -45,6 +49,9 @@ class Attention(nn.Module):
         self.k = nn.Linear(d_model, self.n_key_value_heads * d_head, bias=qkv_bias[1])
         self.v = nn.Linear(d_model, self.n_key_value_heads * d_head, bias=qkv_bias[2])
         self.o = nn.Linear(n_heads * d_head, d_model, bias=o_bias)
+        if qk_norm_eps is not None:
+            self.q_norm = RMSNorm(d_head, qk_norm_eps)  # [batch, pos, head, d_head]
+            self.k_norm = RMSNorm(d_head, qk_norm_eps)  # [batch, pos, kv_head, d_head]
 
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, kv_head, d_head]
@@ -116,6 +123,8 @@ class Attention(nn.Module):
         q = self.hook_q(self.q(x).view(batch, pos, self.n_heads, self.d_head))
         k = self.hook_k(self.k(x).view(batch, pos, self.n_key_value_heads, self.d_head))
         v = self.hook_v(self.v(x).view(batch, pos, self.n_key_value_heads, self.d_head))
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             cos, sin = rotary
             q = self.hook_rot_q(RotaryEmbedding.apply(q, cos, sin))

@@ -35,13 +35,19 @@ class TransformerBlock(nn.Module):
         mlp_bias: bool,
         causal: bool,
         rotary: bool,
+        qk_norm_eps: float | None = None,
+        mlp: nn.Module | None = None,
     ):
+        """``qk_norm_eps``: per-head q/k RMSNorm (Qwen3). ``mlp``: a ready feed-forward module replacing the
+        dense one (e.g. ``components.moe.MoEMLP``), still called as ``blocks.{l}.mlp``."""
         super().__init__()
         self.ln1 = make_norm(normalization_type, d_model, eps)
-        self.attn = Attention(d_model, n_heads, d_head, n_key_value_heads, qkv_bias, o_bias, causal, rotary)
+        self.attn = Attention(
+            d_model, n_heads, d_head, n_key_value_heads, qkv_bias, o_bias, causal, rotary, qk_norm_eps
+        )
         self.ln2 = make_norm(normalization_type, d_model, eps)
         mlp_class = GatedMLP if gated_mlp else MLP
-        self.mlp = mlp_class(d_model, d_mlp, act_fn, bias=mlp_bias)
+        self.mlp = mlp if mlp is not None else mlp_class(d_model, d_mlp, act_fn, bias=mlp_bias)
         self.hook_resid_pre = HookPoint()
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()

@@ -27,6 +27,9 @@ class ModelFamily:
     audio_feature_kwarg: str  # forward kwarg carrying the log-mel features
     audio_mask_kwarg: str | None  # forward kwarg carrying the per-frame validity mask (if any)
     ignored_hf_keys: tuple[str, ...] = ()
+    # Decoder positions when none are passed: ``(input_ids, attention_mask or None) -> [batch, pos]``.
+    # None: ``arange(pos)`` for every row (Qwen2-Audio). Qwen-Omni counts real tokens only (left padding).
+    default_position_ids: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
 
     def state_dict_from_hf(self, hf_state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename every HF weight to this library's name; an unmapped key is an error, never dropped."""

@@ -1,0 +1,54 @@
+"""Music Flamingo (``MusicFlamingoForConditionalGeneration``): Audio Flamingo 3 plus a rotary time embedding.
+
+The encoder output of every window is rotated by its tokens' timestamps in the clip before the projector
+(``components/time_rotary.py``; hooks ``audio_time_rotary.hook_timestamps`` / ``.hook_out``). Placeholder
+runs are wrapped in ``<|sound_bos|>`` / ``<|sound_eos|>`` by the processor, and up to 40 windows (1200 s)
+make one clip. Weights are AF3's: the time embedding has none.
+"""
+
+from __future__ import annotations
+
+from ..config import HookedAudioConfig, TimeRotaryConfig
+from .audioflamingo3 import RENAME_RULES, projector_extra
+from .base import ModelFamily, decoder_fields_from_hf, whisper_encoder_config_from_hf
+
+
+def config_from_hf(hf_config) -> HookedAudioConfig:
+    audio = whisper_encoder_config_from_hf(hf_config.audio_config, pooling="avg2", mask_padded_frames=True)
+    return HookedAudioConfig(
+        **decoder_fields_from_hf(hf_config.text_config),
+        audio=audio,
+        projector="mlp_gelu",
+        audio_time_rotary=time_rotary_config_from_hf(hf_config, audio.frames_per_token),
+        audio_token_id=hf_config.audio_token_id,
+        audio_bos_token_id=hf_config.audio_bos_token_id,
+        audio_eos_token_id=hf_config.audio_eos_token_id,
+        family="musicflamingo",
+        extra=projector_extra(hf_config),
+    )
+
+
+def time_rotary_config_from_hf(hf_config, frames_per_token: int) -> TimeRotaryConfig:
+    rope = hf_config.rope_parameters
+    if rope.get("rope_type", "default") != "default":
+        raise NotImplementedError(f"time embedding RoPE type {rope['rope_type']!r} is not supported")
+    # HF: head_dim = the audio width; rotary_dim = int(head_dim * partial_rotary_factor); positions = theta.
+    # The mel frame step times 4 (stride-2 conv, then AvgPool 2) is the token step, multiplied as HF does.
+    stride = 2 * frames_per_token
+    return TimeRotaryConfig(
+        rotary_dim=int(hf_config.head_dim * rope.get("partial_rotary_factor", 1.0)),
+        theta=float(rope["rope_theta"]),
+        n_positions=int(hf_config.max_position_embeddings),
+        seconds_per_token=hf_config.audio_frame_step * stride,
+    )
+
+
+MUSIC_FLAMINGO = ModelFamily(
+    name="musicflamingo",
+    hf_model_types=("musicflamingo",),
+    hf_class_name="MusicFlamingoForConditionalGeneration",
+    config_from_hf=config_from_hf,
+    rename_rules=RENAME_RULES,
+    audio_feature_kwarg="input_features",
+    audio_mask_kwarg="input_features_mask",
+)

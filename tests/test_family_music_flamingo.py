@@ -1,0 +1,169 @@
+"""Music Flamingo matches HF's eager ``MusicFlamingoForConditionalGeneration`` on tiny random models.
+
+The tiny builders come from ``test_family_audioflamingo3``; Music Flamingo differs by its rotary time
+embedding on the encoder output and by ``<|sound_bos|>`` / ``<|sound_eos|>`` around each clip's run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_family_audioflamingo3 import (
+    CASES,
+    EOS,
+    SOUND,
+    SOUND_BOS,
+    SOUND_EOS,
+    TOL,
+    check_parity_cases,
+    make_hf_model,
+    make_inputs,
+    make_processor,
+    max_diff,
+    n_audio_tokens,
+)
+from transformers import MusicFlamingoForConditionalGeneration
+from transformers.models.musicflamingo.modeling_musicflamingo import MusicFlamingoRotaryEmbedding, apply_rotary_time_emb
+
+import hooked_audio.model_configs as model_configs
+from hooked_audio import HookedAudioTransformer
+from hooked_audio.components.time_rotary import TimeRotaryEmbedding, rotate_pairs
+from hooked_audio.families import family_for_model_type
+
+
+@pytest.fixture(scope="module")
+def pair():
+    hf = make_hf_model("musicflamingo", seed=11)
+    return hf, HookedAudioTransformer.from_hf_model(hf)
+
+
+def test_config_is_audioflamingo3_plus_time_rotary(pair):
+    hf, model = pair
+    cfg = model.cfg
+    assert (cfg.family, cfg.projector, cfg.audio_token_id) == ("musicflamingo", "mlp_gelu", SOUND)
+    assert (cfg.audio_bos_token_id, cfg.audio_eos_token_id) == (SOUND_BOS, SOUND_EOS)
+    time = cfg.audio_time_rotary
+    assert (time.rotary_dim, time.theta, time.n_positions) == (int(64 * 0.2), 1200.0, 1200)
+    assert time.seconds_per_token == pytest.approx(cfg.seconds_per_audio_token) == pytest.approx(0.04)
+    torch.testing.assert_close(model.audio_time_rotary.inv_freq, hf.model.pos_emb.inv_freq, rtol=0, atol=0)
+
+
+def test_logits_match_hf(pair):
+    check_parity_cases(*pair, wrap=True)
+
+
+def test_the_time_embedding_is_what_makes_parity(pair):
+    """Freezing every timestamp at 0 (no rotation) must break parity, or the rotation is untested."""
+    hf, model = pair
+    inputs = make_inputs(CASES["multi_window_clip_batched_with_a_short_clip"], seed=2, wrap=True)
+    with torch.no_grad():
+        theirs = hf(**inputs).logits
+        frozen = model.run_with_hooks(**inputs, fwd_hooks=[("audio_time_rotary.hook_timestamps", lambda t, hook: 0 * t)])
+    assert max_diff(frozen, theirs, inputs["attention_mask"]) > 100 * TOL
+
+
+def test_timestamps_are_the_time_map(pair):
+    """HF's per-window timestamps, at real tokens, equal the time map of ``AudioTextInput`` (40 ms/token)."""
+    _, model = pair
+    inputs = make_inputs([[[100, 100, 37], [64]], [[100, 23]]], wrap=True)
+    _, cache = model.run_with_cache(**inputs, names_filter="audio_time_rotary.hook_timestamps")
+    timestamps = cache["audio_time_rotary.hook_timestamps"]  # [window, 25]
+    lengths = torch.tensor([n_audio_tokens(m) for m in (100, 100, 37, 64, 100, 23)])
+    valid = torch.arange(timestamps.shape[1])[None] < lengths[:, None]
+    times = cache.inputs.token_times()[..., 0]
+    expected = times[cache.inputs.audio_mask]  # row-major, clip by clip, as the windows are
+    torch.testing.assert_close(timestamps[valid], expected, atol=1e-5, rtol=0)
+    assert timestamps[2, 0].item() == pytest.approx(2.0)  # third window of the first clip starts at 2 s
+    assert timestamps[3, 0].item() == 0.0 and timestamps[5, 0].item() == pytest.approx(1.0)  # new clips restart
+
+
+def test_time_rotary_matches_hf_at_real_size():
+    """The real checkpoint's sizes (rotary_dim 256, 750 tokens per window, windows up to the 40th):
+    float32 angles for timestamps up to 20 minutes, rotated in float64, match HF."""
+    hf_config = model_configs.hf_config("nvidia/music-flamingo-2601-hf")
+    cfg = family_for_model_type("musicflamingo").config_from_hf(hf_config)
+    ours, theirs = TimeRotaryEmbedding(cfg.audio_time_rotary), MusicFlamingoRotaryEmbedding(hf_config)
+    windows = torch.tensor([0, 1, 17, 39])
+    timestamps = windows[:, None] * 750 * 0.04 + torch.arange(750, dtype=torch.float32) * 0.04
+    hidden = torch.randn(4, 750, 2 * 256 + 8, generator=torch.Generator().manual_seed(0))
+    cos, sin = theirs(timestamps, seq_len=750)
+    expected = apply_rotary_time_emb(hidden, cos, sin)
+    ours_cos, ours_sin = ours.cos_sin(timestamps, 750)
+    assert torch.equal(ours_cos, cos) and torch.equal(ours_sin, sin)
+    assert torch.equal(rotate_pairs(hidden, ours_cos, ours_sin), expected)
+    assert torch.equal(expected[..., 512:], hidden[..., 512:])  # features past 2 x rotary_dim pass through
+
+
+def test_text_only_matches_hf(pair):
+    hf, model = pair
+    inputs = make_inputs([[], []], text_lengths=[9, 5])
+    with torch.no_grad():
+        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+
+
+def test_greedy_generation_matches_hf(pair):
+    hf, model = pair
+    inputs = make_inputs([[[100, 40]], [[60]]], seed=4, wrap=True)
+    with torch.no_grad():
+        theirs = hf.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=EOS, pad_token_id=0)
+    assert torch.equal(model.generate(**inputs, max_new_tokens=8, eos_token_id=EOS, pad_token_id=0), theirs)
+
+
+def test_every_hook_point_fires(pair):
+    _, model = pair
+    fired = set()
+    inputs = make_inputs([[[100, 30]], [[60]]], wrap=True)
+    model.run_with_hooks(**inputs, fwd_hooks=[(lambda name: True, lambda x, hook: fired.add(hook.name))])
+    assert set(model.hook_dict) - fired == set()
+    assert {"audio_time_rotary.hook_timestamps", "audio_time_rotary.hook_out", "audio_encoder.hook_out"} <= fired
+
+
+def test_processor_wraps_clips_and_matches_hf():
+    """Real Music Flamingo processor: 2.3 s -> 3 windows in one bos/eos-wrapped run; logits match HF."""
+    hf = make_hf_model("musicflamingo", seed=7)
+    processor = make_processor("musicflamingo")
+    model = HookedAudioTransformer.from_hf_model(hf, processor=processor)
+    rng = np.random.default_rng(1)
+    clips = [rng.standard_normal(36800).astype(np.float32) * 0.1, rng.standard_normal(9000).astype(np.float32) * 0.1]
+    batch = processor(text=["hello <sound> what is played ?", "<sound> yes"], audio=clips, return_tensors="pt")
+    assert batch["input_features"].shape[0] == 4
+    ids = batch["input_ids"][0].tolist()
+    start = ids.index(SOUND_BOS)
+    assert ids[start + 1 : start + 1 + 57] == [SOUND] * 57 and ids[start + 1 + 57] == SOUND_EOS
+    with torch.no_grad():
+        assert max_diff(model(batch), hf(**batch).logits, batch["attention_mask"]) <= TOL
+
+
+def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf = make_hf_model("musicflamingo", seed=5)
+    hf.save_pretrained(tmp_path)
+    make_processor("musicflamingo").save_pretrained(tmp_path)
+    model = HookedAudioTransformer.from_pretrained(str(tmp_path))
+    assert model.cfg.family == "musicflamingo" and model.processor is not None
+    inputs = make_inputs([[[100, 50]], [[30]]], wrap=True)
+    with torch.no_grad():
+        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+
+
+def test_window_and_placeholder_mismatch_fails_clearly(pair):
+    _, model = pair
+    inputs = make_inputs([[[100, 100]]], wrap=True)
+    one_window_too_few = dict(inputs, input_features=inputs["input_features"][:1],
+                              input_features_mask=inputs["input_features_mask"][:1])
+    with pytest.raises(ValueError, match=r"50 audio placeholders \(runs of \[50\]\) but the audio windows give 25"):
+        model(**one_window_too_few)
+
+
+def test_real_configuration_maps_and_matches_hf_parameter_count():
+    hf_config = model_configs.hf_config("nvidia/music-flamingo-2601-hf")
+    cfg = family_for_model_type(hf_config.model_type).config_from_hf(hf_config)
+    assert (cfg.n_layers, cfg.d_model, cfg.n_key_value_heads, cfg.audio.d_model) == (28, 3584, 4, 1280)
+    assert (cfg.audio_token_id, cfg.audio_bos_token_id, cfg.audio_eos_token_id) == (151669, 151670, 151671)
+    assert cfg.audio_time_rotary.rotary_dim == 256
+    with torch.device("meta"):
+        ours = HookedAudioTransformer(cfg)
+        theirs = MusicFlamingoForConditionalGeneration(hf_config)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(ours) == count(theirs)

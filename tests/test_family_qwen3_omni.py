@@ -1,0 +1,278 @@
+"""Qwen3-Omni thinker matches HF's eager ``Qwen3OmniMoeThinkerForConditionalGeneration`` on tiny random models.
+
+HF's token count hard-codes 13 tokens per 100-mel-frame chunk, so the tiny encoder keeps ``n_window`` = 50;
+``n_window_infer`` = 200 makes attention windows of 2 chunks (26 frames), so a 2.6 s clip spans two windows.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import randomize_norms_and_biases
+from test_family_qwen2_5_omni import AUDIO, AUDIO_BOS, EOS, IMAGE, N_MELS, PAD, VIDEO, VISION_BOS, VOCAB, make_inputs, max_diff
+from transformers import (
+    Qwen3OmniMoeConfig,
+    Qwen3OmniMoeForConditionalGeneration,
+    Qwen3OmniMoeThinkerConfig,
+    Qwen3OmniMoeThinkerForConditionalGeneration,
+)
+from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import _get_feat_extract_output_lengths
+
+import hooked_audio.model_configs as model_configs
+from hooked_audio import HookedAudioTransformer
+from hooked_audio.families import family_for_model_type
+
+TOL = 1e-4
+N_EXPERTS, TOP_K = 8, 2
+
+
+def make_hf_model(seed: int = 0, n_kv_heads: int = 2, norm_topk_prob: bool = True):
+    torch.manual_seed(seed)
+    config = Qwen3OmniMoeThinkerConfig(
+        audio_config=dict(
+            d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, num_mel_bins=N_MELS,
+            max_source_positions=50, n_window=50, n_window_infer=200, downsample_hidden_size=8, output_dim=64,
+        ),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=64,
+                           deepstack_visual_indexes=[0]),
+        text_config=dict(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=n_kv_heads, head_dim=16,
+            moe_intermediate_size=32, num_experts=N_EXPERTS, num_experts_per_tok=TOP_K, norm_topk_prob=norm_topk_prob,
+            vocab_size=VOCAB, max_position_embeddings=512, pad_token_id=PAD, eos_token_id=EOS,
+            rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[2, 3, 3], mrope_interleaved=True),
+        ),
+        audio_token_id=AUDIO, audio_start_token_id=AUDIO_BOS, vision_start_token_id=VISION_BOS,
+        image_token_id=IMAGE, video_token_id=VIDEO,
+    )
+    config._attn_implementation = "eager"
+    config.text_config._experts_implementation = "eager"
+    model = Qwen3OmniMoeThinkerForConditionalGeneration(config).eval()
+    randomize_norms_and_biases(model, seed)
+    with torch.no_grad():  # make the audio loud enough (next to the positions) that a broken path cannot hide
+        for name, scale in [("conv2d1", 30), ("conv2d2", 10), ("conv2d3", 10), ("conv_out", 10)]:
+            getattr(model.model.audio_tower, name).weight.mul_(scale)
+        model.model.audio_tower.proj2.weight.mul_(20)
+    return model
+
+
+def n_audio_tokens(mel_frames: int) -> int:
+    return int(_get_feat_extract_output_lengths(torch.tensor(mel_frames), 50))
+
+
+def inputs_for(clips_per_row, **kwargs) -> dict:
+    return make_inputs(clips_per_row, count=n_audio_tokens, **kwargs)
+
+
+CASES = {
+    "one_clip_over_two_windows": [[260]],
+    "batch_padded_different_lengths": [[157], [60]],
+    "two_clips_in_one_prompt": [[230, 45]],
+    "batch_mixed_clip_counts_whole_chunks": [[100, 200], [37]],
+    "batch_of_clips_shorter_than_a_chunk": [[60], [37]],  # HF's stem width is then the longest clip
+}
+
+
+@pytest.fixture(scope="module", params=[(2, True), (4, False)], ids=["gqa_normtopk", "mha_rawtopk"])
+def pair(request):
+    n_kv_heads, norm_topk_prob = request.param
+    hf = make_hf_model(seed=n_kv_heads, n_kv_heads=n_kv_heads, norm_topk_prob=norm_topk_prob)
+    return hf, HookedAudioTransformer.from_hf_model(hf)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_hf(pair, case):
+    hf, model = pair
+    inputs = inputs_for(CASES[case], text_lengths=[3, 7][: len(CASES[case])], seed=1)
+    with torch.no_grad():
+        theirs = hf(**inputs).logits
+        ours = model(**inputs)
+    assert max_diff(ours, theirs, inputs["attention_mask"]) <= TOL
+    other = dict(inputs, input_features=torch.randn_like(inputs["input_features"]))
+    with torch.no_grad():
+        moved = max_diff(model(**other), ours, inputs["attention_mask"])
+    assert moved > 30 * TOL  # the audio matters (by far more than the tolerance), so this tests the audio path
+
+
+def test_text_only_matches_hf(pair):
+    hf, model = pair
+    inputs = inputs_for([[], []], text_lengths=[9, 5])
+    with torch.no_grad():
+        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+
+
+def test_router_logits_and_mixture_match_hf(pair):
+    """``hook_router_logits`` is HF's ``router_logits``; per-slot expert outputs sum to the MLP output."""
+    hf, model = pair
+    inputs = inputs_for([[157], [60]], seed=2)
+    with torch.no_grad():
+        theirs = hf(**inputs, output_router_logits=True).router_logits
+        _, cache = model.run_with_cache(**inputs)
+    real = inputs["attention_mask"].bool()
+    for layer in range(model.cfg.n_layers):
+        ours = cache[f"blocks.{layer}.mlp.hook_router_logits"]
+        assert ours.shape == (*inputs["input_ids"].shape, N_EXPERTS)
+        assert (ours[real] - theirs[layer].view(ours.shape)[real]).abs().max() <= TOL
+        per_slot = cache[f"blocks.{layer}.mlp.hook_expert_out"]
+        assert per_slot.shape == (*inputs["input_ids"].shape, TOP_K, model.cfg.d_model)
+        torch.testing.assert_close(per_slot.sum(-2), cache[f"blocks.{layer}.hook_mlp_out"], atol=1e-5, rtol=1e-5)
+        weights = cache[f"blocks.{layer}.mlp.hook_expert_weights"]
+        if model.cfg.norm_topk_prob:
+            torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+
+
+def test_routing_hooks_steer_the_mixture(pair):
+    _, model = pair
+    inputs = inputs_for([[157]], seed=3)
+    name = "blocks.0.mlp.hook_expert_weights"
+    with torch.no_grad():
+        clean = model(**inputs)
+        zeroed = model.run_with_hooks(**inputs, fwd_hooks=[(name, lambda w, hook: torch.zeros_like(w))])
+    assert (zeroed - clean).abs().max() > 1e-3
+    with torch.no_grad(), model.hooks(fwd_hooks=[(name, lambda w, hook: torch.zeros_like(w))]):
+        _, ablated = model.run_with_cache(**inputs, names_filter=lambda n: n == "blocks.0.hook_mlp_out")
+    assert ablated["blocks.0.hook_mlp_out"].abs().max() == 0
+
+
+def test_qk_norm_hooks(pair):
+    _, model = pair
+    inputs = inputs_for([[60]])
+    _, cache = model.run_with_cache(**inputs)
+    q = cache["blocks.0.attn.hook_q"]
+    normalized = cache["blocks.0.attn.q_norm.hook_normalized"]
+    assert normalized.shape == q.shape == (1, inputs["input_ids"].shape[1], model.cfg.n_heads, model.cfg.d_head)
+    torch.testing.assert_close(normalized, model.blocks[0].attn.q_norm.w * q / cache["blocks.0.attn.q_norm.hook_scale"])
+    assert cache["blocks.0.attn.k_norm.hook_normalized"].shape[2] == model.cfg.n_key_value_heads
+
+
+def test_explicit_attention_path_matches_sdpa_and_windows_hold(pair):
+    _, model = pair
+    inputs = inputs_for([[260], [60]], seed=3)
+    with torch.no_grad():
+        fast = model(**inputs)
+        _, cache = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_pattern"))
+        explicit = model.run_with_hooks(**inputs, fwd_hooks=[(lambda n: n.endswith("hook_pattern"), lambda x, hook: x)])
+    assert max_diff(fast, explicit, inputs["attention_mask"]) <= TOL
+    # windows of 2 chunks (26 frames) are batch rows: the 260-frame clip gives 3 chunks = 39 frames in 2
+    # windows, the second with 13 real frames; the 60-frame clip has 8 frames in its first window
+    pattern = cache["audio_encoder.blocks.0.attn.hook_pattern"]
+    window = model.cfg.audio.attention_window_frames
+    assert window == 26 and pattern.shape == (4, 4, window, window)
+    for row, n_real in [(1, 13), (2, 8)]:
+        assert pattern[row, :, :n_real, n_real:].abs().max() == 0
+        assert pattern[row, :, :n_real, :n_real].sum(-1).allclose(torch.ones(4, n_real))
+
+
+def test_greedy_generation_matches_hf(pair):
+    hf, model = pair
+    inputs = inputs_for([[157], [60]], seed=4)
+    with torch.no_grad():
+        theirs = hf.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
+    ours = model.generate(**inputs, max_new_tokens=8, eos_token_id=EOS, pad_token_id=PAD)
+    assert torch.equal(ours, theirs)
+
+
+def test_every_hook_fires(pair):
+    _, model = pair
+    inputs = inputs_for([[230, 45], [60]])
+    fired = set()
+    model.run_with_hooks(**inputs, fwd_hooks=[(lambda name: True, lambda x, hook: fired.add(hook.name))])
+    assert set(model.hook_dict) - fired == set()
+    for name in ["blocks.1.mlp.hook_router_logits", "blocks.1.mlp.hook_expert_out", "blocks.0.attn.k_norm.hook_scale",
+                 "audio_encoder.hook_conv_out", "audio_encoder.ln_post.hook_normalized", "hook_audio_embeds"]:
+        assert name in model.hook_dict
+    assert "audio_encoder.hook_pooled" not in model.hook_dict  # Qwen3-Omni does not pool
+
+
+def test_audio_token_times_follow_13_tokens_per_second(pair):
+    _, model = pair
+    assert model.cfg.seconds_per_audio_token == pytest.approx(1 / 13)
+    inputs = model.to_inputs(**inputs_for([[300]]))
+    span = inputs.audio_spans[0][0]
+    assert len(span) == 39  # 3 s -> 3 x 13
+    times = inputs.token_times()[0, span.start : span.end]
+    assert times[13, 0].item() == pytest.approx(1.0) and times[-1, 1].item() == pytest.approx(3.0)
+
+
+def test_bad_inputs_are_clear_errors(pair):
+    _, model = pair
+    inputs = inputs_for([[157]])
+    with pytest.raises(TypeError, match="pixel_values_videos"):
+        model(**inputs, pixel_values_videos=torch.zeros(4, 16))
+    too_few = dict(inputs, input_ids=inputs["input_ids"].masked_fill((inputs["input_ids"] == AUDIO).cumsum(-1) == 1, 7))
+    with pytest.raises(ValueError, match="audio placeholders"):
+        model(**too_few)
+
+
+@pytest.mark.parametrize("full_omni", [False, True], ids=["thinker_checkpoint", "full_omni_checkpoint"])
+def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, full_omni):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf = make_hf_model(seed=5)
+    if full_omni:  # model_type "qwen3_omni_moe", weights under "thinker." (talker left out to stay tiny)
+        full = Qwen3OmniMoeForConditionalGeneration(
+            Qwen3OmniMoeConfig(thinker_config=hf.config.to_dict(), enable_audio_output=False)
+        )
+        full.thinker.load_state_dict(hf.state_dict())
+        full.save_pretrained(tmp_path)
+    else:
+        hf.save_pretrained(tmp_path)
+    model = HookedAudioTransformer.from_pretrained(str(tmp_path), processor=None)
+    assert model.cfg.family == "qwen3_omni"
+    inputs = inputs_for([[157], [60]])
+    with torch.no_grad():
+        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+
+
+def test_real_configuration_maps_and_matches_hf_parameter_count():
+    hf_config = model_configs.hf_config("qwen3-omni-30b-a3b-instruct")
+    family = family_for_model_type(hf_config.model_type)
+    cfg = family.config_from_hf(hf_config)
+    assert family.name == "qwen3_omni"
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_vocab) == (
+        48, 2048, 32, 4, 128, 152064
+    )
+    assert (cfg.num_experts, cfg.experts_per_token, cfg.d_mlp, cfg.use_qk_norm) == (128, 8, 768, True)
+    assert (cfg.rotary_base, cfg.eps, cfg.audio_token_id, cfg.tie_word_embeddings) == (1e6, 1e-6, 151675, False)
+    audio = cfg.audio
+    assert (audio.n_layers, audio.d_model, audio.n_heads, audio.d_mlp, audio.n_mels) == (32, 1280, 20, 5120, 128)
+    assert (audio.chunk_mel_frames, audio.n_ctx, audio.attention_window_frames) == (100, 13, 104)
+    with torch.device("meta"):
+        ours = HookedAudioTransformer(cfg)
+        theirs = Qwen3OmniMoeThinkerForConditionalGeneration(hf_config.thinker_config)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(ours) == count(theirs) - count(theirs.model.visual)
+    # the text model's 30.53e9 parameters are keras-hub's published 30532122624 to within 0.002 %
+    assert 30.5e9 < count(theirs.model.language_model) + count(theirs.lm_head) < 30.6e9
+
+
+def test_folding_norms_into_the_router_and_experts_keeps_logits(pair):
+    hf, model = pair
+    folded = HookedAudioTransformer.from_hf_model(hf, fold_ln=True)
+    inputs = inputs_for([[157], [60]], seed=6)
+    with torch.no_grad():
+        assert max_diff(folded(**inputs), model(**inputs), inputs["attention_mask"]) <= TOL
+    assert (folded.blocks[0].ln2.w == 1).all() and not torch.equal(folded.blocks[0].mlp.gate_up, model.blocks[0].mlp.gate_up)
+
+
+def test_feature_extractor_inputs_match_hf():
+    """From waveforms the way Qwen3OmniMoeProcessor prepares audio (it cannot be built here: its video
+    processor needs torchvision): Whisper features padded to the longest clip, untruncated, mask renamed,
+    placeholders expanded by the processor's own token-count formula."""
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+    from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import _get_feat_extract_output_lengths as count
+
+    hf = make_hf_model(seed=7)
+    model = HookedAudioTransformer.from_hf_model(hf)
+    extractor = WhisperFeatureExtractor(feature_size=N_MELS, sampling_rate=16000, hop_length=160, chunk_length=1)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(40000).astype(np.float32) * 0.1, rng.standard_normal(9000).astype(np.float32) * 0.1]
+    audio = extractor(clips, sampling_rate=16000, padding=True, truncation=False, return_attention_mask=True,
+                      return_tensors="pt")
+    mel_lengths = audio["attention_mask"].sum(-1)
+    assert mel_lengths.tolist() == [250, 57]  # 2.5 s is longer than the extractor's 1 s chunk_length: no truncation
+    counts = count(mel_lengths, 50).tolist()
+    assert counts == [n_audio_tokens(250), n_audio_tokens(57)] == [33, 8]
+    batch = inputs_for([[250], [57]], text_lengths=[3, 5])
+    batch.update(input_features=audio["input_features"], feature_attention_mask=audio["attention_mask"])
+    with torch.no_grad():
+        assert max_diff(model(**batch), hf(**batch).logits, batch["attention_mask"]) <= TOL
