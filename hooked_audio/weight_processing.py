@@ -21,7 +21,11 @@ def fold_decoder_norms(model) -> None:
     for block in model.blocks:
         _fold(block.ln1, [block.attn.q, block.attn.k, block.attn.v])
         mlp = block.mlp
-        _fold(block.ln2, [mlp.gate, mlp.up] if hasattr(mlp, "gate") else [mlp.fc_in])
+        if hasattr(mlp, "gate_up"):  # mixture of experts: the router and every expert read ln2's output
+            mlp.gate_up.mul_(block.ln2.w.to(mlp.gate_up.dtype))
+            _fold(block.ln2, [mlp.router])
+        else:
+            _fold(block.ln2, [mlp.gate, mlp.up] if hasattr(mlp, "gate") else [mlp.fc_in])
     if model.unembed.weight is model.embed.weight:  # tied: untie before scaling the unembedding
         model.unembed.weight = torch.nn.Parameter(model.embed.weight.detach().clone())
     _fold(model.ln_final, [model.unembed])

@@ -16,6 +16,9 @@ from transformers import (
 
 from hooked_audio import HookedAudioTransformer
 
+# The test models are tiny: one thread is faster than two fighting over them (and CI has 2 cores).
+torch.set_num_threads(1)
+
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 WORDS = "what is said in the audio ? answer yes no hello world one two three four five \n user assistant system".split(" ")
 VOCAB = {tok: i for i, tok in enumerate(SPECIAL + WORDS)}

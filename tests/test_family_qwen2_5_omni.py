@@ -259,6 +259,16 @@ def test_feature_extractor_inputs_match_hf():
         assert max_diff(model(**batch), hf(**batch).logits, batch["attention_mask"]) <= TOL
 
 
+def add_speech_weights(directory, names: list[str]) -> None:
+    """Write stand-ins for a full checkpoint's speech-output weights (talker, vocoder) next to the thinker's."""
+    from safetensors.torch import load_file, save_file
+
+    (path,) = directory.glob("*.safetensors")
+    weights = load_file(path)
+    weights.update({name: torch.randn(4, 4) for name in names})
+    save_file(weights, path, metadata={"format": "pt"})
+
+
 @pytest.mark.parametrize("full_omni", [False, True], ids=["thinker_checkpoint", "full_omni_checkpoint"])
 def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, full_omni):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -269,6 +279,7 @@ def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, 
         )
         full.thinker.load_state_dict(hf.state_dict())
         full.save_pretrained(tmp_path)
+        add_speech_weights(tmp_path, ["talker.model.norm.weight", "token2wav.code2wav_dit_model.proj.weight"])
     else:
         hf.save_pretrained(tmp_path)
     model = HookedAudioTransformer.from_pretrained(str(tmp_path), processor=None)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import randomize_norms_and_biases
-from test_family_qwen2_5_omni import AUDIO, AUDIO_BOS, EOS, IMAGE, N_MELS, PAD, VIDEO, VISION_BOS, VOCAB, make_inputs, max_diff
+from test_family_qwen2_5_omni import (
+    AUDIO, AUDIO_BOS, EOS, IMAGE, N_MELS, PAD, VIDEO, VISION_BOS, VOCAB, add_speech_weights, make_inputs, max_diff,
+)
 from transformers import (
     Qwen3OmniMoeConfig,
     Qwen3OmniMoeForConditionalGeneration,
@@ -213,6 +215,7 @@ def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, 
         )
         full.thinker.load_state_dict(hf.state_dict())
         full.save_pretrained(tmp_path)
+        add_speech_weights(tmp_path, ["talker.model.norm.weight", "code2wav.pre_transformer.norm.weight"])
     else:
         hf.save_pretrained(tmp_path)
     model = HookedAudioTransformer.from_pretrained(str(tmp_path), processor=None)
