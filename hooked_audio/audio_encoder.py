@@ -29,6 +29,10 @@ def make_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
         from .encoders.qwen_omni_encoder import QwenOmniAudioEncoder
 
         return QwenOmniAudioEncoder(cfg)
+    if cfg.encoder_type == "glm_asr":
+        from .encoders.glmasr_encoder import GlmAsrAudioEncoder
+
+        return GlmAsrAudioEncoder(cfg)
     raise ValueError(f"unknown audio encoder_type {cfg.encoder_type!r}")
 
 
@@ -93,9 +97,12 @@ class HookedAudioEncoder(nn.Module):
         mask = self._padding_mask(mel_lengths, x) if self.cfg.mask_padded_frames else None
         for block in self.blocks:
             x = block(x, mask)
+        norm_first = self.ln_post is not None and self.cfg.ln_post_before_pooling
+        if norm_first:  # Voxtral: normalise each frame, then stack frames
+            x = self.ln_post(x)
         if self.cfg.pooling is not None:
             x = self.hook_pooled(pool_frames(x, self.cfg.pooling))
-        if self.ln_post is not None:
+        if self.ln_post is not None and not norm_first:
             x = self.ln_post(x)
         return self.hook_out(x)
 

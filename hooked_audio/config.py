@@ -40,6 +40,13 @@ class AudioEncoderConfig:
     chunk_mel_frames: int | None = None
     attention_window_frames: int | None = None
     stem_channels: int | None = None  # Qwen3-Omni's conv2d stem width (HF ``downsample_hidden_size``)
+    # Voxtral, GLM-ASR: the final norm runs on each frame *before* frames are stacked into tokens.
+    ln_post_before_pooling: bool = False
+    # GLM-ASR (encoders/glmasr_encoder.py): grouped-query attention and rotary positions on the first
+    # ``rotary_dim`` features of each head instead of learned positions. None: as many kv heads as heads.
+    n_key_value_heads: int | None = None
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
 
     @property
     def d_head(self) -> int:

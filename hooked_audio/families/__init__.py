@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .base import ModelFamily
 from .audioflamingo3 import AUDIOFLAMINGO3
+from .glm_asr import GLM_ASR
 from .music_flamingo import MUSIC_FLAMINGO
 from .qwen2_5_omni import QWEN2_5_OMNI
 from .qwen2_audio import QWEN2_AUDIO
 from .qwen3_omni import QWEN3_OMNI
+from .voxtral import VOXTRAL
 
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in [QWEN2_AUDIO, AUDIOFLAMINGO3, MUSIC_FLAMINGO, QWEN2_5_OMNI, QWEN3_OMNI]}
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in [QWEN2_AUDIO, AUDIOFLAMINGO3, MUSIC_FLAMINGO, QWEN2_5_OMNI, QWEN3_OMNI, VOXTRAL, GLM_ASR]}
 
 
 def family_for_model_type(model_type: str) -> ModelFamily:

@@ -106,6 +106,18 @@ def decoder_fields_from_hf(text_config) -> dict:
     )
 
 
+def llama_decoder_fields_from_hf(text_config) -> dict:
+    """``decoder_fields_from_hf`` for a Llama-style text config, whose biases are off unless
+    ``attention_bias`` (q, k, v and o together) or ``mlp_bias`` say otherwise (Qwen2 has q/k/v biases)."""
+    attention_bias = bool(getattr(text_config, "attention_bias", False))
+    return dict(
+        decoder_fields_from_hf(text_config),
+        qkv_bias=(attention_bias,) * 3,
+        o_bias=attention_bias,
+        mlp_bias=bool(getattr(text_config, "mlp_bias", False)),
+    )
+
+
 def whisper_encoder_config_from_hf(audio_config, **overrides) -> AudioEncoderConfig:
     """``AudioEncoderConfig`` from a Whisper-style HF encoder config."""
     if getattr(audio_config, "scale_embedding", False):
