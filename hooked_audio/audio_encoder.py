@@ -36,6 +36,12 @@ def make_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
     raise ValueError(f"unknown audio encoder_type {cfg.encoder_type!r}")
 
 
+def check_mel_bins(features: torch.Tensor, n_mels: int) -> None:
+    """Refuse features that are not ``[clip, n_mels, frame]``, for encoders that take any number of frames."""
+    if features.ndim != 3 or features.shape[1] != n_mels:
+        raise ValueError(f"audio features must be [clips, {n_mels} mel bins, frames], got {tuple(features.shape)}")
+
+
 class HookedAudioEncoder(nn.Module):
     """Whisper-style: conv stem, learned positions, pre-LN blocks, optional pooling, final LayerNorm."""
 
@@ -46,25 +52,7 @@ class HookedAudioEncoder(nn.Module):
             raise ValueError(f"unsupported audio stem {cfg.stem!r}")
         self.stem = WhisperConvStem(cfg.n_mels, cfg.d_model)
         self.W_pos = nn.Parameter(torch.zeros(cfg.n_ctx, cfg.d_model))
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                d_model=cfg.d_model,
-                n_heads=cfg.n_heads,
-                d_head=cfg.d_head,
-                d_mlp=cfg.d_mlp,
-                n_key_value_heads=cfg.n_heads,
-                normalization_type=cfg.normalization_type,
-                eps=cfg.eps,
-                act_fn=cfg.act_fn,
-                gated_mlp=False,
-                qkv_bias=cfg.qkv_bias,
-                o_bias=cfg.o_bias,
-                mlp_bias=cfg.mlp_bias,
-                causal=False,
-                rotary=False,
-            )
-            for _ in range(cfg.n_layers)
-        )
+        self.blocks = nn.ModuleList(TransformerBlock.for_encoder(cfg) for _ in range(cfg.n_layers))
         self.ln_post = make_norm(cfg.normalization_type, cfg.d_model, cfg.eps) if cfg.ln_post else None
         self.hook_in = HookPoint()
         self.hook_conv_out = HookPoint()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from family_harness import (  # noqa: F401  (tests import some of these from conftest)
+    build_tiny_hf_model, left_padded, n_audio_tokens, padded_features, random_words, randomize_norms_and_biases,
+    tiny_feature_extractor, word_level_tokenizer,
+)
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2AudioConfig,
     Qwen2AudioForConditionalGeneration,
     Qwen2AudioProcessor,
-    WhisperFeatureExtractor,
 )
 
 from hooked_audio import HookedAudioTransformer
@@ -49,47 +51,23 @@ def tiny_hf_config(n_kv_heads: int = 4, vocab_size: int = 64) -> Qwen2AudioConfi
 
 
 def make_hf_model(n_kv_heads: int = 4, seed: int = 0) -> Qwen2AudioForConditionalGeneration:
-    torch.manual_seed(seed)
-    config = tiny_hf_config(n_kv_heads)
-    config._attn_implementation = "eager"
-    model = Qwen2AudioForConditionalGeneration(config).eval()
-    randomize_norms_and_biases(model, seed)
-    # Random init leaves the audio path tiny next to the text path; scale the projector up so the
-    # audio really moves the logits and a broken splice cannot hide behind small numbers.
-    with torch.no_grad():
-        model.model.multi_modal_projector.linear.weight.mul_(20)
-    return model
-
-
-def randomize_norms_and_biases(model: torch.nn.Module, seed: int) -> None:
-    """HF initialises norm weights to 1 and biases to 0, which would hide a mis-mapped norm or bias."""
-    gen = torch.Generator().manual_seed(seed + 1000)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                param.copy_(1 + 0.3 * torch.randn(param.shape, generator=gen))
-            elif name.endswith("bias"):
-                param.copy_(0.1 * torch.randn(param.shape, generator=gen))
+    return build_tiny_hf_model(
+        Qwen2AudioForConditionalGeneration, tiny_hf_config(n_kv_heads), seed,
+        louder={"model.multi_modal_projector.linear.weight": 20},
+    )
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-    fast.add_special_tokens({"additional_special_tokens": SPECIAL[1:]})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    tokenizer = word_level_tokenizer(VOCAB, "<|endoftext|>", "<|im_end|>", SPECIAL[1:])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def make_processor() -> Qwen2AudioProcessor:
-    feature_extractor = WhisperFeatureExtractor(
-        feature_size=N_MELS, sampling_rate=16000, hop_length=160, chunk_length=1, n_fft=400
+    return Qwen2AudioProcessor(
+        feature_extractor=tiny_feature_extractor(N_MELS, chunk_length=1), tokenizer=make_tokenizer(),
+        chat_template=CHAT_TEMPLATE,
     )
-    return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=make_tokenizer(), chat_template=CHAT_TEMPLATE)
-
-
-def n_audio_tokens(mel_frames: int) -> int:
-    return ((mel_frames - 1) // 2 + 1 - 2) // 2 + 1
 
 
 def make_inputs(clips_per_row: list[list[int]], text_lengths: list[int] | None = None, seed: int = 0) -> dict:
@@ -97,26 +75,16 @@ def make_inputs(clips_per_row: list[list[int]], text_lengths: list[int] | None =
     gen = torch.Generator().manual_seed(seed)
     rows, frames = [], []
     for r, clips in enumerate(clips_per_row):
-        n_text = (text_lengths or [4] * len(clips_per_row))[r]
-        row = [int(t) for t in torch.randint(6, len(VOCAB), (n_text,), generator=gen)]
+        row = random_words(gen, (text_lengths or [4] * len(clips_per_row))[r], 6, len(VOCAB))
         for mel in clips:
             row += [VOCAB["<|audio_bos|>"]] + [AUDIO_TOKEN_ID] * n_audio_tokens(mel) + [VOCAB["<|audio_eos|>"]]
-            row += [int(t) for t in torch.randint(6, len(VOCAB), (2,), generator=gen)]
+            row += random_words(gen, 2, 6, len(VOCAB))
             frames.append(mel)
         rows.append(row)
-    width = max(map(len, rows))
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for r, row in enumerate(rows):
-        input_ids[r, width - len(row):] = torch.tensor(row)
-        attention_mask[r, width - len(row):] = 1
+    input_ids, attention_mask = left_padded(rows)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if frames:
-        features = torch.randn(len(frames), N_MELS, 2 * N_CTX, generator=gen)
-        mask = torch.zeros(len(frames), 2 * N_CTX, dtype=torch.long)
-        for i, mel in enumerate(frames):
-            mask[i, :mel] = 1
-            features[i, :, mel:] = -0.8  # what the feature extractor's padding looks like
+        features, mask = padded_features(frames, N_MELS, 2 * N_CTX, gen)
         inputs.update(input_features=features, feature_attention_mask=mask)
     return inputs
 

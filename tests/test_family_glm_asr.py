@@ -8,24 +8,19 @@ the whole padded window.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from conftest import randomize_norms_and_biases
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    GlmAsrConfig,
-    GlmAsrForConditionalGeneration,
-    GlmAsrProcessor,
-    PreTrainedTokenizerFast,
-    WhisperFeatureExtractor,
+from family_harness import (
+    TOL, assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
+    assert_matches_hf, assert_meta_parameter_count_matches, assert_parity_and_audio_matters,
+    assert_token_times_continue_across_windows, build_tiny_hf_model, first_windows, left_padded, max_diff,
+    noise_clips, padded_features, random_words, real_config, tiny_feature_extractor,
+    word_level_tokenizer,
 )
+from transformers import GlmAsrConfig, GlmAsrForConditionalGeneration, GlmAsrProcessor
 
-import hooked_audio.model_configs as model_configs
 from hooked_audio import HookedAudioTransformer
 from hooked_audio.families import family_for_model_type
-
-TOL = 1e-4
 SPECIAL = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|pad|>", "<|begin_of_audio|>", "<|end_of_audio|>"]
 WORDS = "please transcribe this audio into text ? yes no hello world one two three four five".split(" ")
 VOCAB = {tok: i for i, tok in enumerate(SPECIAL + WORDS)}
@@ -34,7 +29,6 @@ N_MELS, N_CTX = 16, 100  # a 2 s window: 200 mel frames -> 100 encoder frames ->
 
 
 def make_hf_model(seed: int = 0, tie: bool = True) -> GlmAsrForConditionalGeneration:
-    torch.manual_seed(seed)
     config = GlmAsrConfig(
         audio_config=dict(
             hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -47,12 +41,9 @@ def make_hf_model(seed: int = 0, tie: bool = True) -> GlmAsrForConditionalGenera
         audio_token_id=PAD_AUDIO,
         tie_word_embeddings=tie,
     )
-    config._attn_implementation = "eager"
-    model = GlmAsrForConditionalGeneration(config).eval()
-    randomize_norms_and_biases(model, seed)
-    with torch.no_grad():  # make the audio path loud enough that a broken splice cannot hide
-        model.model.multi_modal_projector.linear_2.weight.mul_(20)
-    return model
+    return build_tiny_hf_model(
+        GlmAsrForConditionalGeneration, config, seed, louder={"model.multi_modal_projector.linear_2.weight": 20}
+    )
 
 
 def n_audio_tokens(mel_frames: int) -> int:
@@ -62,7 +53,7 @@ def n_audio_tokens(mel_frames: int) -> int:
 def make_inputs(clips_per_row: list[list[list[int]]], text_lengths=None, seed: int = 0) -> dict:
     """Left-padded rows of [text, clip, text, clip, ...]; a clip is a list of windows' mel frame counts."""
     gen = torch.Generator().manual_seed(seed)
-    words = lambda n: [int(t) for t in torch.randint(len(SPECIAL), len(VOCAB), (n,), generator=gen)]  # noqa: E731
+    words = lambda n: random_words(gen, n, len(SPECIAL), len(VOCAB))  # noqa: E731
     rows, windows = [], []
     for r, clips in enumerate(clips_per_row):
         row = words((text_lengths or [4] * len(clips_per_row))[r])
@@ -70,36 +61,17 @@ def make_inputs(clips_per_row: list[list[list[int]]], text_lengths=None, seed: i
             row += [BOA] + [PAD_AUDIO] * sum(n_audio_tokens(mel) for mel in clip) + [EOA] + words(2)
             windows += clip
         rows.append(row)
-    width = max(map(len, rows))
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for r, row in enumerate(rows):
-        input_ids[r, width - len(row):] = torch.tensor(row)
-        attention_mask[r, width - len(row):] = 1
+    input_ids, attention_mask = left_padded(rows)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if windows:
-        features = torch.randn(len(windows), N_MELS, 2 * N_CTX, generator=gen)
-        mask = torch.zeros(len(windows), 2 * N_CTX, dtype=torch.long)
-        for i, mel in enumerate(windows):
-            mask[i, :mel] = 1
-            features[i, :, mel:] = -0.8  # what the feature extractor's padding looks like
+        features, mask = padded_features(windows, N_MELS, 2 * N_CTX, gen)
         inputs.update(input_features=features, input_features_mask=mask)
     return inputs
 
 
 def make_processor() -> GlmAsrProcessor:
-    tok = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|user|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL[1:]})
-    feature_extractor = WhisperFeatureExtractor(
-        feature_size=N_MELS, sampling_rate=16000, hop_length=160, chunk_length=2, n_fft=400
-    )
-    return GlmAsrProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
-
-
-def max_diff(ours, theirs, attention_mask) -> float:
-    return (ours - theirs)[attention_mask.bool()].abs().max().item()
+    tokenizer = word_level_tokenizer(VOCAB, "<|endoftext|>", "<|user|>", SPECIAL[1:])
+    return GlmAsrProcessor(feature_extractor=tiny_feature_extractor(N_MELS, chunk_length=2), tokenizer=tokenizer)
 
 
 CASES = {
@@ -133,21 +105,14 @@ def test_logits_match_hf(pair, case):
     hf, model = pair
     clips = CASES[case]
     inputs = make_inputs(clips, text_lengths=[3, 7][: len(clips)], seed=1)
-    with torch.no_grad():
-        theirs = hf(**inputs).logits
-        ours = model(**inputs)
-        other = model(**dict(inputs, input_features=torch.randn_like(inputs["input_features"])))
-    assert max_diff(ours, theirs, inputs["attention_mask"]) <= TOL
-    assert max_diff(other, ours, inputs["attention_mask"]) > 100 * TOL  # the audio really matters
+    assert_parity_and_audio_matters(hf, model, inputs, factor=100)
 
 
 def test_untied_lm_head_matches_hf():
     hf = make_hf_model(seed=8, tie=False)
     model = HookedAudioTransformer.from_hf_model(hf)
     assert not model.cfg.tie_word_embeddings and model.unembed.weight is not model.embed.weight
-    inputs = make_inputs([[[200, 90]], [[40]]], seed=2)
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    assert_matches_hf(model, hf, make_inputs([[[200, 90]], [[40]]], seed=2))
 
 
 def test_folding_norms_unties_the_lm_head_and_keeps_the_logits(pair):
@@ -156,7 +121,7 @@ def test_folding_norms_unties_the_lm_head_and_keeps_the_logits(pair):
     assert folded.unembed.weight is not folded.embed.weight
     inputs = make_inputs([[[200]], [[90]]], seed=6)
     with torch.no_grad():
-        assert max_diff(folded(**inputs), model(**inputs), inputs["attention_mask"]) <= TOL
+        assert_logits_match(folded(**inputs), model(**inputs), inputs["attention_mask"])
     assert model.unembed.weight is model.embed.weight  # the unfolded model is untouched
 
 
@@ -170,29 +135,22 @@ def test_padded_frames_are_attended_to_as_in_hf(pair):
     with torch.no_grad():
         ours, theirs = model(**changed), hf(**changed).logits
         assert max_diff(ours, model(**inputs), inputs["attention_mask"]) > 100 * TOL
-    assert max_diff(ours, theirs, inputs["attention_mask"]) <= TOL
+    assert_logits_match(ours, theirs, inputs["attention_mask"])
 
 
 def test_text_only_matches_hf(pair):
     hf, model = pair
-    inputs = make_inputs([[], []], text_lengths=[9, 5])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    assert_matches_hf(model, hf, make_inputs([[], []], text_lengths=[9, 5]))
 
 
 def test_greedy_generation_matches_hf(pair):
     hf, model = pair
-    inputs = make_inputs([[[200, 80]], [[60]]], seed=4)
-    with torch.no_grad():
-        theirs = hf.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=EOS, pad_token_id=0)
-    assert torch.equal(model.generate(**inputs, max_new_tokens=8, eos_token_id=EOS, pad_token_id=0), theirs)
+    assert_generate_matches_hf(hf, model, make_inputs([[[200, 80]], [[60]]], seed=4), eos_token_id=EOS, pad_token_id=0)
 
 
 def test_every_hook_point_fires(pair):
     _, model = pair
-    fired = set()
-    model.run_with_hooks(**make_inputs([[[200, 30]], [[60]]]), fwd_hooks=[(lambda name: True, lambda x, hook: fired.add(hook.name))])
-    assert set(model.hook_dict) - fired == set()
+    fired = assert_every_hook_fires(model, make_inputs([[[200, 30]], [[60]]]))
     assert {"audio_encoder.blocks.1.attn.hook_rot_q", "audio_encoder.hook_pooled", "audio_encoder.ln_post.hook_normalized"} <= fired
     assert "audio_encoder.hook_pos_embed" not in model.hook_dict  # rotary positions: nothing is added
 
@@ -210,13 +168,10 @@ def test_encoder_rotates_only_the_first_half_of_each_head(pair):
 def test_audio_token_times_follow_the_windows(pair):
     """12.5 tokens per second (0.08 s each); a clip's later windows continue its time axis."""
     _, model = pair
-    assert model.cfg.seconds_per_audio_token == pytest.approx(0.08)
-    inputs = model.to_inputs(**make_inputs([[[200, 200, 70]]]))
-    (span,) = inputs.audio_spans[0]
-    assert len(span) == 25 + 25 + 8
-    times = inputs.token_times()[0, span.start : span.end, 0]
-    window, token = torch.arange(len(span)) // 25, torch.arange(len(span)) % 25
-    torch.testing.assert_close(times, window * 2.0 + token * 0.08)
+    inputs, span = assert_token_times_continue_across_windows(
+        model, make_inputs([[[200, 200, 70]]]), n_tokens=25 + 25 + 8, tokens_per_window=25, window_seconds=2.0,
+        seconds_per_token=0.08,
+    )
     assert inputs.time_to_position(0, 2.5) == span.start + 25 + 6
 
 
@@ -225,37 +180,28 @@ def test_processor_splits_long_audio_into_windows_and_matches_hf():
     hf = make_hf_model(seed=7)
     processor = make_processor()
     model = HookedAudioTransformer.from_hf_model(hf, processor=processor)
-    rng = np.random.default_rng(0)
-    clips = [rng.standard_normal(73600).astype(np.float32) * 0.1, rng.standard_normal(5000).astype(np.float32) * 0.1]
+    clips = noise_clips(0, [73600, 5000])
     prompts = ["hello <|begin_of_audio|><|pad|><|end_of_audio|> please transcribe ?", "<|begin_of_audio|><|pad|><|end_of_audio|> yes"]
     batch = processor(text=prompts, audio=clips, return_tensors="pt")
     assert batch["input_features"].shape[0] == 3 + 1
     assert batch["input_features_mask"].sum(-1).tolist() == [200, 200, 60, 32]
     assert int((batch["input_ids"] == PAD_AUDIO).sum()) == (25 + 25 + n_audio_tokens(60)) + n_audio_tokens(32)
     with torch.no_grad():
-        assert max_diff(model(batch), hf(**batch).logits, batch["attention_mask"]) <= TOL
+        assert_logits_match(model(batch), hf(**batch).logits, batch["attention_mask"])
 
 
 def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hf = make_hf_model(seed=5)
-    hf.save_pretrained(tmp_path)
-    make_processor().save_pretrained(tmp_path)
-    model = HookedAudioTransformer.from_pretrained(str(tmp_path))
-    assert model.cfg.family == "glm_asr" and model.processor is not None
-    assert model.unembed.weight is model.embed.weight
     inputs = make_inputs([[[200, 50]], [[30]]])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    model = assert_loads_offline(tmp_path, monkeypatch, hf, inputs, "glm_asr", saved_processor=make_processor())
+    assert model.unembed.weight is model.embed.weight
 
 
 def test_bad_inputs_fail_clearly(pair):
     _, model = pair
     inputs = make_inputs([[[200, 200]]])
-    one_window_too_few = dict(inputs, input_features=inputs["input_features"][:1],
-                              input_features_mask=inputs["input_features_mask"][:1])
     with pytest.raises(ValueError, match="50 audio placeholders .* give 25 audio tokens"):
-        model(**one_window_too_few)
+        model(**first_windows(inputs, 1))
     without_mask = {k: v for k, v in inputs.items() if k != "input_features_mask"}
     with pytest.raises(ValueError, match="input_features_mask"):
         model(**without_mask)
@@ -265,8 +211,7 @@ def test_bad_inputs_fail_clearly(pair):
 
 
 def test_real_configuration_maps_and_matches_hf_parameter_count():
-    hf_config = model_configs.hf_config("zai-org/GLM-ASR-Nano-2512")
-    cfg = family_for_model_type(hf_config.model_type).config_from_hf(hf_config)
+    hf_config, _, cfg = real_config("zai-org/GLM-ASR-Nano-2512")
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab) == (
         28, 2048, 16, 4, 128, 6144, 59264
     )
@@ -279,12 +224,8 @@ def test_real_configuration_maps_and_matches_hf_parameter_count():
     )
     assert (audio.n_ctx, audio.rotary_dim, audio.rotary_base, audio.d_out) == (1500, 32, 1e4, 5120)
     assert cfg.seconds_per_audio_token == pytest.approx(0.08)
-    with torch.device("meta"):
-        ours = HookedAudioTransformer(cfg)
-        theirs = GlmAsrForConditionalGeneration(hf_config)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(ours) == count(theirs)
-    assert 2.0e9 < count(ours) < 2.3e9
+    n_params, _ = assert_meta_parameter_count_matches(cfg, GlmAsrForConditionalGeneration, hf_config)
+    assert 2.0e9 < n_params < 2.3e9
 
 
 def test_stacking_width_other_than_four_frames_is_refused():

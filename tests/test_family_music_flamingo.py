@@ -6,30 +6,29 @@ embedding on the encoder output and by ``<|sound_bos|>`` / ``<|sound_eos|>`` aro
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from family_harness import (
+    TOL, assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
+    assert_matches_hf, assert_meta_parameter_count_matches, first_windows, max_diff, n_audio_tokens,
+    noise_clips, real_config,
+)
 from test_family_audioflamingo3 import (
     CASES,
     EOS,
     SOUND,
     SOUND_BOS,
     SOUND_EOS,
-    TOL,
     check_parity_cases,
     make_hf_model,
     make_inputs,
     make_processor,
-    max_diff,
-    n_audio_tokens,
 )
 from transformers import MusicFlamingoForConditionalGeneration
 from transformers.models.musicflamingo.modeling_musicflamingo import MusicFlamingoRotaryEmbedding, apply_rotary_time_emb
 
-import hooked_audio.model_configs as model_configs
 from hooked_audio import HookedAudioTransformer
 from hooked_audio.components.time_rotary import TimeRotaryEmbedding, rotate_pairs
-from hooked_audio.families import family_for_model_type
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +80,7 @@ def test_timestamps_are_the_time_map(pair):
 def test_time_rotary_matches_hf_at_real_size():
     """The real checkpoint's sizes (rotary_dim 256, 750 tokens per window, windows up to the 40th):
     float32 angles for timestamps up to 20 minutes, rotated in float64, match HF."""
-    hf_config = model_configs.hf_config("nvidia/music-flamingo-2601-hf")
-    cfg = family_for_model_type("musicflamingo").config_from_hf(hf_config)
+    hf_config, _, cfg = real_config("nvidia/music-flamingo-2601-hf")
     ours, theirs = TimeRotaryEmbedding(cfg.audio_time_rotary), MusicFlamingoRotaryEmbedding(hf_config)
     windows = torch.tensor([0, 1, 17, 39])
     timestamps = windows[:, None] * 750 * 0.04 + torch.arange(750, dtype=torch.float32) * 0.04
@@ -97,25 +95,18 @@ def test_time_rotary_matches_hf_at_real_size():
 
 def test_text_only_matches_hf(pair):
     hf, model = pair
-    inputs = make_inputs([[], []], text_lengths=[9, 5])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    assert_matches_hf(model, hf, make_inputs([[], []], text_lengths=[9, 5]))
 
 
 def test_greedy_generation_matches_hf(pair):
     hf, model = pair
     inputs = make_inputs([[[100, 40]], [[60]]], seed=4, wrap=True)
-    with torch.no_grad():
-        theirs = hf.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=EOS, pad_token_id=0)
-    assert torch.equal(model.generate(**inputs, max_new_tokens=8, eos_token_id=EOS, pad_token_id=0), theirs)
+    assert_generate_matches_hf(hf, model, inputs, eos_token_id=EOS, pad_token_id=0)
 
 
 def test_every_hook_point_fires(pair):
     _, model = pair
-    fired = set()
-    inputs = make_inputs([[[100, 30]], [[60]]], wrap=True)
-    model.run_with_hooks(**inputs, fwd_hooks=[(lambda name: True, lambda x, hook: fired.add(hook.name))])
-    assert set(model.hook_dict) - fired == set()
+    fired = assert_every_hook_fires(model, make_inputs([[[100, 30]], [[60]]], wrap=True))
     assert {"audio_time_rotary.hook_timestamps", "audio_time_rotary.hook_out", "audio_encoder.hook_out"} <= fired
 
 
@@ -124,46 +115,33 @@ def test_processor_wraps_clips_and_matches_hf():
     hf = make_hf_model("musicflamingo", seed=7)
     processor = make_processor("musicflamingo")
     model = HookedAudioTransformer.from_hf_model(hf, processor=processor)
-    rng = np.random.default_rng(1)
-    clips = [rng.standard_normal(36800).astype(np.float32) * 0.1, rng.standard_normal(9000).astype(np.float32) * 0.1]
+    clips = noise_clips(1, [36800, 9000])
     batch = processor(text=["hello <sound> what is played ?", "<sound> yes"], audio=clips, return_tensors="pt")
     assert batch["input_features"].shape[0] == 4
     ids = batch["input_ids"][0].tolist()
     start = ids.index(SOUND_BOS)
     assert ids[start + 1 : start + 1 + 57] == [SOUND] * 57 and ids[start + 1 + 57] == SOUND_EOS
     with torch.no_grad():
-        assert max_diff(model(batch), hf(**batch).logits, batch["attention_mask"]) <= TOL
+        assert_logits_match(model(batch), hf(**batch).logits, batch["attention_mask"])
 
 
 def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hf = make_hf_model("musicflamingo", seed=5)
-    hf.save_pretrained(tmp_path)
-    make_processor("musicflamingo").save_pretrained(tmp_path)
-    model = HookedAudioTransformer.from_pretrained(str(tmp_path))
-    assert model.cfg.family == "musicflamingo" and model.processor is not None
     inputs = make_inputs([[[100, 50]], [[30]]], wrap=True)
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    processor = make_processor("musicflamingo")
+    assert_loads_offline(tmp_path, monkeypatch, hf, inputs, "musicflamingo", saved_processor=processor)
 
 
 def test_window_and_placeholder_mismatch_fails_clearly(pair):
     _, model = pair
     inputs = make_inputs([[[100, 100]]], wrap=True)
-    one_window_too_few = dict(inputs, input_features=inputs["input_features"][:1],
-                              input_features_mask=inputs["input_features_mask"][:1])
     with pytest.raises(ValueError, match=r"50 audio placeholders \(runs of \[50\]\) but the audio windows give 25"):
-        model(**one_window_too_few)
+        model(**first_windows(inputs, 1))
 
 
 def test_real_configuration_maps_and_matches_hf_parameter_count():
-    hf_config = model_configs.hf_config("nvidia/music-flamingo-2601-hf")
-    cfg = family_for_model_type(hf_config.model_type).config_from_hf(hf_config)
+    hf_config, _, cfg = real_config("nvidia/music-flamingo-2601-hf")
     assert (cfg.n_layers, cfg.d_model, cfg.n_key_value_heads, cfg.audio.d_model) == (28, 3584, 4, 1280)
     assert (cfg.audio_token_id, cfg.audio_bos_token_id, cfg.audio_eos_token_id) == (151669, 151670, 151671)
     assert cfg.audio_time_rotary.rotary_dim == 256
-    with torch.device("meta"):
-        ours = HookedAudioTransformer(cfg)
-        theirs = MusicFlamingoForConditionalGeneration(hf_config)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(ours) == count(theirs)
+    assert_meta_parameter_count_matches(cfg, MusicFlamingoForConditionalGeneration, hf_config)

@@ -8,10 +8,14 @@ are padded to a common number of frames (as the processor's ``padding="max_lengt
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from conftest import randomize_norms_and_biases
+from family_harness import (
+    TOL, assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
+    assert_matches_hf, assert_meta_parameter_count_matches, assert_parity_and_audio_matters,
+    build_tiny_hf_model, count_parameters, left_padded, n_audio_tokens, noise_clips, padded_features,
+    real_config,
+)
 from transformers import (
     Qwen2_5OmniConfig,
     Qwen2_5OmniForConditionalGeneration,
@@ -20,18 +24,13 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-import hooked_audio.model_configs as model_configs
 from hooked_audio import HookedAudioTransformer
-from hooked_audio.families import family_for_model_type
-
-TOL = 1e-4
 PAD, EOS, AUDIO, AUDIO_BOS, AUDIO_EOS, VISION_BOS, IMAGE, VIDEO = 0, 1, 3, 4, 5, 6, 60, 61
 N_MELS, VOCAB = 16, 64
 TEXT_IDS = (7, 59)  # ordinary text tokens are drawn from this range
 
 
 def make_hf_model(seed: int = 0, n_window: int = 10, n_kv_heads: int = 2, tie: bool = False):
-    torch.manual_seed(seed)
     config = Qwen2_5OmniThinkerConfig(
         audio_config=dict(
             d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, num_mel_bins=N_MELS,
@@ -48,16 +47,9 @@ def make_hf_model(seed: int = 0, n_window: int = 10, n_kv_heads: int = 2, tie: b
         vision_start_token_id=VISION_BOS, image_token_index=IMAGE, video_token_index=VIDEO,
         tie_word_embeddings=tie,
     )
-    config._attn_implementation = "eager"
-    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
-    randomize_norms_and_biases(model, seed)
-    with torch.no_grad():  # make the audio path loud enough that a broken splice cannot hide
-        model.model.audio_tower.proj.weight.mul_(20)
-    return model
-
-
-def n_audio_tokens(mel_frames: int) -> int:
-    return ((mel_frames - 1) // 2 + 1 - 2) // 2 + 1
+    return build_tiny_hf_model(
+        Qwen2_5OmniThinkerForConditionalGeneration, config, seed, louder={"model.audio_tower.proj.weight": 20}
+    )
 
 
 def make_inputs(clips_per_row, text_lengths=None, seed=0, n_frames=None, count=n_audio_tokens) -> dict:
@@ -73,26 +65,12 @@ def make_inputs(clips_per_row, text_lengths=None, seed=0, n_frames=None, count=n
             row += torch.randint(*TEXT_IDS, (2,), generator=gen).tolist()
             frames.append(mel)
         rows.append(row)
-    width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), PAD)
-    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for r, row in enumerate(rows):
-        input_ids[r, width - len(row):] = torch.tensor(row)
-        attention_mask[r, width - len(row):] = 1
+    input_ids, attention_mask = left_padded(rows, PAD)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if frames:
-        n_frames = n_frames or max(frames) + 7
-        features = torch.randn(len(frames), N_MELS, n_frames, generator=gen)
-        mask = torch.zeros(len(frames), n_frames, dtype=torch.long)
-        for i, mel in enumerate(frames):
-            mask[i, :mel] = 1
-            features[i, :, mel:] = -0.8  # padding, which must not matter
+    if frames:  # padded to the longest clip and a bit more: padding must not matter
+        features, mask = padded_features(frames, N_MELS, n_frames or max(frames) + 7, gen)
         inputs.update(input_features=features, feature_attention_mask=mask)
     return inputs
-
-
-def max_diff(ours, theirs, attention_mask) -> float:
-    return (ours - theirs)[attention_mask.bool()].abs().max().item()
 
 
 CASES = {
@@ -115,21 +93,12 @@ def pair(request):
 def test_logits_match_hf(pair, case):
     hf, model = pair
     inputs = make_inputs(CASES[case], text_lengths=[3, 7][: len(CASES[case])], seed=1)
-    with torch.no_grad():
-        theirs = hf(**inputs).logits
-        ours = model(**inputs)
-    assert max_diff(ours, theirs, inputs["attention_mask"]) <= TOL
-    other = dict(inputs, input_features=torch.randn_like(inputs["input_features"]))
-    with torch.no_grad():
-        moved = max_diff(model(**other), ours, inputs["attention_mask"])
-    assert moved > 30 * TOL  # the audio matters (by far more than the tolerance), so this tests the audio path
+    assert_parity_and_audio_matters(hf, model, inputs, factor=30)
 
 
 def test_text_only_matches_hf(pair):
     hf, model = pair
-    inputs = make_inputs([[], []], text_lengths=[9, 5])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    assert_matches_hf(model, hf, make_inputs([[], []], text_lengths=[9, 5]))
 
 
 def test_positions_are_hf_mrope_positions_for_audio_and_text(pair):
@@ -170,7 +139,7 @@ def test_explicit_attention_path_matches_sdpa(pair):
         _, cache = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_pattern"))
     with torch.no_grad():
         explicit = model.run_with_hooks(**inputs, fwd_hooks=[(lambda n: n.endswith("hook_pattern"), lambda x, hook: x)])
-    assert max_diff(fast, explicit, inputs["attention_mask"]) <= TOL
+    assert_logits_match(fast, explicit, inputs["attention_mask"])
     # the encoder attends inside windows laid out as batch rows ([clip * window, head, frame, frame]) and
     # never to a frame past its clip's end: clip 0 has 64 frames, so its last window holds 4 real ones
     pattern = cache["audio_encoder.blocks.0.attn.hook_pattern"]
@@ -186,19 +155,13 @@ def test_explicit_attention_path_matches_sdpa(pair):
 
 def test_greedy_generation_matches_hf(pair):
     hf, model = pair
-    inputs = make_inputs([[130], [57]], seed=4)
-    with torch.no_grad():
-        theirs = hf.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
-    ours = model.generate(**inputs, max_new_tokens=8, eos_token_id=EOS, pad_token_id=PAD)
-    assert torch.equal(ours, theirs)
+    assert_generate_matches_hf(hf, model, make_inputs([[130], [57]], seed=4), eos_token_id=EOS, pad_token_id=PAD)
 
 
 def test_every_hook_fires_and_encoder_hooks_keep_the_time_axis(pair):
     _, model = pair
     inputs = make_inputs([[130, 20], [57]])
-    fired = set()
-    model.run_with_hooks(**inputs, fwd_hooks=[(lambda name: True, lambda x, hook: fired.add(hook.name))])
-    assert set(model.hook_dict) - fired == set()
+    assert_every_hook_fires(model, inputs)
     _, cache = model.run_with_cache(**inputs)
     n_frames = inputs["input_features"].shape[-1]
     chunk = model.cfg.audio.chunk_mel_frames
@@ -247,16 +210,14 @@ def test_feature_extractor_inputs_match_hf():
     hf = make_hf_model(seed=7)
     model = HookedAudioTransformer.from_hf_model(hf)
     extractor = WhisperFeatureExtractor(feature_size=N_MELS, sampling_rate=16000, hop_length=160, chunk_length=2)
-    rng = np.random.default_rng(0)
-    clips = [rng.standard_normal(16000).astype(np.float32) * 0.1, rng.standard_normal(5000).astype(np.float32) * 0.1]
+    clips = noise_clips(0, [16000, 5000])
     audio = extractor(clips, sampling_rate=16000, padding="max_length", return_attention_mask=True, return_tensors="pt")
     counts = _get_feat_extract_output_lengths(audio["attention_mask"].sum(-1)).tolist()
     assert counts == [25, 8]
     batch = make_inputs([[100], [31]], text_lengths=[3, 5])
     batch.update(input_features=audio["input_features"], feature_attention_mask=audio["attention_mask"])
     assert int((batch["input_ids"] == AUDIO).sum()) == sum(counts)
-    with torch.no_grad():
-        assert max_diff(model(**batch), hf(**batch).logits, batch["attention_mask"]) <= TOL
+    assert_matches_hf(model, hf, batch)
 
 
 def add_speech_weights(directory, names: list[str]) -> None:
@@ -271,7 +232,6 @@ def add_speech_weights(directory, names: list[str]) -> None:
 
 @pytest.mark.parametrize("full_omni", [False, True], ids=["thinker_checkpoint", "full_omni_checkpoint"])
 def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, full_omni):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hf = make_hf_model(seed=5, tie=True)
     if full_omni:  # model_type "qwen2_5_omni", weights under "thinker." (talker left out to stay tiny)
         full = Qwen2_5OmniForConditionalGeneration(
@@ -280,14 +240,11 @@ def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, 
         full.thinker.load_state_dict(hf.state_dict())
         full.save_pretrained(tmp_path)
         add_speech_weights(tmp_path, ["talker.model.norm.weight", "token2wav.code2wav_dit_model.proj.weight"])
-    else:
-        hf.save_pretrained(tmp_path)
-    model = HookedAudioTransformer.from_pretrained(str(tmp_path), processor=None)
-    assert model.cfg.family == "qwen2_5_omni" and model.cfg.tie_word_embeddings
-    assert model.unembed.weight is model.embed.weight
     inputs = make_inputs([[57], [130]])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    model = assert_loads_offline(
+        tmp_path, monkeypatch, hf, inputs, "qwen2_5_omni", save_hf=not full_omni, processor=None
+    )
+    assert model.cfg.tie_word_embeddings and model.unembed.weight is model.embed.weight
 
 
 @pytest.mark.parametrize(
@@ -295,19 +252,17 @@ def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, 
     [("qwen2.5-omni-7b", (28, 3584, 28, 4, 18944, 152064)), ("qwen2.5-omni-3b", (36, 2048, 16, 2, 11008, 151936))],
 )
 def test_real_configuration_maps_and_matches_hf_parameter_count(name, dims):
-    hf_config = model_configs.hf_config(name)
-    family = family_for_model_type(hf_config.model_type)
+    hf_config, family, cfg = real_config(name)
     assert family.name == "qwen2_5_omni"
-    cfg = family.config_from_hf(hf_config)
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_mlp, cfg.d_vocab) == dims
     assert (cfg.rotary_base, cfg.eps, cfg.audio_token_id) == (1e6, 1e-6, 151646)
     audio = cfg.audio
     assert (audio.n_layers, audio.d_model, audio.n_heads, audio.d_mlp, audio.n_mels) == (32, 1280, 20, 5120, 128)
     assert (audio.chunk_mel_frames, audio.attention_window_frames) == (200, 100)
     assert cfg.seconds_per_audio_token == pytest.approx(0.04)
-    with torch.device("meta"):
-        ours = HookedAudioTransformer(cfg)
-        theirs = Qwen2_5OmniThinkerForConditionalGeneration(hf_config.thinker_config)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    not_reimplemented = count(theirs.model.visual) + theirs.model.audio_tower.audio_bos_eos_token.weight.numel()
-    assert count(ours) == count(theirs) - not_reimplemented
+    assert_meta_parameter_count_matches(
+        cfg, Qwen2_5OmniThinkerForConditionalGeneration, hf_config.thinker_config,
+        not_reimplemented=lambda theirs: (
+            count_parameters(theirs.model.visual) + theirs.model.audio_tower.audio_bos_eos_token.weight.numel()
+        ),
+    )

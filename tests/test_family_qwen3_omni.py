@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomize_norms_and_biases
+from family_harness import (
+    TOL, assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
+    assert_matches_hf, assert_meta_parameter_count_matches, assert_parity_and_audio_matters,
+    build_tiny_hf_model, count_parameters, noise_clips, real_config,
+)
 from test_family_qwen2_5_omni import (
-    AUDIO, AUDIO_BOS, EOS, IMAGE, N_MELS, PAD, VIDEO, VISION_BOS, VOCAB, add_speech_weights, make_inputs, max_diff,
+    AUDIO, AUDIO_BOS, EOS, IMAGE, N_MELS, PAD, VIDEO, VISION_BOS, VOCAB, add_speech_weights, make_inputs,
 )
 from transformers import (
     Qwen3OmniMoeConfig,
@@ -20,16 +24,12 @@ from transformers import (
 )
 from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import _get_feat_extract_output_lengths
 
-import hooked_audio.model_configs as model_configs
 from hooked_audio import HookedAudioTransformer
-from hooked_audio.families import family_for_model_type
 
-TOL = 1e-4
 N_EXPERTS, TOP_K = 8, 2
 
 
 def make_hf_model(seed: int = 0, n_kv_heads: int = 2, norm_topk_prob: bool = True):
-    torch.manual_seed(seed)
     config = Qwen3OmniMoeThinkerConfig(
         audio_config=dict(
             d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, num_mel_bins=N_MELS,
@@ -46,15 +46,13 @@ def make_hf_model(seed: int = 0, n_kv_heads: int = 2, norm_topk_prob: bool = Tru
         audio_token_id=AUDIO, audio_start_token_id=AUDIO_BOS, vision_start_token_id=VISION_BOS,
         image_token_id=IMAGE, video_token_id=VIDEO,
     )
-    config._attn_implementation = "eager"
     config.text_config._experts_implementation = "eager"
-    model = Qwen3OmniMoeThinkerForConditionalGeneration(config).eval()
-    randomize_norms_and_biases(model, seed)
-    with torch.no_grad():  # make the audio loud enough (next to the positions) that a broken path cannot hide
-        for name, scale in [("conv2d1", 30), ("conv2d2", 10), ("conv2d3", 10), ("conv_out", 10)]:
-            getattr(model.model.audio_tower, name).weight.mul_(scale)
-        model.model.audio_tower.proj2.weight.mul_(20)
-    return model
+    # the audio must be loud next to the positions too, so the stem is scaled as well as the projector
+    louder = {"conv2d1": 30, "conv2d2": 10, "conv2d3": 10, "conv_out": 10, "proj2": 20}
+    return build_tiny_hf_model(
+        Qwen3OmniMoeThinkerForConditionalGeneration, config, seed,
+        louder={f"model.audio_tower.{name}.weight": scale for name, scale in louder.items()},
+    )
 
 
 def n_audio_tokens(mel_frames: int) -> int:
@@ -85,21 +83,12 @@ def pair(request):
 def test_logits_match_hf(pair, case):
     hf, model = pair
     inputs = inputs_for(CASES[case], text_lengths=[3, 7][: len(CASES[case])], seed=1)
-    with torch.no_grad():
-        theirs = hf(**inputs).logits
-        ours = model(**inputs)
-    assert max_diff(ours, theirs, inputs["attention_mask"]) <= TOL
-    other = dict(inputs, input_features=torch.randn_like(inputs["input_features"]))
-    with torch.no_grad():
-        moved = max_diff(model(**other), ours, inputs["attention_mask"])
-    assert moved > 30 * TOL  # the audio matters (by far more than the tolerance), so this tests the audio path
+    assert_parity_and_audio_matters(hf, model, inputs, factor=30)
 
 
 def test_text_only_matches_hf(pair):
     hf, model = pair
-    inputs = inputs_for([[], []], text_lengths=[9, 5])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    assert_matches_hf(model, hf, inputs_for([[], []], text_lengths=[9, 5]))
 
 
 def test_router_logits_and_mixture_match_hf(pair):
@@ -153,7 +142,7 @@ def test_explicit_attention_path_matches_sdpa_and_windows_hold(pair):
         fast = model(**inputs)
         _, cache = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_pattern"))
         explicit = model.run_with_hooks(**inputs, fwd_hooks=[(lambda n: n.endswith("hook_pattern"), lambda x, hook: x)])
-    assert max_diff(fast, explicit, inputs["attention_mask"]) <= TOL
+    assert_logits_match(fast, explicit, inputs["attention_mask"])
     # windows of 2 chunks (26 frames) are batch rows: the 260-frame clip gives 3 chunks = 39 frames in 2
     # windows, the second with 13 real frames; the 60-frame clip has 8 frames in its first window
     pattern = cache["audio_encoder.blocks.0.attn.hook_pattern"]
@@ -166,19 +155,12 @@ def test_explicit_attention_path_matches_sdpa_and_windows_hold(pair):
 
 def test_greedy_generation_matches_hf(pair):
     hf, model = pair
-    inputs = inputs_for([[157], [60]], seed=4)
-    with torch.no_grad():
-        theirs = hf.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
-    ours = model.generate(**inputs, max_new_tokens=8, eos_token_id=EOS, pad_token_id=PAD)
-    assert torch.equal(ours, theirs)
+    assert_generate_matches_hf(hf, model, inputs_for([[157], [60]], seed=4), eos_token_id=EOS, pad_token_id=PAD)
 
 
 def test_every_hook_fires(pair):
     _, model = pair
-    inputs = inputs_for([[230, 45], [60]])
-    fired = set()
-    model.run_with_hooks(**inputs, fwd_hooks=[(lambda name: True, lambda x, hook: fired.add(hook.name))])
-    assert set(model.hook_dict) - fired == set()
+    assert_every_hook_fires(model, inputs_for([[230, 45], [60]]))
     for name in ["blocks.1.mlp.hook_router_logits", "blocks.1.mlp.hook_expert_out", "blocks.0.attn.k_norm.hook_scale",
                  "audio_encoder.hook_conv_out", "audio_encoder.ln_post.hook_normalized", "hook_audio_embeds"]:
         assert name in model.hook_dict
@@ -207,7 +189,6 @@ def test_bad_inputs_are_clear_errors(pair):
 
 @pytest.mark.parametrize("full_omni", [False, True], ids=["thinker_checkpoint", "full_omni_checkpoint"])
 def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, full_omni):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hf = make_hf_model(seed=5)
     if full_omni:  # model_type "qwen3_omni_moe", weights under "thinker." (talker left out to stay tiny)
         full = Qwen3OmniMoeForConditionalGeneration(
@@ -216,19 +197,12 @@ def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, 
         full.thinker.load_state_dict(hf.state_dict())
         full.save_pretrained(tmp_path)
         add_speech_weights(tmp_path, ["talker.model.norm.weight", "code2wav.pre_transformer.norm.weight"])
-    else:
-        hf.save_pretrained(tmp_path)
-    model = HookedAudioTransformer.from_pretrained(str(tmp_path), processor=None)
-    assert model.cfg.family == "qwen3_omni"
     inputs = inputs_for([[157], [60]])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    assert_loads_offline(tmp_path, monkeypatch, hf, inputs, "qwen3_omni", save_hf=not full_omni, processor=None)
 
 
 def test_real_configuration_maps_and_matches_hf_parameter_count():
-    hf_config = model_configs.hf_config("qwen3-omni-30b-a3b-instruct")
-    family = family_for_model_type(hf_config.model_type)
-    cfg = family.config_from_hf(hf_config)
+    hf_config, family, cfg = real_config("qwen3-omni-30b-a3b-instruct")
     assert family.name == "qwen3_omni"
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_vocab) == (
         48, 2048, 32, 4, 128, 152064
@@ -238,13 +212,12 @@ def test_real_configuration_maps_and_matches_hf_parameter_count():
     audio = cfg.audio
     assert (audio.n_layers, audio.d_model, audio.n_heads, audio.d_mlp, audio.n_mels) == (32, 1280, 20, 5120, 128)
     assert (audio.chunk_mel_frames, audio.n_ctx, audio.attention_window_frames) == (100, 13, 104)
-    with torch.device("meta"):
-        ours = HookedAudioTransformer(cfg)
-        theirs = Qwen3OmniMoeThinkerForConditionalGeneration(hf_config.thinker_config)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(ours) == count(theirs) - count(theirs.model.visual)
+    _, theirs = assert_meta_parameter_count_matches(
+        cfg, Qwen3OmniMoeThinkerForConditionalGeneration, hf_config.thinker_config,
+        not_reimplemented=lambda theirs: count_parameters(theirs.model.visual),
+    )
     # the text model's 30.53e9 parameters are keras-hub's published 30532122624 to within 0.002 %
-    assert 30.5e9 < count(theirs.model.language_model) + count(theirs.lm_head) < 30.6e9
+    assert 30.5e9 < count_parameters(theirs.model.language_model) + count_parameters(theirs.lm_head) < 30.6e9
 
 
 def test_folding_norms_into_the_router_and_experts_keeps_logits(pair):
@@ -252,7 +225,7 @@ def test_folding_norms_into_the_router_and_experts_keeps_logits(pair):
     folded = HookedAudioTransformer.from_hf_model(hf, fold_ln=True)
     inputs = inputs_for([[157], [60]], seed=6)
     with torch.no_grad():
-        assert max_diff(folded(**inputs), model(**inputs), inputs["attention_mask"]) <= TOL
+        assert_logits_match(folded(**inputs), model(**inputs), inputs["attention_mask"])
     assert (folded.blocks[0].ln2.w == 1).all() and not torch.equal(folded.blocks[0].mlp.gate_up, model.blocks[0].mlp.gate_up)
 
 
@@ -260,15 +233,13 @@ def test_feature_extractor_inputs_match_hf():
     """From waveforms the way Qwen3OmniMoeProcessor prepares audio (it cannot be built here: its video
     processor needs torchvision): Whisper features padded to the longest clip, untruncated, mask renamed,
     placeholders expanded by the processor's own token-count formula."""
-    import numpy as np
     from transformers import WhisperFeatureExtractor
     from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import _get_feat_extract_output_lengths as count
 
     hf = make_hf_model(seed=7)
     model = HookedAudioTransformer.from_hf_model(hf)
     extractor = WhisperFeatureExtractor(feature_size=N_MELS, sampling_rate=16000, hop_length=160, chunk_length=1)
-    rng = np.random.default_rng(0)
-    clips = [rng.standard_normal(40000).astype(np.float32) * 0.1, rng.standard_normal(9000).astype(np.float32) * 0.1]
+    clips = noise_clips(0, [40000, 9000])
     audio = extractor(clips, sampling_rate=16000, padding=True, truncation=False, return_attention_mask=True,
                       return_tensors="pt")
     mel_lengths = audio["attention_mask"].sum(-1)
@@ -277,5 +248,4 @@ def test_feature_extractor_inputs_match_hf():
     assert counts == [n_audio_tokens(250), n_audio_tokens(57)] == [33, 8]
     batch = inputs_for([[250], [57]], text_lengths=[3, 5])
     batch.update(input_features=audio["input_features"], feature_attention_mask=audio["attention_mask"])
-    with torch.no_grad():
-        assert max_diff(model(**batch), hf(**batch).logits, batch["attention_mask"]) <= TOL
+    assert_matches_hf(model, hf, batch)

@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from conftest import randomize_norms_and_biases
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    PreTrainedTokenizerFast,
-    VoxtralConfig,
-    VoxtralForConditionalGeneration,
-    VoxtralProcessor,
-    WhisperFeatureExtractor,
+from family_harness import (
+    assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
+    assert_matches_hf, assert_meta_parameter_count_matches, assert_parity_and_audio_matters,
+    assert_token_times_continue_across_windows, build_tiny_hf_model, first_windows, left_padded, noise_clips,
+    padded_features, random_words, real_config, tiny_feature_extractor, word_level_tokenizer,
 )
+from transformers import VoxtralConfig, VoxtralForConditionalGeneration, VoxtralProcessor
 
-import hooked_audio.model_configs as model_configs
 from hooked_audio import HookedAudioTransformer
 from hooked_audio.families import family_for_model_type
-
-TOL = 1e-4
 # The real tokenizer's ids: [AUDIO] = 24 (VoxtralProcessor hard-codes it), [BEGIN_AUDIO] = 25.
 FILLER = [f"[CTRL{i}]" for i in range(3, 24)]
 WORDS = "what is said in the audio ? answer yes no hello world one two three four five".split(" ")
@@ -38,7 +32,6 @@ TOKENS_PER_WINDOW = N_CTX // 4
 
 
 def make_hf_model(seed: int = 0, n_kv_heads: int = 2) -> VoxtralForConditionalGeneration:
-    torch.manual_seed(seed)
     config = VoxtralConfig(
         audio_config=dict(
             hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,  # = 4 x 64
@@ -51,19 +44,16 @@ def make_hf_model(seed: int = 0, n_kv_heads: int = 2) -> VoxtralForConditionalGe
         ),
         audio_token_id=AUDIO,
     )
-    config._attn_implementation = "eager"
-    model = VoxtralForConditionalGeneration(config).eval()
-    randomize_norms_and_biases(model, seed)
-    with torch.no_grad():  # make the audio path loud enough that a broken splice cannot hide
-        model.model.multi_modal_projector.linear_2.weight.mul_(20)
-    return model
+    return build_tiny_hf_model(
+        VoxtralForConditionalGeneration, config, seed, louder={"model.multi_modal_projector.linear_2.weight": 20}
+    )
 
 
 def make_inputs(clips_per_row: list[list[int]], text_lengths=None, seed: int = 0) -> dict:
     """Left-padded rows of [text, clip, text, clip, ...]; a clip is its number of real mel frames, padded
     with silence to whole windows (each window one feature row, all of its tokens used)."""
     gen = torch.Generator().manual_seed(seed)
-    words = lambda n: [int(t) for t in torch.randint(FIRST_WORD, len(VOCAB), (n,), generator=gen)]  # noqa: E731
+    words = lambda n: random_words(gen, n, FIRST_WORD, len(VOCAB))  # noqa: E731
     rows, windows = [], []
     for r, clips in enumerate(clips_per_row):
         row = words((text_lengths or [4] * len(clips_per_row))[r])
@@ -72,33 +62,16 @@ def make_inputs(clips_per_row: list[list[int]], text_lengths=None, seed: int = 0
             row += [BEGIN_AUDIO] + [AUDIO] * (TOKENS_PER_WINDOW * n_windows) + words(2)
             windows += [min(2 * N_CTX, mel - w * 2 * N_CTX) for w in range(n_windows)]
         rows.append(row)
-    width = max(map(len, rows))
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for r, row in enumerate(rows):
-        input_ids[r, width - len(row):] = torch.tensor(row)
-        attention_mask[r, width - len(row):] = 1
+    input_ids, attention_mask = left_padded(rows)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if windows:
-        features = torch.randn(len(windows), N_MELS, 2 * N_CTX, generator=gen)
-        for i, mel in enumerate(windows):
-            features[i, :, mel:] = -0.8  # what the feature extractor's silence padding looks like
-        inputs["input_features"] = features
+        inputs["input_features"], _ = padded_features(windows, N_MELS, 2 * N_CTX, gen)  # Voxtral takes no frame mask
     return inputs
 
 
 def make_processor() -> VoxtralProcessor:
-    tok = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<unk>", eos_token="</s>")
-    feature_extractor = WhisperFeatureExtractor(
-        feature_size=N_MELS, sampling_rate=16000, hop_length=160, chunk_length=2, n_fft=400
-    )
-    return VoxtralProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
-
-
-def max_diff(ours, theirs, attention_mask) -> float:
-    return (ours - theirs)[attention_mask.bool()].abs().max().item()
+    tokenizer = word_level_tokenizer(VOCAB, "<unk>", "</s>")
+    return VoxtralProcessor(feature_extractor=tiny_feature_extractor(N_MELS, chunk_length=2), tokenizer=tokenizer)
 
 
 CASES = {
@@ -132,34 +105,22 @@ def test_logits_match_hf(pair, case):
     hf, model = pair
     clips = CASES[case]
     inputs = make_inputs(clips, text_lengths=[3, 7][: len(clips)], seed=1)
-    with torch.no_grad():
-        theirs = hf(**inputs).logits
-        ours = model(**inputs)
-        other = model(**dict(inputs, input_features=torch.randn_like(inputs["input_features"])))
-    assert max_diff(ours, theirs, inputs["attention_mask"]) <= TOL
-    assert max_diff(other, ours, inputs["attention_mask"]) > 100 * TOL  # the audio really matters
+    assert_parity_and_audio_matters(hf, model, inputs, factor=100)
 
 
 def test_text_only_matches_hf(pair):
     hf, model = pair
-    inputs = make_inputs([[], []], text_lengths=[9, 5])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    assert_matches_hf(model, hf, make_inputs([[], []], text_lengths=[9, 5]))
 
 
 def test_greedy_generation_matches_hf(pair):
     hf, model = pair
-    inputs = make_inputs([[470], [60]], seed=4)
-    with torch.no_grad():
-        theirs = hf.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=EOS, pad_token_id=0)
-    assert torch.equal(model.generate(**inputs, max_new_tokens=8, eos_token_id=EOS, pad_token_id=0), theirs)
+    assert_generate_matches_hf(hf, model, make_inputs([[470], [60]], seed=4), eos_token_id=EOS, pad_token_id=0)
 
 
 def test_every_hook_point_fires(pair):
     _, model = pair
-    fired = set()
-    model.run_with_hooks(**make_inputs([[470], [60]]), fwd_hooks=[(lambda name: True, lambda x, hook: fired.add(hook.name))])
-    assert set(model.hook_dict) - fired == set()
+    fired = assert_every_hook_fires(model, make_inputs([[470], [60]]))
     assert {"audio_encoder.hook_pos_embed", "audio_encoder.hook_pooled", "audio_encoder.ln_post.hook_normalized"} <= fired
 
 
@@ -175,14 +136,11 @@ def test_final_norm_runs_per_frame_before_stacking(pair):
 def test_audio_token_times_follow_the_windows(pair):
     """12.5 tokens per second (0.08 s each); a clip's later windows continue its time axis."""
     _, model = pair
-    assert model.cfg.seconds_per_audio_token == pytest.approx(0.08)
-    inputs = model.to_inputs(**make_inputs([[470]]))
-    (span,) = inputs.audio_spans[0]
-    assert len(span) == 3 * TOKENS_PER_WINDOW
+    inputs, span = assert_token_times_continue_across_windows(
+        model, make_inputs([[470]]), n_tokens=3 * TOKENS_PER_WINDOW, tokens_per_window=TOKENS_PER_WINDOW,
+        window_seconds=2.0, seconds_per_token=0.08,
+    )
     assert inputs.input_ids[0, span.start - 1] == BEGIN_AUDIO
-    times = inputs.token_times()[0, span.start : span.end, 0]
-    window, token = torch.arange(len(span)) // TOKENS_PER_WINDOW, torch.arange(len(span)) % TOKENS_PER_WINDOW
-    torch.testing.assert_close(times, window * 2.0 + token * 0.08)
     assert inputs.time_to_position(0, 2.5) == span.start + TOKENS_PER_WINDOW + 6
 
 
@@ -193,8 +151,7 @@ def test_processor_chunks_long_audio_into_windows_and_matches_hf():
     hf = make_hf_model(seed=7)
     processor = make_processor()
     model = HookedAudioTransformer.from_hf_model(hf, processor=processor)
-    rng = np.random.default_rng(0)
-    clips = [rng.standard_normal(50000).astype(np.float32) * 0.1, rng.standard_normal(7000).astype(np.float32) * 0.1]
+    clips = noise_clips(0, [50000, 7000])
     window = 2 * 16000
     features = processor._retrieve_input_features(
         clips, 2 * N_CTX, sampling_rate=16000, padding=True, truncation=False, pad_to_multiple_of=window,
@@ -205,31 +162,22 @@ def test_processor_chunks_long_audio_into_windows_and_matches_hf():
     assert n_tokens == [2 * TOKENS_PER_WINDOW, TOKENS_PER_WINDOW]
     hello, what = VOCAB["hello"], VOCAB["what"]
     rows = [[hello, BEGIN_AUDIO] + [AUDIO] * n_tokens[0] + [what], [BEGIN_AUDIO] + [AUDIO] * n_tokens[1] + [what]]
-    width = max(map(len, rows))
-    input_ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
-    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    input_ids, attention_mask = left_padded(rows)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "input_features": features}
     with torch.no_grad():
-        assert max_diff(model(batch), hf(**batch).logits, attention_mask) <= TOL
+        assert_logits_match(model(batch), hf(**batch).logits, attention_mask)
 
 
 def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hf = make_hf_model(seed=5)
-    hf.save_pretrained(tmp_path)
-    model = HookedAudioTransformer.from_pretrained(str(tmp_path))
-    assert model.cfg.family == "voxtral"
-    inputs = make_inputs([[300], [30]])
-    with torch.no_grad():
-        assert max_diff(model(**inputs), hf(**inputs).logits, inputs["attention_mask"]) <= TOL
+    assert_loads_offline(tmp_path, monkeypatch, hf, make_inputs([[300], [30]]), "voxtral")
 
 
 def test_bad_inputs_fail_clearly(pair):
     _, model = pair
     inputs = make_inputs([[400]])
-    one_window_too_few = dict(inputs, input_features=inputs["input_features"][:1])
     with pytest.raises(ValueError, match="50 audio placeholders .* give 25 audio tokens"):
-        model(**one_window_too_few)
+        model(**first_windows(inputs, 1))
     with pytest.raises(ValueError, match="200 frames"):
         model(**dict(inputs, input_features=inputs["input_features"][..., :150]))
     with pytest.raises(TypeError, match="input_features_mask"):
@@ -251,8 +199,7 @@ def test_window_not_a_multiple_of_four_frames_is_refused():
     ],
 )
 def test_real_configuration_maps_and_matches_hf_parameter_count(name, decoder, n_params):
-    hf_config = model_configs.hf_config(name)
-    cfg = family_for_model_type(hf_config.model_type).config_from_hf(hf_config)
+    hf_config, _, cfg = real_config(name)
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_mlp) == decoder
     assert (cfg.d_vocab, cfg.rotary_base, cfg.audio_token_id, cfg.eps) == (131072, 1e8, 24, 1e-5)
     audio = cfg.audio
@@ -260,9 +207,5 @@ def test_real_configuration_maps_and_matches_hf_parameter_count(name, decoder, n
         32, 1280, 20, 5120, 128, 1500, 5120
     )
     assert cfg.seconds_per_audio_token == pytest.approx(0.08)
-    with torch.device("meta"):
-        ours = HookedAudioTransformer(cfg)
-        theirs = VoxtralForConditionalGeneration(hf_config)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(ours) == count(theirs)
-    assert n_params[0] < count(ours) < n_params[1]
+    n_ours, _ = assert_meta_parameter_count_matches(cfg, VoxtralForConditionalGeneration, hf_config)
+    assert n_params[0] < n_ours < n_params[1]

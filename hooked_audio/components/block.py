@@ -7,6 +7,8 @@ The same block serves the text decoder (causal, RMSNorm, gated MLP, rotary) and 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float
 from torch import nn
@@ -15,6 +17,9 @@ from ..hook_points import HookPoint
 from .attention import Attention
 from .mlp import MLP, GatedMLP
 from .norms import make_norm
+
+if TYPE_CHECKING:
+    from ..config import AudioEncoderConfig
 
 
 class TransformerBlock(nn.Module):
@@ -53,6 +58,28 @@ class TransformerBlock(nn.Module):
         self.hook_resid_mid = HookPoint()
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+
+    @classmethod
+    def for_encoder(cls, cfg: AudioEncoderConfig, rotary: bool = False) -> TransformerBlock:
+        """One audio-encoder block from its config: bidirectional, ungated MLP, and as many kv heads as
+        ``cfg.n_key_value_heads`` says (None: one per head). Every audio encoder builds its blocks here, so
+        that they stay the same module tree (and state-dict keys) whatever the tower around them."""
+        return cls(
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            d_head=cfg.d_head,
+            d_mlp=cfg.d_mlp,
+            n_key_value_heads=cfg.n_key_value_heads or cfg.n_heads,
+            normalization_type=cfg.normalization_type,
+            eps=cfg.eps,
+            act_fn=cfg.act_fn,
+            gated_mlp=False,
+            qkv_bias=cfg.qkv_bias,
+            o_bias=cfg.o_bias,
+            mlp_bias=cfg.mlp_bias,
+            causal=False,
+            rotary=rotary,
+        )
 
     def forward(
         self,

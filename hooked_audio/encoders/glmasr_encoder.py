@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import nn
 
+from ..audio_encoder import check_mel_bins
 from ..components.audio_stem import WhisperConvStem
 from ..components.block import TransformerBlock
 from ..components.norms import make_norm
@@ -38,25 +39,7 @@ class GlmAsrAudioEncoder(nn.Module):
         self.cfg = cfg
         self.stem = WhisperConvStem(cfg.n_mels, cfg.d_model)
         self.rotary = RotaryEmbedding(cfg.rotary_dim, cfg.rotary_base)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                d_model=cfg.d_model,
-                n_heads=cfg.n_heads,
-                d_head=cfg.d_head,
-                d_mlp=cfg.d_mlp,
-                n_key_value_heads=cfg.n_key_value_heads or cfg.n_heads,
-                normalization_type=cfg.normalization_type,
-                eps=cfg.eps,
-                act_fn=cfg.act_fn,
-                gated_mlp=False,
-                qkv_bias=cfg.qkv_bias,
-                o_bias=cfg.o_bias,
-                mlp_bias=cfg.mlp_bias,
-                causal=False,
-                rotary=True,
-            )
-            for _ in range(cfg.n_layers)
-        )
+        self.blocks = nn.ModuleList(TransformerBlock.for_encoder(cfg, rotary=True) for _ in range(cfg.n_layers))
         self.ln_post = make_norm(cfg.normalization_type, cfg.d_model, cfg.eps)
         self.hook_in = HookPoint()  # [clip, mel, frame]
         self.hook_conv_out = HookPoint()  # [clip, frame, d]
@@ -66,8 +49,7 @@ class GlmAsrAudioEncoder(nn.Module):
     def check_features(self, features: torch.Tensor) -> None:
         """Any window length works (positions are rotary), as long as it makes whole tokens: HF reshapes each
         window's frames into rows of ``frames_per_token`` frames and fails otherwise."""
-        if features.ndim != 3 or features.shape[1] != self.cfg.n_mels:
-            raise ValueError(f"audio features must be [clips, {self.cfg.n_mels} mel bins, frames], got {tuple(features.shape)}")
+        check_mel_bins(features, self.cfg.n_mels)
         n_frames = int(self.stem.output_lengths(torch.tensor(features.shape[2])))
         if n_frames % self.cfg.frames_per_token:
             raise ValueError(

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import nn
 
+from ..audio_encoder import check_mel_bins
 from ..components.audio_stem import WhisperConvStem
 from ..components.block import TransformerBlock
 from ..components.conv2d_stem import Conv2dStem
@@ -80,25 +81,7 @@ class QwenOmniAudioEncoder(nn.Module):
             raise ValueError(f"unsupported stem {cfg.stem!r} for the Qwen-Omni encoder")
         if self.stem.output_lengths(cfg.chunk_mel_frames) != cfg.n_ctx:
             raise ValueError(f"a chunk of {cfg.chunk_mel_frames} mel frames does not give n_ctx={cfg.n_ctx} frames")
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                d_model=cfg.d_model,
-                n_heads=cfg.n_heads,
-                d_head=cfg.d_head,
-                d_mlp=cfg.d_mlp,
-                n_key_value_heads=cfg.n_heads,
-                normalization_type=cfg.normalization_type,
-                eps=cfg.eps,
-                act_fn=cfg.act_fn,
-                gated_mlp=False,
-                qkv_bias=cfg.qkv_bias,
-                o_bias=cfg.o_bias,
-                mlp_bias=cfg.mlp_bias,
-                causal=False,
-                rotary=False,
-            )
-            for _ in range(cfg.n_layers)
-        )
+        self.blocks = nn.ModuleList(TransformerBlock.for_encoder(cfg) for _ in range(cfg.n_layers))
         self.ln_post = make_norm(cfg.normalization_type, cfg.d_model, cfg.eps) if cfg.ln_post else None
         # A plain CPU tensor, not a buffer: it is not a weight, and meta-device construction must not touch it.
         self.positions = sinusoids(cfg.n_ctx, cfg.d_model)
@@ -177,10 +160,7 @@ class QwenOmniAudioEncoder(nn.Module):
         return F.pad(x, (0, 0, 0, self.cfg.n_ctx - x.shape[1]))
 
     def _check(self, features: torch.Tensor, mel_lengths: torch.Tensor | None) -> None:
-        if features.ndim != 3 or features.shape[1] != self.cfg.n_mels:
-            raise ValueError(
-                f"audio features must be [clips, {self.cfg.n_mels} mel bins, frames], got {tuple(features.shape)}"
-            )
+        check_mel_bins(features, self.cfg.n_mels)
         if mel_lengths is not None:
             if mel_lengths.shape != (features.shape[0],):
                 raise ValueError(f"{features.shape[0]} clips but {tuple(mel_lengths.shape)} clip lengths")
