@@ -73,13 +73,21 @@ def plot_head_scores(scores: np.ndarray, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def plot_ablation(results: dict[str, float], path: Path, title: str, ylabel: str = "accuracy") -> Path:
+def plot_ablation(
+    results: dict[str, float], path: Path, title: str, ylabel: str = "accuracy", chance: float | None = None
+) -> Path:
     """Bars for conditions such as clean / top heads ablated / random heads ablated."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    names, values = list(results), list(results.values())
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    names = ["\n".join(textwrap.wrap(name, 18)) for name in results]
+    values = list(results.values())
     bars = ax.bar(names, values, color=["#4c72b0", "#c44e52", "#8c8c8c", "#55a868"][: len(names)])
     for bar, value in zip(bars, values):
         ax.text(bar.get_x() + bar.get_width() / 2, value + 0.01, f"{value:.2f}", ha="center", fontsize=9)
+    if chance is not None:
+        ax.axhline(chance, color="black", ls="--", lw=0.8)
+        ax.text(len(values) - 0.5, chance + 0.01, "chance", ha="right", fontsize=8)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
