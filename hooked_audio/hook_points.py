@@ -15,17 +15,26 @@ from transformer_lens.hook_points import HookPoint as _TLHookPoint
 
 
 class HookPoint(_TLHookPoint):
-    """Identity point with a zero-cost fast path when no forward or backward hook is attached."""
+    """Identity point with a zero-cost fast path when no forward or backward hook is attached.
+
+    ``cache_into`` is ``run_with_cache``'s direct route: the point stores its (final, post-hook) value in
+    a dict without registering a module hook, which saves the hook machinery on every cached point.
+    """
+
+    cache_into: dict | None = None  # set per instance by run_with_cache, and always reset after it
+    cache_device: torch.device | str | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if not (self._forward_hooks or self._backward_hooks):
-            return x
-        return super().__call__(x)
+        if self._forward_hooks or self._backward_hooks:
+            x = super().__call__(x)
+        if self.cache_into is not None:
+            self.cache_into[self.name] = x.detach().to(self.cache_device) if self.cache_device else x.detach()
+        return x
 
     @property
     def is_hooked(self) -> bool:
-        """True when a hook reads or writes this point (components then compute what it shows)."""
-        return bool(self._forward_hooks or self._backward_hooks)
+        """True when a hook or a cache reads or writes this point (components then compute what it shows)."""
+        return bool(self._forward_hooks or self._backward_hooks or self.cache_into is not None)
 
 
 def unknown_hook_name_error(name: str, known: list[str]) -> KeyError:

@@ -333,9 +333,20 @@ class HookedAudioTransformer(HookedRootModule):
         pos_slice = self._positions_to_slice(inputs, positions)
         if remove_batch_dim and inputs.shape[0] != 1:
             raise ValueError(f"remove_batch_dim needs a batch of 1, got {inputs.shape[0]}")
-        cache_dict, fwd, _ = self.get_caching_hooks(names_filter, False, device, remove_batch_dim=remove_batch_dim)
-        with self.hooks(fwd_hooks=fwd):
+        cache_dict: dict[str, torch.Tensor] = {}
+        if isinstance(names_filter, (str, list, tuple, set)):  # explicit names: a typo is an error, not a gap
+            for name in [names_filter] if isinstance(names_filter, str) else names_filter:
+                self._resolve(name)
+        cached_points = [hp for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
+        try:
+            for hook_point in cached_points:
+                hook_point.cache_into, hook_point.cache_device = cache_dict, device
             out = self.forward(inputs, return_type=return_type)
+        finally:
+            for hook_point in cached_points:
+                hook_point.cache_into = hook_point.cache_device = None
+        if remove_batch_dim:
+            cache_dict = {name: act[0] for name, act in cache_dict.items()}
         if pos_slice is not None:
             n_pos = inputs.shape[1]
             pos_dim = 0 if remove_batch_dim else 1
@@ -435,6 +446,18 @@ class HookedAudioTransformer(HookedRootModule):
         from .generation import generate
 
         return generate(self, input, **kwargs)
+
+
+def _names_filter_fn(names_filter) -> Callable[[str], bool]:
+    """TransformerLens's ``names_filter`` forms (None, a name, a list of names, a predicate) as a predicate."""
+    if names_filter is None:
+        return lambda name: True
+    if isinstance(names_filter, str):
+        return lambda name: name == names_filter
+    if isinstance(names_filter, (list, tuple, set)):
+        wanted = set(names_filter)
+        return lambda name: name in wanted
+    return names_filter
 
 
 def _is_decoder_position_activation(name: str) -> bool:

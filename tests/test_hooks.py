@@ -95,10 +95,10 @@ def test_hooks_are_removed_after_an_exception(model):
     with pytest.raises(RuntimeError, match="boom"):
         model.run_with_hooks(**inputs, fwd_hooks=[("blocks.0.hook_resid_pre", broken)])
     assert not any(hp.fwd_hooks or hp._forward_hooks for hp in model.hook_dict.values())
-    with pytest.raises(RuntimeError, match="boom"):  # caching hooks on every point, then a failure mid-forward
+    with pytest.raises(RuntimeError, match="boom"):  # caching on every point, then a failure mid-forward
         with model.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", broken)]):
             model.run_with_cache(**inputs)
-    assert not any(hp.fwd_hooks or hp._forward_hooks for hp in model.hook_dict.values())
+    assert not any(hp.fwd_hooks or hp._forward_hooks or hp.cache_into is not None for hp in model.hook_dict.values())
 
 
 def test_permanent_hooks_survive_temporary_ones(model):
@@ -120,6 +120,8 @@ def test_unknown_hook_name_suggests_close_names(model):
         model.run_with_hooks(**inputs, fwd_hooks=[("blocks.0.hook_resid_pr", lambda x, hook: None)])
     with pytest.raises(KeyError, match="Unknown hook name"):
         model.add_hook("audio_encoder.block.0.hook_resid_pre", lambda x, hook: None)
+    with pytest.raises(KeyError, match="blocks.1.attn.hook_pattern"):
+        model.run_with_cache(**inputs, names_filter=["blocks.1.attn.hook_patern"])
 
 
 def test_removing_temporary_hooks_touches_only_their_points(model, monkeypatch):
