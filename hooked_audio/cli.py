@@ -38,7 +38,7 @@ def cmd_ask(args) -> dict:
     logits = model(inputs)[0, -1].float()
     top = torch.topk(logits.softmax(-1), args.top_k)
     generated = model.generate(inputs, max_new_tokens=args.max_new_tokens)[0, inputs.shape[1]:]
-    answer = model.to_string(generated)
+    answer = model.tokenizer.decode(generated, skip_special_tokens=True).strip()
     result = {
         "answer": answer,
         "top_next_tokens": [
@@ -54,6 +54,8 @@ def cmd_ask(args) -> dict:
 
 
 def cmd_lens(args) -> dict:
+    import torch
+
     from .analysis.logit_lens import logit_lens
     from .viz.plots import plot_lens_heatmap
 
@@ -62,7 +64,7 @@ def cmd_lens(args) -> dict:
     logits, cache = model.run_with_cache(inputs, names_filter=lambda n: "resid" in n or n == "ln_final.hook_scale")
     target = model.to_single_token(args.target) if args.target else int(logits[0, -1].argmax())
     lens = logit_lens(model, cache)
-    probs = lens.target_prob(__import__("torch").tensor([target]))[:, 0].numpy()
+    probs = lens.target_prob(torch.tensor([target]))[:, 0].numpy()
     span = inputs.audio_spans[0][0]
     out = Path(args.out)
     png = plot_lens_heatmap(
@@ -142,8 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
     args = build_parser().parse_args(argv)
-    args.func(args)
+    with torch.no_grad():  # every subcommand only reads the model
+        args.func(args)
     return 0
 
 
