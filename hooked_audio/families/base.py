@@ -62,12 +62,10 @@ def decoder_rules(prefix: str) -> RenameRules:
     ]
 
 
-def whisper_encoder_rules(prefix: str) -> RenameRules:
-    """Whisper-style encoder weights under ``prefix`` (e.g. ``model.audio_tower``)."""
+def whisper_block_rules(prefix: str) -> RenameRules:
+    """Whisper-named encoder blocks (``layers.{l}.self_attn``, ``fc1``/``fc2``, two LayerNorms) under ``prefix``."""
     p = re.escape(prefix)
     return [
-        (rf"{p}\.conv([12])\.(weight|bias)", r"audio_encoder.stem.conv\1.\2"),
-        (rf"{p}\.embed_positions\.weight", "audio_encoder.W_pos"),
         (rf"{p}\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", r"audio_encoder.blocks.\1.attn.\2.\3"),
         (rf"{p}\.layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)", r"audio_encoder.blocks.\1.attn.o.\2"),
         (rf"{p}\.layers\.(\d+)\.self_attn_layer_norm\.weight", r"audio_encoder.blocks.\1.ln1.w"),
@@ -76,6 +74,16 @@ def whisper_encoder_rules(prefix: str) -> RenameRules:
         (rf"{p}\.layers\.(\d+)\.final_layer_norm\.bias", r"audio_encoder.blocks.\1.ln2.b"),
         (rf"{p}\.layers\.(\d+)\.fc1\.(weight|bias)", r"audio_encoder.blocks.\1.mlp.fc_in.\2"),
         (rf"{p}\.layers\.(\d+)\.fc2\.(weight|bias)", r"audio_encoder.blocks.\1.mlp.fc_out.\2"),
+    ]
+
+
+def whisper_encoder_rules(prefix: str) -> RenameRules:
+    """Whisper-style encoder weights under ``prefix`` (e.g. ``model.audio_tower``)."""
+    p = re.escape(prefix)
+    return [
+        (rf"{p}\.conv([12])\.(weight|bias)", r"audio_encoder.stem.conv\1.\2"),
+        (rf"{p}\.embed_positions\.weight", "audio_encoder.W_pos"),
+        *whisper_block_rules(prefix),
         (rf"{p}\.layer_norm\.weight", "audio_encoder.ln_post.w"),
         (rf"{p}\.layer_norm\.bias", "audio_encoder.ln_post.b"),
     ]

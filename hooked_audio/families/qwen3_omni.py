@@ -25,7 +25,7 @@ import re
 
 from ..components.conv2d_stem import Conv2dStem
 from ..config import AudioEncoderConfig, HookedAudioConfig
-from .base import ModelFamily, decoder_fields_from_hf, decoder_rules
+from .base import ModelFamily, decoder_fields_from_hf, decoder_rules, whisper_block_rules
 from .qwen2_5_omni import check_plain_rope, real_token_positions, thinker_config
 
 
@@ -103,14 +103,7 @@ def encoder_rules(prefix: str):
     return [
         (rf"{p}\.conv2d([123])\.(weight|bias)", r"audio_encoder.stem.conv\1.\2"),
         (rf"{p}\.conv_out\.weight", "audio_encoder.stem.out.weight"),
-        (rf"{p}\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", r"audio_encoder.blocks.\1.attn.\2.\3"),
-        (rf"{p}\.layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)", r"audio_encoder.blocks.\1.attn.o.\2"),
-        (rf"{p}\.layers\.(\d+)\.self_attn_layer_norm\.weight", r"audio_encoder.blocks.\1.ln1.w"),
-        (rf"{p}\.layers\.(\d+)\.self_attn_layer_norm\.bias", r"audio_encoder.blocks.\1.ln1.b"),
-        (rf"{p}\.layers\.(\d+)\.final_layer_norm\.weight", r"audio_encoder.blocks.\1.ln2.w"),
-        (rf"{p}\.layers\.(\d+)\.final_layer_norm\.bias", r"audio_encoder.blocks.\1.ln2.b"),
-        (rf"{p}\.layers\.(\d+)\.fc1\.(weight|bias)", r"audio_encoder.blocks.\1.mlp.fc_in.\2"),
-        (rf"{p}\.layers\.(\d+)\.fc2\.(weight|bias)", r"audio_encoder.blocks.\1.mlp.fc_out.\2"),
+        *whisper_block_rules(prefix),
         (rf"{p}\.ln_post\.weight", "audio_encoder.ln_post.w"),
         (rf"{p}\.ln_post\.bias", "audio_encoder.ln_post.b"),
         (rf"{p}\.proj([12])\.(weight|bias)", r"projector.linear_\1.\2"),
