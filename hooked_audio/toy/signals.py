@@ -58,13 +58,17 @@ def tone(frequency: float, seconds: float, ramp_seconds: float = 0.01) -> np.nda
     return wave
 
 
-def beep_train(count: int, rng: np.random.Generator, frequency: float = 1000.0) -> np.ndarray:
-    """`count` short beeps separated by random gaps, as one signal starting and ending with a beep."""
+def beep_train(count: int, rng: np.random.Generator, frequency: float = 1000.0,
+               beep_seconds: float = 0.2) -> np.ndarray:
+    """`count` equal beeps separated by random gaps, as one signal starting and ending with a beep.
+
+    Equal beeps (as in beep-counting listening tests) make the count readable from onsets or from the
+    total beep time; random gaps keep the train's length from giving it away exactly."""
     pieces = []
     for index in range(count):
-        pieces.append(tone(frequency, rng.uniform(0.08, 0.16)))
+        pieces.append(tone(frequency, beep_seconds))
         if index < count - 1:
-            pieces.append(np.zeros(int(rng.uniform(0.12, 0.3) * SAMPLE_RATE), dtype=np.float32))
+            pieces.append(np.zeros(int(rng.uniform(0.15, 0.35) * SAMPLE_RATE), dtype=np.float32))
     return np.concatenate(pieces)
 
 

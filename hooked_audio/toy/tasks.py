@@ -114,7 +114,7 @@ def _noise_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def _when_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
-    beep = signals.tone(rng.uniform(500, 2000), rng.uniform(0.15, 0.3))
+    beep = signals.tone(rng.uniform(500, 2000), rng.uniform(0.4, 0.7))
     background_level = rng.choice([0.0, rng.uniform(0.01, 0.06)])  # quiet or noisy background
     return signals.finish(signals.place(beep, rng, position=answer), rng, noise_floor=0.01 + background_level)
 

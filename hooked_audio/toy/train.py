@@ -25,10 +25,17 @@ from transformers import (
     Qwen2AudioProcessor,
     WhisperFeatureExtractor,
 )
+from transformers.models.whisper.modeling_whisper import sinusoids
 
 from . import signals
 from .evaluate import EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, make_eval_set
-from .tasks import TASKS, TRAIN_HINT_FRACTION, TRAIN_HINT_RELIABILITY, make_probe_set, make_training_set
+from .tasks import (
+    TASKS,
+    TRAIN_HINT_FRACTION,
+    TRAIN_HINT_RELIABILITY,
+    make_probe_set,
+    make_training_set,
+)
 from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 
 TOY_DIR = Path(__file__).resolve().parent
@@ -65,6 +72,18 @@ def build_config(tokenizer) -> Qwen2AudioConfig:
         audio_config=audio_config, text_config=text_config,
         audio_token_index=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
     )
+
+
+def new_model(tokenizer) -> Qwen2AudioForConditionalGeneration:
+    """A freshly initialised toy with Whisper's sinusoidal encoder positions (HF leaves them random).
+
+    Real Qwen2-Audio inherits these frozen sinusoids from Whisper; with HF's default N(0, 0.02) init the
+    encoder barely knows where a frame is, and the timing tasks (beeps, when) stay at chance."""
+    model = Qwen2AudioForConditionalGeneration(build_config(tokenizer))
+    positions = model.model.audio_tower.embed_positions.weight
+    with torch.no_grad():
+        positions.copy_(sinusoids(*positions.shape))
+    return model
 
 
 class TeacherForcedSet:
@@ -106,6 +125,32 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+class PooledAudioProbe(torch.nn.Module):
+    """Training-only deep supervision: predict the answer word from the clip's mean audio embedding.
+
+    It gives the encoder a direct gradient from the first step, before the decoder has learned where to
+    look; without it the speech tasks sit at chance for the first ~1000 steps (measured: 1063 steps on
+    digit/gender/language reach 0.60/0.65/0.55 with it and 0.33/0.50/0.25 without). The probe is dropped
+    after training, so the checkpoint is a plain Qwen2-Audio whose decoder alone produces the answers."""
+
+    def __init__(self, model):
+        super().__init__()
+        text = model.config.text_config
+        self.head = torch.nn.Linear(text.hidden_size, text.vocab_size)
+        self._audio_embeds = None
+        self._handle = model.model.multi_modal_projector.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self._audio_embeds = output  # [clips, audio tokens, d_model]
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Cross-entropy of the pooled prediction against the answer word (each row has one clip)."""
+        return torch.nn.functional.cross_entropy(self.head(self._audio_embeds.mean(1)), batch["input_ids"][:, -2])
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
 def learning_rate(progress: float, peak: float, warmup: float = 0.03, floor: float = 0.05) -> float:
     """Linear warmup then cosine decay to floor * peak; progress runs from 0 to 1."""
     if progress < warmup:
@@ -115,10 +160,14 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.03, floor: flo
 
 
 def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size: int, peak_lr: float,
-          seed: int) -> dict:
-    """AdamW; progress is max(step fraction, time fraction) so the schedule always finishes in budget."""
+          seed: int, probe_weight: float) -> dict:
+    """AdamW; progress is max(step fraction, time fraction) so the schedule always finishes in budget.
+
+    The loss is answer_loss plus probe_weight times the PooledAudioProbe loss (0 turns the probe off)."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    probe = PooledAudioProbe(model) if probe_weight else None
+    parameters = list(model.parameters()) + (list(probe.parameters()) if probe else [])
+    optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=0.01, betas=(0.9, 0.98))
     model.train()
     start, step, order, cursor, recent = time.time(), 0, torch.randperm(len(data), generator=generator), 0, []
     bar = tqdm(total=steps, desc="train")
@@ -133,15 +182,18 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(progress, peak_lr)
         loss = answer_loss(model, batch)
+        total = loss + probe_weight * probe.loss(batch) if probe else loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         recent = (recent + [loss.item()])[-50:]
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(recent):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
     bar.close()
+    if probe:
+        probe.remove()
     model.eval()
     return {"steps": step, "seconds": round(time.time() - start, 1), "final_loss": round(float(np.mean(recent)), 4)}
 
@@ -182,6 +234,13 @@ def card_markdown(card: dict) -> str:
         f" {card['training']['samples']} samples (seed {card['training']['seed']}),"
         f" hints on {card['training']['hint_fraction']:.0%} of them, right {card['training']['hint_reliability']:.0%} of the time.",
         *_continuation_lines(card["training"].get("init_from")),
+        "",
+        f"Made by `python -m hooked_audio.toy.train` ({card['training'].get('total_seconds')} s in all: data"
+        " synthesis, feature extraction, training, evaluation). The encoder's position embeddings are Whisper's"
+        " frozen sinusoids (as in real Qwen2-Audio; HF's fresh init leaves them random). During training only, a"
+        " linear probe on the mean audio embedding adds a deep-supervision loss (weight"
+        f" {card['training'].get('probe_weight')}) so that the encoder learns features before the decoder"
+        " has learned where to look; the probe is discarded, and the checkpoint is a plain Qwen2-Audio.",
         "",
         f"Held-out set: seed {card['eval']['seed']}, {card['eval']['clips_per_task']} clips per task, each"
         " asked without hint, with a right hint and with a wrong hint. Accuracy = argmax of the full-vocabulary"
@@ -229,30 +288,33 @@ def espeak_version() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--minutes", type=float, default=22.0, help="wall-clock cap on the training loop")
+    parser.add_argument("--minutes", type=float, default=24.0, help="wall-clock cap on the training loop")
     parser.add_argument("--seed", type=int, default=TRAIN_SEED)
     parser.add_argument("--n-per-task", type=int, default=1500)
     parser.add_argument("--steps", type=int, default=3600)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--probe-weight", type=float, default=1.0,
+                        help="weight of the training-only pooled-audio probe loss (0: plain answer loss)")
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS_PER_TASK)
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue training from this checkpoint (a warm restart of the schedule)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
+    started = time.time()
 
     processor = build_processor()
     samples = make_training_set(args.seed, args.n_per_task)
     data = TeacherForcedSet(processor, samples)
     del samples
     if args.init_from is None:
-        model = Qwen2AudioForConditionalGeneration(build_config(processor.tokenizer))
+        model = new_model(processor.tokenizer)
     else:
         model = Qwen2AudioForConditionalGeneration.from_pretrained(args.init_from)
     model.generation_config.eos_token_id = model.config.text_config.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    training = train(model, data, args.steps, args.minutes, args.batch_size, args.lr, args.seed)
+    training = train(model, data, args.steps, args.minutes, args.batch_size, args.lr, args.seed, args.probe_weight)
 
     results = evaluate(model, processor, make_eval_set(EVAL_SEED, args.eval_clips))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +325,7 @@ def main() -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "tasks": [{"name": t.name, "question": t.question, "answers": list(t.answers)} for t in TASKS],
         "training": training | {
-            "seed": args.seed, "samples": len(data), "batch_size": args.batch_size, "peak_lr": args.lr,
+            "seed": args.seed, "samples": len(data), "batch_size": args.batch_size, "peak_lr": args.lr, "probe_weight": args.probe_weight,
             "threads": torch.get_num_threads(), "hint_fraction": TRAIN_HINT_FRACTION,
             "hint_reliability": TRAIN_HINT_RELIABILITY,
             "init_from": previous_training(args.init_from),
@@ -273,6 +335,7 @@ def main() -> None:
         "espeak_ng": espeak_version(),
         "examples": write_examples(processor),
     }
+    card["training"]["total_seconds"] = round(time.time() - started)
     (args.out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (args.out / "CARD.md").write_text(card_markdown(card))
     print(json.dumps(results, indent=1))
