@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import make_inputs
 
@@ -10,6 +11,7 @@ from hooked_audio.analysis import (
     head_ablation_hooks,
     logit_lens,
     random_heads,
+    same_prompt_donors,
     steering_hook,
     top_heads,
 )
@@ -48,6 +50,38 @@ def test_head_ablation_removes_exactly_that_heads_result(model):
         _, ablated = model.run_with_cache(**inputs, names_filter=["blocks.1.hook_attn_out"])
     removed = cache["blocks.1.attn.hook_result"][:, :, [3, 0]].sum(2)
     torch.testing.assert_close(cache["attn_out", 1] - ablated["attn_out", 1], removed, atol=1e-5, rtol=1e-4)
+
+
+def _same_prompt_three_clips() -> dict:
+    """One prompt three times, each row with its own 100-frame clip."""
+    rows = [make_inputs([[100]], seed=seed) for seed in range(3)]
+    inputs = dict(rows[0])
+    inputs["input_ids"] = rows[0]["input_ids"].repeat(3, 1)
+    inputs["attention_mask"] = rows[0]["attention_mask"].repeat(3, 1)
+    inputs["input_features"] = torch.cat([r["input_features"] for r in rows])
+    inputs["feature_attention_mask"] = torch.cat([r["feature_attention_mask"] for r in rows])
+    return inputs
+
+
+def test_resample_ablation_swaps_in_the_donor_rows_head_output(model):
+    inputs = model.to_inputs(_same_prompt_three_clips())
+    donors = same_prompt_donors(inputs)
+    assert donors.tolist() == [1, 2, 0]
+    _, cache = model.run_with_cache(inputs)
+    with model.hooks(fwd_hooks=head_ablation_hooks([(1, 3), (1, 0)], mode="resample", donors=donors)):
+        _, ablated = model.run_with_cache(inputs, names_filter=["blocks.1.hook_attn_out"])
+    result = cache["blocks.1.attn.hook_result"][:, :, [3, 0]].sum(2)
+    expected = cache["attn_out", 1] - result + result[donors]
+    torch.testing.assert_close(ablated["attn_out", 1], expected, atol=1e-5, rtol=1e-4)
+    assert (ablated["attn_out", 1] - cache["attn_out", 1]).abs().max() > 1e-4  # 10x the tolerance: clips differ
+
+
+def test_resample_ablation_refuses_rows_without_a_same_prompt_partner(model):
+    inputs = model.to_inputs(make_inputs([[100], [60]]))
+    with pytest.raises(ValueError, match="no other row with the same prompt"):
+        same_prompt_donors(inputs)
+    with pytest.raises(ValueError, match="donors"):
+        head_ablation_hooks([(0, 0)], mode="resample")
 
 
 def test_random_heads_exclude_and_are_reproducible():

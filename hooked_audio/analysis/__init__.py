@@ -2,11 +2,11 @@
 
 - ``logit_lens``: what each layer's residual stream would predict, at any position (audio ones too).
 - ``heads``: how much each decoder head attends to the audio span; top heads.
-- ``ablation``: zero- or mean-ablation hooks for chosen heads, and random control heads.
+- ``ablation``: zero-, mean- or resample-ablation hooks for chosen heads, and random control heads.
 - ``steering``: add a direction to the residual stream (at audio positions or anywhere).
 """
 
-from .ablation import head_ablation_hooks, random_heads
+from .ablation import head_ablation_hooks, random_heads, same_prompt_donors
 from .heads import audio_attention_by_head, top_heads
 from .logit_lens import LogitLens, logit_lens
 from .steering import steering_hook
@@ -17,6 +17,7 @@ __all__ = [
     "head_ablation_hooks",
     "logit_lens",
     "random_heads",
+    "same_prompt_donors",
     "steering_hook",
     "top_heads",
 ]
