@@ -3,7 +3,8 @@
 1. answers the bundled example clips' questions;
 2. logit lens: at which layer the right answer appears, and at which positions (audio or text);
 3. ranks decoder heads by attention from the answer position to the audio;
-4. ablates the top audio heads and, as the control, as many random heads (several draws);
+4. ablates the top audio heads and, as the control, as many random heads (several draws), both by
+   resampling (another clip's head output) and by zeroing;
 5. shows where in time the top head looks (on a "when does the beep happen" clip);
 6. measures text dominance: how often a wrong text hint beats the audio.
 Numbers go to ``results.json``, figures to ``plots/``, and both into ``report.html``.
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .analysis.ablation import head_ablation_hooks, random_heads
+from .analysis.ablation import head_ablation_hooks, random_heads, same_prompt_donors
 from .analysis.heads import audio_attention_by_head, top_heads
 from .analysis.logit_lens import at_last_positions, logit_lens
 from .audio import load_waveform
@@ -28,6 +29,7 @@ from .viz import plots
 from .viz.report import HtmlReport
 
 N_RANDOM_DRAWS = 5
+ABLATION_MODES = ("resample", "zero")
 PROBE_CLIPS_PER_TASK = 12
 
 
@@ -45,20 +47,55 @@ def probe_tasks() -> list[str]:
     return [t.name for t in tasks.TASKS if have_espeak or t.name not in tasks.SPEECH_TASKS]
 
 
-def accuracy(model, processor, samples, fwd_hooks=()) -> dict[str, float]:
-    """Per-task and overall next-token accuracy of ``model`` under ``fwd_hooks``."""
+def accuracy(model, processor, samples, make_hooks=lambda batch: []) -> dict[str, float]:
+    """Per-task and overall next-token accuracy of ``model`` under the hooks ``make_hooks(batch)`` returns.
+
+    One batch per task: its rows share one prompt, so resample ablation finds donors within the batch."""
     _, evaluate = _toy()
-    predictions = evaluate.predict(lambda inputs: model.run_with_hooks(inputs, fwd_hooks=list(fwd_hooks)), processor, samples)
-    per_task: dict[str, list[bool]] = {}
-    for sample, predicted in zip(samples, predictions):
-        per_task.setdefault(sample.task, []).append(predicted == sample.answer)
-    result = {task: float(np.mean(hits)) for task, hits in per_task.items()}
-    result["overall"] = float(np.mean([predicted == s.answer for s, predicted in zip(samples, predictions)]))
+    hits: dict[str, list[bool]] = {}
+    for task in dict.fromkeys(s.task for s in samples):
+        group = [s for s in samples if s.task == task]
+        batch = model.to_inputs(evaluate.encode(processor, group))
+        logits = model.run_with_hooks(batch, fwd_hooks=list(make_hooks(batch)))
+        next_ids = logits[torch.arange(len(group)), batch.last_positions].argmax(-1)
+        predicted = model.tokenizer.convert_ids_to_tokens(next_ids.tolist())
+        hits[task] = [p == s.answer for p, s in zip(predicted, group)]
+    result = {task: float(np.mean(h)) for task, h in hits.items()}
+    result["overall"] = float(np.mean([h for task_hits in hits.values() for h in task_hits]))
     return result
 
 
+def ablated_accuracy(model, processor, samples, heads, mode: str) -> dict[str, float]:
+    """``accuracy`` with ``heads`` zeroed (``mode="zero"``) or given another clip's output ("resample")."""
+    def make_hooks(batch):
+        donors = same_prompt_donors(batch) if mode == "resample" else None
+        return head_ablation_hooks(heads, mode=mode, donors=donors)
+
+    return accuracy(model, processor, samples, make_hooks)
+
+
+def ablation_summary(n_heads: int, clean: float, resample: dict, zero: dict) -> str:
+    """The ablation section's text: what was done, the numbers, and what they do and do not show."""
+    top_r, rand_r = resample["top_heads"]["overall"], resample["random_heads_mean"]["overall"]
+    top_z, rand_z = zero["top_heads"]["overall"], zero["random_heads_mean"]["overall"]
+    text = (f"Resample ablation gives each clip the heads' outputs from another clip with the same question (the "
+            f"heads keep working, on the wrong audio). For the top {n_heads} audio-attending heads it takes accuracy "
+            f"from {clean:.2f} to {top_r:.2f}; for {n_heads} random other heads, to {rand_r:.2f}. Zeroing the heads "
+            f"instead gives {top_z:.2f} (top) and {rand_z:.2f} (random). ")
+    if top_r < rand_r - 0.05:
+        text += "The heads that attend most to the audio carry the audio information the answer is read from. "
+    else:
+        text += "Here the most audio-attending heads carry no more of the answer than random heads. "
+    if top_z >= rand_z - 0.05 and top_r < rand_r - 0.05:
+        text += ("Zeroing them hurts little: other heads carry the same information, so removing it from these heads "
+                 "leaves the answer intact, whereas another clip's information in them competes with the right one. "
+                 "Zeroing random heads also removes work that does not depend on the clip, which resampling leaves in "
+                 "place: zero ablation asks whether a head is needed at all, resample ablation whether it carries the audio.")
+    return text
+
+
 @torch.no_grad()
-def run_demo(model_name: str, out_dir: Path, n_heads: int = 3, seed: int = 0) -> dict:
+def run_demo(model_name: str, out_dir: Path, n_heads: int = 6, seed: int = 0) -> dict:
     tasks, evaluate = _toy()
     out_dir = Path(out_dir)
     plot_dir = out_dir / "plots"
@@ -140,30 +177,32 @@ def run_demo(model_name: str, out_dir: Path, n_heads: int = 3, seed: int = 0) ->
     report.image(png, "Audio attention per decoder head")
     progress.update()
 
-    # 4. Ablation: top heads versus random heads.
+    # 4. Ablation: top heads versus random heads, two ways.
     clean = accuracy(model, processor, probe)
-    top = accuracy(model, processor, probe, head_ablation_hooks(best))
-    random_runs = [accuracy(model, processor, probe, head_ablation_hooks(
-        random_heads(model.cfg.n_layers, model.cfg.n_heads, n_heads, exclude=best, seed=seed + d)))
-        for d in range(N_RANDOM_DRAWS)]
-    random_mean = {k: float(np.mean([r[k] for r in random_runs])) for k in clean}
-    results["ablation"] = {"clean": clean, "top_heads_zeroed": top, "random_heads_zeroed_mean": random_mean,
-                           "n_random_draws": N_RANDOM_DRAWS, "heads": results["heads"]["top"]}
-    png = plots.plot_ablation({"clean": clean["overall"], f"top {n_heads} audio heads zeroed": top["overall"],
-                               f"{n_heads} random heads zeroed (mean of {N_RANDOM_DRAWS})": random_mean["overall"]},
-                              plot_dir / "ablation.png", "Accuracy on audio-only questions",
-                              chance=float(np.mean([1 / len(tasks.TASKS_BY_NAME[s.task].answers) for s in probe])))
+    controls = [random_heads(model.cfg.n_layers, model.cfg.n_heads, n_heads, exclude=best, seed=seed + d)
+                for d in range(N_RANDOM_DRAWS)]
+    results["ablation"] = {"clean": clean, "n_random_draws": N_RANDOM_DRAWS, "heads": results["heads"]["top"],
+                           "random_heads": [[f"L{l}H{h}" for l, h in c] for c in controls]}
+    for mode in ABLATION_MODES:
+        top = ablated_accuracy(model, processor, probe, best, mode)
+        draws = [ablated_accuracy(model, processor, probe, heads, mode) for heads in controls]
+        results["ablation"][mode] = {"top_heads": top, "random_heads_mean": {k: float(np.mean([d[k] for d in draws])) for k in clean},
+                                     "random_heads_overall": [d["overall"] for d in draws]}
+    resample, zero = results["ablation"]["resample"], results["ablation"]["zero"]
+    png = plots.plot_ablation(
+        {"clean": clean["overall"],
+         f"top {n_heads} heads, resampled": resample["top_heads"]["overall"],
+         f"{n_heads} random heads, resampled": resample["random_heads_mean"]["overall"],
+         f"top {n_heads} heads, zeroed": zero["top_heads"]["overall"],
+         f"{n_heads} random heads, zeroed": zero["random_heads_mean"]["overall"]},
+        plot_dir / "ablation.png", f"Accuracy on audio-only questions (random: mean of {N_RANDOM_DRAWS} draws)",
+        chance=float(np.mean([1 / len(tasks.TASKS_BY_NAME[s.task].answers) for s in probe])))
     report.heading("4. Ablating the audio heads")
-    report.paragraph(f"Zeroing the top {n_heads} audio-attending heads takes accuracy from {clean['overall']:.2f} to "
-                     f"{top['overall']:.2f}; zeroing {n_heads} random other heads gives {random_mean['overall']:.2f} on average. "
-                     + ("The heads that attend most to the audio matter more than random heads here."
-                        if top["overall"] < random_mean["overall"] else
-                        "Attention mass is not importance here: the most audio-attending heads are no more necessary "
-                        "than random ones (the model spreads audio reading over many heads, or reads it earlier, "
-                        "at the question tokens)."))
+    report.paragraph(ablation_summary(n_heads, clean["overall"], resample, zero))
     report.image(png, "Accuracy under head ablation")
-    report.table(["task", "clean", "top heads zeroed", "random heads zeroed"],
-                 [[t, f"{clean[t]:.2f}", f"{top[t]:.2f}", f"{random_mean[t]:.2f}"] for t in clean])
+    report.table(["task", "clean", "top resampled", "random resampled", "top zeroed", "random zeroed"],
+                 [[t, f"{clean[t]:.2f}", f"{resample['top_heads'][t]:.2f}", f"{resample['random_heads_mean'][t]:.2f}",
+                   f"{zero['top_heads'][t]:.2f}", f"{zero['random_heads_mean'][t]:.2f}"] for t in clean])
     progress.update()
 
     # 5. Where in time the top head looks, on a "when" clip.

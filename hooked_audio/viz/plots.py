@@ -79,10 +79,11 @@ def plot_ablation(
     """Bars for conditions such as clean / top heads ablated / random heads ablated."""
     import textwrap
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.5 * len(results)), 3.8))
     names = ["\n".join(textwrap.wrap(name, 18)) for name in results]
     values = list(results.values())
-    bars = ax.bar(names, values, color=["#4c72b0", "#c44e52", "#8c8c8c", "#55a868"][: len(names)])
+    palette = ["#4c72b0", "#c44e52", "#8c8c8c", "#dd8452", "#b3b3b3", "#55a868"]
+    bars = ax.bar(names, values, color=[palette[i % len(palette)] for i in range(len(names))])
     for bar, value in zip(bars, values):
         ax.text(bar.get_x() + bar.get_width() / 2, value + 0.01, f"{value:.2f}", ha="center", fontsize=9)
     if chance is not None:
