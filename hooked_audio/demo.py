@@ -87,11 +87,25 @@ def ablation_summary(n_heads: int, clean: float, resample: dict, zero: dict) -> 
     else:
         text += "Here the most audio-attending heads carry no more of the answer than random heads. "
     if top_z >= rand_z - 0.05 and top_r < rand_r - 0.05:
-        text += ("Zeroing them hurts little: other heads carry the same information, so removing it from these heads "
-                 "leaves the answer intact, whereas another clip's information in them competes with the right one. "
+        text += ("Zeroing them hurts little, which fits redundancy: if other heads carry the same information, removing "
+                 "it from these heads leaves the answer intact, whereas another clip's information in them competes. "
                  "Zeroing random heads also removes work that does not depend on the clip, which resampling leaves in "
                  "place: zero ablation asks whether a head is needed at all, resample ablation whether it carries the audio.")
     return text
+
+
+def text_dominance_summary(stats: dict) -> str:
+    """One sentence relating where the text wins to how well the audio alone is understood."""
+    per_task = {t: v for t, v in stats.items() if t != "overall"}
+    most = max(per_task, key=lambda t: per_task[t]["text_dominance_rate"])
+    hardest = min(per_task, key=lambda t: per_task[t]["accuracy"])
+    if per_task[most]["text_dominance_rate"] == 0:
+        return "No wrong hint wins on any task."
+    text = (f"The text wins most often on {most} ({per_task[most]['text_dominance_rate']:.2f}, audio-only accuracy "
+            f"{per_task[most]['accuracy']:.2f})")
+    if most == hardest:
+        return text + ", the task the model hears worst: it leans on the text where the audio is hard."
+    return text + f"; the task it hears worst is {hardest} ({per_task[hardest]['accuracy']:.2f})."
 
 
 @torch.no_grad()
@@ -232,11 +246,12 @@ def run_demo(model_name: str, out_dir: Path, n_heads: int = 6, seed: int = 0) ->
     report.paragraph(
         f"Audio only: {overall['accuracy']:.2f} correct. With a correct hint: {overall['accuracy_correct_hint']:.2f}. "
         f"With a wrong hint: {overall['accuracy_wrong_hint']:.2f} correct, and the model repeats the wrong hint "
-        f"{overall['text_dominance_rate']:.2f} of the time."
+        f"{overall['text_dominance_rate']:.2f} of the time. " + text_dominance_summary(stats)
     )
+    order = [t for t in stats if t != "overall"] + ["overall"]
     report.table(["task", "audio only", "correct hint", "wrong hint", "wrong hint wins"],
-                 [[t, v["accuracy"], v["accuracy_correct_hint"], v["accuracy_wrong_hint"], v["text_dominance_rate"]]
-                  for t, v in stats.items()])
+                 [[t, stats[t]["accuracy"], stats[t]["accuracy_correct_hint"], stats[t]["accuracy_wrong_hint"],
+                   stats[t]["text_dominance_rate"]] for t in order])
     progress.update()
 
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))

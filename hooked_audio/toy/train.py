@@ -198,15 +198,15 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
     return {"steps": step, "seconds": round(time.time() - start, 1), "final_loss": round(float(np.mean(recent)), 4)}
 
 
-def write_examples(processor) -> list[dict]:
+def write_examples(directory: Path) -> list[dict]:
     """One FLAC clip per task (held-out seed) plus examples.json listing file, task, question, answer."""
-    EXAMPLES_DIR.mkdir(exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     listing = []
     for sample in make_probe_set(EXAMPLES_SEED, 2)[3::6]:  # per task: the second clip, hint-free variant
         name = f"{sample.task}_{sample.answer}.flac"
-        soundfile.write(EXAMPLES_DIR / name, sample.waveform, signals.SAMPLE_RATE, subtype="PCM_16")
+        soundfile.write(directory / name, sample.waveform, signals.SAMPLE_RATE, subtype="PCM_16")
         listing.append({"file": name, "task": sample.task, "question": sample.question, "answer": sample.answer})
-    (EXAMPLES_DIR / "examples.json").write_text(json.dumps(listing, indent=2) + "\n")
+    (directory / "examples.json").write_text(json.dumps(listing, indent=2) + "\n")
     return listing
 
 
@@ -240,7 +240,9 @@ def card_markdown(card: dict) -> str:
         " frozen sinusoids (as in real Qwen2-Audio; HF's fresh init leaves them random). During training only, a"
         " linear probe on the mean audio embedding adds a deep-supervision loss (weight"
         f" {card['training'].get('probe_weight')}) so that the encoder learns features before the decoder"
-        " has learned where to look; the probe is discarded, and the checkpoint is a plain Qwen2-Audio.",
+        " has learned where to look; the probe is discarded, and the checkpoint is a plain Qwen2-Audio."
+        " Training stops after `--steps` or `--minutes` of training, whichever comes first, so a slower or busy"
+        " machine trains for fewer steps.",
         "",
         f"Held-out set: seed {card['eval']['seed']}, {card['eval']['clips_per_task']} clips per task, each"
         " asked without hint, with a right hint and with a wrong hint. Accuracy = argmax of the full-vocabulary"
@@ -333,7 +335,8 @@ def main() -> None:
         "eval": {"seed": EVAL_SEED, "clips_per_task": args.eval_clips},
         "results": results,
         "espeak_ng": espeak_version(),
-        "examples": write_examples(processor),
+        # the bundled clips sit next to the bundled checkpoint; any other run keeps its clips to itself
+        "examples": write_examples(EXAMPLES_DIR if args.out.resolve() == DEFAULT_OUT else args.out / "examples"),
     }
     card["training"]["total_seconds"] = round(time.time() - started)
     (args.out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
