@@ -117,11 +117,11 @@ effect = patching.get_act_patch_resid_pre(model, high_in, low_cache, low_minus_h
 audio = low_in.audio_mask[0]
 print("layer-by-layer max effect at audio positions:", effect[:, audio].max(-1).values)
 print("... and at the last position:", effect[:, -1])
-# On the bundled toy the clean high clip scores -13.5. Patching a single audio position brings that to
-# about 0 at layers 0-1, to -5 at layer 2 and not at all at layer 3; patching the last position does
-# nothing before layer 2, gives -7.7 at layer 2 and the full flip (+11.9) at layer 3. The pitch moves from the audio to the answer position in layer-2 (and some
-# layer-3) attention, where the top audio head of section 4 sits: a route you can now chase head by head
-# (``patching.get_act_patch_attn_head_out_by_pos``).
+# On the bundled toy the clean high clip scores -16.8. Patching a single audio position flips it (+12) at
+# layers 0-1, reaches +6 at layer 2 and does nothing at layer 3; patching the last position does nothing
+# before layer 2, gives -10.4 at layer 2 and the full flip (+11.4) at layer 3. The pitch reaches the
+# answer position through layer-1 and layer-2 attention, where most of section 4's top heads sit: a route
+# you can now chase head by head (``patching.get_act_patch_attn_head_out_by_pos``).
 
 # %% [markdown]
 # ## 6. Steering: push the model's reading of the audio

@@ -294,7 +294,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--minutes", type=float, default=24.0, help="wall-clock cap on the training loop")
     parser.add_argument("--seed", type=int, default=TRAIN_SEED)
-    parser.add_argument("--n-per-task", type=int, default=1500)
+    parser.add_argument("--n-per-task", type=int, default=1000,
+                        help="training clips for a tone task; speech tasks get more (tasks.TRAINING_WEIGHTS)")
     parser.add_argument("--steps", type=int, default=3600)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
