@@ -1,9 +1,9 @@
 """hooked_audio: TransformerLens-style hooked re-implementations of audio-language models."""
 
-from .audio import load_waveform
+from .audio.io import load_waveform
 from .cache import AudioActivationCache
 from .config import AudioEncoderConfig, HookedAudioConfig
-from .inputs import AudioSpan, AudioTextInput
+from .audio.inputs import AudioSpan, AudioTextInput
 from .loading import from_hf_model, from_pretrained
 from .model import HookedAudioTransformer
 

@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import ActivationCache
 
-from .inputs import AudioSpan, AudioTextInput
+from .audio.inputs import AudioSpan, AudioTextInput
 
 
 class AudioActivationCache(ActivationCache):

@@ -29,7 +29,7 @@ from .components.rotary import RotaryEmbedding
 from .config import HookedAudioConfig
 from .families import FAMILIES
 from .hook_points import HookPoint, unknown_hook_name_error
-from .inputs import AudioTextInput, as_tensor_dict
+from .audio.inputs import AudioTextInput, as_tensor_dict
 
 HookName = str | Callable[[str], bool]
 ModelInput = AudioTextInput | Mapping | torch.Tensor | str | list | None
@@ -436,7 +436,7 @@ class HookedAudioTransformer(HookedRootModule):
     def build_inputs(self, *args, **kwargs) -> AudioTextInput:
         """Text or chat messages plus audio (paths or arrays, any rate, mono or stereo) -> inputs.
         See ``hooked_audio.prompting.build_inputs``."""
-        from .prompting import build_inputs
+        from .audio.prompting import build_inputs
 
         return build_inputs(self, *args, **kwargs)
 

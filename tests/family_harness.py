@@ -22,7 +22,7 @@ from hooked_audio import HookedAudioTransformer
 from hooked_audio.config import HookedAudioConfig
 from hooked_audio.families import family_for_model_type
 from hooked_audio.families.base import ModelFamily
-from hooked_audio.inputs import AudioSpan, AudioTextInput
+from hooked_audio.audio.inputs import AudioSpan, AudioTextInput
 
 TOL = 1e-4  # max abs logit difference from HF's eager float32 forward (design brief, section 6)
 PADDING_VALUE = -0.8  # what the Whisper feature extractor's padding looks like in log-mel features

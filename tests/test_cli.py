@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hooked_audio.cli import main
+from hooked_audio.app.cli import main
 
 CLIP = str(Path(__file__).parents[1] / "hooked_audio" / "toy" / "examples" / "pitch_low.flac")
 QUESTION = "is the tone low or high ?"

@@ -77,7 +77,7 @@ def test_resampling_top_audio_heads_hurts_more_than_random_heads(toy):
     """Rank heads by attention from the answer position to the audio; give the top 6 (of 16) another clip's
     output (resample ablation) and compare with 6 random other heads. A broken ranking, ablation or donor
     choice would not separate them."""
-    from hooked_audio.demo import ablated_accuracy, accuracy
+    from hooked_audio.toy.demo import ablated_accuracy, accuracy
 
     samples = [s for s in probe_samples(["pitch", "beeps", "noise", "when"], n_per_task=16, seed=1) if s.hint is None]
     batch = toy.to_inputs(evaluate.encode(toy.processor, samples))
@@ -95,7 +95,7 @@ def test_resampling_top_audio_heads_hurts_more_than_random_heads(toy):
 
 def test_demo_writes_report_plots_and_true_numbers(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "hooked_audio.cli", "demo", "--out", str(tmp_path)],
+        [sys.executable, "-m", "hooked_audio.app.cli", "demo", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -107,7 +107,7 @@ def test_demo_writes_report_plots_and_true_numbers(tmp_path):
     # The report's clean accuracy is the HF model's accuracy on the same probe questions.
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from hooked_audio.demo import PROBE_CLIPS_PER_TASK, probe_tasks
+    from hooked_audio.toy.demo import PROBE_CLIPS_PER_TASK, probe_tasks
 
     hf = Qwen2AudioForConditionalGeneration.from_pretrained(BUNDLED_MODELS["toy-qwen2-audio"])
     probe = [s for s in tasks.make_probe_set(0, PROBE_CLIPS_PER_TASK, task_names=probe_tasks()) if s.hint is None]

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from jaxtyping import Int
 
-from ..inputs import AudioTextInput
+from ..audio.inputs import AudioTextInput
 
 
 def head_ablation_hooks(

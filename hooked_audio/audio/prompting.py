@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .audio import load_waveform
+from .io import load_waveform
 from .inputs import AudioTextInput
 
 Conversation = list[dict[str, Any]]

@@ -20,7 +20,7 @@ DEFAULT_MODEL = "toy-qwen2-audio"
 
 
 def _load(model_name: str):
-    from .loading import from_pretrained
+    from ..loading import from_pretrained
 
     return from_pretrained(model_name)
 
@@ -56,8 +56,8 @@ def cmd_ask(args) -> dict:
 def cmd_lens(args) -> dict:
     import torch
 
-    from .analysis.logit_lens import logit_lens
-    from .viz.plots import plot_lens_heatmap
+    from ..analysis.logit_lens import logit_lens
+    from .plots import plot_lens_heatmap
 
     model = _load(args.model)
     inputs = _inputs(model, args.audio, args.prompt)
@@ -79,8 +79,8 @@ def cmd_lens(args) -> dict:
 
 
 def cmd_heads(args) -> dict:
-    from .analysis.heads import audio_attention_by_head, top_heads
-    from .viz.plots import plot_head_scores
+    from ..analysis.heads import audio_attention_by_head, top_heads
+    from .plots import plot_head_scores
 
     model = _load(args.model)
     inputs = _inputs(model, args.audio, args.prompt)
@@ -95,7 +95,7 @@ def cmd_heads(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
-    from .demo import run_demo
+    from ..toy.demo import run_demo
 
     return run_demo(model_name=args.model, out_dir=Path(args.out), n_heads=args.n_heads, seed=args.seed)
 

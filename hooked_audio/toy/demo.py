@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .analysis.ablation import head_ablation_hooks, random_heads, same_prompt_donors
-from .analysis.heads import audio_attention_by_head, top_heads
-from .analysis.logit_lens import at_last_positions, logit_lens
-from .audio import load_waveform
-from .loading import from_pretrained
-from .viz import plots
-from .viz.report import HtmlReport
+from ..analysis.ablation import head_ablation_hooks, random_heads, same_prompt_donors
+from ..analysis.heads import audio_attention_by_head, top_heads
+from ..analysis.logit_lens import at_last_positions, logit_lens
+from ..audio import load_waveform
+from ..loading import from_pretrained
+from ..app import plots
+from ..app.report import HtmlReport
 
 N_RANDOM_DRAWS = 5
 ABLATION_MODES = ("resample", "zero")
@@ -35,7 +35,7 @@ PROBE_CLIPS_PER_TASK = 12
 
 def _toy():
     """The toy package's task and evaluation helpers (imported lazily: they are data-generation code)."""
-    from .toy import evaluate, tasks
+    from . import evaluate, tasks
 
     return tasks, evaluate
 
@@ -128,7 +128,7 @@ def run_demo(model_name: str, out_dir: Path, n_heads: int = 6, seed: int = 0) ->
     )
 
     # 1. The bundled examples.
-    examples_dir = Path(__file__).parent / "toy" / "examples"
+    examples_dir = Path(__file__).parent / "examples"
     examples = json.loads((examples_dir / "examples.json").read_text())
     samples = [
         tasks.Sample(e["task"], load_waveform(examples_dir / e["file"]), e["question"], e["answer"]) for e in examples

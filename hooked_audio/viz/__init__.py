@@ -1,1 +1,0 @@
-"""Plots (PNG) and offline HTML reports."""
