@@ -134,7 +134,7 @@ def bench_hook_overhead(repeats: int) -> tuple:
     from hooked_audio import model_configs
 
     hf_config = model_configs.hf_config("qwen2-audio-7b-instruct")
-    cfg = family_for_model_type("qwen2_audio").config_from_hf(hf_config)
+    cfg = family_for_model_type("qwen2_audio").to_config(hf_config)
     with torch.device("meta"):
         model = HookedAudioTransformer(cfg)
     hook = ("blocks.20.hook_resid_post", lambda x, hook: x)

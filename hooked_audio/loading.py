@@ -35,7 +35,8 @@ def from_hf_model(
     decoder's norm weights into the next linear maps (see ``weight_processing``) for exact direct logit
     attribution; the default keeps every activation identical to HF's."""
     family = family_for_model_type(hf_model.config.model_type)
-    cfg = family.config_from_hf(hf_model.config)
+    cfg = family.to_config(hf_model.config)
+    check_tying(hf_model, cfg.tie_word_embeddings, family.name)
     cfg.model_name = getattr(hf_model.config, "_name_or_path", "") or "custom"
     generation_eos = getattr(getattr(hf_model, "generation_config", None), "eos_token_id", None)
     if generation_eos is not None:
@@ -69,17 +70,18 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> str:
     if os.path.isdir(name_or_path):
         return str(name_or_path)
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
         return snapshot_download(str(name_or_path), local_files_only=True)
-    except Exception:
+    except (LocalEntryNotFoundError, HFValidationError):  # not in the local cache, or not a valid hub id
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         reason = "HF_HUB_OFFLINE is set"
     else:
         try:
             return snapshot_download(str(name_or_path))
-        except Exception as error:  # no network, unknown repo, gated model, ...
+        except (OSError, ValueError) as error:  # no network, unknown repo, gated model (all OSError subclasses)
             reason = f"download failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
     raise OSError(
         f"Cannot load {str(name_or_path)!r}: it is not a bundled model ({sorted(BUNDLED_MODELS)}), not a local "
@@ -104,7 +106,8 @@ def from_pretrained(
     hf_config = AutoConfig.from_pretrained(path)
     family = family_for_model_type(hf_config.model_type)
     hf_class = getattr(transformers, family.hf_class_name)
-    hf_model = hf_class.from_pretrained(path, dtype=dtype or torch.float32)
+    hf_model, loading_info = hf_class.from_pretrained(path, dtype=dtype or torch.float32, output_loading_info=True)
+    check_loading_info(loading_info, path, family.ignored_hf_keys)
     tokenizer = None
     if processor == "auto":
         processor, tokenizer = load_processor(path)
@@ -120,13 +123,38 @@ def load_processor(path: str) -> tuple[Any, Any]:
     with it), else only a tokenizer, else neither (inputs must then be built by hand)."""
     from transformers import AutoProcessor, AutoTokenizer
 
-    try:
+    files = set(os.listdir(path))
+    if files & {"processor_config.json", "preprocessor_config.json"}:
         processor = AutoProcessor.from_pretrained(path)
         if hasattr(processor, "feature_extractor"):
             return processor, processor.tokenizer
-    except Exception:
-        pass
-    try:
+    if files & {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json"}:
         return None, AutoTokenizer.from_pretrained(path)
-    except Exception:
-        return None, None
+    return None, None
+
+
+def check_loading_info(loading_info: dict, path: str, ignored: tuple[str, ...]) -> None:
+    """Refuse a checkpoint whose weights do not fit the model: HF would fill missing ones with random values
+    and drop unexpected ones, saying so only in a log line."""
+    import re
+
+    missing = sorted(loading_info.get("missing_keys", []))
+    unexpected = sorted(k for k in loading_info.get("unexpected_keys", []) if not any(re.fullmatch(p, k) for p in ignored))
+    mismatched = sorted(str(k) for k in loading_info.get("mismatched_keys", []))
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"the checkpoint in {path} does not fit its config: missing weights {missing[:5]}, unexpected weights "
+            f"{unexpected[:5]}, wrong shapes {mismatched[:5]} ({len(missing)}, {len(unexpected)}, {len(mismatched)} in "
+            "all). A missing weight would be random: re-save the checkpoint with HF `save_pretrained`."
+        )
+
+
+def check_tying(hf_model: nn.Module, tie_word_embeddings: bool, family: str) -> None:
+    """The family's reading of the config agrees with what HF actually did to the model."""
+    output, input = hf_model.get_output_embeddings(), hf_model.get_input_embeddings()
+    hf_ties = output is not None and output.weight is input.weight
+    if hf_ties != tie_word_embeddings:
+        raise NotImplementedError(
+            f"{family}: HF {'ties' if hf_ties else 'does not tie'} lm_head to the input embeddings but the family's "
+            "config mapping says otherwise; this is a bug in the family (please report it)"
+        )

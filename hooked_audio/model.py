@@ -20,16 +20,18 @@ from jaxtyping import Float, Int
 from torch import nn
 from transformer_lens import HookedRootModule
 
-from .audio_encoder import make_audio_encoder
+from .audio.inputs import AudioTextInput, as_tensor_dict
 from .cache import AudioActivationCache
 from .components.block import TransformerBlock
+from .components.masks import causal_padding_mask
+from .components.moe import MoEMLP
 from .components.norms import make_norm
-from .components.projector import LinearProjector, MLPProjector
+from .components.positions import decoder_position_ids
 from .components.rotary import RotaryEmbedding
+from .components.time_rotary import TimeRotaryEmbedding
 from .config import HookedAudioConfig
-from .families import FAMILIES
+from .encoders import build_encoder
 from .hook_points import HookPoint, unknown_hook_name_error
-from .audio.inputs import AudioTextInput, as_tensor_dict
 
 HookName = str | Callable[[str], bool]
 ModelInput = AudioTextInput | Mapping | torch.Tensor | str | list | None
@@ -42,18 +44,15 @@ class HookedAudioTransformer(HookedRootModule):
     def __init__(self, cfg: HookedAudioConfig, processor: Any = None, tokenizer: Any = None):
         super().__init__()
         self.cfg = cfg
-        self.family = FAMILIES[cfg.family]
         self.processor = processor
         self.tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
 
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         if cfg.audio is not None:
-            self.audio_encoder = make_audio_encoder(cfg.audio)
+            self.audio_encoder = build_encoder(cfg.audio)
             if cfg.audio_time_rotary is not None:  # Music Flamingo
-                from .components.time_rotary import TimeRotaryEmbedding
-
                 self.audio_time_rotary = TimeRotaryEmbedding(cfg.audio_time_rotary)
-            self.projector = self._make_projector(cfg)
+            self.projector = cfg.projector.build(cfg.audio.d_out, cfg.d_model)
             self.hook_audio_embeds = HookPoint()  # [n_audio_tok, d_model]
         self.hook_embed = HookPoint()  # [batch, pos, d_model], audio already spliced in
         self.rotary = RotaryEmbedding(cfg.rotary_dim, cfg.rotary_base)
@@ -74,7 +73,7 @@ class HookedAudioTransformer(HookedRootModule):
                 causal=True,
                 rotary=True,
                 qk_norm_eps=cfg.eps if cfg.use_qk_norm else None,
-                mlp=self._make_moe(cfg) if cfg.num_experts else None,
+                mlp=MoEMLP.from_config(cfg) if cfg.num_experts else None,
             )
             for _ in range(cfg.n_layers)
         )
@@ -83,22 +82,6 @@ class HookedAudioTransformer(HookedRootModule):
         if cfg.tie_word_embeddings:
             self.unembed.weight = self.embed.weight
         self.setup()
-
-    @staticmethod
-    def _make_moe(cfg: HookedAudioConfig) -> nn.Module:
-        from .components.moe import MoEMLP
-
-        return MoEMLP(cfg.d_model, cfg.d_mlp, cfg.num_experts, cfg.experts_per_token, cfg.act_fn, cfg.norm_topk_prob)
-
-    @staticmethod
-    def _make_projector(cfg: HookedAudioConfig) -> nn.Module:
-        d_in = cfg.audio.d_out
-        if cfg.projector == "linear":
-            return LinearProjector(d_in, cfg.d_model)
-        if cfg.projector == "mlp_gelu":
-            return MLPProjector(d_in, cfg.extra.get("projector_hidden", cfg.d_model), cfg.d_model, "gelu",
-                                bias=cfg.extra.get("projector_bias", True))
-        raise ValueError(f"unknown projector {cfg.projector!r}")
 
     # --- loading (implemented in loading.py, exposed here as in TransformerLens) -------------------
     @classmethod
@@ -157,11 +140,12 @@ class HookedAudioTransformer(HookedRootModule):
             input_ids = input_ids[None]
         attention_mask = kwargs.pop("attention_mask", None)
         position_ids = kwargs.pop("position_ids", None)
-        audio_keys = {self.family.audio_feature_kwarg, self.family.audio_mask_kwarg} - {None}
+        spec = self.cfg.audio_inputs
+        audio_keys = {spec.features, spec.frame_mask} - {None}
         unknown = set(kwargs) - audio_keys
         if unknown:
             raise TypeError(
-                f"unexpected inputs {sorted(unknown)} for the {self.family.name} family; "
+                f"unexpected inputs {sorted(unknown)} for the {self.cfg.family} family; "
                 f"it takes input_ids, attention_mask, position_ids and {sorted(audio_keys)}"
             )
         return AudioTextInput(
@@ -212,18 +196,16 @@ class HookedAudioTransformer(HookedRootModule):
         elif audio_mask.any():
             raise ValueError(
                 f"input_ids contain {int(audio_mask.sum())} audio placeholders (id {self.cfg.audio_token_id}) "
-                f"but no audio features were given: pass `{self.family.audio_feature_kwarg}` "
+                f"but no audio features were given: pass `{self.cfg.audio_inputs.features}` "
                 "(e.g. the processor's output) or remove the placeholders for a text-only run"
             )
         resid = self.hook_embed(resid)
 
         attention_mask = None if inputs.attention_mask is None else inputs.attention_mask.to(self.device)
-        mask = decoder_attention_mask(attention_mask, resid.dtype)
+        mask = causal_padding_mask(attention_mask, resid.dtype)
         position_ids = inputs.position_ids
-        if position_ids is None and self.family.default_position_ids is not None:
-            position_ids = self.family.default_position_ids(input_ids, attention_mask)
         if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=self.device)[None]
+            position_ids = decoder_position_ids(self.cfg.audio_inputs.position_ids, input_ids, attention_mask)
         rotary = self.rotary.cos_sin(position_ids.to(self.device), resid.dtype)
         for block in self.blocks:
             resid = block(resid, mask, rotary)
@@ -233,24 +215,25 @@ class HookedAudioTransformer(HookedRootModule):
         """Audio features -> encoder -> projector, keeping each clip's valid tokens, in clip order."""
         if self.cfg.audio is None:
             raise ValueError("this model has no audio encoder")
-        features = inputs.audio.get(self.family.audio_feature_kwarg)
+        spec = self.cfg.audio_inputs
+        features = inputs.audio.get(spec.features)
         if features is None:
-            raise ValueError(f"audio inputs lack `{self.family.audio_feature_kwarg}`")
+            raise ValueError(f"audio inputs lack `{spec.features}`")
         if features.ndim == 2:
             features = features[None]
         features = features.to(self.device)
         mel_lengths = None
-        if self.family.audio_mask_kwarg is not None:
-            frame_mask = inputs.audio.get(self.family.audio_mask_kwarg)
+        if spec.frame_mask is not None:
+            frame_mask = inputs.audio.get(spec.frame_mask)
             if frame_mask is None:
                 raise ValueError(
-                    f"`{self.family.audio_mask_kwarg}` is required with `{self.family.audio_feature_kwarg}`: "
+                    f"`{spec.frame_mask}` is required with `{spec.features}`: "
                     "it says how many mel frames of each padded clip are real (the processor returns it)"
                 )
             mel_lengths = frame_mask.to(self.device).long().sum(-1).reshape(-1)
         hidden = self.audio_encoder(features, mel_lengths)
-        if mel_lengths is None:
-            mel_lengths = torch.full((hidden.shape[0],), self.cfg.audio.n_mel_frames, device=self.device)
+        if mel_lengths is None:  # every mel frame of every window is real
+            mel_lengths = torch.full((hidden.shape[0],), features.shape[2], device=self.device)
         lengths = self.audio_encoder.output_lengths(mel_lengths)
         if self.cfg.audio_time_rotary is not None:  # needs the placeholder runs to know each window's clip
             hidden = self.audio_time_rotary(hidden, lengths, inputs.audio_mask)
@@ -464,16 +447,3 @@ def _is_decoder_position_activation(name: str) -> bool:
     """Decoder activations laid out ``[batch, pos, ...]`` (patterns and scores are ``[batch, head, q, k]``)."""
     decoder = name == "hook_embed" or name.startswith(("blocks.", "ln_final."))
     return decoder and not name.endswith(("hook_pattern", "hook_attn_scores"))
-
-
-def decoder_attention_mask(
-    attention_mask: Int[torch.Tensor, "batch pos"] | None, dtype: torch.dtype
-) -> Float[torch.Tensor, "batch 1 pos pos"] | None:
-    """Additive causal + padding mask, or None when nothing is padded (attention is then plain causal)."""
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    n_pos = attention_mask.shape[1]
-    causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=attention_mask.device).tril()
-    allowed = causal[None] & attention_mask.bool()[:, None, :]
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device)
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]

@@ -29,7 +29,7 @@ def fold_decoder_norms(model) -> None:
     if model.unembed.weight is model.embed.weight:  # tied: untie before scaling the unembedding
         model.unembed.weight = torch.nn.Parameter(model.embed.weight.detach().clone())
     _fold(model.ln_final, [model.unembed])
-    model.cfg.extra["fold_ln"] = True
+    model.cfg.fold_ln = True
 
 
 def _fold(norm: RMSNorm, linears: list[torch.nn.Linear]) -> None:

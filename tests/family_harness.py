@@ -246,7 +246,7 @@ def real_config(name: str) -> tuple[PretrainedConfig, ModelFamily, HookedAudioCo
     """A real checkpoint's HF config (from ``model_configs``), its family and our config mapped from it."""
     hf_config = model_configs.hf_config(name)
     family = family_for_model_type(hf_config.model_type)
-    return hf_config, family, family.config_from_hf(hf_config)
+    return hf_config, family, family.to_config(hf_config)
 
 
 def count_parameters(module: torch.nn.Module) -> int:

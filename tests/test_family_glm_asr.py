@@ -232,4 +232,4 @@ def test_stacking_width_other_than_four_frames_is_refused():
     config = make_hf_model().config
     config.audio_config.intermediate_size = 128  # HF would stack 2 frames into the projector's input
     with pytest.raises(NotImplementedError, match="must be 4 x hidden_size=64"):
-        family_for_model_type("glmasr").config_from_hf(config)
+        family_for_model_type("glmasr").to_config(config)

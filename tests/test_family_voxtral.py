@@ -188,7 +188,7 @@ def test_window_not_a_multiple_of_four_frames_is_refused():
     config = make_hf_model().config
     config.audio_config.max_source_positions = 50
     with pytest.raises(NotImplementedError, match="multiple of 4"):
-        family_for_model_type("voxtral").config_from_hf(config)
+        family_for_model_type("voxtral").to_config(config)
 
 
 @pytest.mark.parametrize(

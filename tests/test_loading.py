@@ -52,7 +52,7 @@ def test_real_configuration_maps_and_matches_hf_parameter_count(name):
     from transformers import Qwen2AudioForConditionalGeneration
 
     hf_config = model_configs.hf_config(name)
-    cfg = family_for_model_type(hf_config.model_type).config_from_hf(hf_config)
+    cfg = family_for_model_type(hf_config.model_type).to_config(hf_config)
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_mlp, cfg.d_vocab) == (
         32, 4096, 32, 32, 11008, 156032
     )

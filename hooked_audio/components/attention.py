@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import nn
 
 from ..hook_points import HookPoint
+from .masks import causal_mask
 from .norms import RMSNorm
 from .rotary import RotaryEmbedding
 
@@ -162,17 +163,9 @@ class Attention(nn.Module):
             v = v.repeat_interleave(n_rep, dim=2)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
         if mask is None and self.causal:
-            mask = causal_additive_mask(q.shape[1], scores.dtype, scores.device)
+            mask = causal_mask(q.shape[1], scores.dtype, scores.device)
         if mask is not None:
             scores = scores + mask
         scores = self.hook_attn_scores(scores)
         pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
         return torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-
-
-def causal_additive_mask(n_pos: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``[1, 1, pos, pos]``: 0 on and below the diagonal, the dtype's minimum above it."""
-    upper = torch.ones(n_pos, n_pos, dtype=torch.bool, device=device).triu(1)
-    return torch.zeros(n_pos, n_pos, dtype=dtype, device=device).masked_fill(
-        upper, torch.finfo(dtype).min
-    )[None, None]

@@ -49,6 +49,11 @@ class MoEMLP(nn.Module):
         self.hook_expert_indices = HookPoint()  # [batch, pos, k]
         self.hook_expert_out = HookPoint()  # [batch, pos, k, d_model]
 
+    @classmethod
+    def from_config(cls, cfg) -> "MoEMLP":
+        """The MoE block a ``HookedAudioConfig`` with ``num_experts`` asks for."""
+        return cls(cfg.d_model, cfg.d_mlp, cfg.num_experts, cfg.experts_per_token, cfg.act_fn, cfg.norm_topk_prob)
+
     @property
     def W_gate(self) -> Float[torch.Tensor, "expert d_model d_mlp"]:
         return self.gate_up[:, : self.d_mlp].transpose(1, 2)

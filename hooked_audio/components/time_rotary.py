@@ -20,13 +20,25 @@ Hook points: ``hook_timestamps`` (``[window, token]`` seconds, editable to move 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import nn
 
-from ..config import TimeRotaryConfig
 from ..hook_points import HookPoint
+
+
+@dataclass(frozen=True)
+class TimeRotaryConfig:
+    """HF's values: ``rotary_dim = int(d_audio * partial_rotary_factor)`` features per axis (window axis and
+    time axis, so ``2 * rotary_dim`` features rotate), ``theta`` the RoPE base, ``n_positions`` its
+    ``max_position_embeddings`` (HF sets it to ``theta``), ``seconds_per_token`` = 4 mel frames."""
+
+    rotary_dim: int
+    theta: float = 1200.0
+    n_positions: int = 1200
+    seconds_per_token: float = 0.04
 
 
 class TimeRotaryEmbedding(nn.Module):

@@ -1,9 +1,12 @@
-"""Registry of supported HF model families, keyed by HF ``config.model_type``."""
+"""Registry of supported HF model families, keyed by HF ``config.model_type``.
+
+A family outside the package (see ``tutorials/07_add_a_family.py``) joins with ``register_family``.
+"""
 
 from __future__ import annotations
 
-from .base import ModelFamily
 from .audioflamingo3 import AUDIOFLAMINGO3
+from .base import ModelFamily
 from .glm_asr import GLM_ASR
 from .music_flamingo import MUSIC_FLAMINGO
 from .qwen2_5_omni import QWEN2_5_OMNI
@@ -11,7 +14,20 @@ from .qwen2_audio import QWEN2_AUDIO
 from .qwen3_omni import QWEN3_OMNI
 from .voxtral import VOXTRAL
 
-FAMILIES: dict[str, ModelFamily] = {family.name: family for family in [QWEN2_AUDIO, AUDIOFLAMINGO3, MUSIC_FLAMINGO, QWEN2_5_OMNI, QWEN3_OMNI, VOXTRAL, GLM_ASR]}
+FAMILIES: dict[str, ModelFamily] = {
+    family.name: family
+    for family in [QWEN2_AUDIO, AUDIOFLAMINGO3, MUSIC_FLAMINGO, QWEN2_5_OMNI, QWEN3_OMNI, VOXTRAL, GLM_ASR]
+}
+
+
+def register_family(family: ModelFamily) -> None:
+    """Make ``from_hf_model`` / ``from_pretrained`` load models whose ``config.model_type`` is one of
+    ``family.hf_model_types``."""
+    for other in FAMILIES.values():
+        clash = set(other.hf_model_types) & set(family.hf_model_types)
+        if other.name != family.name and clash:
+            raise ValueError(f"model types {sorted(clash)} are already loaded by the {other.name!r} family")
+    FAMILIES[family.name] = family
 
 
 def family_for_model_type(model_type: str) -> ModelFamily:

@@ -1,7 +1,7 @@
 """Audio Flamingo 3 (``AudioFlamingo3ForConditionalGeneration``), as the difference from Qwen2-Audio.
 
 Same Whisper-large-style encoder (padded frames masked, AvgPool 2, final LayerNorm: 25 tokens per second,
-750 per 30 s window) and a Qwen2.5 decoder (grouped-query attention, RoPE base 1e6). What differs:
+750 per 30 s window; HF names its attributes Llama-style) and a Qwen2.5 decoder. What differs:
 
 - the projector is two layers, ``linear_1 -> GELU -> linear_2``, both as wide as the decoder;
 - the forward's frame mask is called ``input_features_mask`` (and is required);
@@ -13,32 +13,38 @@ Same Whisper-large-style encoder (padded frames masked, AvgPool 2, final LayerNo
 
 from __future__ import annotations
 
-from ..config import HookedAudioConfig
-from .base import ModelFamily, decoder_fields_from_hf, decoder_rules, whisper_encoder_config_from_hf, whisper_encoder_rules
+from dataclasses import replace
+
+from ..components.projector import MLPProjectorConfig
+from ..config import AudioInputSpec, HookedAudioConfig
+from .base import QWEN2_TEXT, WHISPER_AUDIO_RENAMED, ModelFamily, check_gelu_projector
+from .qwen2_audio import QWEN2_AUDIO
+from .qwen2_audio import config_from_hf as qwen2_audio_config_from_hf
+
+AUDIO_INPUTS = AudioInputSpec(frame_mask="input_features_mask")
+HANDLED = {
+    "": frozenset({"audio_token_id", "projector_hidden_act", "projector_bias"}),
+    "text_config": QWEN2_TEXT,
+    "audio_config": WHISPER_AUDIO_RENAMED,
+}
+
+
+def projector_from_hf(hf_config) -> MLPProjectorConfig:
+    """Two GELU layers, the hidden one as wide as the decoder (as in HF)."""
+    check_gelu_projector(hf_config)
+    return MLPProjectorConfig(d_hidden=hf_config.text_config.hidden_size, bias=bool(hf_config.projector_bias))
 
 
 def config_from_hf(hf_config) -> HookedAudioConfig:
-    return HookedAudioConfig(
-        **decoder_fields_from_hf(hf_config.text_config),
-        audio=whisper_encoder_config_from_hf(hf_config.audio_config, pooling="avg2", mask_padded_frames=True),
-        projector="mlp_gelu",
-        audio_token_id=hf_config.audio_token_id,
-        family="audioflamingo3",
-        extra=projector_extra(hf_config),
+    return replace(
+        qwen2_audio_config_from_hf(hf_config),
+        projector=projector_from_hf(hf_config), audio_inputs=AUDIO_INPUTS, family="audioflamingo3",
     )
 
 
-def projector_extra(hf_config) -> dict:
-    """The two-layer projector's settings (hidden width = the decoder's width, as in HF)."""
-    if hf_config.projector_hidden_act != "gelu":
-        raise NotImplementedError(f"projector activation {hf_config.projector_hidden_act!r} is not supported")
-    return {"projector_hidden": hf_config.text_config.hidden_size, "projector_bias": bool(hf_config.projector_bias)}
-
-
 RENAME_RULES = [
-    *whisper_encoder_rules("model.audio_tower"),
     (r"model\.multi_modal_projector\.linear_([12])\.(weight|bias)", r"projector.linear_\1.\2"),
-    *decoder_rules("model.language_model"),
+    *QWEN2_AUDIO.rename_rules,
 ]
 
 AUDIOFLAMINGO3 = ModelFamily(
@@ -46,7 +52,6 @@ AUDIOFLAMINGO3 = ModelFamily(
     hf_model_types=("audioflamingo3",),
     hf_class_name="AudioFlamingo3ForConditionalGeneration",
     config_from_hf=config_from_hf,
+    handled=HANDLED,
     rename_rules=RENAME_RULES,
-    audio_feature_kwarg="input_features",
-    audio_mask_kwarg="input_features_mask",
 )

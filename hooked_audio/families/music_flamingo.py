@@ -8,24 +8,13 @@ make one clip. Weights are AF3's: the time embedding has none.
 
 from __future__ import annotations
 
-from ..config import HookedAudioConfig, TimeRotaryConfig
-from .audioflamingo3 import RENAME_RULES, projector_extra
-from .base import ModelFamily, decoder_fields_from_hf, whisper_encoder_config_from_hf
+from dataclasses import replace
 
-
-def config_from_hf(hf_config) -> HookedAudioConfig:
-    audio = whisper_encoder_config_from_hf(hf_config.audio_config, pooling="avg2", mask_padded_frames=True)
-    return HookedAudioConfig(
-        **decoder_fields_from_hf(hf_config.text_config),
-        audio=audio,
-        projector="mlp_gelu",
-        audio_time_rotary=time_rotary_config_from_hf(hf_config, audio.frames_per_token),
-        audio_token_id=hf_config.audio_token_id,
-        audio_bos_token_id=hf_config.audio_bos_token_id,
-        audio_eos_token_id=hf_config.audio_eos_token_id,
-        family="musicflamingo",
-        extra=projector_extra(hf_config),
-    )
+from ..components.time_rotary import TimeRotaryConfig
+from ..config import HookedAudioConfig
+from .audioflamingo3 import HANDLED, RENAME_RULES
+from .audioflamingo3 import config_from_hf as audioflamingo3_config_from_hf
+from .base import ModelFamily
 
 
 def time_rotary_config_from_hf(hf_config, frames_per_token: int) -> TimeRotaryConfig:
@@ -34,13 +23,18 @@ def time_rotary_config_from_hf(hf_config, frames_per_token: int) -> TimeRotaryCo
         raise NotImplementedError(f"time embedding RoPE type {rope['rope_type']!r} is not supported")
     # HF: head_dim = the audio width; rotary_dim = int(head_dim * partial_rotary_factor); positions = theta.
     # The mel frame step times 4 (stride-2 conv, then AvgPool 2) is the token step, multiplied as HF does.
-    stride = 2 * frames_per_token
     return TimeRotaryConfig(
         rotary_dim=int(hf_config.head_dim * rope.get("partial_rotary_factor", 1.0)),
         theta=float(rope["rope_theta"]),
         n_positions=int(hf_config.max_position_embeddings),
-        seconds_per_token=hf_config.audio_frame_step * stride,
+        seconds_per_token=hf_config.audio_frame_step * 2 * frames_per_token,
     )
+
+
+def config_from_hf(hf_config) -> HookedAudioConfig:
+    cfg = audioflamingo3_config_from_hf(hf_config)
+    time_rotary = time_rotary_config_from_hf(hf_config, cfg.audio.frames_per_token)
+    return replace(cfg, audio_time_rotary=time_rotary, family="musicflamingo")
 
 
 MUSIC_FLAMINGO = ModelFamily(
@@ -48,7 +42,10 @@ MUSIC_FLAMINGO = ModelFamily(
     hf_model_types=("musicflamingo",),
     hf_class_name="MusicFlamingoForConditionalGeneration",
     config_from_hf=config_from_hf,
+    handled={
+        **HANDLED,
+        "": HANDLED[""] | {"audio_bos_token_id", "audio_eos_token_id", "audio_frame_step", "head_dim",
+                           "max_position_embeddings", "rope_parameters"},
+    },
     rename_rules=RENAME_RULES,
-    audio_feature_kwarg="input_features",
-    audio_mask_kwarg="input_features_mask",
 )

@@ -7,14 +7,14 @@ Whisper-large-style encoder (masked padded frames, AvgPool 2, final LayerNorm) -
 from __future__ import annotations
 
 from ..config import HookedAudioConfig
-from .base import ModelFamily, decoder_fields_from_hf, decoder_rules, whisper_encoder_config_from_hf, whisper_encoder_rules
+from .base import QWEN2_TEXT, WHISPER_AUDIO, ModelFamily, decoder_fields_from_hf, decoder_rules, tied_embeddings
+from .base import whisper_encoder_config_from_hf, whisper_encoder_rules
 
 
 def config_from_hf(hf_config) -> HookedAudioConfig:
     return HookedAudioConfig(
-        **decoder_fields_from_hf(hf_config.text_config),
-        audio=whisper_encoder_config_from_hf(hf_config.audio_config, pooling="avg2", mask_padded_frames=True),
-        projector="linear",
+        **decoder_fields_from_hf(hf_config.text_config, tied_embeddings(hf_config)),
+        audio=whisper_encoder_config_from_hf(hf_config.audio_config),
         audio_token_id=hf_config.audio_token_id,
         family="qwen2_audio",
     )
@@ -25,11 +25,10 @@ QWEN2_AUDIO = ModelFamily(
     hf_model_types=("qwen2_audio",),
     hf_class_name="Qwen2AudioForConditionalGeneration",
     config_from_hf=config_from_hf,
+    handled={"": frozenset({"audio_token_index"}), "text_config": QWEN2_TEXT, "audio_config": WHISPER_AUDIO},
     rename_rules=[
         *whisper_encoder_rules("model.audio_tower"),
         (r"model\.multi_modal_projector\.linear\.(weight|bias)", r"projector.linear.\1"),
         *decoder_rules("model.language_model"),
     ],
-    audio_feature_kwarg="input_features",
-    audio_mask_kwarg="feature_attention_mask",
 )

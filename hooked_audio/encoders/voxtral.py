@@ -1,0 +1,21 @@
+"""Voxtral's encoder: Whisper's, with two differences.
+
+- No frame mask: every row is one full 30 s window and all of it is encoded and kept, padding included.
+- The final LayerNorm runs on each frame *before* frames are stacked into tokens (``FrameStacking(4)``:
+  12.5 tokens per second, each ``4 x d`` wide).
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+
+from .whisper import WhisperEncoder
+
+
+class VoxtralEncoder(WhisperEncoder):
+    def frame_mask(self, mel_lengths: Int[torch.Tensor, "window"] | None, x: torch.Tensor) -> None:
+        return None
+
+    def pool_and_norm(self, x: Float[torch.Tensor, "window frame d"]) -> Float[torch.Tensor, "window token d_out"]:
+        return self.pool(self.ln_post(x))
