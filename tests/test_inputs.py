@@ -131,7 +131,7 @@ def test_wrong_feature_shape_says_what_is_expected(model):
     inputs = make_inputs([[100]])
     inputs["input_features"] = inputs["input_features"][:, :, :80]
     inputs["feature_attention_mask"] = inputs["feature_attention_mask"][:, :80]
-    with pytest.raises(ValueError, match=r"\[clips, 16 mel bins, 100 frames\]"):
+    with pytest.raises(ValueError, match=r"\[windows, 16 mel bins, 100 frames\]"):
         model(**inputs)
 
 

@@ -58,7 +58,7 @@ def test_real_configuration_maps_and_matches_hf_parameter_count(name):
     )
     assert (cfg.rotary_base, cfg.eps, cfg.audio_token_id) == (10000.0, 1e-5, 151646)
     audio = cfg.audio
-    assert (audio.n_layers, audio.d_model, audio.n_heads, audio.d_mlp, audio.n_mels, audio.n_ctx) == (
+    assert (audio.n_layers, audio.d_model, audio.n_heads, audio.d_mlp, audio.n_mels, audio.window_frames) == (
         32, 1280, 20, 5120, 128, 1500
     )
     assert cfg.seconds_per_audio_token == pytest.approx(0.04)

@@ -60,13 +60,6 @@ class AudioTextInput:
             audio={k: move(v) for k, v in self.audio.items()},
         )
 
-    def model_kwargs(self) -> dict[str, torch.Tensor]:
-        """The HF-style keyword arguments (for the HF model or this library's forward)."""
-        kwargs = {"input_ids": self.input_ids, **self.audio}
-        if self.attention_mask is not None:
-            kwargs["attention_mask"] = self.attention_mask
-        return kwargs
-
     @property
     def has_audio(self) -> bool:
         return bool(self.audio)
