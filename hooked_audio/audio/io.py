@@ -1,9 +1,13 @@
 """Waveform in, clean waveform out: the first step of every model's data path.
 
 Every model in the library consumes 16 kHz mono float32 waveforms. Users hand in file paths, numpy arrays
-or torch tensors at any rate, mono or stereo, float or integer PCM. :func:`load_waveform` turns any of
-those into a 1-D float32 numpy array at the target rate, or raises an error that says what was wrong and
-how to fix it. Feature extraction (log-mel) is not done here; it belongs to the HF feature extractor.
+or torch tensors at any rate, mono or stereo, float or integer PCM, or a ``datasets`` audio dict
+(``{"array": ..., "sampling_rate": ...}``). :func:`load_waveform` turns any of those into a 1-D float32
+numpy array at the target rate, or raises an error that says what was wrong and how to fix it. Feature
+extraction (log-mel) is not done here; it belongs to the HF feature extractor.
+
+Integer samples are scaled by the range of their dtype, so the dtype must be the PCM format the numbers
+are in. Containers that cannot be right are refused rather than guessed (see :func:`load_waveform`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from typing import Any, Union
 
 import numpy as np
@@ -34,16 +39,34 @@ def load_waveform(
 ) -> Float[np.ndarray, "samples"]:
     """Load a file, numpy array or torch tensor as a mono float32 waveform at ``target_rate``.
 
-    Files carry their own rate (``sampling_rate``, if given, must agree); arrays and tensors do not, so
-    ``sampling_rate`` is required for them. Multichannel audio is averaged to mono (with a warning),
-    integer PCM is scaled to [-1, 1], and a different rate is resampled with soxr. NaN/inf, empty input
-    and clips longer than ``max_seconds`` raise ``ValueError`` (or, for length, truncate with
-    ``on_too_long="truncate"``).
+    Files carry their own rate (``sampling_rate``, if given, must agree), and so does a ``datasets``
+    audio dict ``{"array": ..., "sampling_rate": ...}``; arrays and tensors do not, so ``sampling_rate``
+    is required for them. Multichannel audio is averaged to mono (with a warning), and a different rate
+    is resampled with soxr. NaN/inf, empty input and clips longer than ``max_seconds`` raise
+    ``ValueError`` (or, for length, truncate with ``on_too_long="truncate"``).
+
+    Sample values, by dtype:
+
+    - float: taken as is, nominally in [-1, 1]; a peak above 1 warns. Floats that are all whole numbers
+      with a peak of 2 or more are integer PCM stored as float (e.g. ``np.array(int16_samples, float)``)
+      and are refused: cast them to their integer type or divide by the format's full scale.
+    - int16, int8, int32: PCM, scaled by the dtype's range (int16: -32768 -> -1.0). int32 whose values
+      all fit in int16 is refused (as 32-bit PCM it would be below -96 dBFS, i.e. silence: it is almost
+      surely 16-bit audio in a wider container); int32 whose peak fits in 24 bits warns (24-bit audio
+      in an int32 container must be divided by 2**23, not 2**31).
+    - int64: refused (no audio format stores 64-bit samples; ``torch.tensor(list_of_ints)`` and
+      ``np.array(list_of_ints)`` make int64 from 16-bit samples). The error says which cast fits the values.
+    - uint8: 8-bit offset-binary PCM (128 is zero). Wider unsigned types are refused.
+    - bool, complex and other dtypes: refused.
+
+    All-zero integer input is silence in every container and is accepted.
     """
     if on_too_long not in ON_TOO_LONG:
         raise ValueError(f"on_too_long={on_too_long!r} is not allowed; use one of {ON_TOO_LONG}.")
     _check_rate(target_rate, "target_rate")
 
+    if isinstance(source, Mapping):
+        source, sampling_rate = _from_mapping(source, sampling_rate)
     if isinstance(source, (str, os.PathLike)):
         data, in_rate = _read_file(source, sampling_rate)
         channels_axis: int | None = 1 if data.ndim == 2 else None  # soundfile gives (samples, channels)
@@ -59,6 +82,8 @@ def load_waveform(
         channels_axis = None
 
     is_float_input = np.issubdtype(data.dtype, np.floating)
+    if is_float_input:
+        _check_float_is_not_integer_pcm(data)
     wave = _downmix(_to_float32(data), channels_axis)
     if wave.size == 0:
         raise ValueError("The waveform is empty (0 samples); pass at least one sample of audio.")
@@ -129,6 +154,29 @@ def tone(
 # --- helpers -------------------------------------------------------------------------------------------
 
 
+def _from_mapping(source: Mapping, sampling_rate: int | None) -> tuple[Any, int | None]:
+    """A ``datasets`` audio dict: ``{"array": samples, "sampling_rate": rate}`` (or ``{"path": file}``)."""
+    if "array" in source and source["array"] is not None:
+        own_rate = source.get("sampling_rate")
+        if own_rate is None:
+            raise ValueError(
+                'This audio dict has an "array" but no "sampling_rate"; add it, e.g. '
+                '{"array": samples, "sampling_rate": 16000}.'
+            )
+        if sampling_rate is not None and sampling_rate != own_rate:
+            raise ValueError(
+                f"The audio dict says sampling_rate={own_rate} but sampling_rate={sampling_rate} was also "
+                "given; leave sampling_rate out (the dict's own rate is used)."
+            )
+        return source["array"], own_rate
+    if source.get("path"):
+        return source["path"], sampling_rate
+    raise TypeError(
+        f"Cannot load a waveform from a dict with keys {sorted(map(str, source))}; pass a file path, an "
+        'array or tensor, or a datasets-style {"array": samples, "sampling_rate": rate}.'
+    )
+
+
 def _check_rate(rate: Any, name: str) -> None:
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
         raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}.")
@@ -164,12 +212,85 @@ def _to_float32(data: np.ndarray) -> np.ndarray:
     """Float arrays to float32; integer PCM scaled to [-1, 1] (int16: -32768 -> -1.0, 32767 -> ~1.0)."""
     if np.issubdtype(data.dtype, np.floating):
         return data.astype(np.float32, copy=False)
+    if np.issubdtype(data.dtype, np.integer):
+        _check_integer_container(data)
     if np.issubdtype(data.dtype, np.signedinteger):
         return (data.astype(np.float64) / -np.iinfo(data.dtype).min).astype(np.float32)
-    if np.issubdtype(data.dtype, np.unsignedinteger):  # unsigned PCM (e.g. 8-bit wav) is offset-binary
+    if np.issubdtype(data.dtype, np.unsignedinteger):  # unsigned PCM (8-bit wav) is offset-binary
         half = (int(np.iinfo(data.dtype).max) + 1) // 2
         return ((data.astype(np.float64) - half) / half).astype(np.float32)
-    raise TypeError(f"Unsupported sample dtype {data.dtype}; use float or integer PCM samples.")
+    raise TypeError(
+        f"Unsupported sample dtype {data.dtype}; pass float samples in [-1, 1] or integer PCM "
+        "(int16, int32, uint8)."
+    )
+
+
+_INT16_FULL_SCALE = 2**15
+_INT24_FULL_SCALE = 2**23
+
+
+def _integer_cast_hint(low: int, high: int) -> str:
+    """Which PCM dtype the values ``low..high`` fit, as the cast to write."""
+    if low >= 0 and high <= 255:
+        return "if they are 8-bit samples (0..255, 128 = zero), pass x.astype(np.uint8)"
+    if -(2**15) <= low and high < 2**15:
+        return "if they are 16-bit samples, pass x.astype(np.int16) (or x / 32768 as float32)"
+    if -(2**23) <= low and high < 2**23:
+        return "if they are 24-bit samples, pass x / 2**23 as float32; if 32-bit, x.astype(np.int32)"
+    if -(2**31) <= low and high < 2**31:
+        return "if they are 32-bit samples, pass x.astype(np.int32)"
+    return "they exceed every PCM range: rescale them to float32 in [-1, 1]"
+
+
+def _check_integer_container(data: np.ndarray) -> None:
+    """Refuse integer dtypes whose range is not the PCM format the values are in (see ``load_waveform``)."""
+    if data.size == 0:
+        return
+    low, high = int(data.min()), int(data.max())
+    if low == 0 and high == 0:
+        return  # silence is silence in any container
+    peak = max(abs(low), abs(high))
+    dtype = data.dtype
+    fix = "Or pass float32 samples in [-1, 1]."
+    if dtype in (np.int64, np.uint64):
+        raise ValueError(
+            f"{dtype} samples (values {low}..{high}) are ambiguous: no audio format stores 64-bit samples, "
+            f"and dividing by the {dtype} range would make this clip near-silent. (torch.tensor(list_of_ints) "
+            f"and np.array(list_of_ints) give int64.) Say which format the numbers are in: "
+            f"{_integer_cast_hint(low, high)}. {fix}"
+        )
+    if np.issubdtype(dtype, np.unsignedinteger) and dtype != np.uint8:
+        raise ValueError(
+            f"{dtype} samples (values {low}..{high}) are not a PCM format (only 8-bit audio is unsigned); "
+            f"{_integer_cast_hint(low, high)}. {fix}"
+        )
+    if dtype == np.int32 and peak <= _INT16_FULL_SCALE:
+        raise ValueError(
+            f"int32 samples whose values all fit in int16 (peak {peak} of 2147483647): as 32-bit PCM this clip "
+            "is below -96 dBFS, i.e. silence, so these are almost surely 16-bit samples in a wider container. "
+            "Pass x.astype(np.int16) if they are 16-bit; if this really is near-silent 32-bit audio, pass "
+            f"x.astype(np.float32) / 2**31. {fix}"
+        )
+    if dtype == np.int32 and peak <= _INT24_FULL_SCALE:
+        warnings.warn(
+            f"int32 samples peak at {peak}, within 24 bits: taken as 32-bit PCM (peak "
+            f"{20 * math.log10(peak / 2**31):.0f} dBFS). If these are 24-bit samples in an int32 container, "
+            "pass x / 2**23 as float32 instead.",
+            stacklevel=4,
+        )
+
+
+def _check_float_is_not_integer_pcm(data: np.ndarray) -> None:
+    """Refuse float arrays that hold integer PCM values (whole numbers with a peak of 2 or more)."""
+    if data.size == 0 or not np.all(np.isfinite(data)):
+        return  # empty and NaN/inf get their own errors
+    peak = float(np.max(np.abs(data)))
+    if peak >= 2.0 and np.array_equal(data, np.round(data)):
+        low, high = int(data.min()), int(data.max())
+        raise ValueError(
+            f"Float samples that are all whole numbers up to {peak:.0f} look like integer PCM stored as "
+            f"float, not a waveform in [-1, 1]; {_integer_cast_hint(low, high)}."
+        )
 
 
 def _downmix(data: np.ndarray, channels_axis: int | None) -> np.ndarray:
