@@ -1,16 +1,37 @@
 """Autoregressive generation with hooks active, so steering and ablation apply to what is generated.
 
-The audio is encoded once; each step re-runs the decoder over the whole sequence (no KV cache yet), so
-a hook on ``blocks.{l}.hook_resid_post`` sees every position at every step, and its edits shape the
-continuation exactly as they would shape a single forward pass. Batches must be left-padded (as in HF).
+The audio is encoded once. With ``use_past_kv_cache=True`` (the default, as in TransformerLens) the
+prompt runs once into a ``KVCache`` and each step runs the decoder over the one new position only,
+attending over the cached keys and values; ``use_past_kv_cache=False`` re-runs the whole sequence every
+step. Both give the same tokens and (to float rounding) the same logits.
+
+Hooks and positions. On a cached step a hook sees the new position only: ``[batch, 1, ...]`` for
+residual, q/k/v and MLP activations, ``[batch, head, 1, k_pos]`` for scores and patterns (the keys
+cover every position so far). ``hooked_audio.generation.position_offset()`` (defined in
+``kv_cache.py``) tells a hook where its positions lie: index ``i`` of the ``pos`` axis is absolute
+position ``position_offset() + i`` (a column of the left-padded token sequence: the prompt's columns
+first, then one per generated token). It is 0 on the prompt and on every uncached forward, so a hook
+written with it behaves the same in both modes. A hook that edits "every position" (e.g.
+``steering_hook`` with ``positions=None``) is the same in both modes without it; one that must see the
+whole sequence at once (e.g. a mean over positions) needs ``use_past_kv_cache=False``.
+
+Batches must be left-padded (as in HF); rotary positions count the real tokens before each position,
+as HF's ``generate`` does, so padding shifts nothing. Rows that hit a stop token are fed (and
+return) ``pad_token_id`` afterwards; generation stops early once every row has stopped.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from numbers import Integral, Real
 
 import torch
 from jaxtyping import Float, Int
+
+from .audio.inputs import AudioTextInput
+from .kv_cache import KVCache, position_offset
+
+__all__ = ["generate", "position_offset"]
 
 
 def generate(
@@ -26,37 +47,81 @@ def generate(
     pad_token_id: int | None = None,
     fwd_hooks=(),
     seed: int | None = None,
+    use_past_kv_cache: bool = True,
+    return_logits: bool = False,
     **kwargs,
-) -> Int[torch.Tensor, "batch pos"]:
-    """Prompt plus continuation, like HF ``generate`` for decoder-only models; rows that hit an EOS
-    token are padded with ``pad_token_id`` afterwards."""
+) -> Int[torch.Tensor, "batch pos"] | tuple[Int[torch.Tensor, "batch pos"], Float[torch.Tensor, "batch new vocab"]]:
+    """Prompt plus continuation ``[batch, prompt + new]``, like HF ``generate`` for decoder-only models.
+
+    ``eos_token_id``: stop token(s) (default: the model's; ``[]`` never stops early); rows that stop are
+    padded with ``pad_token_id`` afterwards. ``do_sample`` draws from ``softmax(logits / temperature)``
+    restricted to the ``top_k`` most likely tokens and the smallest set reaching probability ``top_p``;
+    ``seed`` makes it reproducible. ``fwd_hooks`` are active for the whole generation (audio encoder
+    included). ``return_logits=True`` returns ``(tokens, logits)`` with each step's raw next-token
+    logits ``[batch, new, vocab]`` (float32, before temperature / top-k / top-p)."""
+    _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p)
     inputs = model.to_inputs(input, **kwargs).to(model.device)
     ids = inputs.input_ids
     mask = inputs.attention_mask if inputs.attention_mask is not None else torch.ones_like(ids)
-    if ids.shape[0] > 1 and not bool(mask[:, -1].all()):
-        raise ValueError("batched generation needs left padding: set tokenizer.padding_side = 'left'")
+    mask = mask.to(ids.device).long()
+    if not bool(mask[:, -1].all()):
+        raise ValueError(
+            "generation needs left padding (every row's last position real): set tokenizer.padding_side = 'left'"
+        )
     eos = eos_token_id if eos_token_id is not None else list(model.cfg.eos_token_ids)
     eos = torch.as_tensor([eos] if isinstance(eos, int) else list(eos), dtype=torch.long, device=ids.device)
     pad = pad_token_id if pad_token_id is not None else (model.cfg.pad_token_id or (int(eos[0]) if len(eos) else 0))
     generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    step_logits: list[torch.Tensor] = []
+    # HF's generate numbers positions by the real tokens before them (padding gets 0, and is masked anyway).
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    prompt = replace(inputs, attention_mask=mask, position_ids=position_ids)
+    cache = KVCache(model.cfg.n_layers) if use_past_kv_cache else None
 
     with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
         audio_embeds = model.embed_audio(inputs) if inputs.has_audio else None
         audio_mask = inputs.audio_mask
-        for _ in range(max_new_tokens):
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            step = replace(inputs, input_ids=ids, attention_mask=mask, position_ids=position_ids)
-            logits = model.forward_inputs(step, audio_embeds, audio_mask)[:, -1].float()
+        for step in range(max_new_tokens):
+            if step == 0:
+                logits = model.forward_inputs(prompt, audio_embeds, audio_mask, kv_cache=cache)
+            elif cache is not None:
+                new = AudioTextInput(input_ids=ids[:, -1:], attention_mask=mask[:, -1:])
+                logits = model.forward_inputs(new, None, torch.zeros_like(finished)[:, None], kv_cache=cache)
+            else:
+                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+                full = replace(inputs, input_ids=ids, attention_mask=mask, position_ids=position_ids)
+                logits = model.forward_inputs(full, audio_embeds, audio_mask)
+            logits = logits[:, -1].float()
+            if return_logits:
+                step_logits.append(logits)
             next_tokens = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
             next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
             ids = torch.cat([ids, next_tokens[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones_like(next_tokens)[:, None]], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             audio_mask = torch.cat([audio_mask, torch.zeros_like(finished)[:, None]], dim=1)
             finished |= torch.isin(next_tokens, eos)
             if bool(finished.all()):
                 break
-    return ids
+    if not return_logits:
+        return ids
+    if step_logits:
+        return ids, torch.stack(step_logits, dim=1)
+    return ids, torch.zeros(ids.shape[0], 0, model.cfg.d_vocab, device=ids.device)
+
+
+def _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p) -> None:
+    """Clear errors for arguments that would otherwise fail deep inside, or silently do something else."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, Integral) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
+        raise ValueError(f"top_k must be a whole number >= 1 (or None for no limit), got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, Real) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p!r}")
+    if do_sample and (isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0):
+        raise ValueError(
+            f"temperature must be > 0 when sampling, got {temperature!r} (for greedy decoding pass do_sample=False)"
+        )
 
 
 def _sample(
@@ -66,7 +131,7 @@ def _sample(
     top_p: float | None,
     generator: torch.Generator | None,
 ) -> Int[torch.Tensor, "batch"]:
-    logits = logits / max(temperature, 1e-6)
+    logits = logits / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -32,6 +32,7 @@ from .components.time_rotary import TimeRotaryEmbedding
 from .config import HookedAudioConfig
 from .encoders import build_encoder
 from .hook_points import HookPoint, unknown_hook_name_error
+from .kv_cache import KVCache, at_position_offset
 
 HookName = str | Callable[[str], bool]
 ModelInput = AudioTextInput | Mapping | torch.Tensor | str | list | None
@@ -182,34 +183,52 @@ class HookedAudioTransformer(HookedRootModule):
         inputs: AudioTextInput,
         audio_embeds: Float[torch.Tensor, "n_audio_tok d_model"] | None = None,
         audio_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> Float[torch.Tensor, "batch pos d_vocab"]:
         """The decoder run. Generation passes ``audio_embeds`` precomputed and an ``audio_mask`` that
-        marks the prompt's placeholders only (a generated token may happen to be the audio token)."""
-        input_ids = inputs.input_ids.to(self.device)
-        resid = self.embed(input_ids)
-        audio_mask = (input_ids == self.cfg.audio_token_id) if audio_mask is None else audio_mask.to(self.device)
-        if audio_embeds is None and inputs.has_audio:
-            audio_embeds = self.embed_audio(inputs)
-        if audio_embeds is not None:
-            self._check_audio_token_count(inputs, int(audio_mask.sum()), audio_embeds.shape[0])
-            resid = resid.masked_scatter(audio_mask[..., None], audio_embeds.to(resid.dtype))
-        elif audio_mask.any():
-            raise ValueError(
-                f"input_ids contain {int(audio_mask.sum())} audio placeholders (id {self.cfg.audio_token_id}) "
-                f"but no audio features were given: pass `{self.cfg.audio_inputs.features}` "
-                "(e.g. the processor's output) or remove the placeholders for a text-only run"
-            )
-        resid = self.hook_embed(resid)
+        marks the prompt's placeholders only (a generated token may happen to be the audio token).
 
-        attention_mask = None if inputs.attention_mask is None else inputs.attention_mask.to(self.device)
-        mask = causal_padding_mask(attention_mask, resid.dtype)
-        position_ids = inputs.position_ids
-        if position_ids is None:
-            position_ids = decoder_position_ids(self.cfg.audio_inputs.position_ids, input_ids, attention_mask)
-        rotary = self.rotary.cos_sin(position_ids.to(self.device), resid.dtype)
-        for block in self.blocks:
-            resid = block(resid, mask, rotary)
-        return self.unembed(self.ln_final(resid))
+        ``kv_cache`` (a ``KVCache``): ``inputs`` are the positions after the cached ones (the prompt into an
+        empty cache, then one token per step); their keys, values and attention mask are appended to the
+        cache, attention reads every cached position, and rotary positions continue from the cache's mask
+        (real tokens before, as HF's ``generate``) unless ``inputs.position_ids`` says otherwise. Hooks see
+        the new positions only; ``hooked_audio.kv_cache.position_offset()`` is the absolute position of the
+        first."""
+        with at_position_offset(0 if kv_cache is None else kv_cache.n_pos):
+            input_ids = inputs.input_ids.to(self.device)
+            resid = self.embed(input_ids)
+            audio_mask = (input_ids == self.cfg.audio_token_id) if audio_mask is None else audio_mask.to(self.device)
+            if audio_embeds is None and inputs.has_audio:
+                audio_embeds = self.embed_audio(inputs)
+            if audio_embeds is not None:
+                self._check_audio_token_count(inputs, int(audio_mask.sum()), audio_embeds.shape[0])
+                resid = resid.masked_scatter(audio_mask[..., None], audio_embeds.to(resid.dtype))
+            elif audio_mask.any():
+                raise ValueError(
+                    f"input_ids contain {int(audio_mask.sum())} audio placeholders (id {self.cfg.audio_token_id}) "
+                    f"but no audio features were given: pass `{self.cfg.audio_inputs.features}` "
+                    "(e.g. the processor's output) or remove the placeholders for a text-only run"
+                )
+            resid = self.hook_embed(resid)
+
+            attention_mask = None if inputs.attention_mask is None else inputs.attention_mask.to(self.device)
+            position_ids = inputs.position_ids
+            if kv_cache is None:
+                mask = causal_padding_mask(attention_mask, resid.dtype)
+                if position_ids is None:
+                    position_ids = decoder_position_ids(self.cfg.audio_inputs.position_ids, input_ids, attention_mask)
+                past_kvs = [None] * len(self.blocks)
+            else:
+                n_new = input_ids.shape[1]
+                kv_cache.append_attention_mask(torch.ones_like(input_ids) if attention_mask is None else attention_mask)
+                mask = kv_cache.attention_bias(n_new, resid.dtype)
+                if position_ids is None:
+                    position_ids = kv_cache.position_ids(n_new)
+                past_kvs = kv_cache.entries
+            rotary = self.rotary.cos_sin(position_ids.to(self.device), resid.dtype)
+            for block, past_kv in zip(self.blocks, past_kvs):
+                resid = block(resid, mask, rotary, past_kv)
+            return self.unembed(self.ln_final(resid))
 
     def embed_audio(self, inputs: AudioTextInput) -> Float[torch.Tensor, "n_audio_tok d_model"]:
         """Audio features -> encoder -> projector, keeping each clip's valid tokens, in clip order."""

@@ -1,21 +1,102 @@
-"""generate(): sampling controls, hooks active during generation, left padding."""
+"""generate(): the KV-cached path against HF and against the full-sequence path, sampling controls,
+hooks active during generation (what they see on cached steps), stop tokens, left padding, arguments."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_inputs
+from conftest import VOCAB, make_inputs
+
+from hooked_audio.analysis import steering_hook
+from hooked_audio.generation import position_offset
+
+EOS = VOCAB["<|im_end|>"]
 
 
-def test_sampling_is_seeded_and_top_k_1_is_greedy(model):
+def both_modes(model, inputs, **kwargs):
+    """(tokens, logits) with and without the KV cache."""
+    cached = model.generate(**inputs, return_logits=True, use_past_kv_cache=True, **kwargs)
+    full = model.generate(**inputs, return_logits=True, use_past_kv_cache=False, **kwargs)
+    return cached, full
+
+
+def assert_modes_agree(cached, full, tol: float = 1e-5) -> None:
+    (tokens_c, logits_c), (tokens_f, logits_f) = cached, full
+    assert torch.equal(tokens_c, tokens_f)
+    assert logits_c.shape == logits_f.shape
+    assert (logits_c - logits_f).abs().max().item() <= tol
+
+
+# --- parity with HF ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "clips, text_lengths",
+    [([[100, 60], [40]], [3, 9]), ([[], []], [3, 8])],  # several clips per prompt, padded; text only, padded
+    ids=["audio", "text-only"],
+)
+def test_cached_greedy_matches_hf_generate(model, hf_model, clips, text_lengths):
+    inputs = make_inputs(clips, text_lengths=text_lengths, seed=5)
+    assert not inputs["attention_mask"].all()  # the batch is left-padded
+    with torch.no_grad():
+        theirs = hf_model.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=EOS, pad_token_id=0)
+    ours = model.generate(**inputs, max_new_tokens=12, eos_token_id=EOS, pad_token_id=0)
+    assert torch.equal(ours, theirs)
+
+
+# --- cached == uncached --------------------------------------------------------------------------
+@pytest.mark.parametrize("explicit", [False, True], ids=["sdpa", "explicit-pattern"])
+def test_cached_and_uncached_agree_on_a_padded_batch(model, explicit):
+    inputs = make_inputs([[100], [40, 60]], text_lengths=[6, 2], seed=1)
+    patterns = []
+    hooks = [("blocks.1.attn.hook_pattern", lambda x, hook: patterns.append(tuple(x.shape)))] if explicit else []
+    cached, full = both_modes(model, inputs, max_new_tokens=10, eos_token_id=[], fwd_hooks=hooks)
+    assert_modes_agree(cached, full)
+    assert cached[1].shape == (2, 10, model.cfg.d_vocab)
+    if explicit:  # cached steps: one query over every key so far
+        n_prompt, n_heads = inputs["input_ids"].shape[1], model.cfg.n_heads
+        cached_patterns = patterns[:10]
+        assert cached_patterns[0] == (2, n_heads, n_prompt, n_prompt)
+        assert cached_patterns[1:] == [(2, n_heads, 1, n_prompt + i) for i in range(1, 10)]
+
+
+def test_stop_tokens_pad_finished_rows_in_both_modes(model):
+    inputs = make_inputs([[100], [40]], seed=2)
+    plain = model.generate(**inputs, max_new_tokens=6, eos_token_id=[])
+    n_prompt = inputs["input_ids"].shape[1]
+    stop = int(plain[0, n_prompt + 1])  # row 0's second new token
+    cached, full = both_modes(model, inputs, max_new_tokens=6, eos_token_id=[stop], pad_token_id=0)
+    assert_modes_agree(cached, full)
+    tokens = cached[0]
+    first = int((tokens[0, n_prompt:] == stop).nonzero()[0])
+    assert (tokens[0, n_prompt + first + 1:] == 0).all()  # padded after its stop token
+
+
+# --- hooks ---------------------------------------------------------------------------------------
+def test_hooks_on_cached_steps_see_the_new_position_and_its_absolute_index(model):
     inputs = make_inputs([[100]])
-    greedy = model.generate(**inputs, max_new_tokens=6, eos_token_id=[], pad_token_id=0)
-    top1 = model.generate(**inputs, max_new_tokens=6, do_sample=True, top_k=1, seed=3, eos_token_id=[])
-    assert torch.equal(greedy, top1)
-    a = model.generate(**inputs, max_new_tokens=6, do_sample=True, temperature=5.0, seed=1, eos_token_id=[])
-    b = model.generate(**inputs, max_new_tokens=6, do_sample=True, temperature=5.0, seed=1, eos_token_id=[])
-    c = model.generate(**inputs, max_new_tokens=6, do_sample=True, temperature=5.0, seed=2, eos_token_id=[])
-    assert torch.equal(a, b) and not torch.equal(a, c)
+    n_prompt = inputs["input_ids"].shape[1]
+    seen = {True: [], False: []}
+    for cached in (True, False):
+        record = lambda x, hook, cached=cached: seen[cached].append((x.shape[1], position_offset()))  # noqa: E731
+        model.generate(**inputs, max_new_tokens=4, eos_token_id=[], use_past_kv_cache=cached,
+                       fwd_hooks=[("blocks.0.hook_resid_pre", record), ("blocks.0.attn.hook_rot_k", record)])
+    assert seen[True][::2] == [(n_prompt, 0)] + [(1, n_prompt + i) for i in range(3)]
+    assert seen[True][1::2] == seen[True][::2]  # rot_k: the new position's key only, not the cached ones
+    assert seen[False][::2] == [(n_prompt + i, 0) for i in range(4)]
+    assert position_offset() == 0  # outside a forward
+
+
+def test_steering_gives_the_same_tokens_with_and_without_the_cache(model):
+    inputs = make_inputs([[100], [40]], seed=3)
+    n_prompt = inputs["input_ids"].shape[1]
+    plain = model.generate(**inputs, max_new_tokens=6, eos_token_id=[])
+    direction = model.W_U[:, int(plain[0, -1] + 1) % model.cfg.d_vocab]
+    last_prompt_position = torch.zeros(1, n_prompt, dtype=torch.bool)
+    last_prompt_position[0, -1] = True
+    for positions in (None, last_prompt_position):
+        hooks = [(f"blocks.{layer}.hook_resid_post", steering_hook(direction, 8.0, positions)) for layer in (0, 1)]
+        cached, full = both_modes(model, inputs, max_new_tokens=6, eos_token_id=[], fwd_hooks=hooks)
+        assert_modes_agree(cached, full, tol=1e-4)
+        assert not torch.equal(cached[0], plain)  # the steering changed the answer
 
 
 def test_hooks_steer_generation(model):
@@ -34,6 +115,33 @@ def test_hooks_steer_generation(model):
     assert torch.equal(model.generate(**inputs, max_new_tokens=5, eos_token_id=[]), plain)
 
 
+# --- sampling ------------------------------------------------------------------------------------
+def test_sampling_is_seeded_and_top_k_1_is_greedy(model):
+    inputs = make_inputs([[100]])
+    greedy = model.generate(**inputs, max_new_tokens=6, eos_token_id=[], pad_token_id=0)
+    top1 = model.generate(**inputs, max_new_tokens=6, do_sample=True, top_k=1, seed=3, eos_token_id=[])
+    assert torch.equal(greedy, top1)
+    a = model.generate(**inputs, max_new_tokens=6, do_sample=True, temperature=5.0, seed=1, eos_token_id=[])
+    b = model.generate(**inputs, max_new_tokens=6, do_sample=True, temperature=5.0, seed=1, eos_token_id=[])
+    c = model.generate(**inputs, max_new_tokens=6, do_sample=True, temperature=5.0, seed=2, eos_token_id=[])
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_seeded_sampling_is_the_same_with_and_without_the_cache(model):
+    inputs = make_inputs([[100], [40]], seed=6)
+    settings = dict(max_new_tokens=10, do_sample=True, temperature=3.0, top_k=30, top_p=0.95, seed=11, eos_token_id=[])
+    cached, full = both_modes(model, inputs, **settings)
+    assert_modes_agree(cached, full)
+    assert torch.equal(model.generate(**inputs, **settings), cached[0])  # reproducible
+
+
+# --- inputs and arguments ------------------------------------------------------------------------
+def test_zero_new_tokens_returns_the_prompt(model):
+    inputs = make_inputs([[100]])
+    tokens, logits = model.generate(**inputs, max_new_tokens=0, return_logits=True)
+    assert torch.equal(tokens, inputs["input_ids"]) and logits.shape == (1, 0, model.cfg.d_vocab)
+
+
 def test_right_padded_batch_is_refused(model):
     inputs = make_inputs([[100], [40]])
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -42,3 +150,19 @@ def test_right_padded_batch_is_refused(model):
     inputs["attention_mask"] = torch.stack([mask[0], mask[1].roll(-shift)])
     with pytest.raises(ValueError, match="left padding"):
         model.generate(**inputs, max_new_tokens=2)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+        (dict(max_new_tokens=2.5), "max_new_tokens"),
+        (dict(do_sample=True, temperature=0.0), "temperature"),
+        (dict(do_sample=True, top_k=0), "top_k"),
+        (dict(do_sample=True, top_p=0.0), "top_p"),
+        (dict(do_sample=True, top_p=1.5), "top_p"),
+    ],
+)
+def test_bad_arguments_are_refused(model, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate(**make_inputs([[100]]), **arguments)

@@ -7,11 +7,17 @@ Two numerically equivalent paths:
 ``hook_result`` (each head's write to the residual stream) is computed only when hooked, since it is
 ``[batch, pos, head, d_model]``; otherwise the output projection is one matmul.
 
+With a ``past_kv`` (one layer of ``kv_cache.KVCache``), the new positions' keys and values (after q/k
+norm and rotary) are appended to the cached ones and the queries attend over all of them; the hooks on
+q/k/v see the new positions only, the scores and pattern are ``[batch, head, new, k_pos]``.
+
 Weights are stored as ``nn.Linear`` (fast, and HF's layout); ``W_Q``/``W_K``/``W_V``/``W_O`` and the
 biases are exposed in TransformerLens shapes for users and for ``ActivationCache.compute_head_results``.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import einops
 import torch
@@ -23,6 +29,9 @@ from ..hook_points import HookPoint
 from .masks import causal_mask
 from .norms import RMSNorm
 from .rotary import RotaryEmbedding
+
+if TYPE_CHECKING:
+    from ..kv_cache import KVCacheEntry
 
 
 class Attention(nn.Module):
@@ -118,8 +127,10 @@ class Attention(nn.Module):
         x: Float[torch.Tensor, "batch pos d_model"],
         mask: Float[torch.Tensor, "batch 1 q_pos k_pos"] | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_kv: KVCacheEntry | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
-        """``mask`` is additive (0 or a large negative), already including causality when given."""
+        """``mask`` is additive (0 or a large negative), already including causality when given; with
+        ``past_kv`` its last axis covers the cached positions too (``[batch, 1, pos, k_pos]``)."""
         batch, pos, _ = x.shape
         q = self.hook_q(self.q(x).view(batch, pos, self.n_heads, self.d_head))
         k = self.hook_k(self.k(x).view(batch, pos, self.n_key_value_heads, self.d_head))
@@ -130,6 +141,10 @@ class Attention(nn.Module):
             cos, sin = rotary
             q = self.hook_rot_q(RotaryEmbedding.apply(q, cos, sin))
             k = self.hook_rot_k(RotaryEmbedding.apply(k, cos, sin))
+        if past_kv is not None:
+            k, v = past_kv.append(k, v)
+            if pos > 1 and mask is None and k.shape[1] != pos:
+                raise ValueError(f"{pos} queries over {k.shape[1]} keys need a mask (KVCache.attention_bias)")
 
         if self.needs_explicit_pattern:
             z = self._explicit_attention(q, k, v, mask)
@@ -139,7 +154,7 @@ class Attention(nn.Module):
                 k.transpose(1, 2),
                 v.transpose(1, 2),
                 attn_mask=mask,
-                is_causal=self.causal and mask is None and pos > 1,
+                is_causal=self.causal and mask is None and pos > 1,  # then pos == k_pos (checked above)
                 scale=self.scale,
                 enable_gqa=self.n_key_value_heads != self.n_heads,
             ).transpose(1, 2)
@@ -162,7 +177,7 @@ class Attention(nn.Module):
             k = k.repeat_interleave(n_rep, dim=2)
             v = v.repeat_interleave(n_rep, dim=2)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
-        if mask is None and self.causal:
+        if mask is None and self.causal and q.shape[1] > 1:  # one query (a cached step) sees every key
             mask = causal_mask(q.shape[1], scores.dtype, scores.device)
         if mask is not None:
             scores = scores + mask

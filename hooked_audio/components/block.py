@@ -20,9 +20,13 @@ from .norms import make_norm
 
 if TYPE_CHECKING:
     from ..config import AudioEncoderConfig
+    from ..kv_cache import KVCacheEntry
 
 
 class TransformerBlock(nn.Module):
+    # ``hook_resid_post`` is the whole residual stream (what TransformerLens's logit-lens tools check for)
+    hook_out_is_single_residual_stream = True
+
     def __init__(
         self,
         *,
@@ -86,7 +90,9 @@ class TransformerBlock(nn.Module):
         resid: Float[torch.Tensor, "batch pos d_model"],
         mask: torch.Tensor | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_kv: KVCacheEntry | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
+        """``past_kv``: this layer's entry of a ``KVCache`` (generation); ``resid`` is then the new positions only."""
         resid = self.hook_resid_pre(resid)
-        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), mask, rotary)))
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), mask, rotary, past_kv)))
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
