@@ -139,3 +139,17 @@ def test_projector_activations_go_with_their_row_when_the_cache_is_sliced(tutori
     row_1 = cache.apply_slice_to_batch_dim(slice(1, 2))
     torch.testing.assert_close(row_1["audio_encoder.hook_out"], cache["audio_encoder.hook_out"][2:])
     torch.testing.assert_close(row_1["projector.hook_gate"], cache["projector.hook_gate"][2:])
+
+
+def test_greedy_generation_matches_the_reference(tutorial, pair):
+    """The reference has no ``generate``: greedy decoding by hand (full forward each step) is the reference."""
+    reference, model = pair
+    inputs = tutorial["make_inputs"]([[128], [45]], seed=4)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    with torch.no_grad():
+        for _ in range(6):
+            next_token = reference(**dict(inputs, input_ids=ids, attention_mask=mask)).logits[:, -1].argmax(-1)
+            assert not (next_token == tutorial["AUDIO"]).any(), "pick another seed: the reference would splice there"
+            ids, mask = torch.cat([ids, next_token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        ours = model.generate(**inputs, max_new_tokens=6, eos_token_id=[])
+    assert torch.equal(ours, ids)
