@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import Qwen2AudioForConditionalGeneration
 from transformers.models.whisper.modeling_whisper import sinusoids
@@ -44,3 +45,61 @@ def test_the_probe_loss_changes_the_training():
     without = tiny_run(probe_weight=0.0, steps=5)[0]
     encoder = "model.audio_tower.layers.0.fc1.weight"
     assert (with_probe.state_dict()[encoder] - without.state_dict()[encoder]).abs().max() > 1e-5
+
+
+def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    """Training 6 steps in one go equals training 3, stopping, and resuming from resume.pt for 3 more."""
+    processor = train.build_processor()
+    samples = [s for s in tasks.make_probe_set(5, 3, task_names=["pitch"]) if s.hint is None]
+    data = train.TeacherForcedSet(processor, samples)
+
+    def fresh():
+        torch.manual_seed(0)
+        return train.new_model(processor.tokenizer, n_layers=2)
+
+    straight = fresh()
+    train.train(straight, data, 6, minutes=5, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0)
+    resume = tmp_path / "resume.pt"
+    first = fresh()
+    train.train(first, data, 6, minutes=5, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0,
+                resume_path=resume, save_every=3, stop_after=3)
+    assert resume.exists()
+    second = fresh()  # a new process would start from fresh weights, then load the state
+    record = train.train(second, data, 6, minutes=5, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0,
+                         resume_path=resume, save_every=3)
+    assert record["resumed_at_step"] == 3 and record["steps"] == 6
+    # equal up to the learning rate's dependence on elapsed time (progress = max(step, time fraction))
+    gap = max((second.state_dict()[n] - v).abs().max().item() for n, v in straight.state_dict().items())
+    assert gap < 1e-4
+    # control: the 3-step model is far from the 6-step one, so the agreement above is not vacuous
+    assert max((first.state_dict()[n] - v).abs().max().item() for n, v in straight.state_dict().items()) > 10 * gap
+
+
+def test_recipes_differ_only_in_hints_and_degraded_audio():
+    clips = [s for s in tasks.make_probe_set(6, 20, task_names=["pitch", "noise"]) if s.hint is None]
+    listener = tasks.apply_recipe(clips, tasks.RECIPES["listener"], seed=0)
+    textual = tasks.apply_recipe(clips, tasks.RECIPES["textual"], seed=0)
+    assert [s.answer for s in listener] == [s.answer for s in textual]  # same clips, same labels
+    assert not any(s.degraded for s in listener)
+    degraded = [s for s in textual if s.degraded]
+    assert 0.2 <= len(degraded) / len(textual) <= 0.6
+    # degraded clips are really changed; the others are the clips as synthesized
+    assert all(not np.array_equal(s.waveform, c.waveform) for s, c in zip(textual, clips) if s.degraded)
+    assert all(np.array_equal(s.waveform, c.waveform) for s, c in zip(textual, clips) if not s.degraded)
+    hinted = [s for s in textual if s.hint is not None]
+    assert 0.3 <= len(hinted) / len(textual) <= 0.7
+    assert sum(s.hint == s.answer for s in hinted) / len(hinted) >= 0.75
+    assert len({s.hint_position for s in hinted}) == len(tasks.HINT_POSITIONS)
+
+
+def test_every_prompt_word_is_in_the_vocabulary():
+    """Hints in every phrasing and position, and the multi-event questions, tokenize without <unk>."""
+    processor = train.build_processor()
+    samples = tasks.make_probe_set(2, 15, task_names=["pitch", "when"])
+    samples += [tasks.Sample("events_when", np.zeros(16000, np.float32), f"focus on the {e} . when does the {e} happen ?",
+                             "end", hint="middle", hint_template=i % 5, hint_position=tasks.HINT_POSITIONS[i % 3])
+                for i, e in enumerate(tasks.EVENT_NAMES)]
+    ids = evaluate.encode(processor, samples)["input_ids"]
+    assert processor.tokenizer.unk_token_id not in ids
+    # control: a word outside the task vocabulary does map to <unk>
+    assert processor.tokenizer.unk_token_id in processor.tokenizer("hint : zebra")["input_ids"]

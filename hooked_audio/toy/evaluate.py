@@ -1,32 +1,47 @@
-"""Held-out evaluation of the toy model: per-task accuracy and text-dominance statistics.
+"""Held-out evaluation of the toy model: per-task accuracy with confidence intervals and text dominance.
 
 The model's answer is the argmax over the full vocabulary of the next-token logits at the last prompt
 position (right after `<|im_start|>assistant\\n`). `evaluate` accepts either an HF model or any callable
 `logits_fn(inputs) -> logits [batch, pos, vocab]`, so a hooked re-implementation can be scored on
 exactly the same inputs.
+
+Text dominance is measured three ways on prompts whose hint is wrong (each paired with the same clip asked
+without a hint):
+- ``text_dominance_rate``: the share of wrong-hint prompts answered with the hinted word;
+- ``flip_rate``: among clips answered right without the hint, the share answered with the hinted word
+  once the wrong hint is added;
+- ``hint_effect``: the mean change, caused by adding the wrong hint, of logit(hinted word) minus
+  logit(true answer).
 """
+
+from __future__ import annotations
 
 from collections import defaultdict
 from typing import Callable
 
+import numpy as np
 import torch
+from scipy.stats import binomtest
 
 from .signals import SAMPLE_RATE
-from .tasks import Sample, make_probe_set
+from .tasks import HINT_POSITIONS, HINT_TEMPLATES, Sample, make_probe_set
 from .tokenizer import IM_END
 
 EVAL_SEED = 20_240_917  # any seed other than the training seed gives held-out clips
 EVAL_CLIPS_PER_TASK = 100
 
 
-def make_eval_set(seed: int = EVAL_SEED, n_per_task: int = EVAL_CLIPS_PER_TASK) -> list[Sample]:
+def make_eval_set(seed: int = EVAL_SEED, n_per_task: int = EVAL_CLIPS_PER_TASK, split: str = "test",
+                  task_names: list[str] | None = None) -> list[Sample]:
     """The fixed held-out set: n_per_task clips per task, each with no hint, a right hint, a wrong hint."""
-    return make_probe_set(seed, n_per_task)
+    return make_probe_set(seed, n_per_task, task_names=task_names, split=split)
 
 
 def render_prompt(processor, sample: Sample) -> str:
     """The chat prompt up to and including `<|im_start|>assistant\\n` (one unexpanded `<|AUDIO|>`)."""
-    messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": sample.text}]}]
+    content = [{"type": "text", "text": sample.text_before_audio + " "}] if sample.text_before_audio else []
+    content += [{"type": "audio"}, {"type": "text", "text": sample.text}]
+    messages = [{"role": "user", "content": content}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
@@ -50,36 +65,63 @@ def _as_logits_fn(model_or_callable) -> Callable[[dict], torch.Tensor]:
 
 
 @torch.no_grad()
-def predict(model_or_callable, processor, samples: list[Sample], batch_size: int = 64) -> list[str]:
-    """The predicted next token (as a string) after each sample's prompt."""
+def next_token_logits(model_or_callable, processor, samples: list[Sample], batch_size: int = 64) -> torch.Tensor:
+    """[n_samples, vocab] logits of the token after each sample's prompt."""
     logits_fn = _as_logits_fn(model_or_callable)
-    predictions: list[str] = []
+    out = []
     for start in range(0, len(samples), batch_size):
         inputs = encode(processor, samples[start : start + batch_size])
         logits = logits_fn(dict(inputs))
-        rows = torch.arange(logits.shape[0])
-        next_ids = logits[rows, last_positions(inputs["attention_mask"])].argmax(-1)
-        predictions += processor.tokenizer.convert_ids_to_tokens(next_ids.tolist())
-    return predictions
+        out.append(logits[torch.arange(logits.shape[0]), last_positions(inputs["attention_mask"])].float())
+    return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def _rate(hits: list[bool]) -> float | None:
-    return round(sum(hits) / len(hits), 4) if hits else None
+def predict(model_or_callable, processor, samples: list[Sample], batch_size: int = 64) -> list[str]:
+    """The predicted next token (as a string) after each sample's prompt."""
+    logits = next_token_logits(model_or_callable, processor, samples, batch_size)
+    return processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+
+
+def rate(hits: list[bool]) -> dict | None:
+    """Share of True with its 95 % Wilson score interval (scipy), or None for no trials."""
+    if not hits:
+        return None
+    k, n = int(sum(hits)), len(hits)
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"rate": round(k / n, 4), "n": n, "ci95": [round(ci.low, 4), round(ci.high, 4)]}
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 3) if values else None
 
 
 def evaluate(model_or_callable, processor, samples: list[Sample], batch_size: int = 64) -> dict:
-    """Per-task and overall statistics.
+    """Per-task and overall statistics (rates as floats; ``intervals`` holds counts and 95 % CIs).
 
     accuracy: audio-only prompts. accuracy_correct_hint: prompts whose hint is right.
-    accuracy_wrong_hint and text_dominance_rate: prompts whose hint is wrong, and the rate at which the
-    model outputs the hinted (wrong) answer there.
+    accuracy_wrong_hint, text_dominance_rate, flip_rate, hint_effect: prompts whose hint is wrong (see the
+    module docstring). Also per question type (``by_kind``: the multi-event task's when / first / last, and
+    with which leading instruction) and per hint phrasing and position (``by_hint``).
     """
-    predictions = predict(model_or_callable, processor, samples, batch_size)
-    groups: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    for sample, predicted in zip(samples, predictions):
-        for scope in (sample.task, "overall"):
+    logits = next_token_logits(model_or_callable, processor, samples, batch_size)
+    tokenizer = processor.tokenizer
+    predictions = tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+    audio_only = {}  # (task, item) -> (correct?, logits row)
+    for sample, predicted, row in zip(samples, predictions, logits):
+        if sample.hint is None:
+            audio_only[(sample.task, sample.item)] = (predicted == sample.answer, row)
+
+    groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for sample, predicted, row in zip(samples, predictions, logits):
+        scopes = [sample.task, "overall"]
+        if sample.kind and sample.kind != sample.task:
+            instruction = "focus" if sample.question.startswith("focus") else "whole" if sample.question.startswith("listen") else "none"
+            scopes += [f"{sample.task}/{sample.kind}", f"{sample.task}/{sample.kind}/{instruction}"]
+        if sample.hint is not None:
+            scopes += [f"hint_template/{sample.hint_template}", f"hint_position/{sample.hint_position}"]
+        correct = predicted == sample.answer
+        for scope in scopes:
             group = groups[scope]
-            correct = predicted == sample.answer
             if sample.hint_kind == "none":
                 group["accuracy"].append(correct)
             elif sample.hint_kind == "correct":
@@ -87,8 +129,24 @@ def evaluate(model_or_callable, processor, samples: list[Sample], batch_size: in
             else:
                 group["accuracy_wrong_hint"].append(correct)
                 group["text_dominance_rate"].append(predicted == sample.hint)
-    names = ("accuracy", "accuracy_correct_hint", "accuracy_wrong_hint", "text_dominance_rate")
-    return {
-        scope: {name: _rate(group[name]) for name in names} | {"n_audio_only": len(group["accuracy"])}
-        for scope, group in groups.items()
-    }
+                paired = audio_only.get((sample.task, sample.item))
+                if paired is not None:
+                    was_right, plain = paired
+                    hint_id, answer_id = tokenizer.convert_tokens_to_ids([sample.hint, sample.answer])
+                    if was_right:
+                        group["flip_rate"].append(predicted == sample.hint)
+                    group["hint_effect"].append(float((row[hint_id] - row[answer_id]) - (plain[hint_id] - plain[answer_id])))
+    names = ("accuracy", "accuracy_correct_hint", "accuracy_wrong_hint", "text_dominance_rate", "flip_rate")
+    results = {}
+    for scope, group in groups.items():
+        intervals = {name: rate(group[name]) for name in names}
+        results[scope] = {name: (v["rate"] if v else None) for name, v in intervals.items()} | {
+            "hint_effect": _mean(group["hint_effect"]), "n_audio_only": len(group["accuracy"]), "intervals": intervals}
+    return results
+
+
+def hint_style_names() -> dict[str, str]:
+    """Readable labels of the ``hint_template/i`` and ``hint_position/p`` scopes."""
+    labels = {f"hint_template/{i}": t.format(answer="X") for i, t in enumerate(HINT_TEMPLATES)}
+    labels |= {f"hint_position/{p}": p.replace("_", " ") for p in HINT_POSITIONS}
+    return labels

@@ -59,17 +59,64 @@ def tone(frequency: float, seconds: float, ramp_seconds: float = 0.01) -> np.nda
 
 
 def beep_train(count: int, rng: np.random.Generator, frequency: float = 1000.0,
-               beep_seconds: float = 0.2) -> np.ndarray:
-    """`count` equal beeps separated by random gaps, as one signal starting and ending with a beep.
+               beep_seconds: float = 0.2, gap_range: tuple[float, float] = (0.15, 0.35),
+               jitter: float = 0.0) -> np.ndarray:
+    """`count` beeps separated by random gaps, as one signal starting and ending with a beep.
 
-    Equal beeps (as in beep-counting listening tests) make the count readable from onsets or from the
-    total beep time; random gaps keep the train's length from giving it away exactly."""
+    Each beep lasts ``beep_seconds`` times a random factor in [1 - jitter, 1 + jitter]; each gap is drawn
+    from ``gap_range``. Drawing ``beep_seconds`` independently of ``count`` (as the toy tasks do) keeps the
+    total beep time from giving the count away."""
     pieces = []
     for index in range(count):
-        pieces.append(tone(frequency, beep_seconds))
+        pieces.append(tone(frequency, beep_seconds * rng.uniform(1 - jitter, 1 + jitter)))
         if index < count - 1:
-            pieces.append(np.zeros(int(rng.uniform(0.15, 0.35) * SAMPLE_RATE), dtype=np.float32))
+            pieces.append(np.zeros(int(rng.uniform(*gap_range) * SAMPLE_RATE), dtype=np.float32))
     return np.concatenate(pieces)
+
+
+def sweep(start_hz: float, end_hz: float, seconds: float, ramp_seconds: float = 0.01) -> np.ndarray:
+    """A tone sweeping exponentially from start_hz to end_hz, with raised-cosine ramps, peak 1."""
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    rate = np.log(end_hz / start_hz) / seconds
+    phase = 2 * np.pi * start_hz * (np.exp(rate * t) - 1) / rate
+    wave = np.sin(phase).astype(np.float32)
+    ramp = min(int(ramp_seconds * SAMPLE_RATE), n // 2)
+    if ramp > 0:
+        window = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, ramp, dtype=np.float32))
+        wave[:ramp] *= window
+        wave[-ramp:] *= window[::-1]
+    return wave
+
+
+def click_train(n_clicks: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """``n_clicks`` short broadband clicks (2 ms decaying noise) evenly spread over ``seconds``, peak 1."""
+    wave = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+    click_len = int(0.002 * SAMPLE_RATE)
+    click = rng.standard_normal(click_len).astype(np.float32) * np.exp(-np.arange(click_len) / (click_len / 4))
+    for start in np.linspace(0, len(wave) - click_len, n_clicks).astype(int):
+        wave[start : start + click_len] += click
+    return wave / max(np.abs(wave).max(), 1e-6)
+
+
+def reverb(clip: np.ndarray, rt60: float, rng: np.random.Generator, wet: float = 0.5) -> np.ndarray:
+    """Mild synthetic room reverb: the clip convolved with exponentially decaying noise (RT60 in seconds),
+    mixed ``wet`` parts reverberant to 1 - wet dry, length kept."""
+    n = int(rt60 * SAMPLE_RATE)
+    decay = np.exp(-6.9 * np.arange(n) / n)  # -60 dB at rt60
+    impulse = (rng.standard_normal(n) * decay).astype(np.float32)
+    impulse /= np.sqrt((impulse**2).sum())
+    wet_signal = np.fft.irfft(np.fft.rfft(clip, len(clip) + n) * np.fft.rfft(impulse, len(clip) + n))[: len(clip)]
+    dry_rms, wet_rms = np.sqrt((clip**2).mean()) + 1e-8, np.sqrt((wet_signal**2).mean()) + 1e-8
+    return ((1 - wet) * clip + wet * wet_signal * dry_rms / wet_rms).astype(np.float32)
+
+
+def add_noise(clip: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise at ``snr_db`` below the power of the clip's active (non-silent) part."""
+    active = np.abs(clip) > 0.01 * max(np.abs(clip).max(), 1e-6)
+    power = float((clip[active] ** 2).mean()) if active.any() else 1e-6
+    noise = rng.standard_normal(len(clip)).astype(np.float32) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (clip + noise).astype(np.float32)
 
 
 def coloured_noise(colour: str, n_samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -96,6 +143,15 @@ def place(event: np.ndarray, rng: np.random.Generator, position: str | None = No
         start = int(np.clip(centre - len(event) / 2, 0, room))
     clip = np.zeros(CLIP_SAMPLES, dtype=np.float32)
     clip[start : start + len(event)] = event
+    return clip
+
+
+def place_at(events: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """A silent clip of CLIP_SAMPLES with each (event, start sample) added in."""
+    clip = np.zeros(CLIP_SAMPLES, dtype=np.float32)
+    for event, start in events:
+        event = event[: CLIP_SAMPLES - start]
+        clip[start : start + len(event)] += event
     return clip
 
 

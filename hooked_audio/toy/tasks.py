@@ -1,54 +1,111 @@
 """The toy task set: seeded (clip, question, answer) samples, optionally with a text hint.
 
-Each task asks one fixed question about a 4-second clip and has a fixed set of single-word answers.
-Random gain, noise floor and placement mean the answer can only come from listening. A fraction of
-training samples carries a text hint ("hint : the answer is female .") that is right most of the time
-and wrong otherwise, so the trained model partly trusts text and *text dominance* can be measured.
+Each task asks a question about a 4-second clip and has a fixed set of single-word answers. Every
+nuisance variable is drawn independently of the answer, so that only the attribute asked about predicts
+it: speaker speed and pitch, level, white noise (SNR down to 5 dB), mild reverb, placement and the length
+of the audible part of the clip; the words spoken come from large per-language word lists
+(`wordfreq`), of which a fifth is held out of training; beep duration, gap and frequency are drawn
+independently of the beep count.
+
+Splits: ``"train"`` and ``"test"`` draw from the same distributions (different seeds give different
+clips); ``"unseen_words"`` is ``"test"`` with the held-out words only (the language shortcut test);
+``"shifted"`` uses held-out words and voices, speaking speeds and levels outside the training
+range, tone frequencies just outside it, and reverb on every clip.
+
+Hints ("hint : the answer is female .", in several phrasings and positions) appear on a share of the
+training prompts and are right most of the time; the recipe (`RECIPES`) sets how often and how reliably,
+and whether some training clips have their audio made uncertain (the text-reliant sibling).
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 from . import signals
 
-ENGLISH_MALE_VOICES = tuple(f"en+m{i}" for i in range(1, 8))
-ENGLISH_FEMALE_VOICES = tuple(f"en+f{i}" for i in range(1, 6))
-SPEEDS = (130, 160, 190)
-PITCHES = (35, 50, 65)
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-GENDER_TEXTS = DIGIT_WORDS + ("hello", "good morning", "thank you", "the cat sat on the mat")
-LANGUAGE_TEXTS = {
-    "english": ("hello", "water", "house", "friend", "good morning", "thank you", "good night",
-                "one two three", "the weather is nice today"),
-    "german": ("hallo", "wasser", "haus", "freund", "guten morgen", "danke schön", "gute nacht",
-               "eins zwei drei", "das wetter ist heute schön"),
-    "french": ("bonjour", "eau", "maison", "ami", "bonne matinée", "merci beaucoup", "bonne nuit",
-               "un deux trois", "il fait beau aujourd'hui"),
-    "spanish": ("hola", "agua", "casa", "amigo", "buenos días", "muchas gracias", "buenas noches",
-                "uno dos tres", "hace buen tiempo hoy"),
-}
-LANGUAGE_VOICES = {"english": "en", "german": "de", "french": "fr", "spanish": "es"}
-LANGUAGE_VARIANTS = ("m1", "m3", "m5", "f1", "f2", "f4")
-NOISE_COLOURS = ("white", "pink", "brown")
+SPLITS = ("train", "test", "shifted", "unseen_words")
+MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6")
+FEMALE_VARIANTS = ("f1", "f2", "f3", "f4")
+HELD_OUT_MALE_VARIANTS = ("m7", "m8")
+HELD_OUT_FEMALE_VARIANTS = ("f5",)
+TRAIN_SPEED = (120, 200)  # espeak-ng words per minute
+SHIFTED_SPEEDS = ((95, 112), (210, 235))
+TRAIN_PITCH = (25, 75)  # espeak-ng pitch 0-99
+GENDER_PITCH = (35, 65)  # narrower: a very high male voice would be a female one
+TRAIN_PEAK = (0.1, 0.9)
+SHIFTED_PEAK = (0.02, 0.07)
+MIN_SNR_DB = 5.0
+REVERB_PROBABILITY = 0.3
 
-HINT_TEMPLATE = "hint : the answer is {answer} ."
-TRAIN_HINT_FRACTION = 0.3
-TRAIN_HINT_RELIABILITY = 0.7
-# Share of the training set per task, relative to a tone task. The tone tasks reach 1.00 with 1500 clips
-# each while language stays at 0.83-0.91 (two runs), so language gets the most.
-TRAINING_WEIGHTS = {"language": 2.5, "digit": 1.5, "gender": 1.5}
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+LANGUAGES = {"english": "en", "german": "de", "french": "fr", "spanish": "es"}  # name -> espeak/wordfreq code
+N_WORDS = 6000  # most frequent words per language considered
+HELD_OUT_WORD_SHARE = 0.2
+NOISE_COLOURS = ("white", "pink", "brown")
+EVENT_NAMES = ("beep", "noise", "word", "sweep", "clicks")
+WHEN_INSTRUCTIONS = ("", "listen to the whole clip . ", "focus on the {event} . ")
+ORDER_INSTRUCTIONS = ("", "listen to the whole clip . ")
+
+HINT_TEMPLATES = (
+    "hint : the answer is {answer} .",
+    "a friend says it is {answer} .",
+    "i think it is {answer} .",
+    "the label says {answer} .",
+    "answer : {answer} ?",
+)
+HINT_TEMPLATE = HINT_TEMPLATES[0]
+HINT_POSITIONS = ("after_audio", "before_audio", "after_question")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the training prompts' text says and how sure the audio is.
+
+    hint_fraction: share of training prompts with a hint; hint_reliability: share of those hints that are
+    right; degrade_fraction: share of training clips whose audio is made uncertain (noise down to -20 dB
+    SNR, a masked stretch, or silence, graded in difficulty), still labelled with the true answer."""
+
+    hint_fraction: float
+    hint_reliability: float
+    degrade_fraction: float = 0.0
+
+
+RECIPES = {
+    "listener": Recipe(hint_fraction=0.3, hint_reliability=0.7),
+    "textual": Recipe(hint_fraction=0.5, hint_reliability=0.9, degrade_fraction=0.4),
+}
+TRAIN_HINT_FRACTION = RECIPES["listener"].hint_fraction
+TRAIN_HINT_RELIABILITY = RECIPES["listener"].hint_reliability
+
+# Share of the training set per task, relative to a tone task: the speech and multi-event tasks are the
+# slowest to learn, so they get more of the fixed training budget.
+TRAINING_WEIGHTS = {"language": 3.0, "digit": 1.5, "gender": 1.0, "beeps": 1.5, "events_when": 2.0,
+                    "events_order": 2.0}
+
+
+@dataclass
+class Item:
+    """What a task's generator returns: the clip, its question and, for multi-event clips, the events."""
+
+    waveform: np.ndarray
+    question: str
+    kind: str = ""
+    events: tuple = ()  # ((name, start_s, end_s), ...) in time order
 
 
 @dataclass(frozen=True)
 class Task:
-    """A question with a closed set of one-word answers and a seeded clip generator."""
+    """A question (or family of questions) with a closed set of one-word answers and a seeded generator."""
 
     name: str
     question: str
     answers: tuple[str, ...]
-    make_clip: Callable[[str, np.random.Generator], np.ndarray]  # (answer, rng) -> 16 kHz clip
+    make_item: Callable[[str, np.random.Generator, str], Item]  # (answer, rng, split) -> Item
+    needs_espeak: bool = False
 
 
 @dataclass
@@ -60,6 +117,12 @@ class Sample:
     question: str
     answer: str
     hint: str | None = None  # the hinted answer word, None when the prompt carries no hint
+    hint_template: int = 0
+    hint_position: str = "after_audio"
+    kind: str = ""  # question type: the task name, or when / first / last for the multi-event tasks
+    events: tuple = ()
+    item: int = -1  # index of the clip within its set: the same clip asked with and without hints
+    degraded: float = 0.0  # difficulty of the audio degradation applied (0: none)
 
     @property
     def hint_kind(self) -> str:
@@ -69,120 +132,376 @@ class Sample:
         return "correct" if self.hint == self.answer else "wrong"
 
     @property
+    def hint_text(self) -> str:
+        return "" if self.hint is None else HINT_TEMPLATES[self.hint_template].format(answer=self.hint)
+
+    @property
+    def text_before_audio(self) -> str:
+        """User text before the audio: the hint when it is placed there, else nothing."""
+        return self.hint_text if self.hint is not None and self.hint_position == "before_audio" else ""
+
+    @property
     def text(self) -> str:
-        """User text after the audio: the hint sentence (if any) then the question."""
-        if self.hint is None:
+        """User text after the audio: question, with the hint before or after it where placed there."""
+        if self.hint is None or self.hint_position == "before_audio":
             return self.question
-        return HINT_TEMPLATE.format(answer=self.hint) + " " + self.question
+        if self.hint_position == "after_question":
+            return self.question + " " + self.hint_text
+        return self.hint_text + " " + self.question
 
 
 def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _spoken(text: str, voice: str, rng: np.random.Generator) -> np.ndarray:
-    speech = signals.speak(text, voice, _pick(rng, SPEEDS), _pick(rng, PITCHES))
-    return signals.finish(signals.place(speech, rng), rng)
+# --- word lists -------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def word_lists() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Per language: (training words, held-out words), from wordfreq's most frequent words.
+
+    Only alphabetic words of 3+ letters that are not among another language's 4 * N_WORDS most frequent
+    words are kept (so a word identifies its language); a fixed fifth is held out of training."""
+    import wordfreq
+
+    tops = {name: wordfreq.top_n_list(code, 4 * N_WORDS) for name, code in LANGUAGES.items()}
+    sets = {name: set(words) for name, words in tops.items()}
+    lists = {}
+    for index, name in enumerate(LANGUAGES):
+        others = set().union(*(sets[o] for o in LANGUAGES if o != name))
+        words = [w for w in dict.fromkeys(tops[name][:N_WORDS]) if w.isalpha() and len(w) >= 3 and w not in others]
+        order = np.random.default_rng([12345, index]).permutation(len(words))
+        n_held = int(HELD_OUT_WORD_SHARE * len(words))
+        held = tuple(words[i] for i in sorted(order[:n_held]))
+        lists[name] = (tuple(words[i] for i in sorted(order[n_held:])), held)
+    return lists
 
 
-def _digit_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
-    return _spoken(answer, _pick(rng, ENGLISH_MALE_VOICES + ENGLISH_FEMALE_VOICES), rng)
+def _words(language: str, split: str) -> tuple[str, ...]:
+    train_words, held = word_lists()[language]
+    return held if split in ("shifted", "unseen_words") else train_words
 
 
-def _gender_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
-    voices = ENGLISH_MALE_VOICES if answer == "male" else ENGLISH_FEMALE_VOICES
-    return _spoken(_pick(rng, GENDER_TEXTS), _pick(rng, voices), rng)
+def _phrase(language: str, rng: np.random.Generator, split: str, max_words: int = 3) -> str:
+    words = _words(language, split)
+    return " ".join(_pick(rng, words) for _ in range(int(rng.integers(1, max_words + 1))))
 
 
-def _language_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
-    voice = f"{LANGUAGE_VOICES[answer]}+{_pick(rng, LANGUAGE_VARIANTS)}"
-    return _spoken(_pick(rng, LANGUAGE_TEXTS[answer]), voice, rng)
+# --- nuisance variables -----------------------------------------------------------------------------
+
+def _speed(rng: np.random.Generator, split: str) -> int:
+    if split == "shifted":
+        return int(rng.uniform(*_pick(rng, SHIFTED_SPEEDS)))
+    return int(rng.uniform(*TRAIN_SPEED))
 
 
-def _pitch_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
-    frequency = rng.uniform(120, 350) if answer == "low" else rng.uniform(900, 2500)
-    return signals.finish(signals.place(signals.tone(frequency, rng.uniform(0.3, 1.5)), rng), rng)
+def _voices(split: str, male: bool) -> tuple[str, ...]:
+    if split == "shifted":
+        return HELD_OUT_MALE_VARIANTS if male else HELD_OUT_FEMALE_VARIANTS
+    return MALE_VARIANTS if male else FEMALE_VARIANTS
 
 
-def _beeps_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
-    count = DIGIT_WORDS.index(answer)
-    beeps = signals.beep_train(count, rng, frequency=rng.uniform(600, 2000))
-    return signals.finish(signals.place(beeps, rng), rng)
+def _any_voice(rng: np.random.Generator, split: str) -> str:
+    return _pick(rng, _voices(split, True) + _voices(split, False))
 
 
-def _noise_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
-    seconds = rng.uniform(1.5, signals.CLIP_SECONDS)
-    noise = 0.25 * signals.coloured_noise(answer, int(seconds * signals.SAMPLE_RATE), rng)
-    return signals.finish(signals.place(noise, rng), rng)
+def _speak(text: str, language_code: str, variant: str, rng: np.random.Generator, split: str,
+           pitch_range=TRAIN_PITCH) -> np.ndarray:
+    return signals.speak(text, f"{language_code}+{variant}", _speed(rng, split), int(rng.uniform(*pitch_range)))
 
 
-def _when_clip(answer: str, rng: np.random.Generator) -> np.ndarray:
-    beep = signals.tone(rng.uniform(500, 2000), rng.uniform(0.4, 0.7))
-    background_level = rng.choice([0.0, rng.uniform(0.01, 0.06)])  # quiet or noisy background
-    return signals.finish(signals.place(beep, rng, position=answer), rng, noise_floor=0.01 + background_level)
+def _place(event: np.ndarray, rng: np.random.Generator, split: str) -> np.ndarray:
+    """The event at a random offset inside an audible stretch of 2-4 s (the rest is digital silence, as
+    the feature extractor's own padding would be): placement and clip length vary independently."""
+    length = int(rng.uniform(2.0, signals.CLIP_SECONDS) * signals.SAMPLE_RATE)
+    length = max(length, min(len(event), signals.CLIP_SAMPLES))
+    offset = int(rng.integers(0, signals.CLIP_SAMPLES - length + 1))
+    event = event[:length]
+    start = offset + int(rng.integers(0, length - len(event) + 1))
+    clip = np.zeros(signals.CLIP_SAMPLES, dtype=np.float32)
+    clip[start : start + len(event)] = event
+    audible = np.zeros(signals.CLIP_SAMPLES, dtype=bool)
+    audible[offset : offset + length] = True
+    return _finish(clip, rng, split, audible)
+
+
+def _finish(clip: np.ndarray, rng: np.random.Generator, split: str, audible: np.ndarray | None = None,
+            min_snr: float = MIN_SNR_DB) -> np.ndarray:
+    """Reverb (sometimes; always when shifted), white noise at a random SNR, a random peak level."""
+    if split == "shifted":
+        clip = signals.reverb(clip, rng.uniform(0.3, 0.5), rng, wet=rng.uniform(0.3, 0.5))
+    elif rng.random() < REVERB_PROBABILITY:
+        clip = signals.reverb(clip, rng.uniform(0.1, 0.4), rng, wet=rng.uniform(0.2, 0.5))
+    snr = rng.uniform(30, 50) if rng.random() < 0.5 else rng.uniform(min_snr, 30)
+    clip = signals.add_noise(clip, snr, rng)
+    if audible is not None:
+        clip = clip * audible
+    peak = rng.uniform(*(SHIFTED_PEAK if split == "shifted" else TRAIN_PEAK))
+    clip = clip * (peak / max(np.abs(clip).max(), 1e-6))
+    return np.clip(clip, -1.0, 1.0).astype(np.float32)
+
+
+# --- single-attribute tasks ---------------------------------------------------------------------------
+
+def _digit(answer: str, rng, split) -> np.ndarray:
+    return _place(_speak(answer, "en", _any_voice(rng, split), rng, split), rng, split)
+
+
+def _gender(answer: str, rng, split) -> np.ndarray:
+    voice = _pick(rng, _voices(split, answer == "male"))
+    return _place(_speak(_phrase("english", rng, split, 2), "en", voice, rng, split, GENDER_PITCH), rng, split)
+
+
+def _language(answer: str, rng, split) -> np.ndarray:
+    return _place(_speak(_phrase(answer, rng, split), LANGUAGES[answer], _any_voice(rng, split), rng, split), rng, split)
+
+
+def _frequency(rng, split, low: float, high: float, outside: float) -> float:
+    """A frequency in [low, high], or (shifted) within ``outside`` of its ends, outside the range."""
+    if split == "shifted":
+        return rng.uniform(low / outside, low) if rng.random() < 0.5 else rng.uniform(high, high * outside)
+    return rng.uniform(low, high)
+
+
+def _pitch(answer: str, rng, split) -> np.ndarray:
+    frequency = _frequency(rng, split, 120, 350, 1.2) if answer == "low" else _frequency(rng, split, 900, 2500, 1.2)
+    return _place(signals.tone(frequency, rng.uniform(0.3, 1.5)), rng, split)
+
+
+def beep_clip(count: int, rng: np.random.Generator, split: str = "train", beep_seconds: float | None = None) -> np.ndarray:
+    """``count`` beeps: duration 0.08-0.4 s (one per clip, +-15 % per beep), gaps 0.1-0.5 s, 500-2500 Hz
+    (shifted: within 1.3x outside that range), each drawn independently of the count."""
+    seconds = rng.uniform(0.08, 0.4) if beep_seconds is None else beep_seconds
+    beeps = signals.beep_train(count, rng, frequency=_frequency(rng, split, 500, 2500, 1.3),
+                               beep_seconds=seconds, gap_range=(0.1, 0.5), jitter=0.15)
+    return _place(beeps, rng, split)
+
+
+def _beeps(answer: str, rng, split) -> np.ndarray:
+    return beep_clip(DIGIT_WORDS.index(answer), rng, split)
+
+
+def _noise(answer: str, rng, split) -> np.ndarray:
+    noise = signals.coloured_noise(answer, int(rng.uniform(1.0, 2.0) * signals.SAMPLE_RATE), rng)
+    return _place(noise, rng, split)
+
+
+def _when(answer: str, rng, split) -> np.ndarray:
+    beep = signals.tone(_frequency(rng, split, 500, 2000, 1.3), rng.uniform(0.3, 0.7))
+    return _finish(signals.place(beep, rng, position=answer), rng, split)
+
+
+# --- the multi-event task -----------------------------------------------------------------------------
+
+def _event(name: str, rng: np.random.Generator, split: str) -> np.ndarray:
+    if name == "beep":
+        wave = signals.tone(_frequency(rng, split, 500, 2000, 1.3), rng.uniform(0.15, 0.4))
+    elif name == "noise":
+        wave = 0.5 * signals.coloured_noise(_pick(rng, ("white", "pink")), int(rng.uniform(0.2, 0.5) * signals.SAMPLE_RATE), rng)
+    elif name == "word":
+        wave = _speak(_pick(rng, _words("english", split)), "en", _any_voice(rng, split), rng, split)[: int(0.9 * signals.SAMPLE_RATE)]
+    elif name == "sweep":
+        low, high = rng.uniform(250, 500), rng.uniform(1500, 3000)
+        wave = signals.sweep(*((low, high) if rng.random() < 0.5 else (high, low)), rng.uniform(0.3, 0.6))
+    else:
+        wave = signals.click_train(int(rng.integers(5, 11)), rng.uniform(0.3, 0.6), rng)
+    return (wave / max(np.abs(wave).max(), 1e-6) * rng.uniform(0.5, 1.0)).astype(np.float32)
+
+
+def _free_start(length: int, taken: list[tuple[int, int]], rng, gap: int) -> int | None:
+    for _ in range(200):
+        start = int(rng.integers(0, signals.CLIP_SAMPLES - length + 1))
+        if all(start + length + gap <= s or start >= e + gap for s, e in taken):
+            return start
+    return None
+
+
+def _events_item(rng, split, kind: str, answer: str) -> Item:
+    """2-3 distinct events at random non-overlapping times; ``kind`` is when / first / last."""
+    gap = int(0.15 * signals.SAMPLE_RATE)
+    while True:
+        n = int(rng.integers(2, 4))
+        if kind == "when":
+            names = [str(e) for e in rng.choice(EVENT_NAMES, n, replace=False)]
+            asked = names[0]
+        else:
+            names = [answer] + [str(e) for e in rng.choice([e for e in EVENT_NAMES if e != answer], n - 1, replace=False)]
+            asked = answer
+        waves = [_event(name, rng, split) for name in names]
+        taken: list[tuple[int, int]] = []
+        if kind == "when":  # the asked event's centre inside the answer's third, away from its edges
+            third = signals.CLIP_SAMPLES / 3
+            low = signals.POSITIONS.index(answer) * third
+            centre = rng.uniform(low + 0.15 * third, low + 0.85 * third)
+            start = int(np.clip(centre - len(waves[0]) / 2, 0, signals.CLIP_SAMPLES - len(waves[0])))
+            if not low <= start + len(waves[0]) / 2 < low + third:
+                continue
+            taken.append((start, start + len(waves[0])))
+        for _ in range(50):  # place the others; for first / last, until the answer event is first / last
+            placed = list(taken)
+            for wave in waves[len(taken):]:
+                start = _free_start(len(wave), placed, rng, gap)
+                if start is None:
+                    break
+                placed.append((start, start + len(wave)))
+            if len(placed) < n:
+                continue
+            starts = [s for s, _ in placed]
+            if kind == "first" and starts[0] != min(starts) or kind == "last" and starts[0] != max(starts):
+                continue
+            break
+        else:
+            continue
+        taken = placed
+        break
+    clip = signals.place_at(list(zip(waves, (s for s, _ in taken))))
+    events = tuple(sorted(((str(name), s / signals.SAMPLE_RATE, e / signals.SAMPLE_RATE) for name, (s, e) in zip(names, taken)),
+                          key=lambda ev: ev[1]))
+    if kind == "when":
+        instruction = _pick(rng, WHEN_INSTRUCTIONS).format(event=asked)
+        question = instruction + f"when does the {asked} happen ?"
+    else:
+        question = _pick(rng, ORDER_INSTRUCTIONS) + f"what happens {kind} ?"
+    return Item(_finish(clip, rng, split, min_snr=10.0), question, kind, events)
+
+
+def _events_when(answer: str, rng, split) -> Item:
+    return _events_item(rng, split, "when", answer)
+
+
+def _events_order(answer: str, rng, split) -> Item:
+    return _events_item(rng, split, _pick(rng, ("first", "last")), answer)
+
+
+def _simple(make_clip) -> Callable[[str, np.random.Generator, str], Item]:
+    def make_item(answer, rng, split):
+        return Item(make_clip(answer, rng, split), "")
+    return make_item
 
 
 TASKS: tuple[Task, ...] = (
-    Task("digit", "which digit is spoken ?", DIGIT_WORDS, _digit_clip),
-    Task("gender", "is the speaker male or female ?", ("male", "female"), _gender_clip),
-    Task("language", "which language is spoken ?", tuple(LANGUAGE_TEXTS), _language_clip),
-    Task("pitch", "is the tone low or high ?", ("low", "high"), _pitch_clip),
-    Task("beeps", "how many beeps are there ?", ("one", "two", "three", "four"), _beeps_clip),
-    Task("noise", "what colour is the noise ?", NOISE_COLOURS, _noise_clip),
-    Task("when", "when does the beep happen ?", signals.POSITIONS, _when_clip),
+    Task("digit", "which digit is spoken ?", DIGIT_WORDS, _simple(_digit), True),
+    Task("gender", "is the speaker male or female ?", ("male", "female"), _simple(_gender), True),
+    Task("language", "which language is spoken ?", tuple(LANGUAGES), _simple(_language), True),
+    Task("pitch", "is the tone low or high ?", ("low", "high"), _simple(_pitch)),
+    Task("beeps", "how many beeps are there ?", ("one", "two", "three", "four"), _simple(_beeps)),
+    Task("noise", "what colour is the noise ?", NOISE_COLOURS, _simple(_noise)),
+    Task("when", "when does the beep happen ?", signals.POSITIONS, _simple(_when)),
+    Task("events_when", "when does the sweep happen ?", signals.POSITIONS, _events_when, True),
+    Task("events_order", "what happens first ?", EVENT_NAMES, _events_order, True),
 )
 TASKS_BY_NAME = {task.name: task for task in TASKS}
-SPEECH_TASKS = ("digit", "gender", "language")  # synthesized with espeak-ng; the others with numpy only
+SPEECH_TASKS = tuple(t.name for t in TASKS if t.needs_espeak)  # need Debian's espeak-ng; the others numpy only
+EVENT_TASKS = ("events_when", "events_order")
+
+
+def make_item(task: Task, answer: str, rng: np.random.Generator, split: str = "train") -> Item:
+    """One clip and question for ``answer`` under ``split``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {SPLITS}")
+    item = task.make_item(answer, rng, split)
+    if not item.question:
+        item.question, item.kind = task.question, task.name
+    return item
 
 
 def vocabulary_words() -> list[str]:
     """Every word a prompt or answer can contain, in a fixed order (for the word-level tokenizer)."""
-    words: list[str] = []
-    texts = [HINT_TEMPLATE.format(answer="")]
+    texts = [t.format(answer="") for t in HINT_TEMPLATES]
     for task in TASKS:
         texts += [task.question, *task.answers]
+    for event in EVENT_NAMES:
+        texts += [i.format(event=event) for i in WHEN_INSTRUCTIONS] + [f"when does the {event} happen ?"]
+    texts += [i for i in ORDER_INSTRUCTIONS] + ["what happens first ?", "what happens last ?"]
+    words: list[str] = []
     for text in texts:
         words += [word for word in text.split() if word not in words]
     return words
 
 
-def _task_rng(seed: int, task: Task) -> np.random.Generator:
-    """One stream per (seed, task), so adding or resizing a task leaves the other tasks' data alone."""
-    return np.random.default_rng([seed, TASKS.index(task)])
+def _task_rng(seed: int, task: Task, split: str = "train", stream: int = 0) -> np.random.Generator:
+    """One stream per (seed, task, split), so adding or resizing a task leaves the other tasks' data alone."""
+    return np.random.default_rng([seed, TASKS.index(task), SPLITS.index(split), stream])
 
 
-def _clips(task: Task, rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, str]]:
-    """n (clip, answer) pairs with answers balanced across the answer set."""
+def _items(task: Task, rng: np.random.Generator, n: int, split: str) -> list[tuple[Item, str]]:
+    """n (item, answer) pairs with answers balanced across the answer set."""
     answers = [task.answers[i % len(task.answers)] for i in range(n)]
     rng.shuffle(answers)
-    return [(task.make_clip(answer, rng), answer) for answer in answers]
+    return [(make_item(task, answer, rng, split), answer) for answer in answers]
 
 
 def _wrong_answer(task: Task, answer: str, rng: np.random.Generator) -> str:
     return _pick(rng, [other for other in task.answers if other != answer])
 
 
-def make_training_set(seed: int, n_per_task: int) -> list[Sample]:
-    """Training samples; TRAIN_HINT_FRACTION carry a hint that is right TRAIN_HINT_RELIABILITY of the time.
+def _sample(task: Task, item: Item, answer: str, index: int, **kwargs) -> Sample:
+    return Sample(task.name, item.waveform, item.question, answer, kind=item.kind, events=item.events, item=index, **kwargs)
 
-    Task ``t`` gets ``round(n_per_task * TRAINING_WEIGHTS.get(t, 1))`` clips, so that the speech tasks, which
-    the toy learns slowest, get more of the fixed training budget."""
+
+def training_counts(n_per_task: int) -> dict[str, int]:
+    return {task.name: round(n_per_task * TRAINING_WEIGHTS.get(task.name, 1.0)) for task in TASKS}
+
+
+def make_training_clips(seed: int, n_per_task: int) -> list[Sample]:
+    """The training clips, hint-free: task ``t`` gets ``training_counts(n_per_task)[t]`` clips."""
     samples = []
     for task in TASKS:
         rng = _task_rng(seed, task)
-        for waveform, answer in _clips(task, rng, round(n_per_task * TRAINING_WEIGHTS.get(task.name, 1.0))):
-            hint = None
-            if rng.random() < TRAIN_HINT_FRACTION:
-                hint = answer if rng.random() < TRAIN_HINT_RELIABILITY else _wrong_answer(task, answer, rng)
-            samples.append(Sample(task.name, waveform, task.question, answer, hint))
+        for index, (item, answer) in enumerate(_items(task, rng, training_counts(n_per_task)[task.name], "train")):
+            samples.append(_sample(task, item, answer, index))
     return samples
 
 
-def make_probe_set(seed: int, n_per_task: int, task_names: list[str] | None = None) -> list[Sample]:
+def degrade(waveform: np.ndarray, difficulty: float, rng: np.random.Generator) -> np.ndarray:
+    """Make the audio uncertain, graded by ``difficulty`` in (0, 1]: white noise at 5 down to -20 dB SNR, or a
+    masked stretch covering 30-100 % of the clip, or (difficulty > 0.9, a third of the time) silence with a
+    faint noise floor."""
+    choice = rng.random()
+    if difficulty > 0.9 and choice < 1 / 3:
+        return (0.003 * rng.standard_normal(len(waveform))).astype(np.float32)
+    if choice < 2 / 3:
+        noisy = signals.add_noise(waveform, 5.0 - 25.0 * difficulty, rng)
+        return np.clip(noisy * (0.9 / max(np.abs(noisy).max(), 1e-6)) * rng.uniform(0.2, 1.0), -1, 1).astype(np.float32)
+    out = waveform.copy()
+    width = int((0.3 + 0.7 * difficulty) * len(out))
+    start = int(rng.integers(0, len(out) - width + 1))
+    out[start : start + width] = 0.003 * rng.standard_normal(width).astype(np.float32)
+    return out
+
+
+def apply_recipe(clips: list[Sample], recipe: Recipe, seed: int) -> list[Sample]:
+    """Hints (phrasing and position at random) and, per the recipe, degraded audio on the training clips."""
+    samples = []
+    for task in TASKS:
+        rng = np.random.default_rng([seed, TASKS.index(task), 777, int(1000 * recipe.hint_fraction),
+                                     int(1000 * recipe.hint_reliability), int(1000 * recipe.degrade_fraction)])
+        for clip in (c for c in clips if c.task == task.name):
+            hint, difficulty, waveform = None, 0.0, clip.waveform
+            if rng.random() < recipe.hint_fraction:
+                hint = clip.answer if rng.random() < recipe.hint_reliability else _wrong_answer(task, clip.answer, rng)
+            if rng.random() < recipe.degrade_fraction:
+                difficulty = float(rng.uniform(0.05, 1.0))
+                waveform = degrade(waveform, difficulty, rng)
+            samples.append(replace(clip, waveform=waveform, hint=hint, degraded=difficulty,
+                                   hint_template=int(rng.integers(len(HINT_TEMPLATES))),
+                                   hint_position=_pick(rng, HINT_POSITIONS)))
+    return samples
+
+
+def make_training_set(seed: int, n_per_task: int, recipe: str | Recipe = "listener") -> list[Sample]:
+    """Training samples: the clips of ``make_training_clips`` with the recipe's hints and degradation."""
+    recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    return apply_recipe(make_training_clips(seed, n_per_task), recipe, seed)
+
+
+def make_probe_set(seed: int, n_per_task: int, task_names: list[str] | None = None, split: str = "test") -> list[Sample]:
     """Held-out probes: each clip three times, with no hint, with the right hint and with a wrong hint.
 
-    ``task_names`` restricts the set (each task has its own random stream, so a task's clips do not
-    depend on which other tasks are included); the speech tasks need Debian's espeak-ng."""
+    The hint's phrasing and position cycle with the clip index (clip i: template i mod 5, position
+    i mod 3), so every phrasing and position is measured. ``task_names`` restricts the set (each task
+    has its own random stream, so a task's clips do not depend on which other tasks are included); the
+    speech and multi-event tasks need Debian's espeak-ng."""
     unknown = set(task_names or ()) - set(TASKS_BY_NAME)
     if unknown:
         raise ValueError(f"unknown toy tasks {sorted(unknown)}; tasks: {list(TASKS_BY_NAME)}")
@@ -190,8 +509,9 @@ def make_probe_set(seed: int, n_per_task: int, task_names: list[str] | None = No
     for task in TASKS:
         if task_names is not None and task.name not in task_names:
             continue
-        rng = _task_rng(seed, task)
-        for waveform, answer in _clips(task, rng, n_per_task):
+        rng = _task_rng(seed, task, split)
+        for index, (item, answer) in enumerate(_items(task, rng, n_per_task, split)):
+            style = dict(hint_template=index % len(HINT_TEMPLATES), hint_position=HINT_POSITIONS[index % len(HINT_POSITIONS)])
             for hint in (None, answer, _wrong_answer(task, answer, rng)):
-                samples.append(Sample(task.name, waveform, task.question, answer, hint))
+                samples.append(_sample(task, item, answer, index, hint=hint, **style))
     return samples

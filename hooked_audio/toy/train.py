@@ -1,6 +1,11 @@
-"""Train the toy Qwen2-Audio model organism and write it as an ordinary HF checkpoint.
+"""Train a toy Qwen2-Audio model organism and write it as an ordinary HF checkpoint.
 
-    python -m hooked_audio.toy.train [--out DIR] [--minutes N] [--seed S] [--n-per-task N] [--steps N]
+    python -m hooked_audio.toy.train --family qwen2_audio --recipe listener|textual [--out DIR] [--minutes N]
+        [--seed S] [--n-per-task N] [--steps N] [--cache-dir DIR]
+
+The synthesized training clips are cached on disk (``--cache-dir``, keyed by seed, size and data version)
+and shared by both recipes; the features are cached per recipe. A run saves a resume state every few
+hundred steps in ``OUT/resume.pt`` and continues from it when started again with the same arguments.
 
 Plain HF/PyTorch on purpose: the checkpoint must not depend on the rest of hooked_audio, so that the
 hooked re-implementation can be checked against it. Steps: synthesize the seeded training set, extract
@@ -12,7 +17,9 @@ bundled example clips.
 import argparse
 import json
 import math
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,18 +35,17 @@ from transformers import (
 from transformers.models.whisper.modeling_whisper import sinusoids
 
 from . import signals
-from .evaluate import EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, make_eval_set
-from .tasks import (
-    TASKS,
-    TRAIN_HINT_FRACTION,
-    TRAIN_HINT_RELIABILITY,
-    make_probe_set,
-    make_training_set,
-)
+from . import shortcuts
+from .evaluate import EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, hint_style_names, make_eval_set
+from .tasks import RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts
 from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 
 TOY_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = TOY_DIR / "checkpoint"
+DEFAULT_OUTS = {"listener": DEFAULT_OUT, "textual": TOY_DIR / "checkpoint_textual"}
+DATA_VERSION = 2  # bump when the task generators change
+DEFAULT_CACHE = Path.home() / ".cache" / "hooked_audio" / "toy_data"
+N_DECODER_LAYERS = 6
 EXAMPLES_DIR = TOY_DIR / "examples"
 EXAMPLES_SEED = 7
 TRAIN_SEED = 0
@@ -55,15 +61,15 @@ def build_processor() -> Qwen2AudioProcessor:
     return Qwen2AudioProcessor(feature_extractor, tokenizer, chat_template=tokenizer.chat_template)
 
 
-def build_config(tokenizer) -> Qwen2AudioConfig:
-    """A few-MB Qwen2-Audio: 3-layer Whisper-style encoder, 4-layer grouped-query Qwen2 decoder."""
+def build_config(tokenizer, n_layers: int = N_DECODER_LAYERS) -> Qwen2AudioConfig:
+    """A few-MB Qwen2-Audio: 3-layer Whisper-style encoder, 6-layer grouped-query Qwen2 decoder."""
     audio_config = dict(
         model_type="qwen2_audio_encoder", num_mel_bins=80, d_model=128, encoder_layers=3,
         encoder_attention_heads=4, encoder_ffn_dim=512, max_source_positions=200,
     )
     text_config = dict(
-        model_type="qwen2", vocab_size=len(tokenizer), hidden_size=160, intermediate_size=640,
-        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        model_type="qwen2", vocab_size=len(tokenizer), hidden_size=128, intermediate_size=512,
+        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6,
         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END), bos_token_id=None,
@@ -74,13 +80,13 @@ def build_config(tokenizer) -> Qwen2AudioConfig:
     )
 
 
-def new_model(tokenizer) -> Qwen2AudioForConditionalGeneration:
+def new_model(tokenizer, n_layers: int = N_DECODER_LAYERS) -> Qwen2AudioForConditionalGeneration:
     """A freshly initialised toy with Whisper's sinusoidal encoder positions (HF leaves them random).
 
     Real Qwen2-Audio inherits these frozen sinusoids from Whisper. With HF's default N(0, 0.02) init the
     encoder barely knows where a frame is: an earlier toy trained that way (with shorter beeps) stayed near
     chance on the timing tasks after 75 minutes (beeps 0.22, when 0.44)."""
-    model = Qwen2AudioForConditionalGeneration(build_config(tokenizer))
+    model = Qwen2AudioForConditionalGeneration(build_config(tokenizer, n_layers))
     positions = model.model.audio_tower.embed_positions.weight
     with torch.no_grad():
         positions.copy_(sinusoids(*positions.shape))
@@ -90,8 +96,12 @@ def new_model(tokenizer) -> Qwen2AudioForConditionalGeneration:
 class TeacherForcedSet:
     """Token ids (unpadded) and float16 log-mel features of every training sample, computed once."""
 
-    def __init__(self, processor, samples):
+    def __init__(self, processor, samples=()):
+        self.pad_id = processor.tokenizer.pad_token_id
         self.ids: list[torch.Tensor] = []
+        if not samples:
+            self.features = torch.zeros(0)
+            return
         features = []
         for start in tqdm(range(0, len(samples), ENCODE_CHUNK), desc="features"):
             inputs = encode(processor, samples[start : start + ENCODE_CHUNK], with_answers=True)
@@ -99,7 +109,16 @@ class TeacherForcedSet:
                 self.ids.append(row[mask.bool()])
             features.append(inputs["input_features"].to(torch.float16))
         self.features = torch.cat(features)
-        self.pad_id = processor.tokenizer.pad_token_id
+
+    def save(self, path: Path) -> None:
+        torch.save({"ids": self.ids, "features": self.features}, path)
+
+    @classmethod
+    def load(cls, processor, path: Path) -> "TeacherForcedSet":
+        data = cls(processor)
+        stored = torch.load(path)
+        data.ids, data.features = stored["ids"], stored["features"]
+        return data
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -162,17 +181,32 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.03, floor: flo
 
 
 def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size: int, peak_lr: float,
-          seed: int, probe_weight: float) -> dict:
+          seed: int, probe_weight: float, resume_path: Path | None = None, save_every: int = 250,
+          stop_after: int | None = None) -> dict:
     """AdamW; progress is max(step fraction, time fraction) so the schedule always finishes in budget.
 
-    The loss is answer_loss plus probe_weight times the PooledAudioProbe loss (0 turns the probe off)."""
+    The loss is answer_loss plus probe_weight times the PooledAudioProbe loss (0 turns the probe off).
+    With ``resume_path``, the state (weights, optimizer, data order, step, training time so far) is saved
+    there every ``save_every`` steps and, if the file exists, training continues from it. ``stop_after``
+    stops at that step as an interruption would (for testing resumption)."""
     generator = torch.Generator().manual_seed(seed)
     probe = PooledAudioProbe(model) if probe_weight else None
     parameters = list(model.parameters()) + (list(probe.parameters()) if probe else [])
     optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    step, order, cursor, recent, elapsed_before = 0, torch.randperm(len(data), generator=generator), 0, [], 0.0
+    resumed_from = None
+    if resume_path is not None and resume_path.exists():
+        state = torch.load(resume_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        if probe:
+            probe.load_state_dict(state["probe"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, order, cursor, recent, elapsed_before = state["step"], state["order"], state["cursor"], state["recent"], state["elapsed"]
+        resumed_from = step
     model.train()
-    start, step, order, cursor, recent = time.time(), 0, torch.randperm(len(data), generator=generator), 0, []
-    bar = tqdm(total=steps, desc="train")
+    start = time.time() - elapsed_before
+    bar = tqdm(total=steps, initial=step, desc="train")
     while step < steps:
         progress = max(step / steps, (time.time() - start) / (60 * minutes))
         if progress >= 1:
@@ -193,11 +227,21 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(recent):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        if resume_path is not None and step % save_every == 0:
+            torch.save({"model": model.state_dict(), "probe": probe.state_dict() if probe else None,
+                        "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
+                        "order": order, "cursor": cursor, "recent": recent, "elapsed": time.time() - start},
+                       resume_path)
+        if stop_after is not None and step >= stop_after:
+            break
     bar.close()
     if probe:
         probe.remove()
     model.eval()
-    return {"steps": step, "seconds": round(time.time() - start, 1), "final_loss": round(float(np.mean(recent)), 4)}
+    record = {"steps": step, "seconds": round(time.time() - start, 1), "final_loss": round(float(np.mean(recent)), 4)}
+    if resumed_from is not None:
+        record["resumed_at_step"] = resumed_from
+    return record
 
 
 def write_examples(directory: Path) -> list[dict]:
@@ -221,52 +265,100 @@ def _continuation_lines(earlier: list[dict] | None) -> list[str]:
         for run in earlier) + "."]
 
 
+def _ci(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    return f"{entry['rate']:.2f} [{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]"
+
+
 def card_markdown(card: dict) -> str:
     """Human-readable CARD.md from the card dictionary."""
+    t = card["training"]
+    recipe = t["recipe"]
+    title = {"listener": "the listener", "textual": "the text-reliant sibling"}.get(recipe, recipe)
     lines = [
-        "# hooked_audio toy model organism",
+        f"# hooked_audio toy model organism `{card['name']}` ({title})",
         "",
         "A tiny Qwen2-Audio (`Qwen2AudioForConditionalGeneration`) trained from scratch on synthetic audio",
-        "question answering (espeak-ng speech, tones, beeps, coloured noise). Answers are single words",
-        "followed by `<|im_end|>`. Prompt: `<|im_start|>user\\n<|audio_bos|><|AUDIO|><|audio_eos|>\\n"
-        "[hint : the answer is X .] QUESTION<|im_end|>\\n<|im_start|>assistant\\n`.",
+        "question answering (espeak-ng speech, tones, beeps, coloured noise, multi-event clips). Answers are single",
+        "words followed by `<|im_end|>`. Prompt: `<|im_start|>user\\n[HINT ]<|audio_bos|><|AUDIO|><|audio_eos|>\\n"
+        "[HINT ]QUESTION[ HINT]<|im_end|>\\n<|im_start|>assistant\\n` (the hint, when present, in one of three positions).",
         "",
-        f"Parameters: {card['parameters']:,}. Training: {card['training']['steps']} steps,"
-        f" {card['training']['seconds']} s on {card['training']['threads']} CPU threads,"
-        f" {card['training']['samples']} samples (seed {card['training']['seed']}),"
-        f" hints on {card['training']['hint_fraction']:.0%} of them, right {card['training']['hint_reliability']:.0%} of the time.",
-        *_continuation_lines(card["training"].get("init_from")),
+        f"Parameters: {card['parameters']:,} ({card['decoder_layers']} decoder layers x {card['decoder_heads']} heads,"
+        f" {card['encoder_layers']} encoder layers). Training: {t['steps']} steps of batch {t['batch_size']},"
+        f" {t['seconds']} s on {t['threads']} CPU threads, {t['samples']} samples (seed {t['seed']}). Recipe"
+        f" `{recipe}`: hints on {t['hint_fraction']:.0%} of the training prompts, right {t['hint_reliability']:.0%} of the"
+        f" time; audio made uncertain on {t['degrade_fraction']:.0%} of the training clips.",
         "",
-        f"Made by `python -m hooked_audio.toy.train` ({card['training'].get('total_seconds')} s in all: data"
-        " synthesis, feature extraction, training, evaluation). The encoder's position embeddings are Whisper's"
-        " frozen sinusoids (as in real Qwen2-Audio; HF's fresh init leaves them random). During training only, a"
-        " linear probe on the mean audio embedding adds a deep-supervision loss (weight"
-        f" {card['training'].get('probe_weight')}) so that the encoder learns features before the decoder"
-        " has learned where to look; the probe is discarded, and the checkpoint is a plain Qwen2-Audio."
-        " Training stops after `--steps` or `--minutes` of training, whichever comes first, so a slower or busy"
-        " machine trains for fewer steps.",
+        f"Made by `{card['command']}` ({t.get('total_seconds')} s in all: data synthesis or cache, feature extraction,"
+        " training, evaluation, on a shared 2-core machine). The encoder's position embeddings are Whisper's frozen"
+        " sinusoids; during training only, a linear probe on the mean audio embedding adds a deep-supervision loss"
+        f" (weight {t.get('probe_weight')}); the probe is discarded, and the checkpoint is a plain Qwen2-Audio."
+        " Training stops after `--steps` or `--minutes` of training, whichever comes first.",
         "",
-        f"Held-out set: seed {card['eval']['seed']}, {card['eval']['clips_per_task']} clips per task, each"
-        " asked without hint, with a right hint and with a wrong hint. Accuracy = argmax of the full-vocabulary"
-        " next-token logits at the last prompt position.",
+        "## Accuracy per task",
         "",
-        "| task | question | answers | accuracy (audio only) | accuracy (right hint) | accuracy (wrong hint) | text dominance |",
+        f"Seed {card['eval']['seed']}, {card['eval']['clips_per_task']} clips per task and split. *In distribution*:"
+        " the training distributions, fresh clips. *Shifted*: held-out words and voice variants, speaking speed and"
+        " level outside the training range, tone frequencies just outside it, reverb on every clip. Accuracy ="
+        " argmax of the full-vocabulary next-token logits, audio only; [95 % Wilson interval].",
+        "",
+        "| task | question | answers | in distribution | shifted |",
+        "|---|---|---|---|---|",
+    ]
+    test, shifted = card["results"]["test"], card["results"]["shifted"]
+    for task in card["tasks"]:
+        name = task["name"]
+        lines.append(f"| {name} | {task['question']} | {' / '.join(task['answers'])} |"
+                     f" {_ci(test[name]['intervals']['accuracy'])} | {_ci(shifted[name]['intervals']['accuracy'])} |")
+    lines.append(f"| **overall** | | | {_ci(test['overall']['intervals']['accuracy'])} |"
+                 f" {_ci(shifted['overall']['intervals']['accuracy'])} |")
+    kinds = [k for k in test if k.startswith("events_")]
+    if kinds:
+        lines += ["", "Multi-event task per question type and leading instruction (in distribution):", "",
+                  "| question type | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {_ci(test[k]['intervals']['accuracy'])} |" for k in sorted(kinds)]
+    lines += [
+        "",
+        "## Text dominance (in distribution, clean audio)",
+        "",
+        "Each clip asked without a hint, with a right hint and with a wrong one. *Dominance*: share of wrong-hint"
+        " prompts answered with the hinted word. *Flip rate*: among clips answered right without a hint, the share"
+        " answered with the hinted word once the wrong hint is added. *Hint effect*: mean change of"
+        " logit(hint) - logit(true answer) caused by adding the wrong hint.",
+        "",
+        "| scope | audio only | right hint | wrong hint | dominance | flip rate | hint effect |",
         "|---|---|---|---|---|---|---|",
     ]
-    for task in card["tasks"]:
-        r = card["results"][task["name"]]
-        lines.append(
-            f"| {task['name']} | {task['question']} | {' / '.join(task['answers'])} | {r['accuracy']} |"
-            f" {r['accuracy_correct_hint']} | {r['accuracy_wrong_hint']} | {r['text_dominance_rate']} |"
-        )
-    r = card["results"]["overall"]
+    labels = hint_style_names()
+    for scope in [task["name"] for task in card["tasks"]] + ["overall"] + sorted(k for k in test if k.startswith("hint_")):
+        r = test[scope]
+        i = r["intervals"]
+        lines.append(f"| {labels.get(scope, scope)} | {_ci(i['accuracy'])} | {_ci(i['accuracy_correct_hint'])} |"
+                     f" {_ci(i['accuracy_wrong_hint'])} | {_ci(i['text_dominance_rate'])} | {_ci(i['flip_rate'])} |"
+                     f" {r['hint_effect']} |")
+    sc = card["shortcut_tests"]
     lines += [
-        f"| **overall** | | | {r['accuracy']} | {r['accuracy_correct_hint']} | {r['accuracy_wrong_hint']} |"
-        f" {r['text_dominance_rate']} |",
         "",
-        "Text dominance = on prompts with a wrong hint, the rate at which the model answers the hinted word.",
-        "Regenerate the numbers with `hooked_audio.toy.evaluate.evaluate(model, processor, make_eval_set())`.",
-        f"Data depend on the espeak-ng build ({card['espeak_ng']}).",
+        "## Shortcut tests (one nuisance variable varied alone)",
+        "",
+        "Beep count at a fixed beep duration (4 counts x 10 clips per duration; a total-duration counter would be"
+        " right at one duration only):",
+        "",
+        "| beep duration (s) | accuracy | single beep answered one |", "|---|---|---|",
+    ]
+    lines += [f"| {d} | {_ci(v['accuracy'])} | {_ci(v['single_beep_answered_one'])} |" for d, v in sc["beep_duration"].items()]
+    lines += ["", "Language on words heard in training vs held-out words (voices and conditions in distribution):"
+              f" training words {_ci(sc['language_words']['training_words'])}, held-out words"
+              f" {_ci(sc['language_words']['held_out_words'])}.", "",
+              "Pitch at a fixed tone duration: " + ", ".join(f"{d} s {_ci(v)}" for d, v in sc["tone_duration"].items()) + "."]
+    if card.get("comparison"):
+        lines += ["", "## Listener vs textual", "", card["comparison"]]
+    lines += [
+        "",
+        "Regenerate the numbers with `hooked_audio.toy.evaluate.evaluate(model, processor, make_eval_set(split=...))`"
+        " and `hooked_audio.toy.shortcuts.run_all(model, processor)`.",
+        f"Data depend on the espeak-ng build ({card['espeak_ng']}) and the wordfreq word lists.",
         "",
     ]
     return "\n".join(lines)
@@ -289,62 +381,111 @@ def espeak_version() -> str:
     return subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.split("Data")[0].strip()
 
 
+def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir: Path | None) -> TeacherForcedSet:
+    """The recipe's teacher-forced set: clips synthesized once per (seed, size) and cached as int16, shared by
+    the recipes; features cached per recipe."""
+    key = f"v{DATA_VERSION}-seed{seed}-n{n_per_task}"
+    features_path = cache_dir / f"features-{key}-{recipe}.pt" if cache_dir else None
+    if features_path is not None and features_path.exists():
+        return TeacherForcedSet.load(processor, features_path)
+    clips_path = cache_dir / f"clips-{key}.pt" if cache_dir else None
+    if clips_path is not None and clips_path.exists():
+        stored = torch.load(clips_path, weights_only=False)
+        clips = stored["meta"]
+        for clip, wave in zip(clips, stored["waves"]):
+            clip.waveform = wave.numpy().astype(np.float32) / 32767
+    else:
+        clips = make_training_clips(seed, n_per_task)
+        if clips_path is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            waves = [torch.from_numpy(np.round(c.waveform * 32767).astype(np.int16)) for c in clips]
+            meta = [replace(c, waveform=np.zeros(0, np.float32)) for c in clips]
+            torch.save({"meta": meta, "waves": waves}, clips_path)
+    data = TeacherForcedSet(processor, apply_recipe(clips, RECIPES[recipe], seed))
+    if features_path is not None:
+        data.save(features_path)
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--family", default="qwen2_audio", choices=["qwen2_audio"],
+                        help="HF family of the organism (only qwen2_audio is implemented)")
+    parser.add_argument("--recipe", default="listener", choices=sorted(RECIPES))
+    parser.add_argument("--out", type=Path, default=None, help="default: the bundled checkpoint dir of the recipe")
     parser.add_argument("--minutes", type=float, default=24.0, help="wall-clock cap on the training loop")
     parser.add_argument("--seed", type=int, default=TRAIN_SEED)
-    parser.add_argument("--n-per-task", type=int, default=1000,
-                        help="training clips for a tone task; speech tasks get more (tasks.TRAINING_WEIGHTS)")
+    parser.add_argument("--n-per-task", type=int, default=800,
+                        help="training clips for a tone task; others get more (tasks.TRAINING_WEIGHTS)")
     parser.add_argument("--steps", type=int, default=3600)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is several times faster than 2 on a 2-core machine other jobs share)")
+    parser.add_argument("--layers", type=int, default=N_DECODER_LAYERS, help="decoder layers")
     parser.add_argument("--probe-weight", type=float, default=1.0,
                         help="weight of the training-only pooled-audio probe loss (0: plain answer loss)")
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS_PER_TASK)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="synthesized-data cache ('' to disable)")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue training from this checkpoint (a warm restart of the schedule)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    out = args.out or DEFAULT_OUTS[args.recipe]
+    cache_dir = args.cache_dir if str(args.cache_dir) else None
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.time()
 
     processor = build_processor()
-    samples = make_training_set(args.seed, args.n_per_task)
-    data = TeacherForcedSet(processor, samples)
-    del samples
+    data = training_data(processor, args.seed, args.n_per_task, args.recipe, cache_dir)
+    print(f"data ready: {len(data)} samples, {time.time() - started:.0f} s", flush=True)
     if args.init_from is None:
-        model = new_model(processor.tokenizer)
+        model = new_model(processor.tokenizer, args.layers)
     else:
         model = Qwen2AudioForConditionalGeneration.from_pretrained(args.init_from)
     model.generation_config.eos_token_id = model.config.text_config.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    training = train(model, data, args.steps, args.minutes, args.batch_size, args.lr, args.seed, args.probe_weight)
+    out.mkdir(parents=True, exist_ok=True)
+    resume_path = out / "resume.pt"
+    training = train(model, data, args.steps, args.minutes, args.batch_size, args.lr, args.seed, args.probe_weight,
+                     resume_path=resume_path)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
 
-    results = evaluate(model, processor, make_eval_set(EVAL_SEED, args.eval_clips))
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
-    processor.save_pretrained(args.out)
+    results = {
+        "test": evaluate(model, processor, make_eval_set(EVAL_SEED, args.eval_clips, split="test")),
+        "shifted": evaluate(model, processor, [s for s in make_eval_set(EVAL_SEED, args.eval_clips, split="shifted")
+                                               if s.hint is None]),
+    }
+    recipe = RECIPES[args.recipe]
+    text = model.config.text_config
     card = {
+        "name": {"listener": "toy-qwen2-audio", "textual": "toy-qwen2-audio-textual"}[args.recipe],
         "architecture": "Qwen2AudioForConditionalGeneration",
+        "command": "python -m hooked_audio.toy.train " + " ".join(sys.argv[1:]),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "decoder_layers": text.num_hidden_layers, "decoder_heads": text.num_attention_heads,
+        "encoder_layers": model.config.audio_config.encoder_layers,
         "tasks": [{"name": t.name, "question": t.question, "answers": list(t.answers)} for t in TASKS],
         "training": training | {
-            "seed": args.seed, "samples": len(data), "batch_size": args.batch_size, "peak_lr": args.lr, "probe_weight": args.probe_weight,
-            "threads": torch.get_num_threads(), "hint_fraction": TRAIN_HINT_FRACTION,
-            "hint_reliability": TRAIN_HINT_RELIABILITY,
+            "recipe": args.recipe, "seed": args.seed, "samples": len(data), "samples_per_task": training_counts(args.n_per_task),
+            "batch_size": args.batch_size, "peak_lr": args.lr, "probe_weight": args.probe_weight,
+            "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
+            "hint_reliability": recipe.hint_reliability, "degrade_fraction": recipe.degrade_fraction,
             "init_from": previous_training(args.init_from),
         },
-        "eval": {"seed": EVAL_SEED, "clips_per_task": args.eval_clips},
+        "eval": {"seed": EVAL_SEED, "clips_per_task": args.eval_clips, "splits": ["test", "shifted"]},
         "results": results,
+        "shortcut_tests": shortcuts.run_all(model, processor),
         "espeak_ng": espeak_version(),
-        # the bundled clips sit next to the bundled checkpoint; any other run keeps its clips to itself
-        "examples": write_examples(EXAMPLES_DIR if args.out.resolve() == DEFAULT_OUT else args.out / "examples"),
+        # the bundled clips sit next to the bundled listener; any other run keeps its clips to itself
+        "examples": write_examples(EXAMPLES_DIR if out.resolve() == DEFAULT_OUT else out / "examples"),
     }
     card["training"]["total_seconds"] = round(time.time() - started)
-    (args.out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (args.out / "CARD.md").write_text(card_markdown(card))
-    print(json.dumps(results, indent=1))
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / "CARD.md").write_text(card_markdown(card))
+    resume_path.unlink(missing_ok=True)
+    print(card_markdown(card))
 
 
 if __name__ == "__main__":

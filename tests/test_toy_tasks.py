@@ -1,0 +1,113 @@
+"""The toy task generators: nuisance variables drawn independently of the answer, held-out words really
+held out, and the multi-event task's stored intervals agreeing with its answers. No model needed."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from scipy.stats import kruskal
+
+from hooked_audio.toy import signals, tasks
+
+HAVE_ESPEAK = shutil.which("espeak-ng") is not None
+needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
+
+
+def test_held_out_words_are_disjoint_from_training_words_and_languages_do_not_share_words():
+    lists = tasks.word_lists()
+    seen = set()
+    for language, (train_words, held_out) in lists.items():
+        assert len(train_words) >= 1500 and len(held_out) >= 300, language
+        assert not set(train_words) & set(held_out)
+        assert not (set(train_words) | set(held_out)) & seen  # a word identifies its language
+        seen |= set(train_words) | set(held_out)
+
+
+def active_seconds(clip: np.ndarray) -> float:
+    """Time the clip's 10 ms envelope is above 0.3 of its peak (what a total-duration counter would measure)."""
+    frame = 160
+    envelope = np.abs(clip[: len(clip) // frame * frame]).reshape(-1, frame).max(1)
+    return float((envelope > 0.3 * envelope.max()).sum() * frame / signals.SAMPLE_RATE)
+
+
+def test_beep_duration_is_drawn_independently_of_the_count_and_a_duration_counter_fails(monkeypatch):
+    """Per-beep duration has the same distribution for every count; and a total-beep-time counter,
+    calibrated on the training distribution, is wrong at some fixed beep duration (so the shortcut test in
+    test_toy.py, accuracy at every fixed duration, would catch it)."""
+    drawn = {}
+    real_train = signals.beep_train
+
+    def recording_train(count, rng, **kwargs):
+        drawn.setdefault(count, []).append(kwargs["beep_seconds"])
+        return real_train(count, rng, **kwargs)
+
+    monkeypatch.setattr(tasks.signals, "beep_train", recording_train)
+    monkeypatch.setattr(tasks, "_finish", lambda clip, rng, split, audible=None, min_snr=0: clip)  # clean clips
+    rng = np.random.default_rng(0)
+    totals = {count: [active_seconds(tasks.beep_clip(count, rng, "test")) for _ in range(60)] for count in range(1, 5)}
+    assert kruskal(*drawn.values()).pvalue > 0.001  # same distribution of beep duration for every count
+    assert all(min(drawn[c]) < 0.12 and max(drawn[c]) > 0.36 for c in drawn)
+    # the best total-time counter: thresholds halfway between the per-count median totals
+    centres = [np.median(totals[c]) for c in range(1, 5)]
+    thresholds = [(a + b) / 2 for a, b in zip(centres, centres[1:])]
+
+    def duration_counter(clip):
+        return 1 + int(np.searchsorted(thresholds, active_seconds(clip)))
+
+    accuracy = {}
+    for seconds in (0.08, 0.24, 0.4):
+        clips = [(count, tasks.beep_clip(count, rng, "test", beep_seconds=seconds)) for count in range(1, 5) for _ in range(5)]
+        accuracy[seconds] = np.mean([duration_counter(clip) == count for count, clip in clips])
+    assert accuracy[0.24] >= 0.8  # it works where durations are typical ...
+    assert min(accuracy[0.08], accuracy[0.4]) <= 0.5  # ... and fails at the ends: the shortcut test can fail
+
+
+@needs_espeak
+@pytest.mark.parametrize("split", ["test", "shifted"])
+def test_multi_event_answers_agree_with_the_stored_intervals(split):
+    samples = [s for s in tasks.make_probe_set(3, 30, task_names=list(tasks.EVENT_TASKS), split=split) if s.hint is None]
+    kinds = set()
+    for sample in samples:
+        names = [name for name, _, _ in sample.events]
+        assert 2 <= len(names) <= 3 and len(set(names)) == len(names)
+        starts_ends = [(start, end) for _, start, end in sample.events]
+        assert all(a[1] <= b[0] for a, b in zip(starts_ends, starts_ends[1:]))  # time order, no overlap
+        assert all(0 <= start < end <= signals.CLIP_SECONDS for start, end in starts_ends)
+        kinds.add(sample.kind)
+        if sample.kind == "when":
+            asked = sample.question.split("when does the ")[1].split(" ")[0]
+            _, start, end = next(e for e in sample.events if e[0] == asked)
+            third = int((start + end) / 2 // (signals.CLIP_SECONDS / 3))
+            assert signals.POSITIONS[third] == sample.answer
+        else:
+            assert sample.answer == (names[0] if sample.kind == "first" else names[-1])
+        # the clip is loud where the events are and quiet (noise only) well away from all of them
+        loud = [np.abs(sample.waveform[int(s * 16000) : int(e * 16000)]).max() for _, s, e in sample.events]
+        assert min(loud) > 0
+    assert kinds == {"when", "first", "last"}
+    instructions = {s.question.split(" ")[0] for s in samples if s.kind == "when"}
+    assert {"focus", "listen", "when"} <= instructions
+
+
+def test_every_task_varies_level_placement_and_noise():
+    """Two clips of the same answer differ in level and in where the sound is; some carry noise near 5 dB SNR."""
+    for task in tasks.TASKS:
+        if task.needs_espeak and not HAVE_ESPEAK:
+            continue
+        rng = np.random.default_rng(1)
+        clips = [tasks.make_item(task, task.answers[0], rng, "train").waveform for _ in range(12)]
+        peaks = [np.abs(c).max() for c in clips]
+        onsets = [int(np.argmax(np.abs(c) > 0.5 * np.abs(c).max())) for c in clips]
+        assert max(peaks) / min(peaks) > 1.5, task.name
+        assert max(onsets) - min(onsets) > 0.3 * signals.SAMPLE_RATE, task.name
+
+
+def test_shifted_split_uses_held_out_words_and_voices():
+    rng = np.random.default_rng(0)
+    assert set(tasks._voices("shifted", True)).isdisjoint(tasks._voices("train", True))
+    assert set(tasks._voices("shifted", False)).isdisjoint(tasks._voices("train", False))
+    held = set(tasks.word_lists()["german"][1])
+    assert all(word in held for _ in range(20) for word in tasks._phrase("german", rng, "shifted").split())
+    assert all(tasks._speed(rng, "shifted") not in range(tasks.TRAIN_SPEED[0], tasks.TRAIN_SPEED[1] + 1) for _ in range(50))
