@@ -1,39 +1,256 @@
-"""``AudioActivationCache``: TransformerLens's ``ActivationCache`` that also knows where the audio is.
+"""``AudioActivationCache``: TransformerLens's ``ActivationCache`` that knows where the audio is, and the
+layout of every activation it holds.
 
 Everything ``ActivationCache`` does works unchanged (``cache["pattern", 3]``, ``accumulated_resid``,
-``decompose_resid``, ``stack_head_results``, ``logit_attrs``, patching); ``cache.inputs`` is the
-``AudioTextInput`` of the run, so audio spans and a time axis are always at hand.
+``decompose_resid``, ``stack_head_results``, ``logit_attrs``, patching). On top of that:
+
+- Layouts. Not every activation's leading axis is the batch row:
+
+    ``batch``        decoder activations ``[batch, pos, ...]`` (patterns/scores ``[batch, head, q_pos, k_pos]``)
+    ``audio_token``  ``hook_audio_embeds`` ``[audio_tok, d_model]``: the audio tokens of all rows, row-major
+    ``window``       encoder activations ``[window, ...]``: one row per feature row (a clip, or one window
+                     of a long clip); Qwen-Omni's encoder blocks run ``k`` attention windows per feature row
+
+  ``remove_batch_dim``, ``apply_slice_to_batch_dim`` and ``run_with_cache(positions=...)`` respect them: a
+  row's audio tokens and windows go with the row.
+- Positions. ``audio_spans``, ``audio_positions``, ``last_positions``, ``token_times()`` and
+  ``to_str_tokens``-style indexing describe *this cache's own* positions and rows: after
+  ``positions="audio"`` position 0 of every activation is the first audio token, and ``cache.audio_positions``
+  says so. ``cache.positions`` maps them back to positions of the full run (``cache.inputs``).
+- Direct logit attribution is exact without weight folding: ``apply_ln_to_stack`` applies the norm's weight
+  as well as its cached scale (TransformerLens assumes the weight was folded into the next layer).
 """
 
 from __future__ import annotations
 
-import torch
-from jaxtyping import Float, Int
-from transformer_lens import ActivationCache
+import weakref
+from typing import Literal
 
-from .audio.inputs import AudioSpan, AudioTextInput
+import torch
+from jaxtyping import Bool, Float, Int
+from transformer_lens import ActivationCache
+from transformer_lens.utilities import Slice
+
+from .audio.inputs import AudioSpan, AudioTextInput, spans_of
+
+Layout = Literal["batch", "audio_token", "window"]
+
+# Every tensor handed out by a full-position cache, by id, with the audio layout of the run it came from, so
+# that a hook holding one (as ``transformer_lens.patching``'s do) can be checked against the run it patches
+# (``check_patch_alignment``). Entries go when their tensor does.
+_SOURCES: dict[int, tuple["weakref.ref[torch.Tensor]", Bool[torch.Tensor, "batch pos"]]] = {}
+
+
+def _remember(tensor: torch.Tensor, audio_mask: torch.Tensor) -> None:
+    key = id(tensor)
+    _SOURCES[key] = (weakref.ref(tensor, lambda _, key=key: _SOURCES.pop(key, None)), audio_mask)
+
+
+def _source_audio_mask(value) -> torch.Tensor | None:
+    entry = _SOURCES.get(id(value)) if isinstance(value, torch.Tensor) else None
+    return entry[1] if entry is not None and entry[0]() is value else None
+
+
+def activation_layout(name: str) -> Layout:
+    if name.startswith(("audio_encoder.", "audio_time_rotary.")):
+        return "window"
+    if name == "hook_audio_embeds":
+        return "audio_token"
+    return "batch"
+
+
+def position_dims(name: str) -> tuple[int, ...]:
+    """The decoder-position axes of a ``batch``-layout activation (with its batch axis)."""
+    return (2, 3) if name.endswith(("hook_pattern", "hook_attn_scores")) else (1,)
 
 
 class AudioActivationCache(ActivationCache):
-    def __init__(self, cache_dict: dict[str, torch.Tensor], model, inputs: AudioTextInput, has_batch_dim: bool = True):
+    def __init__(
+        self,
+        cache_dict: dict[str, torch.Tensor],
+        model,
+        inputs: AudioTextInput,
+        has_batch_dim: bool = True,
+        positions: Int[torch.Tensor, "pos"] | None = None,
+    ):
+        """``inputs``: the run's full input; ``positions``: the decoder positions of it that this cache
+        keeps, in order (None: all)."""
         super().__init__(cache_dict, model, has_batch_dim=has_batch_dim)
         self.inputs = inputs
+        self.positions = torch.arange(inputs.shape[1]) if positions is None else torch.as_tensor(positions).cpu()
+
+    # --- tensors, remembered for the alignment check ---------------------------------------------
+    def __getitem__(self, key) -> torch.Tensor:
+        value = super().__getitem__(key)
+        if isinstance(value, torch.Tensor) and len(self.positions) == self.inputs.shape[1]:
+            _remember(value, self.inputs.audio_mask.cpu())
+        return value
+
+    # --- layouts ---------------------------------------------------------------------------------
+    def row_of(self, name: str) -> Int[torch.Tensor, "leading"]:
+        """The batch row (of ``self.inputs``) each leading-axis entry of activation ``name`` belongs to."""
+        act = self.cache_dict[name]
+        layout = activation_layout(name)
+        if layout == "batch":
+            return torch.arange(self.inputs.shape[0])
+        if layout == "audio_token":
+            return self._audio_token_rows()
+        window_rows = self.inputs.window_rows
+        if window_rows is None or act.shape[0] % len(window_rows):
+            raise ValueError(f"cannot tell which batch row each of the {act.shape[0]} rows of {name!r} belongs to")
+        return window_rows.repeat_interleave(act.shape[0] // len(window_rows))
+
+    def _audio_token_rows(self) -> Int[torch.Tensor, "audio_tok"]:
+        return torch.nonzero(self._held_audio())[:, 0]
+
+    def _held_audio(self) -> Bool[torch.Tensor, "batch full_pos"]:
+        """The audio positions of the full run whose tokens this cache holds (``hook_audio_embeds`` rows)."""
+        full = self.inputs.audio_mask.cpu()
+        held = torch.zeros_like(full)
+        held[:, self.positions] = full[:, self.positions]
+        return held
+
+    def remove_batch_dim(self, batch_size: int | None = None) -> "AudioActivationCache":
+        if not self.has_batch_dim:
+            raise ValueError("the batch dimension is already removed")
+        if self.inputs.shape[0] != 1:
+            raise ValueError(f"remove_batch_dim needs a batch of 1, the cache holds {self.inputs.shape[0]} rows")
+        for name, act in self.cache_dict.items():
+            if activation_layout(name) == "batch":  # audio tokens and windows all belong to row 0 already
+                self.cache_dict[name] = act[0]
+        self.has_batch_dim = False
+        return self
+
+    def apply_slice_to_batch_dim(self, batch_slice) -> "AudioActivationCache":
+        """A cache of some batch rows: each row keeps its own audio tokens, encoder windows and metadata."""
+        if not isinstance(batch_slice, Slice):
+            batch_slice = Slice(batch_slice)
+        if not self.has_batch_dim:
+            raise ValueError("this cache has no batch dimension to slice")
+        rows = batch_slice.apply(torch.arange(self.inputs.shape[0]))
+        rows = rows.reshape(-1)
+        keep = {}
+        for name, act in self.cache_dict.items():
+            if activation_layout(name) == "batch":
+                keep[name] = act[rows]
+            else:
+                owner = self.row_of(name)
+                keep[name] = act[torch.isin(owner, rows).to(act.device)]
+        if not torch.equal(rows.sort().values, rows):
+            raise ValueError(f"batch rows must be in increasing order to keep the audio aligned, got {rows.tolist()}")
+        return AudioActivationCache(keep, self.model, self.inputs.select_rows(rows.tolist()), True, self.positions)
+
+    def restrict_positions(self, positions: Int[torch.Tensor, "pos"]) -> "AudioActivationCache":
+        """Keep only some decoder positions (of this cache) in every activation with a position axis, and the
+        audio tokens at them; encoder activations stay whole."""
+        positions = torch.as_tensor(positions).cpu().long()
+        n_pos = len(self.positions)
+        if positions.ndim != 1 or len(positions) == 0:
+            raise ValueError(f"positions must be a non-empty list of indices, got shape {tuple(positions.shape)}")
+        if bool(((positions < -n_pos) | (positions >= n_pos)).any()):
+            raise IndexError(f"positions {positions.tolist()} are outside the {n_pos} positions of this cache")
+        positions = positions % n_pos
+        if len(positions.unique()) != len(positions) or not torch.equal(positions.sort().values, positions):
+            raise ValueError(f"positions must be increasing and distinct, got {positions.tolist()}")
+        shift = 0 if self.has_batch_dim else 1
+        keep = {}
+        for name, act in self.cache_dict.items():
+            layout = activation_layout(name)
+            if layout == "batch":
+                for dim in position_dims(name):
+                    act = act.index_select(dim - shift, positions.to(act.device))
+            elif layout == "audio_token":  # keep the audio tokens whose positions stay
+                held = self._held_audio()
+                kept = torch.zeros_like(held)
+                kept[:, self.positions[positions]] = held[:, self.positions[positions]]
+                act = act[kept[held].to(act.device)]
+            keep[name] = act
+        return AudioActivationCache(keep, self.model, self.inputs, self.has_batch_dim, self.positions[positions])
+
+    # --- positions, as this cache holds them ------------------------------------------------------
+    def _view(self, mask: Bool[torch.Tensor, "batch full_pos"]) -> Bool[torch.Tensor, "batch pos"]:
+        return mask.cpu()[:, self.positions]
+
+    def _per_row(self, value: list):
+        return value if self.has_batch_dim else value[0]
 
     @property
-    def audio_spans(self) -> list[list[AudioSpan]]:
-        return self.inputs.audio_spans
+    def audio_mask(self) -> Bool[torch.Tensor, "batch pos"]:
+        mask = self._view(self.inputs.audio_mask)
+        return mask if self.has_batch_dim else mask[0]
 
     @property
-    def audio_positions(self) -> list[Int[torch.Tensor, "n_audio"]]:
-        return self.inputs.audio_positions
+    def audio_spans(self) -> list[list[AudioSpan]] | list[AudioSpan]:
+        """Per row, the runs of audio tokens among this cache's positions, numbered by clip as in the run."""
+        full = self.inputs.audio_spans
+        spans = []
+        for row, row_mask in enumerate(self._view(self.inputs.audio_mask)):
+            clip_at = {pos: span.clip for span in full[row] for pos in range(span.start, span.end)}
+            spans.append([
+                AudioSpan(start, end, clip_at[int(self.positions[start])]) for start, end in spans_of(row_mask.tolist())
+            ])
+        return self._per_row(spans)
+
+    @property
+    def audio_positions(self) -> list[Int[torch.Tensor, "n_audio"]] | Int[torch.Tensor, "n_audio"]:
+        """Per row, this cache's positions that hold audio tokens."""
+        return self._per_row([torch.nonzero(row).flatten() for row in self._view(self.inputs.audio_mask)])
 
     @property
     def last_positions(self) -> Int[torch.Tensor, "batch"]:
-        return self.inputs.last_positions
+        """Per row, this cache's position of the run's last real token (an error if it was not kept)."""
+        full_last = self.inputs.last_positions.cpu()
+        hits = self.positions[None, :] == full_last[:, None]
+        if not bool(hits.any(1).all()):
+            raise ValueError(
+                "this cache does not hold the last position of every row (run_with_cache(positions=...) dropped it); "
+                "use cache.inputs.last_positions for positions of the full run"
+            )
+        last = hits.float().argmax(1)
+        return last if self.has_batch_dim else last[0]
 
     def token_times(self) -> Float[torch.Tensor, "batch pos 2"]:
-        return self.inputs.token_times()
+        """``[start_s, end_s]`` within its clip for every audio position of this cache; NaN at text positions."""
+        times = self.inputs.token_times()[:, self.positions]
+        return times if self.has_batch_dim else times[0]
 
     def __repr__(self) -> str:
-        n_audio = [len(p) for p in self.audio_positions]
+        n_audio = [len(p) for p in (self.audio_positions if self.has_batch_dim else [self.audio_positions])]
         return f"AudioActivationCache({len(self.cache_dict)} activations, audio tokens per row {n_audio})"
+
+    # --- exact direct logit attribution without folding -------------------------------------------
+    def apply_ln_to_stack(self, residual_stack, layer=None, mlp_input=False, pos_slice=None, batch_slice=None,
+                          has_batch_dim=True, recompute_ln=False):
+        """TransformerLens's ``apply_ln_to_stack`` (divide by the cached scale), then the norm's weight, so the
+        result is exactly what the norm makes of each component (TL leaves the weight to ``fold_ln``)."""
+        out = super().apply_ln_to_stack(residual_stack, layer, mlp_input, pos_slice, batch_slice, has_batch_dim,
+                                        recompute_ln)
+        n_layers = self.model.cfg.n_layers
+        if layer is None or layer == -1:
+            layer = n_layers
+        if recompute_ln and layer == n_layers:  # TL ran the real ln_final, weight included
+            return out
+        norm = self.model.ln_final if layer == n_layers else getattr(self.model.blocks[layer], "ln2" if mlp_input else "ln1")
+        return out * norm.w.to(out.dtype)
+
+
+def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
+    """Refuse a hook that carries activations cached from a run whose audio sits elsewhere: patching them by
+    position into this run would put audio where text is (or a 2 s clip over a 4 s one) without an error."""
+    ours = inputs.audio_mask.cpu()
+    for fn in hook_fns:
+        for value in [*getattr(fn, "args", ()), *getattr(fn, "keywords", {}).values()]:
+            theirs = _source_audio_mask(value)
+            if theirs is None or (theirs.shape == ours.shape and torch.equal(theirs, ours)):
+                continue
+            raise ValueError(
+                "a hook patches in activations cached from a run whose audio positions differ from this run's "
+                f"(cached: {theirs.shape[1]} positions, audio at {_describe(theirs)}; this run: {ours.shape[1]} "
+                f"positions, audio at {_describe(ours)}). Patching by position would misalign audio and text: use "
+                "clean and corrupted inputs with the same prompt and clip lengths (e.g. replace each clip by "
+                "silence or noise of the same length)"
+            )
+
+
+def _describe(audio_mask: Bool[torch.Tensor, "batch pos"]) -> str:
+    return "; ".join(",".join(f"{a}-{b}" for a, b in spans_of(row)) or "none" for row in audio_mask.tolist())

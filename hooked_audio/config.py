@@ -114,6 +114,7 @@ class HookedAudioConfig:
     norm_topk_prob: bool = True  # renormalise the chosen experts' router probabilities to sum to 1
     tie_word_embeddings: bool = False
     attn_only: bool = False  # always False here; read by TransformerLens's ActivationCache
+    default_prepend_bos: bool = False  # the supported tokenizers add no BOS (read by TransformerLens's utilities)
     device: str = "cpu"
     dtype: Any = None
     # audio side

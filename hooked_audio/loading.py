@@ -16,7 +16,7 @@ from torch import nn
 
 from .families import family_for_model_type
 from .model import HookedAudioTransformer
-from .weight_processing import fold_decoder_norms
+from .weight_processing import process_weights
 
 BUNDLED_MODELS = {"toy-qwen2-audio": Path(__file__).parent / "toy" / "checkpoint"}
 
@@ -29,11 +29,15 @@ def from_hf_model(
     dtype: torch.dtype | None = None,
     copy_weights: bool = True,
     fold_ln: bool = False,
+    fold_value_biases: bool = False,
+    center_unembed: bool = False,
+    center_writing_weights: bool = False,
 ) -> HookedAudioTransformer:
     """Re-implement ``hf_model``. Weights are copied (``copy_weights=False`` shares them, saving memory
-    when the HF model is thrown away); the HF model itself is never modified. ``fold_ln=True`` folds the
-    decoder's norm weights into the next linear maps (see ``weight_processing``) for exact direct logit
-    attribution; the default keeps every activation identical to HF's."""
+    when the HF model is thrown away); the HF model itself is never modified. The default keeps raw HF
+    weights, so every activation is HF's (direct logit attribution is exact all the same); ``fold_ln``,
+    ``fold_value_biases`` and ``center_unembed`` apply TransformerLens's weight processing
+    (``weight_processing``)."""
     family = family_for_model_type(hf_model.config.model_type)
     cfg = family.to_config(hf_model.config)
     check_tying(hf_model, cfg.tie_word_embeddings, family.name)
@@ -49,10 +53,10 @@ def from_hf_model(
     model.load_state_dict(state_dict, strict=True, assign=True)
     if cfg.tie_word_embeddings:
         model.unembed.weight = model.embed.weight
-    if fold_ln:
-        if not copy_weights:  # folding writes to the weights, which would otherwise be the HF model's
-            raise ValueError("fold_ln=True needs copy_weights=True")
-        fold_decoder_norms(model)
+    if fold_ln or fold_value_biases or center_unembed or center_writing_weights:
+        if not copy_weights:  # processing writes to the weights, which would otherwise be the HF model's
+            raise ValueError("weight processing (fold_ln, fold_value_biases, center_unembed) needs copy_weights=True")
+        process_weights(model, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     cfg.device = str(model.device)
@@ -97,8 +101,14 @@ def from_pretrained(
     dtype: torch.dtype | None = None,
     processor: Any = "auto",
     fold_ln: bool = False,
+    fold_value_biases: bool = False,
+    center_unembed: bool = False,
+    center_writing_weights: bool = False,
 ) -> HookedAudioTransformer:
-    """Load a supported HF checkpoint into a ``HookedAudioTransformer`` (offline when it is local)."""
+    """Load a supported HF checkpoint into a ``HookedAudioTransformer`` (offline when it is local); the weight
+    processing options are ``from_hf_model``'s."""
+    processing = dict(fold_ln=fold_ln, fold_value_biases=fold_value_biases, center_unembed=center_unembed,
+                      center_writing_weights=center_writing_weights)
     import transformers
     from transformers import AutoConfig
 
@@ -112,7 +122,8 @@ def from_pretrained(
     if processor == "auto":
         processor, tokenizer = load_processor(path)
     model = from_hf_model(
-        hf_model, processor=processor, tokenizer=tokenizer, device=device, copy_weights=fold_ln, fold_ln=fold_ln
+        hf_model, processor=processor, tokenizer=tokenizer, device=device, copy_weights=any(processing.values()),
+        **processing,
     )
     model.cfg.model_name = str(name_or_path)
     return model

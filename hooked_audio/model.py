@@ -10,8 +10,11 @@ The decoder half follows TransformerLens's hook names and ``cfg`` fields, so ``A
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -21,7 +24,7 @@ from torch import nn
 from transformer_lens import HookedRootModule
 
 from .audio.inputs import AudioTextInput, as_tensor_dict
-from .cache import AudioActivationCache
+from .cache import AudioActivationCache, check_patch_alignment
 from .components.block import TransformerBlock
 from .components.masks import causal_padding_mask
 from .components.moe import MoEMLP
@@ -32,6 +35,7 @@ from .components.time_rotary import TimeRotaryEmbedding
 from .config import HookedAudioConfig
 from .encoders import build_encoder
 from .hook_points import HookPoint, unknown_hook_name_error
+from .weight_views import TransformerLensWeights
 from .kv_cache import KVCache, at_position_offset
 
 HookName = str | Callable[[str], bool]
@@ -41,7 +45,7 @@ ModelInput = AudioTextInput | Mapping | torch.Tensor | str | list | None
 _IGNORED_INPUT_KEYS = {"num_audio_tokens", "token_type_ids"}
 
 
-class HookedAudioTransformer(HookedRootModule):
+class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
     def __init__(self, cfg: HookedAudioConfig, processor: Any = None, tokenizer: Any = None):
         super().__init__()
         self.cfg = cfg
@@ -99,22 +103,46 @@ class HookedAudioTransformer(HookedRootModule):
 
         return from_hf_model(hf_model, processor=processor, **kwargs)
 
-    # --- TransformerLens-style weight views ---------------------------------------------------------
-    @property
-    def W_E(self) -> Float[torch.Tensor, "d_vocab d_model"]:
-        return self.embed.weight
-
-    @property
-    def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
-        return self.unembed.weight.T
-
-    @property
-    def b_U(self) -> Float[torch.Tensor, "d_vocab"]:
-        return torch.zeros(self.cfg.d_vocab, dtype=self.W_U.dtype, device=self.W_U.device)
-
+    # --- devices, dtypes and TransformerLens switches --------------------------------------------------
     @property
     def device(self) -> torch.device:
         return self.embed.weight.device
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.half()``, ``.cuda()`` ...: keep ``cfg.device`` and ``cfg.dtype`` true afterwards."""
+        out = super()._apply(fn, recurse)
+        if self.embed.weight.device.type != "meta":
+            self.cfg.device, self.cfg.dtype = str(self.embed.weight.device), self.embed.weight.dtype
+        return out
+
+    def process_weights_(
+        self, fold_ln: bool = True, center_writing_weights: bool = False, center_unembed: bool = False,
+        fold_value_biases: bool = False,
+    ) -> "HookedAudioTransformer":
+        """TransformerLens's weight processing, in place (see ``weight_processing``; the defaults keep the logits)."""
+        from .weight_processing import process_weights
+
+        process_weights(self, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+        return self
+
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """TransformerLens switch; here ``hook_result`` is computed whenever something hooks or caches it."""
+        self.cfg.use_attn_result = bool(use_attn_result)
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        if use_split_qkv_input:
+            raise NotImplementedError(
+                "per-head q/k/v inputs (hook_q_input, ...) are not implemented; patch hook_q / hook_k / hook_v "
+                "or the residual stream instead"
+            )
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        if use_hook_mlp_in:
+            raise NotImplementedError("hook_mlp_in is not implemented; use blocks.{l}.hook_resid_mid (the MLP's input)")
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        if use_attn_in:
+            raise NotImplementedError("hook_attn_in is not implemented; use blocks.{l}.hook_resid_pre (the attention's input)")
 
     # --- inputs --------------------------------------------------------------------------------------
     def to_inputs(self, input: ModelInput = None, **kwargs) -> AudioTextInput:
@@ -149,7 +177,7 @@ class HookedAudioTransformer(HookedRootModule):
                 f"unexpected inputs {sorted(unknown)} for the {self.cfg.family} family; "
                 f"it takes input_ids, attention_mask, position_ids and {sorted(audio_keys)}"
             )
-        return AudioTextInput(
+        inputs = AudioTextInput(
             input_ids=input_ids,
             attention_mask=attention_mask,
             audio=kwargs,
@@ -157,6 +185,26 @@ class HookedAudioTransformer(HookedRootModule):
             seconds_per_token=self.cfg.seconds_per_audio_token if self.cfg.audio else 0.0,
             position_ids=position_ids,
         )
+        return replace(inputs, window_rows=self.window_rows(inputs))
+
+    def window_rows(self, inputs: AudioTextInput) -> Int[torch.Tensor, "window"] | None:
+        """The batch row each audio feature row (window) belongs to, from the tokens each window yields and
+        the runs of placeholders; None without audio, or when the counts disagree (the forward says why)."""
+        features = inputs.audio.get(self.cfg.audio_inputs.features)
+        if features is None or self.cfg.audio is None:
+            return None
+        features = features if features.ndim == 3 else features[None]
+        frame_mask = inputs.audio.get(self.cfg.audio_inputs.frame_mask) if self.cfg.audio_inputs.frame_mask else None
+        if frame_mask is None:
+            mel_lengths = torch.full((features.shape[0],), features.shape[2])
+        else:
+            mel_lengths = frame_mask.detach().cpu().long().sum(-1).reshape(-1)
+        tokens = self.audio_encoder.output_lengths(mel_lengths).cpu()
+        token_rows = torch.nonzero(inputs.audio_mask.cpu())[:, 0]
+        if int(tokens.sum()) != len(token_rows) or len(token_rows) == 0:
+            return None
+        first_token = (torch.cumsum(tokens, 0) - tokens).clamp(max=len(token_rows) - 1)
+        return token_rows[first_token]
 
     # --- forward -------------------------------------------------------------------------------------
     def forward(
@@ -170,7 +218,8 @@ class HookedAudioTransformer(HookedRootModule):
         family's audio feature kwargs, ``position_ids``). ``return_type="loss"`` is the next-token loss
         on real text targets (audio placeholders and padding excluded)."""
         inputs = self.to_inputs(input, **kwargs)
-        logits = self.forward_inputs(inputs)
+        with model_lock(self):
+            logits = self.forward_inputs(inputs)
         if return_type == "logits":
             return logits
         if return_type is None:
@@ -184,6 +233,7 @@ class HookedAudioTransformer(HookedRootModule):
         audio_embeds: Float[torch.Tensor, "n_audio_tok d_model"] | None = None,
         audio_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        last_position_only: bool = False,
     ) -> Float[torch.Tensor, "batch pos d_vocab"]:
         """The decoder run. Generation passes ``audio_embeds`` precomputed and an ``audio_mask`` that
         marks the prompt's placeholders only (a generated token may happen to be the audio token).
@@ -193,7 +243,8 @@ class HookedAudioTransformer(HookedRootModule):
         cache, attention reads every cached position, and rotary positions continue from the cache's mask
         (real tokens before, as HF's ``generate``) unless ``inputs.position_ids`` says otherwise. Hooks see
         the new positions only; ``hooked_audio.kv_cache.position_offset()`` is the absolute position of the
-        first."""
+        first. ``last_position_only``: unembed the last position only (logits ``[batch, 1, d_vocab]``, as
+        HF's ``logits_to_keep=1``; ``ln_final`` and its hooks still see every position)."""
         with at_position_offset(0 if kv_cache is None else kv_cache.n_pos):
             input_ids = inputs.input_ids.to(self.device)
             resid = self.embed(input_ids)
@@ -228,7 +279,8 @@ class HookedAudioTransformer(HookedRootModule):
             rotary = self.rotary.cos_sin(position_ids.to(self.device), resid.dtype)
             for block, past_kv in zip(self.blocks, past_kvs):
                 resid = block(resid, mask, rotary, past_kv)
-            return self.unembed(self.ln_final(resid))
+            resid = self.ln_final(resid)
+            return self.unembed(resid[:, -1:] if last_position_only else resid)
 
     def embed_audio(self, inputs: AudioTextInput) -> Float[torch.Tensor, "n_audio_tok d_model"]:
         """Audio features -> encoder -> projector, keeping each clip's valid tokens, in clip order."""
@@ -273,10 +325,33 @@ class HookedAudioTransformer(HookedRootModule):
 
     @staticmethod
     def text_loss(logits: torch.Tensor, inputs: AudioTextInput) -> torch.Tensor:
-        """Mean next-token cross-entropy over real text targets."""
-        targets = inputs.input_ids[:, 1:].to(logits.device)
-        keep = inputs.text_mask[:, 1:].to(logits.device)
-        return F.cross_entropy(logits[:, :-1][keep], targets[keep])
+        """Mean next-token cross-entropy over real text targets (audio placeholders and padding excluded)."""
+        return HookedAudioTransformer.loss_fn(logits, inputs)
+
+    @staticmethod
+    def loss_fn(
+        logits: Float[torch.Tensor, "batch pos d_vocab"],
+        tokens: AudioTextInput | Int[torch.Tensor, "batch pos"],
+        attention_mask: Int[torch.Tensor, "batch pos"] | None = None,
+        per_token: bool = False,
+    ) -> Float[torch.Tensor, ""] | Float[torch.Tensor, "batch pos_minus_1"]:
+        """TransformerLens's ``loss_fn``: next-token cross-entropy on text targets. ``per_token=True`` gives
+        ``[batch, pos - 1]`` with NaN where the target is an audio placeholder or padding (so a careless
+        mean cannot hide them); the default is the mean over real text targets."""
+        if isinstance(tokens, AudioTextInput):
+            keep, ids = tokens.text_mask, tokens.input_ids
+        else:
+            ids = tokens
+            keep = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        if logits.shape[:2] != ids.shape:
+            raise ValueError(f"logits {tuple(logits.shape[:2])} and tokens {tuple(ids.shape)} disagree on batch/pos")
+        targets, keep = ids[:, 1:].to(logits.device), keep[:, 1:].to(logits.device)
+        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, reduction="none")
+        if per_token:
+            return losses.masked_fill(~keep, float("nan"))
+        if not bool(keep.any()):
+            raise ValueError("no text targets to score (every next token is audio or padding)")
+        return losses[keep].mean()
 
     # --- hooks (O(hooks added) to add and remove) ------------------------------------------------------
     def _resolve(self, name: HookName) -> list[HookPoint]:
@@ -287,32 +362,63 @@ class HookedAudioTransformer(HookedRootModule):
         return [self.hook_dict[name]]
 
     def add_hook(self, name: HookName, hook, dir="fwd", is_permanent=False, level=None, prepend=False) -> None:
-        for hook_point in self._resolve(name):
-            hook_point.add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
+        """A lasting hook (TransformerLens's ``add_hook``). It is global to the model: it fires in every later
+        forward, from any thread; added while another thread's forward runs, it waits for that forward to end."""
+        with model_lock(self):
+            for hook_point in self._resolve(name):
+                hook_point.add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
+
+    def reset_hooks(self, clear_contexts: bool = True, direction="both", including_permanent: bool = False, level=None):
+        with model_lock(self):
+            super().reset_hooks(clear_contexts, direction, including_permanent, level)
 
     @contextmanager
     def hooks(self, fwd_hooks=(), bwd_hooks=(), reset_hooks_end: bool = True, clear_contexts: bool = False):
-        """Temporary hooks, removed on exit (also after an exception) touching only the points they used."""
+        """Temporary hooks, removed on exit (also after an exception) touching only the points they used.
+
+        The model runs one forward at a time: ``hooks()``, ``run_with_hooks``, ``run_with_cache`` and the
+        forward hold a per-model lock, so a thread never sees another thread's temporary hooks or cache."""
         added: list[tuple[HookPoint, str, Any]] = []
-        self.context_level += 1
-        try:
-            for direction, hooks in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
-                for name, hook in hooks:
-                    for hook_point in self._resolve(name):
-                        handle = hook_point.add_hook(hook, dir=direction, level=self.context_level)
-                        added.append((hook_point, direction, handle))
-            yield self
-        finally:
-            if reset_hooks_end:
-                for hook_point, direction, handle in added:
-                    handle.hook.remove()
-                    handles = hook_point.fwd_hooks if direction == "fwd" else hook_point.bwd_hooks
-                    if handle in handles:
-                        handles.remove(handle)
-                    if clear_contexts:
-                        hook_point.clear_context()
-                self.is_caching = False
-            self.context_level -= 1
+        with model_lock(self):
+            self.context_level += 1
+            try:
+                for direction, hooks in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
+                    for name, hook in hooks:
+                        for hook_point in self._resolve(name):
+                            handle = hook_point.add_hook(hook, dir=direction, level=self.context_level)
+                            added.append((hook_point, direction, handle))
+                yield self
+            finally:
+                if reset_hooks_end:
+                    for hook_point, direction, handle in added:
+                        handle.hook.remove()
+                        handles = hook_point.fwd_hooks if direction == "fwd" else hook_point.bwd_hooks
+                        if handle in handles:
+                            handles.remove(handle)
+                        if clear_contexts:
+                            hook_point.clear_context()
+                    self.is_caching = False
+                self.context_level -= 1
+
+    def run_with_hooks(
+        self,
+        input: ModelInput = None,
+        *,
+        fwd_hooks=(),
+        bwd_hooks=(),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        return_type: str | None = "logits",
+        **kwargs,
+    ) -> Float[torch.Tensor, "batch pos d_vocab"] | Any:
+        """One forward with temporary hooks (TransformerLens's signature). A hook that carries activations
+        cached from a run whose audio sits at other positions is refused (see ``cache.check_patch_alignment``)."""
+        inputs = self.to_inputs(input, **kwargs)
+        check_patch_alignment([fn for _, fn in [*fwd_hooks, *bwd_hooks]], inputs)
+        if bwd_hooks and return_type is None:
+            raise ValueError("backward hooks need an output to differentiate: pass return_type='loss' or 'logits'")
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
+            return self.forward(inputs, return_type=return_type)
 
     def run_with_cache(
         self,
@@ -321,52 +427,81 @@ class HookedAudioTransformer(HookedRootModule):
         names_filter=None,
         device=None,
         remove_batch_dim: bool = False,
-        positions: Literal["all", "audio", "text", "last"] | slice | list[int] = "all",
+        positions: Literal["all", "audio", "text", "last"] | slice | list[int] | int = "all",
+        pos_slice=None,
+        incl_bwd: bool = False,
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
         return_type: str | None = "logits",
         **kwargs,
-    ) -> tuple[Any, AudioActivationCache]:
-        """Run once, caching activations (all by default; ``names_filter`` narrows by name).
+    ) -> tuple[Float[torch.Tensor, "batch pos d_vocab"] | Any, AudioActivationCache]:
+        """Run once, caching activations (all by default; ``names_filter`` narrows by name), as
+        TransformerLens's ``run_with_cache``.
 
-        ``device`` offloads the cache (e.g. ``"cpu"`` from a GPU run). ``positions`` keeps only some
-        decoder positions of ``[batch, pos, ...]`` activations (``"audio"``/``"text"`` need every row to
-        share them); attention patterns and encoder activations are kept whole.
+        ``device`` offloads the cache (e.g. ``"cpu"`` from a GPU run). ``positions`` (or TL's ``pos_slice``)
+        keeps only some decoder positions of every activation with a position axis (patterns: query and key
+        axes), and the audio tokens at them; encoder activations are kept whole. The cache then describes
+        its own positions (``cache.audio_positions`` etc.; ``cache.positions`` maps back to the run).
+        ``incl_bwd`` also caches gradients (``name + "_grad"``) of the output, which must then be a scalar
+        (``return_type="loss"``), as in TransformerLens.
         """
         inputs = self.to_inputs(input, **kwargs)
-        pos_slice = self._positions_to_slice(inputs, positions)
+        if pos_slice is not None:
+            if not (isinstance(positions, str) and positions == "all"):
+                raise ValueError("pass either positions= or TransformerLens's pos_slice=, not both")
+            positions = pos_slice
+        kept = self._positions_to_index(inputs, positions)  # checked before any work is done
         if remove_batch_dim and inputs.shape[0] != 1:
             raise ValueError(f"remove_batch_dim needs a batch of 1, got {inputs.shape[0]}")
+        if incl_bwd and return_type not in ("loss", "logits"):
+            raise ValueError("incl_bwd=True needs return_type='loss' (a scalar to differentiate)")
         cache_dict: dict[str, torch.Tensor] = {}
         if isinstance(names_filter, (str, list, tuple, set)):  # explicit names: a typo is an error, not a gap
             for name in [names_filter] if isinstance(names_filter, str) else names_filter:
                 self._resolve(name)
-        cached_points = [hp for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
-        try:
-            for hook_point in cached_points:
-                hook_point.cache_into, hook_point.cache_device = cache_dict, device
-            out = self.forward(inputs, return_type=return_type)
-        finally:
-            for hook_point in cached_points:
-                hook_point.cache_into = hook_point.cache_device = None
+        cached = [(name, hp) for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
+        bwd_hooks = [(name, _grad_saver(cache_dict, name, device)) for name, _ in cached] if incl_bwd else []
+        with model_lock(self):
+            try:
+                for _, hook_point in cached:
+                    hook_point.cache_into, hook_point.cache_device = cache_dict, device
+                with self.hooks(bwd_hooks=bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
+                    out = self.forward(inputs, return_type=return_type)
+                    if incl_bwd:
+                        if out.numel() != 1:
+                            raise ValueError(
+                                f"incl_bwd=True differentiates the output, which has {out.numel()} values: "
+                                "pass return_type='loss'"
+                            )
+                        out.backward()
+            finally:
+                for _, hook_point in cached:
+                    hook_point.cache_into = hook_point.cache_device = None
+        cache = AudioActivationCache(cache_dict, self, inputs)
+        if kept is not None:
+            cache = cache.restrict_positions(kept)
         if remove_batch_dim:
-            cache_dict = {name: act[0] for name, act in cache_dict.items()}
-        if pos_slice is not None:
-            n_pos = inputs.shape[1]
-            pos_dim = 0 if remove_batch_dim else 1
-            for name, act in cache_dict.items():
-                if _is_decoder_position_activation(name) and act.shape[pos_dim] == n_pos:
-                    cache_dict[name] = act.index_select(pos_dim, pos_slice.to(act.device))
-        return out, AudioActivationCache(cache_dict, self, inputs, has_batch_dim=not remove_batch_dim)
+            cache = cache.remove_batch_dim()
+        return out, cache
 
     @staticmethod
-    def _positions_to_slice(inputs: AudioTextInput, positions) -> torch.Tensor | None:
+    def _positions_to_index(inputs: AudioTextInput, positions) -> torch.Tensor | None:
+        """Decoder positions to keep, checked against the input (None: all)."""
+        n_pos = inputs.shape[1]
         if isinstance(positions, str) and positions == "all":
             return None
         if isinstance(positions, slice):
-            return torch.arange(inputs.shape[1])[positions]
-        if isinstance(positions, (list, tuple, torch.Tensor)):
-            return torch.as_tensor(positions)
-        if positions == "last":
-            last = inputs.last_positions.unique()
+            index = torch.arange(n_pos)[positions]
+        elif isinstance(positions, int) and not isinstance(positions, bool):
+            index = torch.tensor([positions])
+        elif isinstance(positions, (list, tuple, torch.Tensor)):
+            index = torch.as_tensor(positions, dtype=torch.long if len(positions) == 0 else None).reshape(-1)
+            if index.is_floating_point() or index.dtype == torch.bool:
+                raise TypeError(f"positions must be integer indices, got {index.dtype}")
+        elif positions == "last":
+            index = inputs.last_positions.unique().cpu()
+            if len(index) != 1:
+                raise ValueError("positions='last' needs every row to end at the same position (use left padding)")
         elif positions in ("audio", "text"):
             mask = inputs.audio_mask if positions == "audio" else inputs.text_mask
             if not (mask == mask[:1]).all():
@@ -374,12 +509,14 @@ class HookedAudioTransformer(HookedRootModule):
                     f"positions={positions!r} needs every batch row to have its {positions} at the same positions; "
                     "run rows separately or pass explicit positions"
                 )
-            last = torch.nonzero(mask[0]).flatten()
+            index = torch.nonzero(mask[0]).flatten().cpu()
         else:
             raise ValueError(f"positions must be 'all', 'audio', 'text', 'last', a slice or indices, got {positions!r}")
-        if positions == "last" and len(last) != 1:
-            raise ValueError("positions='last' needs every row to end at the same position (use left padding)")
-        return last.cpu()
+        if len(index) == 0:
+            raise ValueError(f"positions={positions!r} selects no position of the {n_pos}")
+        if bool(((index < -n_pos) | (index >= n_pos)).any()):
+            raise IndexError(f"positions {index.tolist()} are outside the input's {n_pos} positions (0..{n_pos - 1})")
+        return index.long() % n_pos
 
     # --- tokens and strings --------------------------------------------------------------------------
     def _require_tokenizer(self):
@@ -387,11 +524,32 @@ class HookedAudioTransformer(HookedRootModule):
             raise ValueError("this model has no tokenizer: pass processor= or tokenizer= when loading it")
         return self.tokenizer
 
-    def to_tokens(self, text: str | list[str]) -> Int[torch.Tensor, "batch pos"]:
-        """Tokenize text (no audio); a list is left-padded into a batch."""
+    def to_tokens(
+        self,
+        text: str | list[str],
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+    ) -> Int[torch.Tensor, "batch pos"]:
+        """Tokenize text (no audio), as TransformerLens's ``to_tokens``; a list becomes a padded batch (left by
+        default, as generation needs). ``prepend_bos`` defaults to ``cfg.default_prepend_bos`` (False: the
+        supported checkpoints' tokenizers add no BOS, and their chat templates start with their own tokens)."""
         tokenizer = self._require_tokenizer()
-        texts = [text] if isinstance(text, str) else text
-        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)["input_ids"]
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or any(not isinstance(t, str) for t in texts):
+            raise ValueError("to_tokens takes a string or a non-empty list of strings")
+        padding_side = padding_side or "left"
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        prepend_bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+        if prepend_bos:
+            if tokenizer.bos_token is None:
+                raise ValueError("this model's tokenizer has no BOS token: pass prepend_bos=False")
+            texts = [tokenizer.bos_token + t for t in texts]
+        previous, tokenizer.padding_side = tokenizer.padding_side, padding_side
+        try:
+            return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)["input_ids"]
+        finally:
+            tokenizer.padding_side = previous
 
     def to_single_token(self, text: str) -> int:
         ids = self.to_tokens(text)[0]
@@ -413,21 +571,32 @@ class HookedAudioTransformer(HookedRootModule):
             return [tokenizer.decode(row) for row in tokens]
         return tokenizer.decode(tokens)
 
-    def to_str_tokens(self, input: ModelInput = None, row: int = 0, collapse_audio: bool = True, **kwargs) -> list[str]:
-        """One string per position of ``row``; an audio span shows as ``<audio 0.00–4.96 s ×125>``."""
-        tokenizer = self._require_tokenizer()
+    def to_str_tokens(self, input: ModelInput = None, row: int | None = 0, **kwargs) -> list[str] | list[list[str]]:
+        """One string per position, as TransformerLens (``str_tokens[pos]`` lines up with activations); an
+        audio position shows the seconds of its clip it covers, e.g. ``<audio 0.40–0.44 s>``. ``row=None``:
+        a list per batch row. ``display_tokens`` shows each audio span compactly instead."""
         inputs = self.to_inputs(input, **kwargs)
-        ids = inputs.input_ids[row].tolist()
-        strings = tokenizer.convert_ids_to_tokens(ids)
-        if not collapse_audio:
-            return strings
-        out, spans = [], {s.start: s for s in inputs.audio_spans[row]}
-        pos = 0
-        while pos < len(ids):
+        if row is None:
+            return [self.to_str_tokens(inputs, r) for r in range(inputs.shape[0])]
+        tokenizer = self._require_tokenizer()
+        if not -inputs.shape[0] <= row < inputs.shape[0]:
+            raise IndexError(f"row {row} is outside the batch of {inputs.shape[0]}")
+        strings = tokenizer.convert_ids_to_tokens(inputs.input_ids[row].tolist())
+        times = inputs.token_times()[row]
+        for pos in torch.nonzero(inputs.audio_mask[row]).flatten().tolist():
+            strings[pos] = f"<audio {times[pos, 0]:.2f}–{times[pos, 1]:.2f} s>"
+        return strings
+
+    def display_tokens(self, input: ModelInput = None, row: int = 0, **kwargs) -> list[str]:
+        """``to_str_tokens`` for reading, with each audio span as one item, e.g. ``<audio 0.00–4.96 s ×125>``
+        (so its indices are *not* positions)."""
+        inputs = self.to_inputs(input, **kwargs)
+        strings = self.to_str_tokens(inputs, row)
+        out, spans, pos = [], {span.start: span for span in inputs.audio_spans[row]}, 0
+        while pos < len(strings):
             if pos in spans:
                 span = spans[pos]
-                seconds = len(span) * inputs.seconds_per_token
-                out.append(f"<audio 0.00–{seconds:.2f} s ×{len(span)}>")
+                out.append(f"<audio 0.00–{len(span) * inputs.seconds_per_token:.2f} s ×{len(span)}>")
                 pos = span.end
             else:
                 out.append(strings[pos])
@@ -462,7 +631,20 @@ def _names_filter_fn(names_filter) -> Callable[[str], bool]:
     return names_filter
 
 
-def _is_decoder_position_activation(name: str) -> bool:
-    """Decoder activations laid out ``[batch, pos, ...]`` (patterns and scores are ``[batch, head, q, k]``)."""
-    decoder = name == "hook_embed" or name.startswith(("blocks.", "ln_final."))
-    return decoder and not name.endswith(("hook_pattern", "hook_attn_scores"))
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The model's re-entrant lock (kept outside the module, so that copying or pickling it still works)."""
+    with _LOCKS_GUARD:
+        if model not in _LOCKS:
+            _LOCKS[model] = threading.RLock()
+        return _LOCKS[model]
+
+
+def _grad_saver(cache_dict: dict, name: str, device) -> Callable:
+    def save(grad, hook):
+        cache_dict[f"{name}_grad"] = grad.detach().to(device) if device else grad.detach()
+
+    return save

@@ -1,9 +1,17 @@
-"""Folding norm weights into the next linear map, as TransformerLens's ``fold_ln`` does.
+"""TransformerLens's weight processing, for the text decoder, each step optional.
 
-After folding, every decoder norm has weight 1, so ``ActivationCache.apply_ln_to_stack`` (which divides by
-the cached scale and knows nothing of weights) gives exact direct logit attributions. The model's
-outputs are unchanged up to float rounding; ``hook_normalized`` then shows the unweighted normalized
-stream, as in TransformerLens with ``fold_ln=True``.
+The library loads raw HF weights by default, so every activation equals HF's, and ``AudioActivationCache``
+makes direct logit attribution exact without folding. These steps exist for users who want TL's processed
+view:
+
+- ``fold_decoder_norms`` (TL ``fold_ln``): norm weights folded into the next linear maps; logits unchanged up to
+  float rounding; ``hook_normalized`` then shows the unweighted normalized stream.
+- ``fold_value_biases_into_output`` (TL ``fold_value_biases``): each head's value bias moved into the output bias (exact,
+  since attention weights sum to 1); logits unchanged up to rounding.
+- ``center_unembedding`` (TL ``center_unembed``): the unembedding's mean over the vocabulary removed; every logit of
+  a position moves by the same amount, so probabilities are unchanged but logits are no longer HF's.
+- TL's ``center_writing_weights`` is refused: it assumes LayerNorm, and these decoders use RMSNorm, which does
+  not remove the mean, so it would change the model.
 """
 
 from __future__ import annotations
@@ -36,3 +44,43 @@ def _fold(norm: RMSNorm, linears: list[torch.nn.Linear]) -> None:
     for linear in linears:
         linear.weight.mul_(norm.w.to(linear.weight.dtype)[None, :])
     norm.w.fill_(1.0)
+
+
+@torch.no_grad()
+def fold_value_biases_into_output(model) -> None:
+    """``b_O += sum_h b_V[h] @ W_O[h]`` and ``b_V = 0`` in every decoder layer."""
+    for block in model.blocks:
+        attn = block.attn
+        if attn.v.bias is None:
+            continue
+        per_head = attn.v.bias.view(attn.n_key_value_heads, attn.d_head)
+        per_head = per_head.repeat_interleave(attn.n_heads // attn.n_key_value_heads, dim=0)
+        folded = torch.einsum("hd,hdm->m", per_head, attn.W_O)
+        if attn.o.bias is None:
+            attn.o.bias = torch.nn.Parameter(torch.zeros_like(folded))
+        attn.o.bias.add_(folded)
+        attn.v.bias.zero_()
+
+
+@torch.no_grad()
+def center_unembedding(model) -> None:
+    """Subtract each unembedding direction's mean over the vocabulary (logits shift by a per-position constant)."""
+    if model.unembed.weight is model.embed.weight:
+        model.unembed.weight = torch.nn.Parameter(model.embed.weight.detach().clone())
+    model.unembed.weight.sub_(model.unembed.weight.mean(dim=0, keepdim=True))
+
+
+def process_weights(model, fold_ln: bool = True, center_writing_weights: bool = False, center_unembed: bool = False,
+                    fold_value_biases: bool = False) -> None:
+    """TransformerLens's ``process_weights_`` with this library's defaults (fold only what keeps the logits)."""
+    if center_writing_weights:
+        raise ValueError(
+            "center_writing_weights assumes LayerNorm before every read of the residual stream; these decoders use "
+            "RMSNorm, which does not remove the mean, so centering the writing weights would change the model"
+        )
+    if fold_ln and not model.cfg.fold_ln:
+        fold_decoder_norms(model)
+    if fold_value_biases:
+        fold_value_biases_into_output(model)
+    if center_unembed:
+        center_unembedding(model)

@@ -34,17 +34,32 @@ def test_chat_messages_and_batches_are_left_padded(model):
     inputs = model.build_inputs(messages=messages, sampling_rate=16000)
     assert inputs.attention_mask[:, -1].all() and not inputs.attention_mask[1, 0]
     assert [len(row[0]) for row in inputs.audio_spans] == [n_audio_tokens(90), n_audio_tokens(30)] == [22, 7]
+    assert "<audio 0.00–0.88 s ×22>" in model.display_tokens(inputs, row=0)
     strings = model.to_str_tokens(inputs, row=0)
-    assert "<audio 0.00–0.88 s ×22>" in strings
     assert strings[-1] == "assistant" and strings[0] == "<|im_start|>"
 
 
-def test_to_str_tokens_collapses_each_audio_span(model):
+def test_to_str_tokens_is_one_string_per_position_with_clip_times(model):
+    inputs = model.to_inputs(**make_inputs([[100, 40], [60]], text_lengths=[3, 5]))
+    for row in range(2):
+        strings = model.to_str_tokens(inputs, row=row)
+        assert len(strings) == inputs.shape[1]  # str_tokens[pos] names activation position pos
+        spans = inputs.audio_spans[row]
+        for span in spans:
+            assert strings[span.start] == "<audio 0.00–0.04 s>"
+            assert strings[span.start + 5] == "<audio 0.20–0.24 s>"  # 25 tokens a second
+            assert strings[span.end - 1] == f"<audio {0.04 * (len(span) - 1):.2f}–{0.04 * len(span):.2f} s>"
+        text = [p for p in range(inputs.shape[1]) if not inputs.audio_mask[row, p]]
+        ids = inputs.input_ids[row, text].tolist()
+        assert [strings[p] for p in text] == model.tokenizer.convert_ids_to_tokens(ids)
+    assert model.to_str_tokens(inputs, row=None)[1] == model.to_str_tokens(inputs, row=1)
+
+
+def test_display_tokens_collapses_each_audio_span(model):
     inputs = make_inputs([[100, 40]], text_lengths=[3])
-    strings = model.to_str_tokens(**inputs)
+    strings = model.display_tokens(**inputs)
     assert strings.count("<audio 0.00–1.00 s ×25>") == 1 and strings.count("<audio 0.00–0.40 s ×10>") == 1
     assert len(strings) == inputs["input_ids"].shape[1] - 25 - 10 + 2
-    assert len(model.to_str_tokens(collapse_audio=False, **inputs)) == inputs["input_ids"].shape[1]
 
 
 def test_time_to_position(model):

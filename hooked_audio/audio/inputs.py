@@ -37,6 +37,9 @@ class AudioTextInput:
     audio_token_id: int = -1
     seconds_per_token: float = 0.0
     position_ids: Int[torch.Tensor, "batch pos"] | None = None
+    # The batch row each feature row (``window``) of the audio belongs to; set by the model, which knows how
+    # many tokens each window yields. None for text-only input.
+    window_rows: Int[torch.Tensor, "window"] | None = None
 
     # --- tensor-like behaviour for TransformerLens utilities ----------------------------------
     @property
@@ -47,8 +50,38 @@ class AudioTextInput:
         return self.input_ids.shape if dim is None else self.input_ids.shape[dim]
 
     @property
+    def ndim(self) -> int:
+        return self.input_ids.ndim
+
+    @property
     def device(self) -> torch.device:
         return self.input_ids.device
+
+    def __getitem__(self, rows) -> "AudioTextInput":
+        """Batch rows, as for a token tensor (``inputs[1:2]``, ``inputs[[0, 2]]``), each with its own audio."""
+        if isinstance(rows, tuple):
+            raise TypeError("an AudioTextInput indexes batch rows only; index input_ids for positions")
+        return self.select_rows(torch.arange(self.shape[0])[rows].reshape(-1).tolist())
+
+    def select_rows(self, rows: list[int]) -> "AudioTextInput":
+        """The input of some batch rows (in increasing order), each keeping its own audio feature rows."""
+        if sorted(set(rows)) != list(rows):
+            raise ValueError(f"rows must be increasing and distinct, got {rows}")
+        index = torch.as_tensor(rows, dtype=torch.long)
+        pick = lambda t: None if t is None else t[index.to(t.device)]  # noqa: E731
+        audio, window_rows = {}, None
+        if self.audio:
+            if self.window_rows is None:
+                raise ValueError("this input does not know which batch row each audio window belongs to")
+            keep = torch.isin(self.window_rows, index)
+            audio = {k: v[keep.to(v.device)] for k, v in self.audio.items()}
+            window_rows = torch.searchsorted(index, self.window_rows[keep])  # renumbered 0..len(rows)-1
+            if not len(window_rows):
+                audio, window_rows = {}, None
+        return replace(
+            self, input_ids=pick(self.input_ids), attention_mask=pick(self.attention_mask),
+            position_ids=pick(self.position_ids), audio=audio, window_rows=window_rows,
+        )
 
     def to(self, device) -> "AudioTextInput":
         move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
@@ -58,6 +91,7 @@ class AudioTextInput:
             attention_mask=move(self.attention_mask),
             position_ids=move(self.position_ids),
             audio={k: move(v) for k, v in self.audio.items()},
+            window_rows=self.window_rows,
         )
 
     @property
@@ -79,13 +113,10 @@ class AudioTextInput:
         """Per row, the runs of audio placeholders, numbered by clip in row-major order (as HF splices)."""
         spans, clip = [], 0
         for row in self.audio_mask.cpu().tolist():
-            row_spans, start = [], None
-            for pos, is_audio in enumerate(row + [False]):
-                if is_audio and start is None:
-                    start = pos
-                elif not is_audio and start is not None:
-                    row_spans.append(AudioSpan(start, pos, clip))
-                    clip, start = clip + 1, None
+            row_spans = []
+            for start, end in spans_of(row):
+                row_spans.append(AudioSpan(start, end, clip))
+                clip += 1
             spans.append(row_spans)
         return spans
 
@@ -122,6 +153,18 @@ class AudioTextInput:
                 f"which covers 0–{len(span) * self.seconds_per_token:.2f} s"
             )
         return span.start + offset
+
+
+def spans_of(flags: list[bool]) -> list[tuple[int, int]]:
+    """``(start, end)`` of each run of True values (end exclusive)."""
+    runs, start = [], None
+    for pos, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = pos
+        elif not flag and start is not None:
+            runs.append((start, pos))
+            start = None
+    return runs
 
 
 def as_tensor_dict(inputs: Mapping) -> dict[str, torch.Tensor]:

@@ -47,6 +47,10 @@ class MLP(nn.Module):
     def W_out(self) -> Float[torch.Tensor, "d_mlp d_model"]:
         return self.fc_out.weight.T
 
+    @property
+    def b_out(self) -> Float[torch.Tensor, "d_model"]:
+        return _bias(self.fc_out)
+
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
         return self.fc_out(self.hook_post(self.act(self.hook_pre(self.fc_in(x)))))
 
@@ -74,6 +78,17 @@ class GatedMLP(nn.Module):
     def W_out(self) -> Float[torch.Tensor, "d_mlp d_model"]:
         return self.down.weight.T
 
+    @property
+    def b_out(self) -> Float[torch.Tensor, "d_model"]:
+        return _bias(self.down)
+
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
         gated = self.act(self.hook_pre(self.gate(x)))
         return self.down(self.hook_post(gated * self.hook_pre_linear(self.up(x))))
+
+
+def _bias(linear: nn.Linear) -> torch.Tensor:
+    """A linear map's bias, or zeros where it has none (TransformerLens always has one)."""
+    if linear.bias is not None:
+        return linear.bias
+    return torch.zeros(linear.out_features, dtype=linear.weight.dtype, device=linear.weight.device)
