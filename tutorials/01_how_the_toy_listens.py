@@ -32,7 +32,8 @@ print(model.cfg.n_layers, "decoder layers,", len(model.hook_dict), "hook points"
 # %% [markdown]
 # ## 1. Ask a question about a clip
 # `build_inputs` takes files or arrays at any sample rate; the processor expands the audio placeholder
-# into one token per 40 ms of audio. `to_str_tokens` shows the audio span compactly.
+# into one token per 40 ms of audio. `display_tokens` shows the audio span compactly
+# (`to_str_tokens` gives one string per position, each audio token labelled by the seconds it covers).
 
 # %%
 pitch_clips = [s for s in tasks.make_probe_set(seed=3, n_per_task=2, task_names=["pitch"]) if s.hint is None]
@@ -40,7 +41,7 @@ low = next(s for s in pitch_clips if s.answer == "low")
 high = next(s for s in pitch_clips if s.answer == "high")
 inputs = model.build_inputs(messages=[{"role": "user", "content": [
     {"type": "audio", "audio": low.waveform}, {"type": "text", "text": low.question}]}], sampling_rate=16000)
-print(model.to_str_tokens(inputs))
+print(model.display_tokens(inputs))
 logits = model(inputs)
 print("answer:", model.tokenizer.convert_ids_to_tokens(int(logits[0, -1].argmax())))
 

@@ -147,10 +147,7 @@ def _inputs(args, model):
 
 
 def _per_position_tokens(model, inputs) -> list[str]:
-    strings = model.to_str_tokens(inputs)
-    if len(strings) != inputs.shape[1]:  # a compact view (one string per audio span)
-        strings = model.to_str_tokens(inputs, collapse_audio=False)
-    return strings
+    return model.to_str_tokens(inputs)  # one string per position, audio labelled by its seconds
 
 
 def cmd_ask(args) -> dict:
@@ -173,7 +170,7 @@ def cmd_ask(args) -> dict:
             {"token": model.tokenizer.convert_ids_to_tokens(int(i)), "prob": round(float(p), 4)}
             for p, i in zip(top.values, top.indices)
         ],
-        "tokens": model.to_str_tokens(inputs),
+        "tokens": model.display_tokens(inputs),
     }
     print(f"answer: {answer}")
     for item in result["top_next_tokens"]:
