@@ -35,28 +35,25 @@ class TransformerLensWeights:
     def _stack(self, get) -> torch.Tensor:
         return torch.stack([get(block) for block in self.blocks])
 
-    def _per_query_head(self, kv: torch.Tensor) -> torch.Tensor:
-        return kv.repeat_interleave(self.cfg.n_heads // self.cfg.n_key_value_heads, dim=1)
-
     @property
     def W_Q(self) -> Float[torch.Tensor, "layer head d_model d_head"]:
         return self._stack(lambda b: b.attn.W_Q)
 
     @property
     def _W_K(self) -> Float[torch.Tensor, "layer kv_head d_model d_head"]:
-        return self._stack(lambda b: b.attn.W_K)
+        return self._stack(lambda b: b.attn._W_K)
 
     @property
     def _W_V(self) -> Float[torch.Tensor, "layer kv_head d_model d_head"]:
-        return self._stack(lambda b: b.attn.W_V)
+        return self._stack(lambda b: b.attn._W_V)
 
     @property
     def W_K(self) -> Float[torch.Tensor, "layer head d_model d_head"]:
-        return self._per_query_head(self._W_K)
+        return self._stack(lambda b: b.attn.W_K)
 
     @property
     def W_V(self) -> Float[torch.Tensor, "layer head d_model d_head"]:
-        return self._per_query_head(self._W_V)
+        return self._stack(lambda b: b.attn.W_V)
 
     @property
     def W_O(self) -> Float[torch.Tensor, "layer head d_head d_model"]:
@@ -68,11 +65,11 @@ class TransformerLensWeights:
 
     @property
     def b_K(self) -> Float[torch.Tensor, "layer head d_head"]:
-        return self._per_query_head(self._stack(lambda b: b.attn.b_K))
+        return self._stack(lambda b: b.attn.b_K)
 
     @property
     def b_V(self) -> Float[torch.Tensor, "layer head d_head"]:
-        return self._per_query_head(self._stack(lambda b: b.attn.b_V))
+        return self._stack(lambda b: b.attn.b_V)
 
     @property
     def b_O(self) -> Float[torch.Tensor, "layer d_model"]:

@@ -13,6 +13,8 @@ q/k/v see the new positions only, the scores and pattern are ``[batch, head, new
 
 Weights are stored as ``nn.Linear`` (fast, and HF's layout); ``W_Q``/``W_K``/``W_V``/``W_O`` and the
 biases are exposed in TransformerLens shapes for users and for ``ActivationCache.compute_head_results``.
+With grouped-query attention, ``W_K``/``W_V``/``b_K``/``b_V`` follow TransformerLens: repeated to one per query
+head, so per-head circuits (OV, QK) need no special case; ``_W_K``/``_W_V``/``_b_K``/``_b_V`` are the stored kv heads.
 """
 
 from __future__ import annotations
@@ -83,12 +85,24 @@ class Attention(nn.Module):
         return self._heads_in(self.q, self.n_heads)
 
     @property
-    def W_K(self) -> Float[torch.Tensor, "kv_head d_model d_head"]:
+    def _W_K(self) -> Float[torch.Tensor, "kv_head d_model d_head"]:
         return self._heads_in(self.k, self.n_key_value_heads)
 
     @property
-    def W_V(self) -> Float[torch.Tensor, "kv_head d_model d_head"]:
+    def _W_V(self) -> Float[torch.Tensor, "kv_head d_model d_head"]:
         return self._heads_in(self.v, self.n_key_value_heads)
+
+    def _per_query_head(self, kv: torch.Tensor) -> torch.Tensor:
+        """TransformerLens's grouped-query convention: one copy of each kv head per query head it serves."""
+        return kv.repeat_interleave(self.n_heads // self.n_key_value_heads, dim=0)
+
+    @property
+    def W_K(self) -> Float[torch.Tensor, "head d_model d_head"]:
+        return self._per_query_head(self._W_K)
+
+    @property
+    def W_V(self) -> Float[torch.Tensor, "head d_model d_head"]:
+        return self._per_query_head(self._W_V)
 
     @property
     def W_O(self) -> Float[torch.Tensor, "head d_head d_model"]:
@@ -104,12 +118,20 @@ class Attention(nn.Module):
         return self._bias(self.q, self.n_heads)
 
     @property
-    def b_K(self) -> Float[torch.Tensor, "kv_head d_head"]:
+    def _b_K(self) -> Float[torch.Tensor, "kv_head d_head"]:
         return self._bias(self.k, self.n_key_value_heads)
 
     @property
-    def b_V(self) -> Float[torch.Tensor, "kv_head d_head"]:
+    def _b_V(self) -> Float[torch.Tensor, "kv_head d_head"]:
         return self._bias(self.v, self.n_key_value_heads)
+
+    @property
+    def b_K(self) -> Float[torch.Tensor, "head d_head"]:
+        return self._per_query_head(self._b_K)
+
+    @property
+    def b_V(self) -> Float[torch.Tensor, "head d_head"]:
+        return self._per_query_head(self._b_V)
 
     @property
     def b_O(self) -> Float[torch.Tensor, "d_model"]:
