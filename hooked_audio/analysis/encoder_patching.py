@@ -1,0 +1,142 @@
+"""Activation patching inside the audio encoder, on an encoder time axis.
+
+``transformer_lens.patching`` sweeps decoder layers and positions; this sweeps encoder layers by time window
+(encoder frames <-> seconds) or by head. Each cell is one forward of the corrupted input with one encoder
+activation replaced by the clean run's, over the frames of a time window (in every audio window of the batch)
+or for one head over all frames; the metric of the patched run is returned.
+
+Time axis: frame ``f`` of a feature row covers ``[f, f + 1) * cfg.audio.seconds_per_frame`` seconds from that
+row's start. Qwen-Omni encoders run their blocks on attention windows (``k`` rows per feature row); frame ``f`` of
+the ``j``-th such row is frame ``j * window + f`` of its feature row, and is patched as such.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+
+from ..audio.inputs import AudioTextInput
+from ..cache import AudioActivationCache
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EncoderPatchingResult:
+    values: Float[torch.Tensor, "layer cell"]  # the metric with that cell patched in
+    cells: str  # "time": cell j covers [start_s[j], end_s[j]); "head": cell j is head j
+    start_s: Float[torch.Tensor, "cell"] | None
+    end_s: Float[torch.Tensor, "cell"] | None
+    clean: float  # the metric on the clean and on the corrupted run, for normalising
+    corrupted: float
+
+    def recovery(self) -> Float[torch.Tensor, "layer cell"]:
+        """(patched - corrupted) / (clean - corrupted): 1 where a cell restores the clean metric."""
+        if abs(self.clean - self.corrupted) < 1e-12:
+            raise ValueError("the clean and corrupted runs give the same metric: recovery is undefined")
+        return (self.values - self.corrupted) / (self.clean - self.corrupted)
+
+
+def encoder_frame_times(model, n_frames: int) -> Float[torch.Tensor, "frame 2"]:
+    """``[start_s, end_s]`` of each encoder frame from the start of its feature row."""
+    step = model.cfg.audio.seconds_per_frame
+    index = torch.arange(n_frames, dtype=torch.float64)
+    return torch.stack([index * step, (index + 1) * step], dim=1).float()
+
+
+def encoder_patching(
+    model,
+    corrupted: AudioTextInput,
+    clean_cache: AudioActivationCache,
+    metric: Metric,
+    activation: str = "hook_resid_pre",
+    by: str = "time",
+    window_s: float = 0.2,
+    layers: list[int] | None = None,
+) -> EncoderPatchingResult:
+    """Patch ``audio_encoder.blocks.{l}.{activation}`` from ``clean_cache`` into the ``corrupted`` run, cell by
+    cell. ``by="time"``: windows of ``window_s`` seconds over the encoder frames (any activation with a frame
+    axis); ``by="head"``: one head over all frames (``activation`` must have a head axis, e.g. ``"attn.hook_z"``)."""
+    corrupted = model.to_inputs(corrupted)
+    _check_same_audio_layout(clean_cache.inputs, corrupted, model)
+    n_layers = model.cfg.audio.n_layers
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    if any(not 0 <= layer < n_layers for layer in layers):
+        raise ValueError(f"encoder layers must be in 0..{n_layers - 1}, got {layers}")
+    names = [f"audio_encoder.blocks.{layer}.{activation}" for layer in layers]
+    missing = [n for n in names if n not in clean_cache.cache_dict]
+    if missing:
+        raise KeyError(f"the clean cache lacks {missing[:3]}: run run_with_cache with them (names_filter)")
+    example = clean_cache.cache_dict[names[0]]
+    n_rows_per_window = example.shape[0] // len(clean_cache.inputs.window_rows)
+    frames_per_row = example.shape[1]
+    if by == "time":
+        total = n_rows_per_window * frames_per_row
+        step = model.cfg.audio.seconds_per_frame
+        frames_per_cell = max(1, round(window_s / step))
+        n_cells = math.ceil(total / frames_per_cell)
+        start = torch.arange(n_cells) * frames_per_cell
+        cells = [(int(s), int(min(s + frames_per_cell, total))) for s in start]
+        start_s = start.float() * step
+        end_s = torch.tensor([e for _, e in cells]).float() * step
+    elif by == "head":
+        if example.ndim != 4:
+            raise ValueError(f"by='head' needs an activation with a head axis ([row, frame, head, d_head]), not {activation!r}")
+        cells, start_s, end_s = list(range(example.shape[2])), None, None
+    else:
+        raise ValueError(f"by must be 'time' or 'head', got {by!r}")
+
+    with torch.no_grad():
+        clean_value = float(metric(model(clean_cache.inputs)))
+        corrupted_value = float(metric(model(corrupted)))
+        values = torch.zeros(len(layers), len(cells))
+        for i, name in enumerate(names):
+            clean_act = clean_cache.cache_dict[name]
+            for j, cell in enumerate(cells):
+                hook = _time_patch(clean_act, cell, n_rows_per_window) if by == "time" else _head_patch(clean_act, cell)
+                values[i, j] = float(metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, hook)])))
+    return EncoderPatchingResult(values, by, start_s, end_s, clean_value, corrupted_value)
+
+
+def _time_patch(clean: torch.Tensor, frames: tuple[int, int], rows_per_window: int):
+    """Replace frames ``[start, end)`` of every feature row (counted across its attention-window rows)."""
+    start, end = frames
+    width = clean.shape[1]
+
+    def hook(x: torch.Tensor, hook) -> torch.Tensor:
+        x = x.clone()
+        for j in range(rows_per_window):  # the j-th attention window of each feature row
+            lo, hi = max(start - j * width, 0), min(end - j * width, width)
+            if lo < hi:
+                x[j::rows_per_window, lo:hi] = clean[j::rows_per_window, lo:hi].to(x.device)
+        return x
+
+    return hook
+
+
+def _head_patch(clean: torch.Tensor, head: int):
+    def hook(x: torch.Tensor, hook) -> torch.Tensor:
+        x = x.clone()
+        x[:, :, head] = clean[:, :, head].to(x.device)
+        return x
+
+    return hook
+
+
+def _check_same_audio_layout(clean: AudioTextInput, corrupted: AudioTextInput, model) -> None:
+    """Patching frame by frame needs the same windows, frames and valid lengths in both runs."""
+    spec = model.cfg.audio_inputs
+    for key in filter(None, (spec.features, spec.frame_mask)):
+        a, b = clean.audio.get(key), corrupted.audio.get(key)
+        if a is None or b is None:
+            raise ValueError(f"both runs need audio (`{key}`) to patch inside the encoder")
+        if a.shape != b.shape or (key == spec.frame_mask and not torch.equal(a.cpu(), b.cpu())):
+            raise ValueError(
+                f"the clean and corrupted runs have different audio layouts (`{key}` {tuple(a.shape)} vs "
+                f"{tuple(b.shape)}, or other valid lengths): patching by encoder frame would misalign them; use "
+                "clips of the same lengths (e.g. the clean clip against silence or noise of its length)"
+            )
