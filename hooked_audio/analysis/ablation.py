@@ -4,23 +4,29 @@ Three ways to take a head out, answering different questions:
 
 - ``"zero"`` removes exactly its write to the residual stream (its ``hook_result``). It asks "does the
   model need this head at all?", which also counts heads that do text-side bookkeeping.
-- ``"mean"`` replaces it with its mean over batch and positions of the same run, which keeps the
-  residual stream's typical offset.
+- ``"mean"`` replaces it with its mean over the *real* positions (padding excluded) of every row of the
+  same run, which keeps the residual stream's typical offset.
 - ``"resample"`` gives each row the head's output from a *donor* row with the same prompt but another
   clip (see ``same_prompt_donors``). The head keeps doing its job, on the wrong audio, so only the audio
   information it carries is removed: the right test for "is this an audio-reading head?".
+
+Heads are checked before anything runs: a negative, non-integer or (with ``model=``) out-of-range layer
+or head index is an error, never a silent "last head" or a no-op.
 """
 
 from __future__ import annotations
 
+import numbers
 import random
 from collections import defaultdict
 from typing import Literal
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 
 from ..audio.inputs import AudioTextInput
+
+MODES = ("zero", "mean", "resample")
 
 
 def head_ablation_hooks(
@@ -28,45 +34,167 @@ def head_ablation_hooks(
     mode: Literal["zero", "mean", "resample"] = "zero",
     prefix: str = "",
     donors: Int[torch.Tensor, " batch"] | None = None,
+    *,
+    inputs: AudioTextInput | Bool[torch.Tensor, "batch pos"] | None = None,
+    model=None,
 ) -> list[tuple[str, callable]]:
     """``fwd_hooks`` for ``run_with_hooks`` that ablate the given (layer, head) pairs.
 
     ``mode="resample"`` needs ``donors`` (row ``b`` takes the head's output from row ``donors[b]`` of the
-    same batch; build them with ``same_prompt_donors``). ``prefix="audio_encoder."`` targets the audio
-    encoder's heads instead of the decoder's."""
-    if mode not in ("zero", "mean", "resample"):
+    same batch; build them with ``same_prompt_donors``). ``mode="mean"`` averages over real positions
+    only: pass ``inputs=`` (the ``AudioTextInput``, whose attention mask says which positions are real, or
+    a bool mask ``[batch, pos]``); it is required when the batch has more than one row. Positions past the
+    mask (tokens added by ``generate``) count as real. ``prefix="audio_encoder."`` targets the audio
+    encoder's heads instead of the decoder's (its mean mode needs a ``[clips, frames]`` mask of real
+    frames). ``model=`` checks every layer and head index against the model before anything runs."""
+    if mode not in MODES:
         raise ValueError(f"mode must be 'zero', 'mean' or 'resample', got {mode!r}")
     if (mode == "resample") != (donors is not None):
         raise ValueError("pass donors=same_prompt_donors(inputs) with mode='resample', and only then")
+    if inputs is not None and mode != "mean":
+        raise ValueError(f"inputs= is used by mode='mean' only (mode={mode!r} needs no mask)")
+    real = _real_positions_mask(inputs, prefix)
+    if donors is not None:
+        donors = _check_donors(donors)
     by_layer: dict[int, list[int]] = defaultdict(list)
-    for layer, head in heads:
-        by_layer[layer].append(head)
+    for pair in heads:
+        layer, head = _check_head(pair, model, prefix)
+        if head not in by_layer[layer]:
+            by_layer[layer].append(head)
 
-    def make_hook(layer_heads: list[int]):
+    def make_hook(layer: int, layer_heads: list[int]):
         def ablate(z: torch.Tensor, hook) -> torch.Tensor:
+            n_heads = z.shape[2]
+            if max(layer_heads) >= n_heads:
+                raise ValueError(
+                    f"head {max(layer_heads)} of layer {layer} does not exist: {hook.name} has {n_heads} heads (0..{n_heads - 1})"
+                )
             z = z.clone()
             if mode == "zero":
                 z[:, :, layer_heads] = 0.0
             elif mode == "mean":
-                z[:, :, layer_heads] = z[:, :, layer_heads].mean(dim=(0, 1), keepdim=True)
+                z[:, :, layer_heads] = _masked_mean(z[:, :, layer_heads], real, hook.name)
             else:
                 if len(donors) != z.shape[0]:
                     raise ValueError(f"donors has {len(donors)} rows but the batch has {z.shape[0]}")
+                if int(donors.max()) >= z.shape[0]:
+                    raise ValueError(f"donors names row {int(donors.max())}, but the batch has {z.shape[0]} rows")
                 z[:, :, layer_heads] = z[donors.to(z.device)][:, :, layer_heads]
             return z
 
         return ablate
 
-    return [(f"{prefix}blocks.{layer}.attn.hook_z", make_hook(hs)) for layer, hs in sorted(by_layer.items())]
+    return [(f"{prefix}blocks.{layer}.attn.hook_z", make_hook(layer, hs)) for layer, hs in sorted(by_layer.items())]
+
+
+def _is_index(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    return isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, float))
+
+
+def _check_head(pair, model, prefix: str) -> tuple[int, int]:
+    try:
+        layer, head = pair
+    except (TypeError, ValueError):
+        raise ValueError(f"heads must be (layer, head) pairs, got {pair!r}") from None
+    if not (_is_index(layer) and _is_index(head)):
+        raise TypeError(f"(layer, head) must be integers, got {pair!r}")
+    layer, head = int(layer), int(head)
+    if layer < 0 or head < 0:
+        raise ValueError(
+            f"(layer, head) = ({layer}, {head}) has a negative index; count layers and heads from 0 "
+            "(negative indices are refused, not taken from the end)"
+        )
+    if model is not None:
+        cfg = model.cfg.audio if prefix.startswith("audio_encoder") else model.cfg
+        n_layers, n_heads = cfg.n_layers, cfg.n_heads
+        if layer >= n_layers or head >= n_heads:
+            raise ValueError(
+                f"(layer, head) = ({layer}, {head}) is out of range: the {prefix or 'decoder '}model has "
+                f"{n_layers} layers x {n_heads} heads"
+            )
+    return layer, head
+
+
+def _check_donors(donors) -> torch.Tensor:
+    donors = torch.as_tensor(donors)
+    if donors.ndim != 1 or donors.is_floating_point() or donors.dtype == torch.bool:
+        raise TypeError(f"donors must be a 1-D integer tensor (one donor row per row), got {donors.dtype} {tuple(donors.shape)}")
+    donors = donors.long()
+    if len(donors) and int(donors.min()) < 0:
+        raise ValueError("donors has a negative row index; give each row the index of its donor row, from 0")
+    own = torch.nonzero(donors == torch.arange(len(donors))).flatten().tolist()
+    if own:
+        raise ValueError(
+            f"rows {own} are their own donors, so their heads would not be ablated; use same_prompt_donors(inputs)"
+        )
+    return donors
+
+
+def _real_positions_mask(inputs, prefix: str) -> torch.Tensor | None:
+    if inputs is None:
+        return None
+    if isinstance(inputs, AudioTextInput):
+        if prefix.startswith("audio_encoder"):
+            raise ValueError(
+                "mean ablation of encoder heads needs inputs= a bool mask [clips, frames] of real encoder "
+                "frames; the AudioTextInput's attention mask covers decoder positions"
+            )
+        if inputs.attention_mask is None:
+            return torch.ones(inputs.shape, dtype=torch.bool)
+        return inputs.attention_mask.bool()
+    mask = torch.as_tensor(inputs)
+    if mask.ndim != 2:
+        raise ValueError(f"inputs= mask must be [batch, pos], got shape {tuple(mask.shape)}")
+    if mask.is_floating_point():
+        raise TypeError("inputs= mask must be bool or 0/1 integers (the attention mask), not float")
+    return mask.bool()
+
+
+def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch.Tensor:
+    """Mean of ``z`` ``[batch, pos, head, d_head]`` over the real (batch, pos) entries, shape ``[1, 1, head, d_head]``."""
+    if real is None:
+        if z.shape[0] > 1:
+            what = (
+                "a bool mask [clips, frames] of real encoder frames" if name.startswith("audio_encoder")
+                else "the AudioTextInput or its attention mask"
+            )
+            raise ValueError(
+                f"mean ablation over a batch of {z.shape[0]} rows needs inputs= ({what}), so that padding "
+                "positions are left out of the mean"
+            )
+        return z.mean(dim=(0, 1), keepdim=True)
+    real = real.to(z.device)
+    if real.shape[0] != z.shape[0] or real.shape[1] > z.shape[1]:
+        raise ValueError(
+            f"the mask given as inputs= is {tuple(real.shape)} but {name} has [batch, pos] = {tuple(z.shape[:2])}; "
+            "pass the inputs of this run"
+        )
+    if real.shape[1] < z.shape[1]:  # positions added since (generate): real
+        extra = torch.ones(z.shape[0], z.shape[1] - real.shape[1], dtype=torch.bool, device=z.device)
+        real = torch.cat([real, extra], dim=1)
+    if not real.any():
+        raise ValueError("the mask given as inputs= has no real position")
+    weights = real.to(z.dtype)[:, :, None, None]
+    return (z * weights).sum(dim=(0, 1), keepdim=True) / weights.sum()
 
 
 def random_heads(
     n_layers: int, n_heads: int, k: int, exclude: list[tuple[int, int]] = (), seed: int = 0
 ) -> list[tuple[int, int]]:
     """``k`` distinct random (layer, head) pairs not in ``exclude`` (the control for a head ranking)."""
-    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in set(exclude)]
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+        raise ValueError(f"k must be a whole number >= 0, got {k!r}")
+    excluded = {(int(l), int(h)) for l, h in exclude}
+    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in excluded]
     if k > len(pool):
-        raise ValueError(f"cannot draw {k} heads from {len(pool)} candidates")
+        raise ValueError(
+            f"cannot draw {k} heads from {len(pool)} candidates ({n_layers} layers x {n_heads} heads, "
+            f"{len(excluded)} excluded)"
+        )
     return random.Random(seed).sample(pool, k)
 
 
@@ -76,7 +204,8 @@ def same_prompt_donors(inputs: AudioTextInput) -> Int[torch.Tensor, " batch"]:
 
     Raises if a row has no partner, since its "resampled" output would be its own."""
     groups: dict[tuple, list[int]] = defaultdict(list)
-    for row, (ids, mask) in enumerate(zip(inputs.input_ids.tolist(), inputs.attention_mask.tolist())):
+    attention_mask = inputs.attention_mask if inputs.attention_mask is not None else torch.ones_like(inputs.input_ids)
+    for row, (ids, mask) in enumerate(zip(inputs.input_ids.tolist(), attention_mask.tolist())):
         groups[(tuple(ids), tuple(mask))].append(row)
     donors = torch.empty(len(inputs.input_ids), dtype=torch.long)
     for rows in groups.values():

@@ -7,26 +7,73 @@ speaker) added at the audio positions of layer ``l`` to push the model's reading
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 
 
 def steering_hook(
     direction: Float[torch.Tensor, "d_model"],
     scale: float = 1.0,
-    positions: Bool[torch.Tensor, "batch pos"] | None = None,
+    positions: Bool[torch.Tensor, "batch pos"] | Int[torch.Tensor, "n"] | list[int] | None = None,
 ):
     """A hook adding ``scale * direction`` at ``positions`` (every position when None).
 
-    Position masks are matched to the current sequence length, so the hook also works during
-    ``generate`` (new positions are left alone unless ``positions`` is None)."""
+    ``positions`` is a bool mask ``[batch, pos]`` (e.g. ``inputs.audio_mask``; one row ``[1, pos]`` or
+    ``[pos]`` applies to every row) or a list of position indices applied to every row. An integer
+    0/1 tensor is refused (it would be read as indices). Position masks are matched to the current
+    sequence length, so the hook also works during ``generate`` (new positions are left alone unless
+    ``positions`` is None). ``direction`` must be one vector of the hooked activation's width."""
+    direction = torch.as_tensor(direction)
+    if direction.ndim != 1:
+        raise ValueError(f"direction must be one vector [d_model], got shape {tuple(direction.shape)}")
+    if not torch.isfinite(direction).all():
+        raise ValueError("direction has NaN or inf entries")
+    mask_rows, indices = None, None
+    if positions is not None:
+        if isinstance(positions, torch.Tensor) and positions.dtype == torch.bool:
+            mask_rows = positions[None] if positions.ndim == 1 else positions
+            if mask_rows.ndim != 2:
+                raise ValueError(f"a positions mask must be [batch, pos] or [pos], got shape {tuple(positions.shape)}")
+        else:
+            indices = torch.as_tensor(positions)
+            if (
+                isinstance(positions, torch.Tensor) and not indices.is_floating_point() and indices.numel() > 2
+                and int(indices.min()) >= 0 and int(indices.max()) <= 1
+            ):
+                raise TypeError(
+                    "positions is an integer tensor of 0s and 1s (an attention mask?): pass a bool mask "
+                    "(positions.bool()) or the position indices themselves"
+                )
+            if indices.ndim != 1 or indices.is_floating_point():
+                raise ValueError(
+                    f"positions must be a bool mask [batch, pos] (e.g. inputs.audio_mask) or a list of position indices, "
+                    f"got {indices.dtype} of shape {tuple(indices.shape)}"
+                )
+            if len(indices) == 0:
+                raise ValueError("positions is empty: the hook would steer nothing")
+            indices = indices.long()
 
     def add(resid: torch.Tensor, hook) -> torch.Tensor:
+        if resid.shape[-1] != direction.shape[0]:
+            raise ValueError(
+                f"direction has {direction.shape[0]} entries but {hook.name} has width {resid.shape[-1]}"
+            )
         delta = scale * direction.to(resid.device, resid.dtype)
         if positions is None:
             return resid + delta
-        mask = torch.zeros(resid.shape[:2], dtype=torch.bool, device=resid.device)
-        n = min(positions.shape[1], resid.shape[1])
-        mask[:, :n] = positions[:, :n].to(resid.device)
+        batch, n_pos = resid.shape[:2]
+        mask = torch.zeros(batch, n_pos, dtype=torch.bool, device=resid.device)
+        if indices is not None:
+            if int(indices.max()) >= n_pos or int(indices.min()) < -n_pos:
+                raise ValueError(f"positions {indices.tolist()} are out of range for {hook.name}'s {n_pos} positions")
+            mask[:, indices.to(resid.device)] = True
+        else:
+            if mask_rows.shape[0] not in (1, batch):
+                raise ValueError(
+                    f"the positions mask has {mask_rows.shape[0]} rows but the batch has {batch}; give one row per "
+                    "batch row (or a single row for all)"
+                )
+            n = min(mask_rows.shape[1], n_pos)
+            mask[:, :n] = mask_rows[:, :n].to(resid.device)
         return resid + mask[..., None] * delta
 
     return add

@@ -1,0 +1,221 @@
+"""Analysis helpers with bad or tricky arguments (issue 9, class 8): the right value or a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_inputs
+
+from hooked_audio.analysis import (
+    audio_attention_by_head,
+    head_ablation_hooks,
+    logit_lens,
+    random_heads,
+    same_prompt_donors,
+    steering_hook,
+    top_heads,
+)
+from hooked_audio.analysis.logit_lens import at_last_positions
+
+Z1 = "blocks.1.attn.hook_z"
+
+
+def _padded(model):
+    """Two rows, the second left-padded by 15 positions (a 1 s and a 0.4 s clip)."""
+    inputs = model.to_inputs(**make_inputs([[100], [40]]))
+    assert not inputs.attention_mask[1, 0] and inputs.attention_mask[0].all()
+    return inputs
+
+
+def _ablated_z(model, inputs, hooks):
+    """hook_z of layer 1 as the rest of the model sees it after ``hooks``."""
+    seen = {}
+    capture = (Z1, lambda z, hook: seen.__setitem__("z", z.detach().clone()))
+    model.run_with_hooks(inputs, fwd_hooks=[*hooks, capture])
+    return seen["z"]
+
+
+# --- head ablation ------------------------------------------------------------------------------------------
+
+
+def test_mean_ablation_averages_real_positions_only(model):
+    inputs = _padded(model)
+    _, cache = model.run_with_cache(inputs, names_filter=[Z1])
+    z = cache[Z1]
+    real = inputs.attention_mask.bool()
+    expected = z[real][:, 3].mean(0)  # [d_head], over the real positions of both rows
+    with_padding = z[:, :, 3].mean(dim=(0, 1))
+    assert (expected - with_padding).abs().max() > 1e-3  # padding would change the answer
+    ablated = _ablated_z(model, inputs, head_ablation_hooks([(1, 3)], mode="mean", inputs=inputs))
+    torch.testing.assert_close(ablated[:, :, 3], expected.expand_as(ablated[:, :, 3]), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ablated[:, :, :3], z[:, :, :3])  # other heads untouched
+    # an explicit mask means the same
+    by_mask = _ablated_z(model, inputs, head_ablation_hooks([(1, 3)], mode="mean", inputs=inputs.attention_mask))
+    torch.testing.assert_close(by_mask, ablated)
+
+
+def test_mean_ablation_of_a_batch_without_a_mask_is_refused(model):
+    inputs = _padded(model)
+    with pytest.raises(ValueError, match="mean ablation over a batch of 2 rows needs inputs="):
+        model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 3)], mode="mean"))
+    with pytest.raises(ValueError, match=r"the mask given as inputs= is \(1, \d+\)"):
+        model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 3)], mode="mean", inputs=inputs.attention_mask[:1]))
+    with pytest.raises(ValueError, match="inputs= is used by mode='mean' only"):
+        head_ablation_hooks([(1, 3)], mode="zero", inputs=inputs)
+
+
+def test_mean_ablation_of_one_row_needs_no_mask(model):
+    inputs = model.to_inputs(**make_inputs([[100]]))
+    _, cache = model.run_with_cache(inputs, names_filter=[Z1])
+    ablated = _ablated_z(model, inputs, head_ablation_hooks([(1, 0)], mode="mean"))
+    torch.testing.assert_close(ablated[0, :, 0], cache[Z1][0, :, 0].mean(0).expand_as(ablated[0, :, 0]))
+
+
+@pytest.mark.parametrize(
+    "heads, error, match",
+    [
+        ([(1, -1)], ValueError, r"\(1, -1\) has a negative index"),
+        ([(-1, 0)], ValueError, r"\(-1, 0\) has a negative index"),
+        ([(1, 1.0)], TypeError, "must be integers"),
+        ([(True, 0)], TypeError, "must be integers"),
+        ([(1,)], ValueError, r"heads must be \(layer, head\) pairs"),
+    ],
+)
+def test_bad_head_indices_are_refused_when_the_hooks_are_built(heads, error, match):
+    with pytest.raises(error, match=match):
+        head_ablation_hooks(heads)
+
+
+def test_out_of_range_heads_are_refused(model):
+    with pytest.raises(ValueError, match=r"\(0, 4\) is out of range: the decoder model has 2 layers x 4 heads"):
+        head_ablation_hooks([(0, 4)], model=model)
+    with pytest.raises(ValueError, match=r"\(2, 0\) is out of range"):
+        head_ablation_hooks([(2, 0)], model=model)
+    inputs = model.to_inputs(**make_inputs([[100]]))
+    with pytest.raises(ValueError, match="head 4 of layer 1 does not exist: blocks.1.attn.hook_z has 4 heads"):
+        model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 4)]))  # without model=: at the hook
+    with pytest.raises(Exception, match="blocks.7.attn.hook_z"):
+        model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(7, 0)]))
+
+
+def test_tensor_indices_from_a_ranking_are_accepted(model):
+    scores = torch.zeros(2, 4)
+    scores[1, 2] = 1.0
+    hooks = head_ablation_hooks([tuple(torch.tensor(top_heads(scores, 1)[0]))], model=model)
+    assert [name for name, _ in hooks] == ["blocks.1.attn.hook_z"]
+
+
+def test_donors_that_ablate_nothing_or_do_not_exist_are_refused(model):
+    with pytest.raises(ValueError, match=r"rows \[1\] are their own donors"):
+        head_ablation_hooks([(1, 0)], mode="resample", donors=torch.tensor([2, 1, 0]))
+    with pytest.raises(TypeError, match="1-D integer tensor"):
+        head_ablation_hooks([(1, 0)], mode="resample", donors=torch.tensor([1.0, 0.0]))
+    inputs = model.to_inputs(**make_inputs([[100], [100]]))
+    with pytest.raises(ValueError, match="donors names row 5, but the batch has 2 rows"):
+        model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 0)], mode="resample", donors=torch.tensor([5, 0])))
+
+
+def test_same_prompt_donors_without_an_attention_mask(model):
+    ids = make_inputs([[100]])
+    inputs = model.to_inputs(input_ids=ids["input_ids"].repeat(2, 1), input_features=ids["input_features"].repeat(2, 1, 1),
+                             feature_attention_mask=ids["feature_attention_mask"].repeat(2, 1))
+    assert same_prompt_donors(inputs).tolist() == [1, 0]
+
+
+def test_random_heads_and_top_heads_refuse_impossible_counts():
+    with pytest.raises(ValueError, match="k must be a whole number >= 0"):
+        random_heads(2, 4, -1)
+    with pytest.raises(ValueError, match=r"cannot draw 7 heads from 6 candidates \(2 layers x 4 heads, 2 excluded\)"):
+        random_heads(2, 4, 7, exclude=[(0, 0), (1, 1)])
+    scores = torch.arange(8.0).reshape(2, 4)
+    with pytest.raises(ValueError, match=r"k must be a whole number from 0 to 8 \(2 layers x 4 heads\), got 9"):
+        top_heads(scores, 9)
+    assert top_heads(scores, 0) == [] and top_heads(scores, 2) == [(1, 3), (1, 2)]
+    with pytest.raises(ValueError, match="NaN"):
+        top_heads(torch.tensor([[0.0, float("nan")]]), 1)
+
+
+# --- audio attention by head -------------------------------------------------------------------------------------
+
+
+def test_audio_attention_needs_every_layer_its_batch_axis_and_audio(model):
+    inputs = model.to_inputs(**make_inputs([[100]]))
+    _, only_layer_0 = model.run_with_cache(inputs, names_filter=["blocks.0.attn.hook_pattern"])
+    with pytest.raises(ValueError, match=r"no blocks.\{l\}.attn.hook_pattern for layers \[1\]"):
+        audio_attention_by_head(only_layer_0, 2)
+    _, no_batch = model.run_with_cache(inputs, names_filter=lambda n: n.endswith("hook_pattern"), remove_batch_dim=True)
+    with pytest.raises(ValueError, match="batch dimension"):
+        audio_attention_by_head(no_batch, 2)
+    mixed = model.to_inputs(**make_inputs([[100], []]))
+    _, cache = model.run_with_cache(mixed, names_filter=lambda n: n.endswith("hook_pattern"))
+    with pytest.raises(ValueError, match=r"rows \[1\] have no audio tokens"):
+        audio_attention_by_head(cache, 2)
+
+
+# --- logit lens -------------------------------------------------------------------------------------------------
+
+
+def test_lens_at_some_positions_reads_the_same_values_as_the_full_lens(model):
+    inputs = _padded(model)
+    _, cache = model.run_with_cache(inputs)
+    full = logit_lens(model, cache)
+    last_only = logit_lens(model, cache, positions=[-1])
+    torch.testing.assert_close(at_last_positions(last_only, cache.last_positions), at_last_positions(full, cache.last_positions))
+    torch.testing.assert_close(logit_lens(model, cache, positions=slice(3, 6)).log_probs, full.log_probs[:, :, 3:6])
+    first = logit_lens(model, cache, positions=[0, 1])
+    with pytest.raises(ValueError, match=r"do not include the last position\(s\)"):
+        at_last_positions(first, cache.last_positions)
+    n = inputs.shape[1]
+    with pytest.raises(ValueError, match=f"position 1000 is out of range: the cache has {n} positions"):
+        logit_lens(model, cache, positions=[1000])
+
+
+def test_lens_targets_one_id_for_all_rows_or_one_per_row(model):
+    _, cache = model.run_with_cache(_padded(model))
+    lens = logit_lens(model, cache)
+    torch.testing.assert_close(lens.target_prob(7), lens.target_prob(torch.tensor([7, 7])))
+    with pytest.raises(ValueError, match=r"target id 64 is outside the vocabulary \(0..63\)"):
+        lens.target_prob(torch.tensor([3, 64]))
+    with pytest.raises(ValueError, match=r"one token id per row \(2 rows\)"):
+        lens.target_rank(torch.tensor([1, 2, 3]))
+    with pytest.raises(TypeError, match="token ids"):
+        lens.target_prob(torch.tensor([0.5, 1.0]))
+
+
+def test_lens_of_a_cache_without_its_batch_axis(model):
+    inputs = model.to_inputs(**make_inputs([[100]]))
+    _, cache = model.run_with_cache(inputs)
+    _, no_batch = model.run_with_cache(inputs, remove_batch_dim=True)
+    torch.testing.assert_close(logit_lens(model, no_batch, positions=[-1]).log_probs,
+                               logit_lens(model, cache, positions=[-1]).log_probs)
+
+
+# --- steering -------------------------------------------------------------------------------------------------
+
+
+def test_steering_at_listed_positions_equals_the_same_mask(model):
+    inputs = _padded(model)
+    direction = torch.randn(model.cfg.d_model)
+    mask = torch.zeros(inputs.shape, dtype=torch.bool)
+    mask[:, [-2, -1]] = True
+    name = "blocks.0.hook_resid_post"
+    by_mask = model.run_with_hooks(inputs, fwd_hooks=[(name, steering_hook(direction, 2.0, mask))])
+    by_index = model.run_with_hooks(inputs, fwd_hooks=[(name, steering_hook(direction, 2.0, [-2, -1]))])
+    torch.testing.assert_close(by_index, by_mask)
+    assert (by_mask - model(inputs)).abs().max() > 1e-4
+
+
+def test_steering_refuses_what_it_would_misread(model):
+    inputs = _padded(model)
+    name = "blocks.0.hook_resid_post"
+    with pytest.raises(TypeError, match="integer tensor of 0s and 1s"):
+        steering_hook(torch.ones(model.cfg.d_model), positions=inputs.attention_mask)
+    with pytest.raises(ValueError, match=r"direction must be one vector \[d_model\]"):
+        steering_hook(torch.ones(2, model.cfg.d_model))
+    with pytest.raises(ValueError, match="direction has 10 entries but blocks.0.hook_resid_post has width 64"):
+        model.run_with_hooks(inputs, fwd_hooks=[(name, steering_hook(torch.ones(10)))])
+    three_rows = torch.ones(3, inputs.shape[1], dtype=torch.bool)
+    with pytest.raises(ValueError, match="positions mask has 3 rows but the batch has 2"):
+        model.run_with_hooks(inputs, fwd_hooks=[(name, steering_hook(torch.ones(model.cfg.d_model), 1.0, three_rows))])
+    with pytest.raises(ValueError, match="out of range"):
+        model.run_with_hooks(inputs, fwd_hooks=[(name, steering_hook(torch.ones(model.cfg.d_model), 1.0, [1000]))])
