@@ -49,7 +49,8 @@ start = time.perf_counter()
 # to the encoder's fixed window. HF's `WhisperEncoder` encodes the whole window (it does **not** mask the
 # padded frames) and applies its final LayerNorm to every frame; the frames are then stacked 8 at a time,
 # projected, and each clip keeps its first `frames // 8` tokens (frames = valid mel frames after the
-# stride-2 conv), which replace that clip's placeholder tokens in order.
+# stride-2 conv), which replace that clip's placeholder tokens in order. (Ultravox itself rounds a clip's
+# last partial group up; a `FramePooling` subclass with its own `output_lengths` would say that.)
 
 
 # %%
