@@ -200,3 +200,11 @@ def test_tone_and_silence_helpers():
     assert duration_seconds(s, 8000) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="Nyquist"):
         tone(9000.0, 0.1, sampling_rate=16000)
+
+
+@pytest.mark.parametrize("seconds", [0, -0.5, float("nan")])
+def test_probe_helpers_refuse_lengths_that_give_no_audio(seconds):
+    with pytest.raises(ValueError, match="seconds must be a positive number"):
+        tone(440.0, seconds)
+    with pytest.raises(ValueError, match="seconds must be a positive number"):
+        silence(seconds)

@@ -132,6 +132,8 @@ def duration_seconds(
 
 def silence(seconds: float, sampling_rate: int = DEFAULT_SAMPLING_RATE) -> Float[np.ndarray, "samples"]:
     """Digital silence (all zeros): a baseline probe for interpretability studies."""
+    _check_seconds(seconds)
+    _check_rate(sampling_rate, "sampling_rate")
     return np.zeros(int(round(seconds * sampling_rate)), dtype=np.float32)
 
 
@@ -142,6 +144,8 @@ def tone(
     amplitude: float = 0.5,
 ) -> Float[np.ndarray, "samples"]:
     """A pure sine ``amplitude * sin(2π f t)``: a simple probe with a known spectrum."""
+    _check_seconds(seconds)
+    _check_rate(sampling_rate, "sampling_rate")
     if not 0 <= freq_hz < sampling_rate / 2:
         raise ValueError(
             f"freq_hz={freq_hz} must be in [0, {sampling_rate / 2}) (below Nyquist for "
@@ -175,6 +179,11 @@ def _from_mapping(source: Mapping, sampling_rate: int | None) -> tuple[Any, int 
         f"Cannot load a waveform from a dict with keys {sorted(map(str, source))}; pass a file path, an "
         'array or tensor, or a datasets-style {"array": samples, "sampling_rate": rate}.'
     )
+
+
+def _check_seconds(seconds: Any) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) or not seconds > 0:
+        raise ValueError(f"seconds must be a positive number, got {seconds!r}")
 
 
 def _check_rate(rate: Any, name: str) -> None:
