@@ -84,14 +84,14 @@ def generate(
         audio_mask = inputs.audio_mask
         for step in range(max_new_tokens):
             if step == 0:
-                logits = model.forward_inputs(prompt, audio_embeds, audio_mask, kv_cache=cache)
+                logits = model.forward_inputs(prompt, audio_embeds, audio_mask, kv_cache=cache, last_position_only=True)
             elif cache is not None:
                 new = AudioTextInput(input_ids=ids[:, -1:], attention_mask=mask[:, -1:])
                 logits = model.forward_inputs(new, None, torch.zeros_like(finished)[:, None], kv_cache=cache)
             else:
                 position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
                 full = replace(inputs, input_ids=ids, attention_mask=mask, position_ids=position_ids)
-                logits = model.forward_inputs(full, audio_embeds, audio_mask)
+                logits = model.forward_inputs(full, audio_embeds, audio_mask, last_position_only=True)
             logits = logits[:, -1].float()
             if return_logits:
                 step_logits.append(logits)

@@ -612,8 +612,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         return build_inputs(self, *args, **kwargs)
 
     # --- generation ------------------------------------------------------------------------------------
-    def generate(self, input: ModelInput = None, **kwargs) -> Int[torch.Tensor, "batch pos"]:
-        """Greedy or sampled continuation with any active hooks applied; see ``generation.generate``."""
+    def generate(
+        self, input: ModelInput = None, **kwargs
+    ) -> Int[torch.Tensor, "batch pos"] | tuple[Int[torch.Tensor, "batch pos"], Float[torch.Tensor, "batch new vocab"]]:
+        """Greedy or sampled continuation with any active hooks applied (KV-cached by default); with
+        ``return_logits=True`` also each step's logits. See ``generation.generate``."""
         from .generation import generate
 
         return generate(self, input, **kwargs)

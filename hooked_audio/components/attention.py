@@ -189,11 +189,12 @@ class Attention(nn.Module):
 
     def _explicit_attention(
         self,
-        q: Float[torch.Tensor, "batch pos head d_head"],
-        k: Float[torch.Tensor, "batch pos kv_head d_head"],
-        v: Float[torch.Tensor, "batch pos kv_head d_head"],
+        q: Float[torch.Tensor, "batch q_pos head d_head"],
+        k: Float[torch.Tensor, "batch k_pos kv_head d_head"],
+        v: Float[torch.Tensor, "batch k_pos kv_head d_head"],
         mask: torch.Tensor | None,
-    ) -> Float[torch.Tensor, "batch pos head d_head"]:
+    ) -> Float[torch.Tensor, "batch q_pos head d_head"]:
+        """``k_pos`` is ``q_pos`` on an ordinary forward, and covers the cached positions too on a cached step."""
         n_rep = self.n_heads // self.n_key_value_heads
         if n_rep > 1:
             k = k.repeat_interleave(n_rep, dim=2)
