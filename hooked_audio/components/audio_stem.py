@@ -19,10 +19,10 @@ class WhisperConvStem(nn.Module):
         self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, padding=1)
 
-    def forward(self, features: Float[torch.Tensor, "clip mel frame"]) -> Float[torch.Tensor, "clip frame d_model"]:
+    def forward(self, features: Float[torch.Tensor, "clip mel mel_frame"]) -> Float[torch.Tensor, "clip frame d_model"]:
         return F.gelu(self.conv2(F.gelu(self.conv1(features)))).transpose(1, 2)
 
     @staticmethod
-    def output_lengths(mel_lengths: Int[torch.Tensor, "clip"]) -> Int[torch.Tensor, "clip"]:
+    def output_lengths(mel_lengths: Int[torch.Tensor, "*clip"] | int) -> Int[torch.Tensor, "*clip"] | int:
         """Frames after the stride-2 conv for clips of ``mel_lengths`` valid mel frames."""
         return (mel_lengths - 1) // 2 + 1

@@ -33,5 +33,5 @@ class Conv2dStem(nn.Module):
         return self.out(x.permute(0, 3, 1, 2).reshape(n, frames, channels * freq))
 
     @staticmethod
-    def output_lengths(mel_lengths: Int[torch.Tensor, "n"]) -> Int[torch.Tensor, "n"]:
+    def output_lengths(mel_lengths: Int[torch.Tensor, "*n"] | int) -> Int[torch.Tensor, "*n"] | int:
         return halved(halved(halved(mel_lengths)))

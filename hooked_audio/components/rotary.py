@@ -32,8 +32,8 @@ class RotaryEmbedding(nn.Module):
     @staticmethod
     def apply(
         x: Float[torch.Tensor, "batch pos head d_head"],
-        cos: Float[torch.Tensor, "batch pos rotary_dim"],
-        sin: Float[torch.Tensor, "batch pos rotary_dim"],
+        cos: Float[torch.Tensor, "#batch pos rotary_dim"],
+        sin: Float[torch.Tensor, "#batch pos rotary_dim"],
     ) -> Float[torch.Tensor, "batch pos head d_head"]:
         rotary_dim = cos.shape[-1]
         x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]

@@ -69,7 +69,7 @@ class Qwen2_5OmniEncoder(WhisperEncoder):
     # --- forward steps ---------------------------------------------------------------------------
     def forward(
         self,
-        features: Float[torch.Tensor, "clip mel frame"],
+        features: Float[torch.Tensor, "clip mel mel_frame"],
         mel_lengths: Int[torch.Tensor, "clip"] | None = None,
     ) -> Float[torch.Tensor, "clip token d_out"]:
         if mel_lengths is None:
@@ -82,7 +82,7 @@ class Qwen2_5OmniEncoder(WhisperEncoder):
         check_mel_lengths(features, mel_lengths)
 
     def embed_frames(
-        self, features: Float[torch.Tensor, "clip mel frame"], mel_lengths: Int[torch.Tensor, "clip"]
+        self, features: Float[torch.Tensor, "clip mel mel_frame"], mel_lengths: Int[torch.Tensor, "clip"]
     ) -> Float[torch.Tensor, "clip frame d"]:
         """The stem on each chunk (padding past the clip's end zeroed), chunks laid end to end again."""
         clips, _, n_mel_frames = features.shape

@@ -70,7 +70,7 @@ class WhisperEncoder(nn.Module):
     # --- the forward, step by step -------------------------------------------------------------------
     def forward(
         self,
-        features: Float[torch.Tensor, "window mel frame"],
+        features: Float[torch.Tensor, "window mel mel_frame"],
         mel_lengths: Int[torch.Tensor, "window"] | None = None,
     ) -> Float[torch.Tensor, "window token d_out"]:
         """``mel_lengths``: valid mel frames per window (None: all of them)."""
@@ -94,7 +94,7 @@ class WhisperEncoder(nn.Module):
         check_mel_lengths(features, mel_lengths)
 
     def embed_frames(
-        self, features: Float[torch.Tensor, "window mel frame"], mel_lengths: Int[torch.Tensor, "window"] | None
+        self, features: Float[torch.Tensor, "window mel mel_frame"], mel_lengths: Int[torch.Tensor, "window"] | None
     ) -> Float[torch.Tensor, "window frame d"]:
         return self.hook_conv_out(self.stem(features))
 
