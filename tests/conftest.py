@@ -1,22 +1,40 @@
-"""Tiny random Qwen2-Audio models, tokenizers and inputs, built offline for the tests."""
+"""Tiny random Qwen2-Audio models, tokenizers and inputs, built offline for the tests.
+
+Shapes are checked at run time in the test session: the jaxtyping annotations of the model, its components
+and encoders (``Float[torch.Tensor, "batch pos d_model"]``, ...) are enforced by beartype on every call, so
+an annotation that disagrees with what the code does fails the suite. The import hook must be installed
+before ``hooked_audio`` is first imported, hence at the very top of this file. ``HOOKED_AUDIO_SHAPE_CHECKS=0``
+turns the checks off (to tell a shape failure from another one, or to time the suite without them).
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
+import os
+import sys
+
+from jaxtyping import install_import_hook
+
+CHECKED_MODULES = ["hooked_audio.model", "hooked_audio.components", "hooked_audio.encoders"]
+if os.environ.get("HOOKED_AUDIO_SHAPE_CHECKS", "1") != "0":
+    if "hooked_audio" in sys.modules:  # imported before this conftest (a plugin?): the hook would not apply
+        raise RuntimeError("hooked_audio was imported before tests/conftest.py could install jaxtyping's shape checks")
+    install_import_hook(CHECKED_MODULES, "beartype.beartype")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from family_harness import (  # noqa: F401  (tests import some of these from conftest)
     build_tiny_hf_model, left_padded, n_audio_tokens, padded_features, random_words, randomize_norms_and_biases,
     tiny_feature_extractor, word_level_tokenizer,
 )
-from transformers import (
+from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
     Qwen2AudioConfig,
     Qwen2AudioForConditionalGeneration,
     Qwen2AudioProcessor,
 )
 
-from hooked_audio import HookedAudioTransformer
+from hooked_audio import HookedAudioTransformer  # noqa: E402
 
 # The test models are tiny: one thread is faster than two fighting over them (and CI has 2 cores).
 torch.set_num_threads(1)

@@ -1,14 +1,17 @@
-"""Shared scaffolding for the per-family parity tests: tiny HF models, left-padded batches, and the checks
-every family runs (logits match HF, the audio moves the logits, every hook fires, greedy generation,
-offline loading, real-size parameter counts on the meta device).
+"""Shared scaffolding for the family tests: ``FamilySpec`` (what a family supplies to the contract suite in
+``test_family_contract.py``), tiny HF models, left-padded batches, and the checks every family runs (logits
+match HF, the audio moves the logits, every hook fires, greedy generation, offline loading, real-size
+parameter counts on the meta device).
 
 A plain module, not a conftest: the family test files import from it by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +29,68 @@ from hooked_audio.audio.inputs import AudioSpan, AudioTextInput
 
 TOL = 1e-4  # max abs logit difference from HF's eager float32 forward (design brief, section 6)
 PADDING_VALUE = -0.8  # what the Whisper feature extractor's padding looks like in log-mel features
+
+
+# --- what a family supplies to the contract suite ----------------------------------------------------
+# Parity cases every family has (clips in the family's own notation, see its ``make_inputs``); a family whose
+# clips can span several windows or chunks also names that case in ``FamilySpec.long_audio_case``.
+REQUIRED_CASES = ("batch_padded_different_lengths", "two_clips_in_one_prompt", "batch_mixed_clip_counts")
+
+
+@dataclass(frozen=True)
+class TokenTimes:
+    """One row holding one clip (``clips``, the family's notation) of ``n_tokens`` audio tokens, in windows of
+    ``tokens_per_window`` tokens that start every ``window_seconds`` (a family without windows: one window)."""
+
+    clips: list
+    n_tokens: int
+    tokens_per_window: int
+    window_seconds: float
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A family's tester for ``test_family_contract.py`` (as HF's ``ModelTesterMixin`` testers are).
+
+    ``make_hf_model(**variants[v])`` builds a tiny eager HF model (random norms and biases, loud audio path);
+    ``make_inputs(clips_per_row, text_lengths=None, seed=0)`` builds that model's forward keyword inputs,
+    left-padded, ``[[]]``-style rows meaning text only."""
+
+    name: str  # the family's registry name (= ``cfg.family``)
+    hf_class: type  # HF's model class (the thinker for Omni models)
+    make_hf_model: Callable[..., torch.nn.Module]
+    variants: Mapping[str, Mapping[str, Any]]  # id -> make_hf_model kwargs (seed included); first = default
+    make_inputs: Callable[..., dict]
+    cases: Mapping[str, list]  # parity cases: id -> clips per row; REQUIRED_CASES at least
+    long_audio_case: str | None  # the case with a clip over several windows / chunks (None: one window only)
+    eos_token_id: int
+    pad_token_id: int
+    seconds_per_token: float  # ``cfg.seconds_per_audio_token``
+    token_times: TokenTimes
+    real_configs: Mapping[str, int]  # model_configs name -> our parameter count on the meta device
+    unhandled: tuple[str, str, Any]  # (config part, attribute, non-default value) the whitelist must refuse
+    audio_factor: float = 100  # the audio must move the logits by more than this x TOL
+    expected_hooks: frozenset[str] = frozenset()  # family-specific names that must be in hook_dict
+    absent_hooks: frozenset[str] = frozenset()  # names this family must not have
+    make_processor: Callable[[], Any] | None = None  # saved next to the checkpoint in the offline check
+    not_reimplemented: Callable[[torch.nn.Module], int] = field(default=lambda hf: 0)  # HF params left out
+
+    @property
+    def default_variant(self) -> str:
+        return next(iter(self.variants))
+
+
+_PAIRS: dict[tuple[str, str], tuple[torch.nn.Module, HookedAudioTransformer]] = {}
+
+
+def build_pair(spec: FamilySpec, variant: str | None = None) -> tuple[torch.nn.Module, HookedAudioTransformer]:
+    """``(hf_model, our model)`` of a spec's variant, built once per test session and shared by the contract
+    suite and the family's own tests (no test modifies them)."""
+    key = (spec.name, variant or spec.default_variant)
+    if key not in _PAIRS:
+        hf = spec.make_hf_model(**spec.variants[key[1]])
+        _PAIRS[key] = hf, HookedAudioTransformer.from_hf_model(hf)
+    return _PAIRS[key]
 
 
 # --- tiny HF models ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Audio Flamingo 3 matches HF's eager ``AudioFlamingo3ForConditionalGeneration`` on tiny random models.
+"""Audio Flamingo 3 (HF ``AudioFlamingo3ForConditionalGeneration``): its contract spec and what is special
+about it (the config as Qwen2-Audio plus differences, the real processor's windows, bad inputs).
 
 Also home of the tiny Flamingo builders that ``test_family_music_flamingo.py`` reuses: a clip is a list
 of windows (mel frames per window), and a clip's windows fill one run of ``<sound>`` placeholders.
@@ -9,10 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 from family_harness import (
-    assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
-    assert_matches_hf, assert_meta_parameter_count_matches, assert_parity_and_audio_matters,
-    assert_token_times_continue_across_windows, build_tiny_hf_model, first_windows, left_padded, n_audio_tokens,
-    noise_clips, padded_features, random_words, real_config, tiny_feature_extractor, word_level_tokenizer,
+    FamilySpec, TokenTimes, assert_logits_match, build_pair, build_tiny_hf_model, first_windows, left_padded,
+    n_audio_tokens, noise_clips, padded_features, random_words, tiny_feature_extractor, word_level_tokenizer,
 )
 from transformers import (
     AudioFlamingo3Config,
@@ -24,6 +23,9 @@ from transformers import (
 )
 
 from hooked_audio import HookedAudioTransformer
+from hooked_audio.components.pooling import AvgPooling
+from hooked_audio.components.projector import MLPProjectorConfig
+
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>", "<|sound_bos|>", "<|sound_eos|>"]
 WORDS = "what is played in the music ? answer yes no hello world one two three four five user assistant".split(" ")
 VOCAB = {tok: i for i, tok in enumerate(SPECIAL + WORDS)}
@@ -79,67 +81,49 @@ def make_processor(family: str = "audioflamingo3"):
     return HF_CLASSES[family][2](feature_extractor=tiny_feature_extractor(N_MELS, chunk_length=1), tokenizer=tokenizer)
 
 
+# Windows of 100 mel frames (1 s); a clip is a list of windows.
 CASES = {
     "one_clip": [[[100]]],
     "batch_padded_different_lengths": [[[100]], [[37]]],
     "two_clips_in_one_prompt": [[[100], [52]]],
     "multi_window_clip_batched_with_a_short_clip": [[[100, 100, 37]], [[60]]],
-    "two_multi_window_clips_and_a_short_one": [[[100, 23], [64]], [[100, 100]]],
+    "batch_mixed_clip_counts": [[[100, 23], [64]], [[100, 100]]],  # two multi-window clips and a short one
 }
+TOKEN_TIMES = TokenTimes([[[100, 100, 37]]], n_tokens=25 + 25 + 9, tokens_per_window=25, window_seconds=1.0)
+HOOKS = frozenset({"audio_encoder.hook_pooled", "audio_encoder.ln_post.hook_normalized", "hook_audio_embeds"})
 
-
-def check_parity_cases(hf, model, wrap: bool) -> None:
-    """Every case's logits match HF, and the audio moves them by more than 100 x TOL."""
-    for case, clips in CASES.items():
-        inputs = make_inputs(clips, text_lengths=[3, 7][: len(clips)], seed=1, wrap=wrap)
-        try:
-            assert_parity_and_audio_matters(hf, model, inputs, factor=100)
-        except AssertionError as error:
-            raise AssertionError(f"case {case}: {error}") from error
+SPEC = FamilySpec(
+    name="audioflamingo3",
+    hf_class=AudioFlamingo3ForConditionalGeneration,
+    make_hf_model=make_hf_model,
+    variants={"gqa": dict(seed=3)},
+    make_inputs=make_inputs,
+    cases=CASES,
+    long_audio_case="multi_window_clip_batched_with_a_short_clip",
+    eos_token_id=EOS,
+    pad_token_id=0,
+    seconds_per_token=0.04,
+    token_times=TOKEN_TIMES,
+    real_configs={"nvidia/audio-flamingo-3-hf": 8_267_215_360},
+    unhandled=("text_config", "use_sliding_window", True),
+    expected_hooks=HOOKS,
+    make_processor=make_processor,
+)
 
 
 @pytest.fixture(scope="module")
 def pair():
-    hf = make_hf_model(seed=3)
-    return hf, HookedAudioTransformer.from_hf_model(hf)
+    return build_pair(SPEC)
 
 
 def test_config_reads_as_qwen2_audio_plus_differences(pair):
     _, model = pair
     cfg = model.cfg
-    assert (cfg.family, cfg.projector, cfg.audio_token_id, cfg.rotary_base) == ("audioflamingo3", "mlp_gelu", SOUND, 1e6)
-    assert (cfg.n_heads, cfg.n_key_value_heads, cfg.audio.pooling) == (4, 2, "avg2")
-    assert cfg.extra["projector_hidden"] == 64 and cfg.audio_time_rotary is None
-
-
-def test_logits_match_hf(pair):
-    check_parity_cases(*pair, wrap=False)
-
-
-def test_text_only_matches_hf(pair):
-    hf, model = pair
-    assert_matches_hf(model, hf, make_inputs([[], []], text_lengths=[9, 5]))
-
-
-def test_greedy_generation_matches_hf(pair):
-    hf, model = pair
-    assert_generate_matches_hf(hf, model, make_inputs([[[100, 40]], [[60]]], seed=4), eos_token_id=EOS, pad_token_id=0)
-
-
-def test_every_hook_point_fires(pair):
-    _, model = pair
-    fired = assert_every_hook_fires(model, make_inputs([[[100, 30]], [[60]]]))
-    assert {"audio_encoder.hook_pooled", "audio_encoder.ln_post.hook_normalized", "hook_audio_embeds"} <= fired
-
-
-def test_audio_token_times_follow_the_windows(pair):
-    """25 tokens per second; a clip's later windows continue its time axis (window w starts at w seconds)."""
-    _, model = pair
-    inputs, span = assert_token_times_continue_across_windows(
-        model, make_inputs([[[100, 100, 37]]]), n_tokens=25 + 25 + 9, tokens_per_window=25, window_seconds=1.0,
-        seconds_per_token=0.04,
+    assert (cfg.family, cfg.projector, cfg.audio_token_id, cfg.rotary_base) == (
+        "audioflamingo3", MLPProjectorConfig(d_hidden=64, act_fn="gelu", bias=True), SOUND, 1e6
     )
-    assert inputs.time_to_position(0, 1.5) == span.start + 25 + 12
+    assert (cfg.n_heads, cfg.n_key_value_heads, cfg.audio.pooling, cfg.audio.encoder) == (4, 2, AvgPooling(2), "whisper")
+    assert cfg.audio_inputs.frame_mask == "input_features_mask" and cfg.audio_time_rotary is None
 
 
 def test_processor_splits_long_audio_into_windows_and_matches_hf():
@@ -156,12 +140,6 @@ def test_processor_splits_long_audio_into_windows_and_matches_hf():
         assert_logits_match(model(batch), hf(**batch).logits, batch["attention_mask"])
 
 
-def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch):
-    hf = make_hf_model(seed=5)
-    inputs = make_inputs([[[100, 50]], [[30]]])
-    assert_loads_offline(tmp_path, monkeypatch, hf, inputs, "audioflamingo3", saved_processor=make_processor())
-
-
 def test_bad_inputs_fail_clearly(pair):
     _, model = pair
     inputs = make_inputs([[[100, 100]]])
@@ -170,17 +148,3 @@ def test_bad_inputs_fail_clearly(pair):
     without_mask = {k: v for k, v in inputs.items() if k != "input_features_mask"}
     with pytest.raises(ValueError, match="input_features_mask"):
         model(**without_mask)
-
-
-def test_real_configuration_maps_and_matches_hf_parameter_count():
-    hf_config, _, cfg = real_config("nvidia/audio-flamingo-3-hf")
-    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_mlp, cfg.d_vocab) == (
-        28, 3584, 28, 4, 18944, 151672
-    )
-    assert (cfg.rotary_base, cfg.audio_token_id, cfg.projector) == (1e6, 151669, "mlp_gelu")
-    audio = cfg.audio
-    assert (audio.n_layers, audio.d_model, audio.n_heads, audio.d_mlp, audio.n_mels, audio.n_ctx) == (
-        32, 1280, 20, 5120, 128, 1500
-    )
-    n_params, _ = assert_meta_parameter_count_matches(cfg, AudioFlamingo3ForConditionalGeneration, hf_config)
-    assert 8.0e9 < n_params < 8.5e9

@@ -1,55 +1,63 @@
-"""Music Flamingo matches HF's eager ``MusicFlamingoForConditionalGeneration`` on tiny random models.
+"""Music Flamingo (HF ``MusicFlamingoForConditionalGeneration``): its contract spec and what is special about
+it, the rotary time embedding on the encoder output (its config, that parity depends on it, its timestamps,
+HF's numbers at real size) and ``<|sound_bos|>`` / ``<|sound_eos|>`` around each clip's run.
 
-The tiny builders come from ``test_family_audioflamingo3``; Music Flamingo differs by its rotary time
-embedding on the encoder output and by ``<|sound_bos|>`` / ``<|sound_eos|>`` around each clip's run.
+The tiny builders come from ``test_family_audioflamingo3``.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from functools import partial
+
 from family_harness import (
-    TOL, assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
-    assert_matches_hf, assert_meta_parameter_count_matches, first_windows, max_diff, n_audio_tokens,
-    noise_clips, real_config,
+    TOL, FamilySpec, assert_logits_match, build_pair, first_windows, max_diff, n_audio_tokens, noise_clips,
+    real_config,
 )
 from test_family_audioflamingo3 import (
-    CASES,
-    EOS,
-    SOUND,
-    SOUND_BOS,
-    SOUND_EOS,
-    check_parity_cases,
-    make_hf_model,
-    make_inputs,
-    make_processor,
+    CASES, EOS, HOOKS, SOUND, SOUND_BOS, SOUND_EOS, TOKEN_TIMES, make_hf_model, make_inputs, make_processor,
 )
 from transformers import MusicFlamingoForConditionalGeneration
 from transformers.models.musicflamingo.modeling_musicflamingo import MusicFlamingoRotaryEmbedding, apply_rotary_time_emb
 
 from hooked_audio import HookedAudioTransformer
+from hooked_audio.components.projector import MLPProjectorConfig
 from hooked_audio.components.time_rotary import TimeRotaryEmbedding, rotate_pairs
+
+
+SPEC = FamilySpec(
+    name="musicflamingo",
+    hf_class=MusicFlamingoForConditionalGeneration,
+    make_hf_model=partial(make_hf_model, "musicflamingo"),
+    variants={"gqa": dict(seed=11)},
+    make_inputs=partial(make_inputs, wrap=True),
+    cases=CASES,
+    long_audio_case="multi_window_clip_batched_with_a_short_clip",
+    eos_token_id=EOS,
+    pad_token_id=0,
+    seconds_per_token=0.04,
+    token_times=TOKEN_TIMES,
+    real_configs={"nvidia/music-flamingo-2601-hf": 8_267_215_360},
+    unhandled=("text_config", "use_sliding_window", True),
+    expected_hooks=HOOKS | {"audio_time_rotary.hook_timestamps", "audio_time_rotary.hook_out"},
+    make_processor=partial(make_processor, "musicflamingo"),
+)
 
 
 @pytest.fixture(scope="module")
 def pair():
-    hf = make_hf_model("musicflamingo", seed=11)
-    return hf, HookedAudioTransformer.from_hf_model(hf)
+    return build_pair(SPEC)
 
 
 def test_config_is_audioflamingo3_plus_time_rotary(pair):
     hf, model = pair
     cfg = model.cfg
-    assert (cfg.family, cfg.projector, cfg.audio_token_id) == ("musicflamingo", "mlp_gelu", SOUND)
-    assert (cfg.audio_bos_token_id, cfg.audio_eos_token_id) == (SOUND_BOS, SOUND_EOS)
+    assert (cfg.family, cfg.projector, cfg.audio_token_id) == ("musicflamingo", MLPProjectorConfig(d_hidden=64), SOUND)
     time = cfg.audio_time_rotary
     assert (time.rotary_dim, time.theta, time.n_positions) == (int(64 * 0.2), 1200.0, 1200)
     assert time.seconds_per_token == pytest.approx(cfg.seconds_per_audio_token) == pytest.approx(0.04)
     torch.testing.assert_close(model.audio_time_rotary.inv_freq, hf.model.pos_emb.inv_freq, rtol=0, atol=0)
-
-
-def test_logits_match_hf(pair):
-    check_parity_cases(*pair, wrap=True)
 
 
 def test_the_time_embedding_is_what_makes_parity(pair):
@@ -81,6 +89,7 @@ def test_time_rotary_matches_hf_at_real_size():
     """The real checkpoint's sizes (rotary_dim 256, 750 tokens per window, windows up to the 40th):
     float32 angles for timestamps up to 20 minutes, rotated in float64, match HF."""
     hf_config, _, cfg = real_config("nvidia/music-flamingo-2601-hf")
+    assert cfg.audio_time_rotary.rotary_dim == 256
     ours, theirs = TimeRotaryEmbedding(cfg.audio_time_rotary), MusicFlamingoRotaryEmbedding(hf_config)
     windows = torch.tensor([0, 1, 17, 39])
     timestamps = windows[:, None] * 750 * 0.04 + torch.arange(750, dtype=torch.float32) * 0.04
@@ -91,23 +100,6 @@ def test_time_rotary_matches_hf_at_real_size():
     assert torch.equal(ours_cos, cos) and torch.equal(ours_sin, sin)
     assert torch.equal(rotate_pairs(hidden, ours_cos, ours_sin), expected)
     assert torch.equal(expected[..., 512:], hidden[..., 512:])  # features past 2 x rotary_dim pass through
-
-
-def test_text_only_matches_hf(pair):
-    hf, model = pair
-    assert_matches_hf(model, hf, make_inputs([[], []], text_lengths=[9, 5]))
-
-
-def test_greedy_generation_matches_hf(pair):
-    hf, model = pair
-    inputs = make_inputs([[[100, 40]], [[60]]], seed=4, wrap=True)
-    assert_generate_matches_hf(hf, model, inputs, eos_token_id=EOS, pad_token_id=0)
-
-
-def test_every_hook_point_fires(pair):
-    _, model = pair
-    fired = assert_every_hook_fires(model, make_inputs([[[100, 30]], [[60]]], wrap=True))
-    assert {"audio_time_rotary.hook_timestamps", "audio_time_rotary.hook_out", "audio_encoder.hook_out"} <= fired
 
 
 def test_processor_wraps_clips_and_matches_hf():
@@ -125,23 +117,8 @@ def test_processor_wraps_clips_and_matches_hf():
         assert_logits_match(model(batch), hf(**batch).logits, batch["attention_mask"])
 
 
-def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch):
-    hf = make_hf_model("musicflamingo", seed=5)
-    inputs = make_inputs([[[100, 50]], [[30]]], wrap=True)
-    processor = make_processor("musicflamingo")
-    assert_loads_offline(tmp_path, monkeypatch, hf, inputs, "musicflamingo", saved_processor=processor)
-
-
 def test_window_and_placeholder_mismatch_fails_clearly(pair):
     _, model = pair
     inputs = make_inputs([[[100, 100]]], wrap=True)
     with pytest.raises(ValueError, match=r"50 audio placeholders \(runs of \[50\]\) but the audio windows give 25"):
         model(**first_windows(inputs, 1))
-
-
-def test_real_configuration_maps_and_matches_hf_parameter_count():
-    hf_config, _, cfg = real_config("nvidia/music-flamingo-2601-hf")
-    assert (cfg.n_layers, cfg.d_model, cfg.n_key_value_heads, cfg.audio.d_model) == (28, 3584, 4, 1280)
-    assert (cfg.audio_token_id, cfg.audio_bos_token_id, cfg.audio_eos_token_id) == (151669, 151670, 151671)
-    assert cfg.audio_time_rotary.rotary_dim == 256
-    assert_meta_parameter_count_matches(cfg, MusicFlamingoForConditionalGeneration, hf_config)

@@ -1,4 +1,6 @@
-"""Qwen3-Omni thinker matches HF's eager ``Qwen3OmniMoeThinkerForConditionalGeneration`` on tiny random models.
+"""Qwen3-Omni thinker (HF ``Qwen3OmniMoeThinkerForConditionalGeneration``): its contract spec and what is
+special about it (the MoE router and expert hooks, q/k norms, attention windows of several chunks, folding
+into the experts, a full Omni checkpoint, the feature extractor).
 
 HF's token count hard-codes 13 tokens per 100-mel-frame chunk, so the tiny encoder keeps ``n_window`` = 50;
 ``n_window_infer`` = 200 makes attention windows of 2 chunks (26 frames), so a 2.6 s clip spans two windows.
@@ -9,8 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from family_harness import (
-    TOL, assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
-    assert_matches_hf, assert_meta_parameter_count_matches, assert_parity_and_audio_matters,
+    TOL, FamilySpec, TokenTimes, assert_loads_offline, assert_logits_match, assert_matches_hf, build_pair,
     build_tiny_hf_model, count_parameters, noise_clips, real_config,
 )
 from test_family_qwen2_5_omni import (
@@ -63,32 +64,40 @@ def inputs_for(clips_per_row, **kwargs) -> dict:
     return make_inputs(clips_per_row, count=n_audio_tokens, **kwargs)
 
 
-CASES = {
-    "one_clip_over_two_windows": [[260]],
-    "batch_padded_different_lengths": [[157], [60]],
-    "two_clips_in_one_prompt": [[230, 45]],
-    "batch_mixed_clip_counts_whole_chunks": [[100, 200], [37]],
-    "batch_of_clips_shorter_than_a_chunk": [[60], [37]],  # HF's stem width is then the longest clip
-}
+SPEC = FamilySpec(
+    name="qwen3_omni",
+    hf_class=Qwen3OmniMoeThinkerForConditionalGeneration,
+    make_hf_model=make_hf_model,
+    variants={"gqa_normtopk": dict(seed=2, n_kv_heads=2, norm_topk_prob=True),
+              "mha_rawtopk": dict(seed=4, n_kv_heads=4, norm_topk_prob=False)},
+    make_inputs=inputs_for,  # a clip is its number of mel frames; chunks of 100, windows of 2 chunks
+    cases={
+        "one_clip_over_two_windows": [[260]],
+        "batch_padded_different_lengths": [[157], [60]],
+        "two_clips_in_one_prompt": [[230, 45]],
+        "batch_mixed_clip_counts": [[100, 200], [37]],  # and whole chunks
+        "batch_of_clips_shorter_than_a_chunk": [[60], [37]],  # HF's stem width is then the longest clip
+    },
+    long_audio_case="one_clip_over_two_windows",
+    eos_token_id=EOS,
+    pad_token_id=PAD,
+    seconds_per_token=1 / 13,
+    token_times=TokenTimes([[300]], n_tokens=39, tokens_per_window=13, window_seconds=1.0),  # 13 tokens a second
+    real_configs={"qwen3-omni-30b-a3b-instruct": 31_180_574_080},
+    unhandled=("text_config", "mlp_only_layers", [0]),
+    audio_factor=30,
+    expected_hooks=frozenset({
+        "blocks.1.mlp.hook_router_logits", "blocks.1.mlp.hook_expert_out", "blocks.0.attn.k_norm.hook_scale",
+        "audio_encoder.hook_conv_out", "audio_encoder.ln_post.hook_normalized", "hook_audio_embeds",
+    }),
+    absent_hooks=frozenset({"audio_encoder.hook_pooled"}),  # Qwen3-Omni does not pool
+    not_reimplemented=lambda hf: count_parameters(hf.model.visual),
+)
 
 
-@pytest.fixture(scope="module", params=[(2, True), (4, False)], ids=["gqa_normtopk", "mha_rawtopk"])
+@pytest.fixture(scope="session", params=list(SPEC.variants))
 def pair(request):
-    n_kv_heads, norm_topk_prob = request.param
-    hf = make_hf_model(seed=n_kv_heads, n_kv_heads=n_kv_heads, norm_topk_prob=norm_topk_prob)
-    return hf, HookedAudioTransformer.from_hf_model(hf)
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_logits_match_hf(pair, case):
-    hf, model = pair
-    inputs = inputs_for(CASES[case], text_lengths=[3, 7][: len(CASES[case])], seed=1)
-    assert_parity_and_audio_matters(hf, model, inputs, factor=30)
-
-
-def test_text_only_matches_hf(pair):
-    hf, model = pair
-    assert_matches_hf(model, hf, inputs_for([[], []], text_lengths=[9, 5]))
+    return build_pair(SPEC, request.param)
 
 
 def test_router_logits_and_mixture_match_hf(pair):
@@ -135,14 +144,11 @@ def test_qk_norm_hooks(pair):
     assert cache["blocks.0.attn.k_norm.hook_normalized"].shape[2] == model.cfg.n_key_value_heads
 
 
-def test_explicit_attention_path_matches_sdpa_and_windows_hold(pair):
+def test_encoder_attends_inside_windows_of_two_chunks(pair):
     _, model = pair
     inputs = inputs_for([[260], [60]], seed=3)
     with torch.no_grad():
-        fast = model(**inputs)
         _, cache = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_pattern"))
-        explicit = model.run_with_hooks(**inputs, fwd_hooks=[(lambda n: n.endswith("hook_pattern"), lambda x, hook: x)])
-    assert_logits_match(fast, explicit, inputs["attention_mask"])
     # windows of 2 chunks (26 frames) are batch rows: the 260-frame clip gives 3 chunks = 39 frames in 2
     # windows, the second with 13 real frames; the 60-frame clip has 8 frames in its first window
     pattern = cache["audio_encoder.blocks.0.attn.hook_pattern"]
@@ -151,30 +157,6 @@ def test_explicit_attention_path_matches_sdpa_and_windows_hold(pair):
     for row, n_real in [(1, 13), (2, 8)]:
         assert pattern[row, :, :n_real, n_real:].abs().max() == 0
         assert pattern[row, :, :n_real, :n_real].sum(-1).allclose(torch.ones(4, n_real))
-
-
-def test_greedy_generation_matches_hf(pair):
-    hf, model = pair
-    assert_generate_matches_hf(hf, model, inputs_for([[157], [60]], seed=4), eos_token_id=EOS, pad_token_id=PAD)
-
-
-def test_every_hook_fires(pair):
-    _, model = pair
-    assert_every_hook_fires(model, inputs_for([[230, 45], [60]]))
-    for name in ["blocks.1.mlp.hook_router_logits", "blocks.1.mlp.hook_expert_out", "blocks.0.attn.k_norm.hook_scale",
-                 "audio_encoder.hook_conv_out", "audio_encoder.ln_post.hook_normalized", "hook_audio_embeds"]:
-        assert name in model.hook_dict
-    assert "audio_encoder.hook_pooled" not in model.hook_dict  # Qwen3-Omni does not pool
-
-
-def test_audio_token_times_follow_13_tokens_per_second(pair):
-    _, model = pair
-    assert model.cfg.seconds_per_audio_token == pytest.approx(1 / 13)
-    inputs = model.to_inputs(**inputs_for([[300]]))
-    span = inputs.audio_spans[0][0]
-    assert len(span) == 39  # 3 s -> 3 x 13
-    times = inputs.token_times()[0, span.start : span.end]
-    assert times[13, 0].item() == pytest.approx(1.0) and times[-1, 1].item() == pytest.approx(3.0)
 
 
 def test_bad_inputs_are_clear_errors(pair):
@@ -187,21 +169,20 @@ def test_bad_inputs_are_clear_errors(pair):
         model(**too_few)
 
 
-@pytest.mark.parametrize("full_omni", [False, True], ids=["thinker_checkpoint", "full_omni_checkpoint"])
-def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch, full_omni):
-    hf = make_hf_model(seed=5)
-    if full_omni:  # model_type "qwen3_omni_moe", weights under "thinker." (talker left out to stay tiny)
-        full = Qwen3OmniMoeForConditionalGeneration(
-            Qwen3OmniMoeConfig(thinker_config=hf.config.to_dict(), enable_audio_output=False)
-        )
-        full.thinker.load_state_dict(hf.state_dict())
-        full.save_pretrained(tmp_path)
-        add_speech_weights(tmp_path, ["talker.model.norm.weight", "code2wav.pre_transformer.norm.weight"])
+def test_a_full_omni_checkpoint_loads_offline(tmp_path, monkeypatch):
+    """model_type "qwen3_omni_moe", weights under "thinker." (talker left out to stay tiny) plus speech weights."""
+    hf, _ = build_pair(SPEC)
+    full = Qwen3OmniMoeForConditionalGeneration(
+        Qwen3OmniMoeConfig(thinker_config=hf.config.to_dict(), enable_audio_output=False)
+    )
+    full.thinker.load_state_dict(hf.state_dict())
+    full.save_pretrained(tmp_path)
+    add_speech_weights(tmp_path, ["talker.model.norm.weight", "code2wav.pre_transformer.norm.weight"])
     inputs = inputs_for([[157], [60]])
-    assert_loads_offline(tmp_path, monkeypatch, hf, inputs, "qwen3_omni", save_hf=not full_omni, processor=None)
+    assert_loads_offline(tmp_path, monkeypatch, hf, inputs, "qwen3_omni", save_hf=False, processor=None)
 
 
-def test_real_configuration_maps_and_matches_hf_parameter_count():
+def test_real_configuration_reads_the_checkpoints_sizes():
     hf_config, family, cfg = real_config("qwen3-omni-30b-a3b-instruct")
     assert family.name == "qwen3_omni"
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_vocab) == (
@@ -211,11 +192,10 @@ def test_real_configuration_maps_and_matches_hf_parameter_count():
     assert (cfg.rotary_base, cfg.eps, cfg.audio_token_id, cfg.tie_word_embeddings) == (1e6, 1e-6, 151675, False)
     audio = cfg.audio
     assert (audio.n_layers, audio.d_model, audio.n_heads, audio.d_mlp, audio.n_mels) == (32, 1280, 20, 5120, 128)
-    assert (audio.chunk_mel_frames, audio.n_ctx, audio.attention_window_frames) == (100, 13, 104)
-    _, theirs = assert_meta_parameter_count_matches(
-        cfg, Qwen3OmniMoeThinkerForConditionalGeneration, hf_config.thinker_config,
-        not_reimplemented=lambda theirs: count_parameters(theirs.model.visual),
-    )
+    assert (audio.chunk_mel_frames, audio.attention_window_frames, audio.window_frames) == (100, 104, None)
+    with torch.device("meta"):
+        assert HookedAudioTransformer(cfg).audio_encoder.chunk_frames == 13
+        theirs = Qwen3OmniMoeThinkerForConditionalGeneration(hf_config.thinker_config)
     # the text model's 30.53e9 parameters are keras-hub's published 30532122624 to within 0.002 %
     assert 30.5e9 < count_parameters(theirs.model.language_model) + count_parameters(theirs.lm_head) < 30.6e9
 

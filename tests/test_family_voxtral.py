@@ -1,4 +1,5 @@
-"""Voxtral matches HF's eager ``VoxtralForConditionalGeneration`` on tiny random models.
+"""Voxtral (HF ``VoxtralForConditionalGeneration``): its contract spec and what is special about it (no frame
+mask, the final norm per frame before stacking 4 frames, the processor's whole windows, bad inputs).
 
 Voxtral has no frame mask: every feature row is one whole window (here 200 mel frames = 2 s, giving
 100 encoder frames and 25 tokens of 4 stacked frames), and a clip longer than a window is several rows
@@ -7,20 +8,22 @@ whose tokens fill one run of ``[AUDIO]`` placeholders after ``[BEGIN_AUDIO]`` (m
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 from family_harness import (
-    assert_every_hook_fires, assert_generate_matches_hf, assert_loads_offline, assert_logits_match,
-    assert_matches_hf, assert_meta_parameter_count_matches, assert_parity_and_audio_matters,
-    assert_token_times_continue_across_windows, build_tiny_hf_model, first_windows, left_padded, noise_clips,
-    padded_features, random_words, real_config, tiny_feature_extractor, word_level_tokenizer,
+    FamilySpec, TokenTimes, assert_logits_match, build_pair, build_tiny_hf_model, first_windows, left_padded,
+    noise_clips, padded_features, random_words, tiny_feature_extractor, word_level_tokenizer,
 )
 from transformers import VoxtralConfig, VoxtralForConditionalGeneration, VoxtralProcessor
 
 from hooked_audio import HookedAudioTransformer
+from hooked_audio.components.pooling import FrameStacking
+from hooked_audio.components.projector import MLPProjectorConfig
 from hooked_audio.families import family_for_model_type
+
 # The real tokenizer's ids: [AUDIO] = 24 (VoxtralProcessor hard-codes it), [BEGIN_AUDIO] = 25.
 FILLER = [f"[CTRL{i}]" for i in range(3, 24)]
 WORDS = "what is said in the audio ? answer yes no hello world one two three four five".split(" ")
@@ -74,54 +77,57 @@ def make_processor() -> VoxtralProcessor:
     return VoxtralProcessor(feature_extractor=tiny_feature_extractor(N_MELS, chunk_length=2), tokenizer=tokenizer)
 
 
-CASES = {
-    "one_clip": [[200]],
-    "batch_padded_different_lengths": [[200], [37]],
-    "two_clips_in_one_prompt": [[200, 52]],
-    "multi_window_clip_batched_with_a_short_clip": [[470], [60]],
-    "two_multi_window_clips_and_a_short_one": [[230, 64], [400]],
-}
+# Windows of 200 mel frames (2 s); a clip is its number of real mel frames, padded to whole windows.
+SPEC = FamilySpec(
+    name="voxtral",
+    hf_class=VoxtralForConditionalGeneration,
+    make_hf_model=make_hf_model,
+    variants={"gqa": dict(seed=3)},
+    make_inputs=make_inputs,
+    cases={
+        "one_clip": [[200]],
+        "batch_padded_different_lengths": [[200], [37]],
+        "two_clips_in_one_prompt": [[200, 52]],
+        "multi_window_clip_batched_with_a_short_clip": [[470], [60]],
+        "batch_mixed_clip_counts": [[230, 64], [400]],  # two multi-window clips and a short one
+    },
+    long_audio_case="multi_window_clip_batched_with_a_short_clip",
+    eos_token_id=EOS,
+    pad_token_id=0,
+    seconds_per_token=0.08,
+    token_times=TokenTimes([[470]], n_tokens=3 * TOKENS_PER_WINDOW, tokens_per_window=TOKENS_PER_WINDOW,
+                           window_seconds=2.0),
+    real_configs={"mistralai/Voxtral-Mini-3B-2507": 4_676_271_104, "mistralai/Voxtral-Small-24B-2507": 24_261_800_960},
+    unhandled=("text_config", "pretraining_tp", 2),
+    expected_hooks=frozenset({
+        "audio_encoder.hook_pos_embed", "audio_encoder.hook_pooled", "audio_encoder.ln_post.hook_normalized",
+    }),
+    make_processor=make_processor,
+)
 
 
 @pytest.fixture(scope="module")
 def pair():
-    hf = make_hf_model(seed=3)
-    return hf, HookedAudioTransformer.from_hf_model(hf)
+    return build_pair(SPEC)
 
 
 def test_config_reads_as_qwen2_audio_plus_differences(pair):
     _, model = pair
     cfg = model.cfg
-    assert (cfg.family, cfg.projector, cfg.audio_token_id, cfg.rotary_base) == ("voxtral", "mlp_gelu", AUDIO, 1e8)
+    assert (cfg.family, cfg.projector, cfg.audio_token_id, cfg.rotary_base) == (
+        "voxtral", MLPProjectorConfig(d_hidden=64, bias=False), AUDIO, 1e8
+    )
     assert (cfg.d_head, cfg.n_heads * cfg.d_head, cfg.qkv_bias, cfg.o_bias) == (32, 128, (False,) * 3, False)
     audio = cfg.audio
-    assert (audio.pooling, audio.ln_post_before_pooling, audio.mask_padded_frames, audio.d_out) == ("stack4", True, False, 256)
-    assert model.family.audio_mask_kwarg is None and cfg.extra["projector_bias"] is False
-    assert not cfg.tie_word_embeddings
+    assert (audio.encoder, audio.pooling, audio.d_out, audio.window_frames) == ("voxtral", FrameStacking(4), 256, N_CTX)
+    assert cfg.audio_inputs.frame_mask is None and not cfg.tie_word_embeddings
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_logits_match_hf(pair, case):
-    hf, model = pair
-    clips = CASES[case]
-    inputs = make_inputs(clips, text_lengths=[3, 7][: len(clips)], seed=1)
-    assert_parity_and_audio_matters(hf, model, inputs, factor=100)
-
-
-def test_text_only_matches_hf(pair):
-    hf, model = pair
-    assert_matches_hf(model, hf, make_inputs([[], []], text_lengths=[9, 5]))
-
-
-def test_greedy_generation_matches_hf(pair):
-    hf, model = pair
-    assert_generate_matches_hf(hf, model, make_inputs([[470], [60]], seed=4), eos_token_id=EOS, pad_token_id=0)
-
-
-def test_every_hook_point_fires(pair):
+def test_each_clip_follows_begin_audio(pair):
     _, model = pair
-    fired = assert_every_hook_fires(model, make_inputs([[470], [60]]))
-    assert {"audio_encoder.hook_pos_embed", "audio_encoder.hook_pooled", "audio_encoder.ln_post.hook_normalized"} <= fired
+    inputs = model.to_inputs(**make_inputs([[470, 60]]))
+    for span in inputs.audio_spans[0]:
+        assert inputs.input_ids[0, span.start - 1] == BEGIN_AUDIO
 
 
 def test_final_norm_runs_per_frame_before_stacking(pair):
@@ -131,17 +137,6 @@ def test_final_norm_runs_per_frame_before_stacking(pair):
     normalized = cache["audio_encoder.ln_post.hook_normalized"]
     assert normalized.shape == (1, N_CTX, 64)
     torch.testing.assert_close(cache["audio_encoder.hook_pooled"], normalized.reshape(1, TOKENS_PER_WINDOW, 256))
-
-
-def test_audio_token_times_follow_the_windows(pair):
-    """12.5 tokens per second (0.08 s each); a clip's later windows continue its time axis."""
-    _, model = pair
-    inputs, span = assert_token_times_continue_across_windows(
-        model, make_inputs([[470]]), n_tokens=3 * TOKENS_PER_WINDOW, tokens_per_window=TOKENS_PER_WINDOW,
-        window_seconds=2.0, seconds_per_token=0.08,
-    )
-    assert inputs.input_ids[0, span.start - 1] == BEGIN_AUDIO
-    assert inputs.time_to_position(0, 2.5) == span.start + TOKENS_PER_WINDOW + 6
 
 
 def test_processor_chunks_long_audio_into_windows_and_matches_hf():
@@ -168,11 +163,6 @@ def test_processor_chunks_long_audio_into_windows_and_matches_hf():
         assert_logits_match(model(batch), hf(**batch).logits, attention_mask)
 
 
-def test_from_pretrained_loads_a_saved_directory_offline(tmp_path, monkeypatch):
-    hf = make_hf_model(seed=5)
-    assert_loads_offline(tmp_path, monkeypatch, hf, make_inputs([[300], [30]]), "voxtral")
-
-
 def test_bad_inputs_fail_clearly(pair):
     _, model = pair
     inputs = make_inputs([[400]])
@@ -185,27 +175,7 @@ def test_bad_inputs_fail_clearly(pair):
 
 
 def test_window_not_a_multiple_of_four_frames_is_refused():
-    config = make_hf_model().config
+    config = copy.deepcopy(build_pair(SPEC)[0].config)
     config.audio_config.max_source_positions = 50
     with pytest.raises(NotImplementedError, match="multiple of 4"):
         family_for_model_type("voxtral").to_config(config)
-
-
-@pytest.mark.parametrize(
-    "name, decoder, n_params",
-    [
-        ("mistralai/Voxtral-Mini-3B-2507", (30, 3072, 32, 8, 128, 8192), (4.6e9, 4.8e9)),
-        ("mistralai/Voxtral-Small-24B-2507", (40, 5120, 32, 8, 128, 32768), (24.0e9, 24.6e9)),
-    ],
-)
-def test_real_configuration_maps_and_matches_hf_parameter_count(name, decoder, n_params):
-    hf_config, _, cfg = real_config(name)
-    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_mlp) == decoder
-    assert (cfg.d_vocab, cfg.rotary_base, cfg.audio_token_id, cfg.eps) == (131072, 1e8, 24, 1e-5)
-    audio = cfg.audio
-    assert (audio.n_layers, audio.d_model, audio.n_heads, audio.d_mlp, audio.n_mels, audio.n_ctx, audio.d_out) == (
-        32, 1280, 20, 5120, 128, 1500, 5120
-    )
-    assert cfg.seconds_per_audio_token == pytest.approx(0.08)
-    n_ours, _ = assert_meta_parameter_count_matches(cfg, VoxtralForConditionalGeneration, hf_config)
-    assert n_params[0] < n_ours < n_params[1]
