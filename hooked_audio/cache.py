@@ -52,11 +52,14 @@ def _source_audio_mask(value) -> torch.Tensor | None:
 
 
 def activation_layout(name: str) -> Layout:
-    if name.startswith(("audio_encoder.", "audio_time_rotary.")):
-        return "window"
+    """Decoder hook points (``hook_embed``, ``blocks.*``, ``ln_final.*``) are per batch row;
+    ``hook_audio_embeds`` is per audio token; every other point is on the audio side (the encoder, Music
+    Flamingo's time rotary, a projector's own hooks) and is per feature row."""
+    if name == "hook_embed" or name.startswith(("blocks.", "ln_final.")):
+        return "batch"
     if name == "hook_audio_embeds":
         return "audio_token"
-    return "batch"
+    return "window"
 
 
 def position_dims(name: str) -> tuple[int, ...]:

@@ -109,13 +109,14 @@ def from_pretrained(
     processing options are ``from_hf_model``'s."""
     processing = dict(fold_ln=fold_ln, fold_value_biases=fold_value_biases, center_unembed=center_unembed,
                       center_writing_weights=center_writing_weights)
-    import transformers
-    from transformers import AutoConfig
+    import json
 
     path = resolve_checkpoint(name_or_path)
-    hf_config = AutoConfig.from_pretrained(path)
-    family = family_for_model_type(hf_config.model_type)
-    hf_class = getattr(transformers, family.hf_class_name)
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} has no config.json: it is not a checkpoint saved by HF save_pretrained")
+    family = family_for_model_type(json.loads(config_file.read_text()).get("model_type", "<missing model_type>"))
+    hf_class = family.model_class()
     hf_model, loading_info = hf_class.from_pretrained(path, dtype=dtype or torch.float32, output_loading_info=True)
     check_loading_info(loading_info, path, family.ignored_hf_keys)
     tokenizer = None

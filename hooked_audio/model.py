@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import nn
 from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint as TLHookPoint
 
 from .audio.inputs import AudioTextInput, as_tensor_dict
 from .cache import AudioActivationCache, check_patch_alignment
@@ -354,7 +355,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         return losses[keep].mean()
 
     # --- hooks (O(hooks added) to add and remove) ------------------------------------------------------
-    def _resolve(self, name: HookName) -> list[HookPoint]:
+    def _resolve(self, name: HookName) -> list[TLHookPoint]:
         if callable(name):
             return [hp for hook_name, hp in self.hook_dict.items() if name(hook_name)]
         if name not in self.hook_dict:
@@ -378,7 +379,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
 
         The model runs one forward at a time: ``hooks()``, ``run_with_hooks``, ``run_with_cache`` and the
         forward hold a per-model lock, so a thread never sees another thread's temporary hooks or cache."""
-        added: list[tuple[HookPoint, str, Any]] = []
+        added: list[tuple[TLHookPoint, str, Any]] = []
         with model_lock(self):
             self.context_level += 1
             try:
@@ -461,11 +462,14 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                 self._resolve(name)
         cached = [(name, hp) for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
         bwd_hooks = [(name, _grad_saver(cache_dict, name, device)) for name, _ in cached] if incl_bwd else []
+        # A part built with TransformerLens's own HookPoint (no direct cache route) is cached by a module hook.
+        fwd_hooks = [(name, _saver(cache_dict, name, device)) for name, hp in cached if not isinstance(hp, HookPoint)]
+        cached = [(name, hp) for name, hp in cached if isinstance(hp, HookPoint)]
         with model_lock(self):
             try:
                 for _, hook_point in cached:
                     hook_point.cache_into, hook_point.cache_device = cache_dict, device
-                with self.hooks(bwd_hooks=bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
+                with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
                     out = self.forward(inputs, return_type=return_type)
                     if incl_bwd:
                         if out.numel() != 1:
@@ -644,6 +648,13 @@ def model_lock(model: nn.Module) -> threading.RLock:
         if model not in _LOCKS:
             _LOCKS[model] = threading.RLock()
         return _LOCKS[model]
+
+
+def _saver(cache_dict: dict, name: str, device) -> Callable:
+    def save(x, hook):
+        cache_dict[name] = x.detach().to(device) if device else x.detach()
+
+    return save
 
 
 def _grad_saver(cache_dict: dict, name: str, device) -> Callable:

@@ -126,11 +126,6 @@ def test_a_frame_masking_encoder_would_not_match(tutorial, pair):
         assert max_diff(masked.eval()(**inputs), reference(**inputs).logits, inputs) > 100 * TOL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache.activation_layout knows only audio_encoder.* as per-window activations, so a projector's own "
-    "hook points ([window, token, ...]) are sliced as if their leading axis were the batch row",
-)
 def test_projector_activations_go_with_their_row_when_the_cache_is_sliced(tutorial, pair):
     _, model = pair
     inputs = tutorial["make_inputs"]([[100, 37], [128]])  # windows 0 and 1 are row 0's, window 2 is row 1's
@@ -139,6 +134,9 @@ def test_projector_activations_go_with_their_row_when_the_cache_is_sliced(tutori
     row_1 = cache.apply_slice_to_batch_dim(slice(1, 2))
     torch.testing.assert_close(row_1["audio_encoder.hook_out"], cache["audio_encoder.hook_out"][2:])
     torch.testing.assert_close(row_1["projector.hook_gate"], cache["projector.hook_gate"][2:])
+    with torch.no_grad():
+        _, last = model.run_with_cache(**inputs, positions="last")
+    torch.testing.assert_close(last["projector.hook_gate"], cache["projector.hook_gate"])  # audio side: kept whole
 
 
 def test_greedy_generation_matches_the_reference(tutorial, pair):
@@ -153,3 +151,20 @@ def test_greedy_generation_matches_the_reference(tutorial, pair):
             ids, mask = torch.cat([ids, next_token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         ours = model.generate(**inputs, max_new_tokens=6, eos_token_id=[])
     assert torch.equal(ours, ids)
+
+
+def test_from_pretrained_loads_the_outside_family_from_a_directory(tutorial, pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reference, _ = pair
+    reference.save_pretrained(tmp_path)
+    loaded = HookedAudioTransformer.from_pretrained(str(tmp_path))
+    inputs = tutorial["make_inputs"]([[128], [45]])
+    with torch.no_grad():
+        assert max_diff(loaded(**inputs), reference(**inputs).logits, inputs) <= TOL
+
+
+def test_a_shipped_family_is_not_replaced_by_accident(tutorial):
+    shipped = FAMILIES["qwen2_audio"]
+    with pytest.raises(ValueError, match="ships"):
+        register_family(dataclasses.replace(tutorial["ULTRAVOX"], name="qwen2_audio", hf_model_types=("x",)))
+    assert FAMILIES["qwen2_audio"] is shipped

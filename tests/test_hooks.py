@@ -136,3 +136,18 @@ def test_removing_temporary_hooks_touches_only_their_points(model, monkeypatch):
         pass
     assert touched == []
     assert not model.hook_dict["blocks.0.hook_resid_pre"].fwd_hooks
+
+
+def test_a_part_with_transformer_lens_own_hook_point_is_cached_too(model):
+    """A user's part may use TransformerLens's HookPoint (no direct cache route): it is cached by a module hook."""
+    import copy
+
+    from transformer_lens.hook_points import HookPoint as TLHookPoint
+
+    other = copy.deepcopy(model)
+    other.hook_embed = TLHookPoint()
+    other.setup()
+    inputs = make_inputs([[100]])
+    _, ours = model.run_with_cache(**inputs, names_filter="hook_embed")
+    _, theirs = other.run_with_cache(**inputs, names_filter="hook_embed")
+    torch.testing.assert_close(theirs["hook_embed"], ours["hook_embed"])

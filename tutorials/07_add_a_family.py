@@ -114,10 +114,10 @@ class UltravoxTutorialForConditionalGeneration(PreTrainedModel):
 # A projector is any module from `[..., d_in]` to `[..., d_model]`, built by a frozen `ProjectorConfig`
 # subclass's `build(d_in, d_model)`. Written with the library's `RMSNorm` (which has `hook_scale` and
 # `hook_normalized`) and a `hook_gate` point, the new part is hooked like every other: the model finds
-# its hook points by itself. Use `hooked_audio.hook_points.HookPoint`: TransformerLens's own would be in
-# `model.hook_dict` but left out of `run_with_cache`'s cache. The projector runs on `[window, token, ...]`
-# (one row per feature row, like the encoder), but the cache so far knows only `audio_encoder.*` names as
-# per-window: read `projector.*` activations from a full cache, and do not slice them by batch row.
+# its hook points by itself. Use `hooked_audio.hook_points.HookPoint` (free when unhooked, cached without a
+# module hook); TransformerLens's own works too, a little slower. The projector runs on `[window, token, ...]`
+# (one row per feature row, like the encoder); the cache treats every audio-side hook that way, so
+# `projector.*` activations go with their batch row when a cache is sliced.
 
 
 # %%
@@ -173,7 +173,8 @@ def config_from_hf(hf_config: UltravoxTutorialConfig) -> HookedAudioConfig:
 ULTRAVOX = ModelFamily(
     name="ultravox_tutorial",
     hf_model_types=("ultravox_tutorial",),
-    hf_class_name="UltravoxTutorialForConditionalGeneration",  # read by from_pretrained only (see the end)
+    hf_class_name="UltravoxTutorialForConditionalGeneration",
+    hf_class=UltravoxTutorialForConditionalGeneration,  # not in transformers: from_pretrained loads it from here
     config_from_hf=config_from_hf,
     handled={
         "": frozenset({"audio_token_id", "stack_factor", "projector_hidden_size"}),
@@ -184,8 +185,7 @@ ULTRAVOX = ModelFamily(
         *whisper_encoder_rules("audio_tower"),
         (r"multi_modal_projector\.ln_pre\.weight", "projector.ln_pre.w"),
         (r"multi_modal_projector\.(linear_[12])\.weight", r"projector.\1.weight"),
-        (r"language_model\.lm_head\.weight", "unembed.weight"),  # decoder_rules expects lm_head at the root
-        *decoder_rules("language_model.model"),
+        *decoder_rules("language_model.model", lm_head="language_model.lm_head"),
     ],
 )
 register_family(ULTRAVOX)
@@ -317,8 +317,8 @@ print(f"done in {time.perf_counter() - start:.1f} s")
 
 # %% [markdown]
 # ## What is left to do for a real checkpoint
-# `from_hf_model` is all this needs. `from_pretrained(directory)` would also need transformers to know the
-# classes: it reads the config with `AutoConfig` and looks the model class up by `hf_class_name` in the
-# `transformers` namespace, so today it works only for families whose classes ship with transformers.
+# `from_hf_model` is all this needs, and since the family names its class (`hf_class`),
+# `HookedAudioTransformer.from_pretrained(directory)` also loads a directory written by the reference's
+# `save_pretrained`, offline.
 # To ship a family in the package (a family file, a `model_configs/` entry per real checkpoint, a spec in the
 # contract suite), see CONTRIBUTING.md.

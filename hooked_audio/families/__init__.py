@@ -20,9 +20,17 @@ FAMILIES: dict[str, ModelFamily] = {
 }
 
 
-def register_family(family: ModelFamily) -> None:
+SHIPPED = frozenset(FAMILIES)
+
+
+def register_family(family: ModelFamily, replace: bool = False) -> None:
     """Make ``from_hf_model`` / ``from_pretrained`` load models whose ``config.model_type`` is one of
-    ``family.hf_model_types``."""
+    ``family.hf_model_types``. Registering a family of the same name again replaces it (re-running a notebook
+    cell), except a shipped family, which is replaced only with ``replace=True``."""
+    if family.name in SHIPPED and FAMILIES[family.name] is not family and not replace:
+        raise ValueError(
+            f"{family.name!r} is a family this library ships; pick another name, or pass replace=True to override it"
+        )
     for other in FAMILIES.values():
         clash = set(other.hf_model_types) & set(family.hf_model_types)
         if other.name != family.name and clash:

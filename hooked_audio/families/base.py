@@ -47,6 +47,14 @@ class ModelFamily:
     handled: HandledAttributes
     ignored_hf_keys: tuple[str, ...] = ()  # HF weights of parts not re-implemented (matched whole)
     config_root: Callable[[PretrainedConfig], PretrainedConfig] = field(default=lambda hf_config: hf_config)
+    # The HF class itself, for a family whose class is not in ``transformers`` (``from_pretrained`` then reads
+    # the config with ``hf_class.config_class``); None: ``getattr(transformers, hf_class_name)``.
+    hf_class: type | None = None
+
+    def model_class(self) -> type:
+        import transformers
+
+        return self.hf_class or getattr(transformers, self.hf_class_name)
 
     def to_config(self, hf_config: PretrainedConfig) -> HookedAudioConfig:
         """Our config from HF's, after refusing any attribute the family does not reproduce."""
@@ -115,8 +123,9 @@ QWEN2_TEXT = frozenset({
 LLAMA_TEXT = (QWEN2_TEXT - {"use_sliding_window", "sliding_window", "max_window_layers"}) | {"attention_bias", "mlp_bias"}
 
 
-def decoder_rules(prefix: str) -> RenameRules:
-    """Qwen2/Llama decoder weights under ``prefix`` (e.g. ``model.language_model``) plus ``lm_head``."""
+def decoder_rules(prefix: str, lm_head: str = "lm_head") -> RenameRules:
+    """Qwen2/Llama decoder weights under ``prefix`` (e.g. ``model.language_model``) plus the output head at
+    ``lm_head`` (e.g. ``language_model.lm_head`` for a nested ``LlamaForCausalLM``)."""
     p = re.escape(prefix)
     return [
         (rf"{p}\.embed_tokens\.weight", "embed.weight"),
@@ -125,7 +134,7 @@ def decoder_rules(prefix: str) -> RenameRules:
         (rf"{p}\.layers\.(\d+)\.input_layernorm\.weight", r"blocks.\1.ln1.w"),
         (rf"{p}\.layers\.(\d+)\.post_attention_layernorm\.weight", r"blocks.\1.ln2.w"),
         (rf"{p}\.norm\.weight", "ln_final.w"),
-        (r"lm_head\.weight", "unembed.weight"),
+        (rf"{re.escape(lm_head)}\.weight", "unembed.weight"),
     ]
 
 
@@ -241,6 +250,16 @@ def check_frame_stacking(d_audio: int, stacked_width: int, pooling: FramePooling
         raise NotImplementedError(
             f"audio_config.intermediate_size={stacked_width} must be {pooling.frames_per_token} x "
             f"hidden_size={d_audio}: HF stacks {pooling.frames_per_token} frames to that width"
+        )
+
+
+def check_whole_tokens_per_window(window_frames: int, pooling: FramePooling) -> None:
+    """HF stacks frames by flattening the whole batch: a window that is not a whole number of tokens would mix
+    two windows' frames into one token."""
+    if window_frames % pooling.frames_per_token:
+        raise NotImplementedError(
+            f"an encoder window of {window_frames} frames is not a multiple of {pooling.frames_per_token} "
+            "(HF would stack frames across windows)"
         )
 
 

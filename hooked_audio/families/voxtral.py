@@ -24,6 +24,7 @@ from ..components.projector import MLPProjectorConfig
 from ..config import AudioInputSpec, HookedAudioConfig
 from .audioflamingo3 import RENAME_RULES
 from .base import LLAMA_TEXT, WHISPER_AUDIO_RENAMED, ModelFamily, check_frame_stacking, check_gelu_projector
+from .base import check_whole_tokens_per_window
 from .base import llama_decoder_fields_from_hf, tied_embeddings, whisper_encoder_config_from_hf
 
 STACKING = FrameStacking(4)
@@ -32,11 +33,7 @@ STACKING = FrameStacking(4)
 def config_from_hf(hf_config) -> HookedAudioConfig:
     audio = whisper_encoder_config_from_hf(hf_config.audio_config, encoder="voxtral", pooling=STACKING)
     check_frame_stacking(audio.d_model, hf_config.audio_config.intermediate_size, STACKING)
-    if audio.window_frames % STACKING.frames_per_token:
-        raise NotImplementedError(
-            f"an encoder window of {audio.window_frames} frames is not a multiple of {STACKING.frames_per_token} "
-            "(HF would stack frames across windows); real checkpoints have 1500"
-        )
+    check_whole_tokens_per_window(audio.window_frames, STACKING)  # real checkpoints have 1500 frames
     check_gelu_projector(hf_config)
     return HookedAudioConfig(
         **llama_decoder_fields_from_hf(hf_config.text_config, tied_embeddings(hf_config)),
