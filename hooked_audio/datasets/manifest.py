@@ -1,0 +1,91 @@
+"""A generic manifest: one row per question, JSONL (``.jsonl``/``.json``) or CSV (``.csv``).
+
+Fields: ``audio`` (a path, relative to the manifest's folder or absolute), ``question``, ``answer``,
+optional ``choices`` (a JSON list; in a CSV cell the JSON text of a list, e.g. ``["low", "high"]``) and
+optional ``id`` (default: the row number, from 0). Any other field goes into the item's metadata, so a
+``task`` or ``difficulty`` column is grouped by in the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+from .items import DatasetError, EvalDataset, RowCollector, sha256_of
+
+REQUIRED = ("audio", "question", "answer")
+
+
+def _records(path: str):
+    """``(where, record or None, problem)`` for each row of the file."""
+    name = os.path.basename(path)
+    if path.lower().endswith(".csv"):
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            reader.fieldnames = columns
+            missing = [c for c in REQUIRED if c not in columns]
+            if missing:
+                raise DatasetError(f"{path}: missing column(s) {missing}; the columns are {columns}")
+            for index, record in enumerate(reader):
+                if None in record or any(record[c] is None for c in columns):
+                    yield f"{name}:{index + 2}", index, None, "malformed row: its cells do not match the columns"
+                    continue
+                if record.get("choices", "").strip():
+                    try:
+                        record["choices"] = json.loads(record["choices"])
+                    except json.JSONDecodeError:
+                        yield f"{name}:{index + 2}", index, None, (
+                            f"malformed row: choices {record['choices']!r} is not a JSON list (write [\"a\", \"b\"])")
+                        continue
+                else:
+                    record.pop("choices", None)
+                if not record.get("id", "").strip():
+                    record.pop("id", None)
+                yield f"{name}:{index + 2}", index, record, None
+        return
+    if not path.lower().endswith((".jsonl", ".json", ".ndjson")):
+        raise DatasetError(f"manifest: {path} is neither .jsonl nor .csv; name it by its format")
+    with open(path, encoding="utf-8") as handle:
+        index = 0
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{name}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield where, index, None, f"malformed row: not JSON ({error.msg})"
+            else:
+                if not isinstance(record, dict):
+                    yield where, index, None, f"malformed row: a JSON {type(record).__name__}, not an object"
+                else:
+                    yield where, index, record, None
+            index += 1
+
+
+def load_manifest(path: str, spec: str | None = None, strict: bool = False) -> EvalDataset:
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise DatasetError(f"manifest: no file at {path}")
+    rows, folder = RowCollector(spec or f"manifest:{path}", strict), os.path.dirname(path)
+    n_rows = 0
+    for where, index, record, problem in _records(path):
+        n_rows += 1
+        if problem:
+            rows.skip(where, problem)
+            continue
+        missing = [k for k in REQUIRED if not isinstance(record.get(k), str)]
+        if missing:
+            rows.skip(where, f"malformed row: {missing} missing or not text")
+            continue
+        choices = record.get("choices")
+        if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
+            rows.skip(where, f"malformed row: choices is not a list of strings ({choices!r})")
+            continue
+        audio = os.path.expanduser(record["audio"])
+        audio = audio if os.path.isabs(audio) else os.path.normpath(os.path.join(folder, audio))
+        metadata = {k: v for k, v in record.items() if k not in (*REQUIRED, "choices", "id")}
+        rows.add(where, str(record.get("id", index)), audio, record["question"], record["answer"], choices, metadata)
+    return rows.finish({"kind": "manifest", "path": path, "sha256": sha256_of(path), "n_rows": n_rows})

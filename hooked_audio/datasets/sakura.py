@@ -1,0 +1,106 @@
+"""SAKURA (Yang et al. 2025): four attribute tracks, each a folder with ``metadata.csv`` and its clips.
+
+Layout read::
+
+    DIR/data/Animal/metadata.csv      (or DIR/Animal/metadata.csv; DIR may also be one track's folder)
+    DIR/data/Animal/<file>.wav ...
+
+Columns: ``file`` (some copies: ``file_name``), ``attribute_label``, ``single_instruction``,
+``single_answer``, ``multi_instruction``, ``multi_answer``. Answers are written ``"(a) dog"`` (some with
+a leading space). The item's ``answer`` is the option's text (``"dog"``); ``choices`` are the option texts
+parsed from the instruction (``(a) ... (b) ...``) when it lists them; ``metadata["aliases"]`` keeps the
+answer as written and its letter, which exact match also accepts. ``hop`` picks the single-hop
+(``single_*``, default) or multi-hop (``multi_*``) question. Item ids are ``Track/hop/file``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+
+from .items import DatasetError, EvalDataset, RowCollector, sha256_of
+
+TRACKS = ("Animal", "Emotion", "Gender", "Language")
+HOPS = ("single", "multi")
+REQUIRED = ("attribute_label", "single_instruction", "single_answer", "multi_instruction", "multi_answer")
+_OPTION = re.compile(r"\(([a-z])\)\s*(.*?)(?=\s*\([a-z]\)|$)", re.IGNORECASE | re.DOTALL)
+_ANSWER = re.compile(r"^\s*\(([a-z])\)\s*(.*?)\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def track_dirs(root: str, track: str | None = None) -> dict[str, str]:
+    """``{track: folder}`` for the tracks found under ``root`` (or the one asked for)."""
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise DatasetError(f"sakura: no folder at {root}")
+    if os.path.isfile(os.path.join(root, "metadata.csv")):  # one track's folder itself
+        name = os.path.basename(root)
+        if track is not None and track != name:
+            raise DatasetError(f"sakura: {root} is the {name!r} track's folder, not {track!r}")
+        return {name: root}
+    base = os.path.join(root, "data") if os.path.isdir(os.path.join(root, "data")) else root
+    wanted = [track] if track is not None else list(TRACKS)
+    found = {t: os.path.join(base, t) for t in wanted if os.path.isfile(os.path.join(base, t, "metadata.csv"))}
+    if track is not None and not found:
+        raise DatasetError(f"sakura: no {os.path.join(base, track, 'metadata.csv')} (tracks: {', '.join(TRACKS)})")
+    if not found:
+        raise DatasetError(
+            f"sakura: no track under {base}: expected {{{','.join(TRACKS)}}}/metadata.csv (the layout of SAKURA's data/ folder)"
+        )
+    return found
+
+
+def parse_options(instruction: str) -> list[tuple[str, str]]:
+    """``[(letter, text), ...]`` of the ``(a) text (b) text`` options listed in an instruction."""
+    options = []
+    for letter, text in _OPTION.findall(instruction):
+        text = text.strip().rstrip(".;,").strip()
+        text = re.split(r"[.?!]\s", text)[0].strip()  # text after the last option ("... Answer with ...")
+        options.append((letter.lower(), text))
+    return options
+
+
+def load_sakura(root: str, track: str | None = None, hop: str = "single", spec: str | None = None,
+                strict: bool = False) -> EvalDataset:
+    if hop not in HOPS:
+        raise DatasetError(f"sakura: hop must be one of {HOPS}, got {hop!r}")
+    spec = spec or f"sakura:{root}"
+    rows = RowCollector(spec, strict)
+    tracks = track_dirs(root, track)
+    for name, folder in tracks.items():
+        csv_path = os.path.join(folder, "metadata.csv")
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            reader.fieldnames = columns
+            file_column = "file" if "file" in columns else "file_name" if "file_name" in columns else None
+            missing = [c for c in REQUIRED if c not in columns] + ([] if file_column else ["file (or file_name)"])
+            if missing:
+                raise DatasetError(f"{csv_path}: missing column(s) {missing}; the columns are {columns}")
+            for line, record in enumerate(reader, start=2):
+                where = f"{csv_path}:{line}"
+                if None in record:  # more cells than columns
+                    rows.skip(where, f"malformed row: {len(columns) + len(record[None])} cells for {len(columns)} columns")
+                    continue
+                if any(record[c] is None for c in columns):
+                    rows.skip(where, f"malformed row: fewer cells than the {len(columns)} columns")
+                    continue
+                file = record[file_column].strip()
+                if not file:
+                    rows.skip(where, f"malformed row: empty {file_column}")
+                    continue
+                instruction, raw_answer = record[f"{hop}_instruction"], record[f"{hop}_answer"].strip()
+                matched = _ANSWER.match(raw_answer)
+                letter, answer = (matched.group(1).lower(), matched.group(2)) if matched else (None, raw_answer)
+                options = parse_options(instruction)
+                choices = [text for _, text in options] or None
+                if choices is not None and letter is not None and dict(options).get(letter) not in (None, answer):
+                    rows.skip(where, f"malformed row: answer {raw_answer!r} disagrees with option ({letter}) "
+                                     f"{dict(options)[letter]!r} of the instruction")
+                    continue
+                aliases = [a for a in (raw_answer, f"({letter})" if letter else None, letter) if a and a != answer]
+                rows.add(where, f"{name}/{hop}/{file}", os.path.join(folder, file), instruction, answer, choices,
+                         {"task": name, "sub-category": hop, "attribute_label": record["attribute_label"].strip(),
+                          "aliases": aliases, "option_letter": letter})
+    return rows.finish({"kind": "sakura", "path": os.path.abspath(root), "tracks": sorted(tracks), "hop": hop,
+                        "sha256": {t: sha256_of(os.path.join(f, "metadata.csv")) for t, f in sorted(tracks.items())}})
