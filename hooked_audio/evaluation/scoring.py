@@ -1,0 +1,90 @@
+"""Three ways to score an answer: restricted-label argmax, MMAU-style string matching, exact match.
+
+- :func:`restricted_choice` (as AudioLens): the logits at the answer position compared over the choice
+  set only, each choice represented by its first token. Choices whose first tokens coincide cannot be
+  told apart this way, so they raise (``first_token_ids``) instead of scoring one of them by accident.
+- :func:`mmau_match`: MMAU's string matching, implemented here from its description (not copied from
+  MMAU's script): the prediction is right when every word of the answer occurs in it and no word of a
+  wrong choice does (words a wrong choice shares with the answer do not count against it).
+- :func:`exact_match`: the prediction equals the answer (or one of its aliases) after normalising
+  case, whitespace and punctuation.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+
+import torch
+
+_WORD = re.compile(r"\w+")
+_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+
+
+def words(text: str) -> set[str]:
+    """The lower-cased words (runs of letters, digits, underscore) of a text."""
+    return set(_WORD.findall(text.lower()))
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation to spaces, whitespace collapsed."""
+    return " ".join(text.lower().translate(_PUNCT).split())
+
+
+def exact_match(prediction: str, answer: str, aliases: Sequence[str] = ()) -> bool:
+    target = normalise(prediction)
+    return bool(target) and any(target == normalise(a) for a in (answer, *aliases))
+
+
+def mmau_match(prediction: str, answer: str, choices: Sequence[str] | None) -> bool:
+    """Every word of ``answer`` in ``prediction`` and no word of a wrong choice (beyond the answer's own)."""
+    predicted, wanted = words(prediction), words(answer)
+    if not predicted or not wanted:
+        return False
+    wrong: set[str] = set()
+    for choice in choices or ():
+        choice_words = words(choice)
+        if choice_words != wanted:
+            wrong |= choice_words - wanted
+    return wanted <= predicted and not (predicted & wrong)
+
+
+def first_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
+    """The first token of each choice as the tokenizer writes it at the start of the answer; raises when a
+    choice makes no token or two choices share their first token (restricted argmax could not tell them apart)."""
+    ids = []
+    for choice in choices:
+        tokens = tokenizer(choice, add_special_tokens=False)["input_ids"]
+        if not tokens:
+            raise ValueError(f"choice {choice!r} tokenizes to nothing; restricted scoring needs a token per choice")
+        ids.append(int(tokens[0]))
+    by_id: dict[int, list[str]] = {}
+    for choice, token in zip(choices, ids):
+        by_id.setdefault(token, []).append(choice)
+    clashes = {tokenizer.convert_ids_to_tokens(t): c for t, c in by_id.items() if len(c) > 1}
+    if clashes:
+        raise ValueError(
+            f"choices {list(choices)} share first tokens {clashes}: restricted argmax scores the first token of "
+            "each choice, so these cannot be told apart; use --scoring mmau (generated text) or relabel the choices"
+        )
+    unk = getattr(tokenizer, "unk_token_id", None)
+    unknown = [c for c, t in zip(choices, ids) if unk is not None and t == unk]
+    if unknown:
+        raise ValueError(f"choices {unknown} start with the unknown token; restricted argmax would compare <unk>")
+    return ids
+
+
+def restricted_choice(logits: torch.Tensor, choice_ids: Sequence[int], choices: Sequence[str]) -> dict:
+    """The choice whose first token has the highest logit at the answer position.
+
+    Returns ``prediction``, ``choice_logprobs`` (log-softmax over the whole vocabulary at each choice's
+    first token) and ``choice_probs_restricted`` (softmax over the choice set alone)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)[list(choice_ids)]
+    restricted = torch.softmax(logprobs, dim=-1)
+    best = int(torch.argmax(logprobs))
+    return {
+        "prediction": choices[best],
+        "choice_logprobs": {c: round(float(v), 5) for c, v in zip(choices, logprobs)},
+        "choice_probs_restricted": {c: round(float(v), 5) for c, v in zip(choices, restricted)},
+    }

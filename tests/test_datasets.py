@@ -1,0 +1,287 @@
+"""Dataset loaders (SAKURA, MMAU test-mini, manifests) on fixtures in their real layouts, and the scoring
+functions on hand-made cases. Every bad row is either a clear error or a counted, logged skip."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from family_harness import word_level_tokenizer
+
+from hooked_audio.audio.io import load_waveform
+from hooked_audio.datasets import DatasetError, load_dataset, parse_spec
+from hooked_audio.evaluation.scoring import (
+    exact_match, first_token_ids, mmau_match, normalise, restricted_choice,
+)
+
+
+def write_clip(path, seconds=0.5, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate)
+    return path
+
+
+def write_garbage(path):
+    path.write_bytes(b"this is not audio at all" * 10)
+    return path
+
+
+SAKURA_COLUMNS = ["attribute_label", "single_instruction", "single_answer", "multi_instruction", "multi_answer"]
+ANIMAL_Q = "What animal makes this sound? (a) dog (b) cat (c) cow (d) sheep"
+ANIMAL_MULTI_Q = "Which of these animals usually has four legs and barks? (a) dog (b) cat (c) cow (d) sheep."
+
+
+def write_sakura_track(folder, rows, file_column="file"):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([file_column] + SAKURA_COLUMNS)
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def sakura_dir(tmp_path):
+    """SAKURA's layout: data/Animal (column ``file``) and data/Gender (column ``file_name``), with bad rows."""
+    root = tmp_path / "SAKURA"
+    animal = root / "data" / "Animal"
+    animal.mkdir(parents=True)
+    write_clip(animal / "dog1.wav")
+    write_clip(animal / "cat1.wav", rate=8000)  # another rate: kept, resampled later
+    write_clip(animal / "cow1.wav")
+    write_garbage(animal / "broken.wav")
+    write_clip(animal / "sheep1.wav")
+    write_sakura_track(animal, [
+        ["dog1.wav", "dog", ANIMAL_Q, "(a) dog", ANIMAL_MULTI_Q, "(a) dog"],
+        ["cat1.wav", "cat", ANIMAL_Q, " (b) cat", ANIMAL_MULTI_Q, " (b) cat"],  # leading space
+        ["missing.wav", "dog", ANIMAL_Q, "(a) dog", ANIMAL_MULTI_Q, "(a) dog"],  # no such file
+        ["broken.wav", "cow", ANIMAL_Q, "(c) cow", ANIMAL_MULTI_Q, "(c) cow"],  # unreadable
+        ["cow1.wav", "cow", ANIMAL_Q, "", ANIMAL_MULTI_Q, "(c) cow"],  # empty single answer
+        ["sheep1.wav", "sheep", ANIMAL_Q, "(a) sheep", ANIMAL_MULTI_Q, "(d) sheep"],  # letter disagrees
+    ])
+    gender = root / "data" / "Gender"
+    gender.mkdir(parents=True)
+    write_clip(gender / "f1.wav")
+    write_clip(gender / "m1.wav", rate=22050)
+    gq = "What is the gender of the speaker? (a) male (b) female"
+    write_sakura_track(gender, [
+        ["f1.wav", "female", gq, "(b) female", gq, "(b) female"],
+        ["m1.wav", "male", gq, "(a) male", gq, "(a) male"],
+    ], file_column="file_name")
+    return root
+
+
+def test_sakura_reads_its_layout_and_counts_every_skip(sakura_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="hooked_audio.datasets"):
+        ds = load_dataset(f"sakura:{sakura_dir}")
+    assert [i.id for i in ds] == ["Animal/single/dog1.wav", "Animal/single/cat1.wav",
+                                  "Gender/single/f1.wav", "Gender/single/m1.wav"]
+    dog, cat = ds.items[0], ds.items[1]
+    assert dog.answer == "dog" and dog.choices == ("dog", "cat", "cow", "sheep")
+    assert cat.answer == "cat" and "(b) cat" in cat.metadata["aliases"]  # leading space stripped
+    assert dog.question == ANIMAL_Q and dog.audio.endswith("data/Animal/dog1.wav")
+    assert dog.metadata["task"] == "Animal" and dog.metadata["sub-category"] == "single"
+    assert cat.metadata["sample_rate"] == 8000 and abs(cat.duration - 0.5) < 1e-3
+    summary = ds.skip_summary()
+    assert summary == {"items": 4, "skipped": 4, "resampled": 2, "skipped_by_reason": {
+        "missing audio": 1, "unreadable audio": 1, "malformed row": 2}}
+    reasons = " | ".join(s.reason for s in ds.skipped)
+    assert "missing.wav" in reasons and "broken.wav" in reasons and "empty answer" in reasons and "disagrees" in reasons
+    assert all("metadata.csv:" in s.row for s in ds.skipped)
+    assert sum("skipping" in r.message for r in caplog.records) == 4  # each one logged
+    assert set(ds.source["sha256"]) == {"Animal", "Gender"}
+
+
+def test_sakura_one_track_and_multi_hop(sakura_dir):
+    gender = load_dataset(f"sakura:{sakura_dir}:Gender")
+    assert [i.metadata["task"] for i in gender] == ["Gender", "Gender"]
+    multi = load_dataset(f"sakura:{sakura_dir}:Animal:multi")
+    ids = [i.id for i in multi]
+    assert "Animal/multi/cow1.wav" in ids and "Animal/multi/sheep1.wav" in ids  # their multi answers are fine
+    assert multi.items[0].question == ANIMAL_MULTI_Q
+    assert load_dataset(f"sakura:{sakura_dir / 'data' / 'Gender'}").source["tracks"] == ["Gender"]  # a track's folder
+
+
+def test_sakura_errors(sakura_dir, tmp_path):
+    with pytest.raises(DatasetError, match="strict"):
+        load_dataset(f"sakura:{sakura_dir}", strict=True)
+    with pytest.raises(DatasetError, match="no .*Emotion"):
+        load_dataset(f"sakura:{sakura_dir}:Emotion")
+    with pytest.raises(DatasetError, match="no track"):
+        load_dataset(f"sakura:{tmp_path / 'SAKURA' / 'data' / 'Animal' / '..' / '..' / '..'}")
+    bad = tmp_path / "bad" / "Animal"
+    bad.mkdir(parents=True)
+    (bad / "metadata.csv").write_text("file,attribute_label,single_instruction\nx.wav,dog,q\n")
+    with pytest.raises(DatasetError, match="missing column"):
+        load_dataset(f"sakura:{tmp_path / 'bad'}")
+    with pytest.raises(DatasetError, match="not a SAKURA track"):
+        parse_spec(f"sakura:{sakura_dir}:Animals")
+
+
+def mmau_record(i, **changes):
+    record = {"id": f"m{i}", "audio_id": f"./test-mini-audios/{i}.wav", "question": "What is heard?",
+              "choices": ["a dog barking", "a cat meowing", "rain", "a car horn"], "answer": "a dog barking",
+              "dataset": "esc", "task": "sound", "split": "test-mini", "category": "Sound Identification",
+              "sub-category": "animals", "difficulty": "easy"}
+    record.update(changes)
+    return record
+
+
+@pytest.fixture
+def mmau_file(tmp_path):
+    audio = tmp_path / "mmau" / "test-mini-audios"
+    audio.mkdir(parents=True)
+    for i in range(5):
+        write_clip(audio / f"{i}.wav", rate=44100 if i == 1 else 16000)
+    write_garbage(audio / "5.wav")
+    records = [
+        mmau_record(0),
+        mmau_record(1, category=["Sound Identification"], task="music", difficulty="hard"),  # one-element list
+        mmau_record(2, answer="a horse"),  # not among the choices
+        mmau_record(3, audio_id="./test-mini-audios/nothere.wav"),
+        {k: v for k, v in mmau_record(4).items() if k != "question"},
+        mmau_record(5),  # unreadable clip
+        mmau_record(6, choices="a dog barking"),  # not a list
+    ]
+    path = tmp_path / "mmau" / "mmau-test-mini.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_mmau_reads_its_layout_and_counts_every_skip(mmau_file):
+    ds = load_dataset(f"mmau:{mmau_file}")
+    assert [i.id for i in ds] == ["m0", "m1"]
+    m0, m1 = ds.items
+    assert m0.choices[0] == "a dog barking" and m0.answer == "a dog barking"
+    assert m1.metadata["category"] == "Sound Identification" and m1.metadata["task"] == "music"
+    assert m0.metadata["sub-category"] == "animals" and m0.metadata["difficulty"] == "easy"
+    assert m0.audio == str(mmau_file.parent / "test-mini-audios" / "0.wav")
+    assert ds.source["sha256"] == hashlib.sha256(mmau_file.read_bytes()).hexdigest()  # which version was read
+    assert ds.source["n_records"] == 7
+    assert ds.skip_summary()["skipped_by_reason"] == {"malformed row": 3, "missing audio": 1, "unreadable audio": 1}
+    assert ds.skip_summary()["resampled"] == 1
+    assert any("not among the choices" in s.reason for s in ds.skipped)
+
+
+def test_mmau_errors(tmp_path, mmau_file):
+    (tmp_path / "obj.json").write_text(json.dumps({"id": 1}))
+    with pytest.raises(DatasetError, match="not the list"):
+        load_dataset(f"mmau:{tmp_path / 'obj.json'}")
+    (tmp_path / "bad.json").write_text("[{")
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        load_dataset(f"mmau:{tmp_path / 'bad.json'}")
+    with pytest.raises(DatasetError, match="no JSON file"):
+        load_dataset(f"mmau:{tmp_path / 'none.json'}")
+    dup = mmau_file.parent / "dup.json"
+    dup.write_text(json.dumps([mmau_record(0), mmau_record(1, id="m0")]))
+    with pytest.raises(DatasetError, match="unique"):
+        load_dataset(f"mmau:{dup}")
+
+
+def test_manifest_jsonl(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "a.wav")
+    absolute = write_clip(tmp_path / "b.wav", rate=48000)
+    write_garbage(clips / "c.wav")
+    lines = [
+        json.dumps({"audio": "clips/a.wav", "question": "low or high ?", "answer": "low", "choices": ["low", "high"],
+                    "task": "pitch"}),
+        json.dumps({"audio": str(absolute), "question": "what ?", "answer": "tone", "id": "custom"}),
+        "{not json",
+        json.dumps({"audio": "clips/c.wav", "question": "q", "answer": "a"}),
+        json.dumps({"audio": "clips/a.wav", "question": "q"}),  # no answer
+        json.dumps(["a", "list"]),
+        "",
+        json.dumps({"audio": "clips/a.wav", "question": "q", "answer": "x", "choices": ["y", "z"]}),
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    ds = load_dataset(f"manifest:{path}")
+    assert [i.id for i in ds] == ["0", "custom"]  # default id: the row number
+    assert ds.items[0].choices == ("low", "high") and ds.items[0].metadata["task"] == "pitch"
+    assert ds.items[1].choices is None and ds.items[1].audio == str(absolute)
+    assert ds.skip_summary()["skipped"] == 5
+    assert ds.skip_summary()["skipped_by_reason"] == {"malformed row": 4, "unreadable audio": 1}
+    assert any(s.row == "m.jsonl:3" and "not JSON" in s.reason for s in ds.skipped)
+    # the 48 kHz clip is resampled to 16 kHz when loaded
+    assert load_waveform(ds.items[1].audio).shape == (8000,)
+
+
+def test_manifest_csv_and_errors(tmp_path):
+    write_clip(tmp_path / "a.wav")
+    path = tmp_path / "m.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["audio", "question", "answer", "choices", "difficulty"])
+        writer.writerow(["a.wav", "low or high ?", "high", '["low", "high"]', "easy"])
+        writer.writerow(["a.wav", "q", "high", "low|high", "easy"])  # choices not JSON
+        writer.writerow(["a.wav", "q", "no choices", "", "hard"])
+        writer.writerow(["a.wav", "q"])  # short row
+    ds = load_dataset(f"manifest:{path}")
+    assert [i.id for i in ds] == ["0", "2"] and ds.items[0].choices == ("low", "high")
+    assert ds.items[0].metadata["difficulty"] == "easy"
+    assert len(ds.skipped) == 2 and "not a JSON list" in ds.skipped[0].reason
+    (tmp_path / "cols.csv").write_text("path,question,answer\na.wav,q,a\n")
+    with pytest.raises(DatasetError, match="missing column"):
+        load_dataset(f"manifest:{tmp_path / 'cols.csv'}")
+    (tmp_path / "m.txt").write_text("")
+    with pytest.raises(DatasetError, match="neither"):
+        load_dataset(f"manifest:{tmp_path / 'm.txt'}")
+    (tmp_path / "allbad.jsonl").write_text(json.dumps({"audio": "none.wav", "question": "q", "answer": "a"}) + "\n")
+    with pytest.raises(DatasetError, match="no usable items"):
+        load_dataset(f"manifest:{tmp_path / 'allbad.jsonl'}")
+    for spec in ("clips.jsonl", "csv:m.csv", "manifest:"):
+        with pytest.raises(DatasetError, match="KIND:PATH"):
+            parse_spec(spec)
+
+
+# --- scoring ----------------------------------------------------------------------------------------------
+
+
+def test_exact_match_normalises_case_space_punctuation():
+    assert exact_match("  Dog. ", "dog")
+    assert exact_match("A  dog!", "a dog")
+    assert not exact_match("a dog barking", "a dog")
+    assert exact_match("(a) dog", "dog", aliases=["(a) dog", "a"])
+    assert not exact_match("", "dog") and normalise("Hello,  World!") == "hello world"
+
+
+def test_mmau_match():
+    choices = ["a man speaking", "a woman speaking", "a dog barking", "silence"]
+    assert mmau_match("The sound is a man speaking.", "a man speaking", choices)
+    assert not mmau_match("a woman speaking", "a man speaking", choices)  # 'woman' is a wrong choice's word
+    assert not mmau_match("a man or a woman speaking", "a man speaking", choices)
+    assert not mmau_match("a man", "a man speaking", choices)  # 'speaking' missing
+    assert mmau_match("Speaking: a MAN", "a man speaking", choices)  # order and case do not matter
+    assert not mmau_match("", "silence", choices)
+    assert mmau_match("silence", "silence", choices)
+
+
+def tiny_tokenizer():
+    vocab = {w: i for i, w in enumerate("<unk> <eos> low high dog dogs cat the a".split())}
+    tokenizer = word_level_tokenizer(vocab, "<unk>", "<eos>")
+    tokenizer.unk_token = "<unk>"
+    return tokenizer
+
+
+def test_first_token_ids_and_restricted_choice():
+    tok = tiny_tokenizer()
+    ids = first_token_ids(tok, ["low", "high"])
+    assert ids == [2, 3]
+    with pytest.raises(ValueError, match="share first tokens"):
+        first_token_ids(tok, ["the dog", "the cat"])
+    with pytest.raises(ValueError, match="unknown token"):
+        first_token_ids(tok, ["low", "zebra"])
+    logits = torch.full((9,), -5.0)
+    logits[3], logits[2], logits[0] = 2.0, 1.0, 10.0  # <unk> is highest overall, but outside the choices
+    result = restricted_choice(logits, ids, ["low", "high"])
+    assert result["prediction"] == "high"
+    assert result["choice_logprobs"]["high"] > result["choice_logprobs"]["low"]
+    assert abs(sum(result["choice_probs_restricted"].values()) - 1) < 1e-4
+    assert abs(result["choice_probs_restricted"]["high"] - torch.sigmoid(torch.tensor(1.0)).item()) < 1e-4
