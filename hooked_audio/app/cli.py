@@ -4,6 +4,7 @@
     hooked-audio ask   --audio FILE --prompt TEXT       the model's answer and its top next tokens
     hooked-audio lens  --audio FILE --prompt TEXT       logit lens across layers (PNG + JSON)
     hooked-audio heads --audio FILE --prompt TEXT       decoder heads ranked by attention to the audio
+    hooked-audio eval  --dataset KIND:PATH --out FILE   a whole benchmark, batched and resumable
 
 Every subcommand runs on the bundled toy model by default and on any supported checkpoint with
 ``--model`` (a hub id already downloaded, or a local directory saved by HF ``save_pretrained``).
@@ -228,13 +229,158 @@ def cmd_demo(args) -> dict:
     return run_demo(model_name=args.model, out_dir=Path(args.out), n_heads=args.n_heads, seed=args.seed)
 
 
+# --- eval: a whole benchmark ------------------------------------------------------------------------------
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def dataset_spec(text: str) -> str:
+    from ..datasets import DatasetError, parse_spec
+
+    try:
+        kind, path, _ = parse_spec(text)
+    except DatasetError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not os.path.exists(path):
+        raise argparse.ArgumentTypeError(f"no {'folder' if kind == 'sakura' else 'file'} at {path!r}")
+    return text
+
+
+def results_file(text: str) -> str:
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; --out is the results file, e.g. {os.path.join(text, 'results.jsonl')}")
+    return text
+
+
+def hooks_function(text: str):
+    from ..evaluation.runner import load_hooks
+
+    try:
+        return text, load_hooks(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def cmd_eval(args) -> dict:
+    import logging
+
+    from ..datasets import DatasetError, load_dataset
+    from ..evaluation.runner import (
+        DEFAULT_MAX_NEW_TOKENS, ResumeError, check_resumable, check_scoring, default_scoring, evaluate, hooks_for,
+        prompt_template, run_config,
+    )
+    from ..evaluation.summary import format_table, write_summary
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        dataset = load_dataset(args.dataset, strict=args.strict)
+    except DatasetError as error:
+        args._error(f"argument --dataset: {error}")
+    counts = dataset.skip_summary()
+    print(f"{args.dataset}: {counts['items']} items" + (f", {counts['skipped']} rows skipped {counts['skipped_by_reason']}"
+                                                        if counts["skipped"] else "")
+          + (f", {counts['resampled']} clips resampled to 16 kHz" if counts["resampled"] else ""))
+    scoring = args.scoring or default_scoring(dataset)
+    max_new_tokens = args.max_new_tokens
+    if max_new_tokens is None:
+        max_new_tokens = 0 if scoring == "restricted" else DEFAULT_MAX_NEW_TOKENS
+    try:
+        check_scoring(dataset, scoring)
+        prompt_template(args.prompt_format)
+    except ValueError as error:
+        args._error(str(error))
+    if scoring != "restricted" and max_new_tokens < 1:
+        args._error(f"argument --max-new-tokens: --scoring {scoring} scores generated text, so at least 1")
+    hooks_spec, hooks_fn = args.hooks if args.hooks else (None, None)
+    config = run_config(args.model, dataset, scoring, args.prompt_format, max_new_tokens, hooks_spec)
+    try:
+        resuming = check_resumable(args.out, config)
+    except ResumeError as error:
+        args._error(f"argument --out: {error}")
+    cfg = _model_config(args)
+    if max_new_tokens >= cfg.n_ctx:
+        args._error(f"argument --max-new-tokens: {max_new_tokens} leaves no room for the prompt in {cfg.n_ctx} positions")
+    from ..loading import from_pretrained
+
+    model = from_pretrained(args.model)
+    try:
+        fwd_hooks = hooks_for(hooks_fn, model, hooks_spec) if hooks_fn else []
+        summary = evaluate(model, dataset, args.out, model_name=args.model, scoring=scoring,
+                           prompt_format=args.prompt_format, max_new_tokens=max_new_tokens, batch_size=args.batch_size,
+                           fwd_hooks=fwd_hooks, hooks_spec=hooks_spec, limit=args.limit, seed=args.seed,
+                           progress=not args.no_progress)
+    except (ValueError, ResumeError) as error:
+        args._error(str(error))
+    run = summary["this_run"]
+    print(f"{'resumed' if resuming else 'wrote'} {args.out}: {run['items']} new items in {run['seconds']} s"
+          + (f" ({run['items_per_s']} items/s)" if run["items_per_s"] else ""))
+    if not summary["complete"]:
+        n_done = summary["overall"]["n"] + summary["errors"]
+        print(f"partial: {n_done} of {len(dataset)} items done; rerun the same command to go on")
+    print(format_table(summary))
+    json_path, png_path = write_summary(summary, args.out)
+    print(f"summary: {json_path}\nplot:    {png_path}")
+    return summary
+
+
+EVAL_HELP = """\
+Evaluate a model over a whole benchmark, one JSON line per item in --out.
+
+Datasets (--dataset KIND:PATH):
+  sakura:DIR             SAKURA: every track under DIR ({Animal,Emotion,Gender,Language}/metadata.csv,
+                         or DIR/data/...); sakura:DIR:Gender for one track, sakura:DIR:Gender:multi for
+                         its multi-hop questions. Default scoring: restricted.
+  mmau:FILE.json         MMAU test-mini (the JSON list; clips relative to its folder). Default: mmau.
+  manifest:FILE          JSONL or CSV rows with audio, question, answer, optional choices (a JSON list)
+                         and id (default: the row number). Default: restricted when every row has choices,
+                         else exact.
+Rows that cannot be used (empty fields, an answer outside its choices, a missing or unreadable clip)
+are skipped, logged and counted (--strict refuses them instead); other sample rates are resampled.
+
+Scoring (--scoring):
+  restricted   argmax of the answer-position logits over the first token of each choice (AudioLens);
+               choices must start with different tokens. One forward pass (no generation by default).
+  mmau         MMAU's string match on the generated text: every word of the answer, no word of a wrong choice.
+  exact        the generated text equals the answer (case, spaces and punctuation ignored).
+
+Resuming: rerun the same command; items already in --out are skipped (its settings are kept in
+--out.meta.json and a different model, dataset version, scoring, prompt format, --max-new-tokens or
+--hooks is refused). Each batch is written as soon as it is done, so Ctrl-C loses at most one batch.
+At the end: an accuracy table per task / sub-category / difficulty with 95% bootstrap CIs, written
+to results.summary.json, and a bar plot results.summary.png beside --out.
+"""
+
+EVAL_EXAMPLES = """\
+Examples:
+  hooked-audio eval --model Qwen/Qwen2-Audio-7B-Instruct --dataset sakura:/data/SAKURA --out sakura.jsonl
+  hooked-audio eval --model Qwen/Qwen2-Audio-7B-Instruct --dataset sakura:/data/SAKURA:Gender:multi \\
+      --prompt-format choices --out gender_multi.jsonl
+  hooked-audio eval --model Qwen/Qwen2-Audio-7B-Instruct --dataset mmau:/data/mmau/mmau-test-mini.json \\
+      --max-new-tokens 64 --batch-size 4 --out mmau.jsonl
+  hooked-audio eval --dataset manifest:toy_clips.jsonl --out toy.jsonl          (the bundled toy model)
+  hooked-audio eval --dataset manifest:clips.csv --scoring exact --hooks my_hooks.py:ablate --out ablated.jsonl
+  torchrun --nproc_per_node 2 $(which hooked-audio) eval --dataset manifest:clips.jsonl --out r.jsonl
+A --hooks function is called as function(model) and returns fwd_hooks: [(hook name, hook function), ...],
+active on every forward pass and generated token.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hooked-audio",
         description="Look inside audio-language models: every residual stream, head and audio token is hookable.",
         epilog="Examples:\n  hooked-audio demo --out demo_out\n"
         "  hooked-audio ask --audio clip.wav --prompt 'is the speaker male or female ?'\n"
-        "  hooked-audio heads --audio clip.wav --prompt 'how many beeps ?' --out heads_out",
+        "  hooked-audio heads --audio clip.wav --prompt 'how many beeps ?' --out heads_out\n"
+        "  hooked-audio eval --dataset manifest:clips.jsonl --out results.jsonl   (see hooked-audio eval --help)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -271,6 +417,28 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--top-k", type=positive_int, default=5, help="how many heads to list (default 5)")
     heads.add_argument("--out", type=out_dir, default="heads_out")
     heads.set_defaults(func=cmd_heads)
+
+    ev = sub.add_parser("eval", help="Evaluate a whole benchmark (SAKURA, MMAU, a manifest): batched, resumable.",
+                        description=EVAL_HELP, epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local HF directory (default: {DEFAULT_MODEL}, bundled)")
+    ev.add_argument("--dataset", required=True, type=dataset_spec, metavar="KIND:PATH",
+                    help="sakura:DIR[:Track][:multi], mmau:FILE.json or manifest:FILE.jsonl|.csv")
+    ev.add_argument("--out", required=True, type=results_file, help="results file (JSONL); rerun with it to resume")
+    ev.add_argument("--scoring", choices=("restricted", "mmau", "exact"),
+                    help="how an answer is scored (default: by dataset, see above)")
+    ev.add_argument("--prompt-format", default="plain",
+                    help="'plain' (the question as written, default), 'choices' (the question, then 'Choices: a, b, c.'), "
+                         "or a template with {question} and optionally {choices}")
+    ev.add_argument("--max-new-tokens", type=nonnegative_int,
+                    help="tokens generated per item (default: 0 for restricted scoring, 32 otherwise)")
+    ev.add_argument("--batch-size", type=positive_int, default=8, help="items per forward pass (default 8)")
+    ev.add_argument("--hooks", type=hooks_function, metavar="MODULE:FUNCTION",
+                    help="function(model) -> fwd_hooks, active for the whole run (a module or path/to/file.py)")
+    ev.add_argument("--limit", type=positive_int, help="stop after about this many new items (whole batches); rerun to go on")
+    ev.add_argument("--strict", action="store_true", help="refuse the dataset if any row is bad instead of skipping it")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap CIs (default 0)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval, _error=ev.error)
     return parser
 
 

@@ -1,0 +1,8 @@
+"""Whole-benchmark evaluation: scoring functions, the resumable batched runner, summaries and plots."""
+
+from .runner import SCORINGS, ResumeError, default_scoring, evaluate, read_results
+from .scoring import exact_match, first_token_ids, mmau_match, restricted_choice
+from .summary import accuracy, format_table, summarise
+
+__all__ = ["SCORINGS", "ResumeError", "default_scoring", "evaluate", "read_results", "exact_match",
+           "first_token_ids", "mmau_match", "restricted_choice", "accuracy", "format_table", "summarise"]

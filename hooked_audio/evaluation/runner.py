@@ -1,0 +1,358 @@
+"""Evaluate a model over a whole dataset: batched, resumable, one JSON line per item.
+
+``evaluate(model, dataset, out, ...)`` writes ``out`` (JSONL, one line per item: ``id``, ``prediction``,
+``correct`` and what led to it) and ``out.meta.json`` (the run's settings). Items are sorted by clip
+duration and cut into batches once, from the whole dataset (length bucketing: little padding, and the
+same batches on every run, so a resumed run computes exactly what an uninterrupted one would);
+``model.build_inputs`` left-pads each batch. After each batch its lines are appended, flushed and
+fsynced, so an interrupted run loses at most the batch in flight and never writes an item twice.
+
+Resuming: run again with the same ``out``. Items whose id is already in the file are skipped; a final
+line cut short by the interruption is removed (with a warning). A file made with other settings (model,
+dataset and its version, prompt format, scoring, max new tokens, hooks) is refused, as is a results
+file without its ``.meta.json``.
+
+An item whose inputs cannot be built (e.g. a clip too short for one audio token) gets a line with
+``error`` and ``correct: null``: it is counted in the summary as an error, not as right or wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..datasets import EvalDataset, EvalItem
+from .scoring import exact_match, first_token_ids, mmau_match, restricted_choice
+
+logger = logging.getLogger("hooked_audio.evaluation")
+
+SCORINGS = ("restricted", "mmau", "exact")
+PROMPT_FORMATS = {
+    "plain": "{question}",
+    "choices": "{question}\nChoices: {choices}.",
+}
+FORMAT_VERSION = 1
+DEFAULT_MAX_NEW_TOKENS = 32
+
+
+class ResumeError(ValueError):
+    """The existing ``--out`` cannot be resumed with these settings."""
+
+
+def default_scoring(dataset: EvalDataset) -> str:
+    """MMAU: its string matching; SAKURA and manifests whose rows all have choices: restricted argmax;
+    otherwise exact match on the generated text."""
+    if dataset.source.get("kind") == "mmau":
+        return "mmau"
+    return "restricted" if all(item.choices for item in dataset.items) else "exact"
+
+
+def check_scoring(dataset: EvalDataset, scoring: str) -> None:
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring {scoring!r} is not one of {SCORINGS}")
+    if scoring in ("restricted", "mmau"):
+        without = [item.id for item in dataset.items if not item.choices]
+        if without:
+            raise ValueError(
+                f"--scoring {scoring} needs choices, and {len(without)} item(s) have none (e.g. {without[:3]}); "
+                "add choices to the manifest or use --scoring exact"
+            )
+
+
+def prompt_template(prompt_format: str) -> str:
+    """A named format (``plain``, ``choices``) or a template with ``{question}`` (and optionally ``{choices}``)."""
+    template = PROMPT_FORMATS.get(prompt_format, prompt_format)
+    if "{question}" not in template:
+        raise ValueError(
+            f"prompt format {prompt_format!r} is neither one of {list(PROMPT_FORMATS)} nor a template containing "
+            "{question} (e.g. '{question} Answer with one word.')"
+        )
+    try:
+        template.format(question="q", choices="c")
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"prompt format {prompt_format!r}: only {{question}} and {{choices}} may be filled in ({error})") from None
+    return template
+
+
+def render_prompt(item: EvalItem, template: str) -> str:
+    return template.format(question=item.question, choices=", ".join(item.choices or ()))
+
+
+def run_config(model_name: str, dataset: EvalDataset, scoring: str, prompt_format: str, max_new_tokens: int,
+               hooks: str | None) -> dict[str, Any]:
+    """What decides the results: a resumed run must match it exactly."""
+    source = {k: v for k, v in dataset.source.items() if k in ("kind", "path", "sha256", "tracks", "hop")}
+    return {"format_version": FORMAT_VERSION, "model": model_name, "dataset": dataset.spec, "dataset_source": source,
+            "scoring": scoring, "prompt_format": prompt_format, "max_new_tokens": max_new_tokens, "hooks": hooks}
+
+
+def meta_path(out: str) -> str:
+    return out + ".meta.json"
+
+
+def summary_paths(out: str) -> tuple[str, str]:
+    """``results.jsonl`` -> ``results.summary.json``, ``results.summary.png``."""
+    stem = out[: -len(".jsonl")] if out.endswith(".jsonl") else out
+    return stem + ".summary.json", stem + ".summary.png"
+
+
+def read_results(out: str, repair: bool = False) -> list[dict]:
+    """The lines of a results file. A last line cut short (an interrupted write) is dropped, and with
+    ``repair=True`` removed from the file; a bad line elsewhere is an error."""
+    if not os.path.exists(out):
+        return []
+    with open(out, "rb") as handle:
+        data = handle.read()
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]  # tail: after the last newline (empty when the file ends cleanly)
+    results, good_bytes = [], 0
+    for number, line in enumerate(complete, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "id" not in record:
+                raise ValueError("not a result record")
+        except ValueError as error:
+            raise ResumeError(f"{out}:{number} is not a result line ({error}); the file is damaged, move it away") from None
+        results.append(record)
+        good_bytes += len(line) + 1
+    if tail.strip():
+        warnings.warn(f"{out}: the last line was cut short (an interrupted write); it is dropped and its item redone")
+        if repair:
+            with open(out, "r+b") as handle:
+                handle.truncate(good_bytes)
+    return results
+
+
+def check_resumable(out: str, config: dict) -> bool:
+    """Whether ``out`` holds results to resume; raises ``ResumeError`` when they were made with other settings
+    (or without a ``.meta.json``). Writes nothing."""
+    meta = meta_path(out)
+    if os.path.isdir(out):
+        raise ResumeError(f"{out} is a folder; --out is the results file (e.g. {os.path.join(out, 'results.jsonl')})")
+    if not (os.path.exists(out) and os.path.getsize(out) > 0):
+        return False
+    if not os.path.exists(meta):
+        raise ResumeError(f"{out} exists but {meta} does not, so its settings are unknown; choose another --out")
+    with open(meta) as handle:
+        stored = json.load(handle).get("config", {})
+    differ = {k: (stored.get(k), config.get(k)) for k in set(stored) | set(config) if stored.get(k) != config.get(k)}
+    if differ:
+        lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(differ.items()))
+        raise ResumeError(f"{out} was made with other settings ({lines}); rerun with those or choose another --out")
+    return True
+
+
+def prepare_resume(out: str, config: dict) -> set[str]:
+    """Ids already written to ``out`` by a run with the same ``config`` (writes the meta file if new)."""
+    if check_resumable(out, config):
+        ids = [r["id"] for r in read_results(out, repair=True)]
+        if len(ids) != len(set(ids)):
+            raise ResumeError(f"{out} has duplicate ids; the file is damaged, move it away")
+        return set(ids)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(meta_path(out), "w") as handle:
+        json.dump({"config": config, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, handle, indent=2)
+    open(out, "w").close()
+    return set()
+
+
+def load_hooks(spec: str) -> Callable:
+    """``module:function`` (a module on the path or a ``.py`` file) -> the function; it is called as
+    ``function(model)`` and returns TransformerLens ``fwd_hooks``: a list of ``(hook name, hook function)``."""
+    import importlib
+    import importlib.util
+
+    module_name, sep, function_name = spec.rpartition(":")
+    if not sep or not module_name or not function_name:
+        raise ValueError(f"{spec!r} is not module:function (e.g. my_hooks:ablate_heads or path/to/hooks.py:steer)")
+    try:
+        if module_name.endswith(".py"):
+            if not os.path.isfile(module_name):
+                raise ValueError(f"no file {module_name!r}")
+            loader_spec = importlib.util.spec_from_file_location(os.path.basename(module_name)[:-3], module_name)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"cannot import {module_name!r} ({error})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ValueError(f"{module_name!r} has no function {function_name!r}")
+    return function
+
+
+def hooks_for(function: Callable, model, spec: str = "hooks") -> list:
+    hooks = function(model)
+    if not isinstance(hooks, (list, tuple)) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in hooks):
+        raise ValueError(f"{spec} returned {type(hooks).__name__}; it must return a list of (hook name, function) pairs")
+    unknown = [name for name, _ in hooks if isinstance(name, str) and name not in model.hook_dict]
+    if unknown:
+        raise ValueError(f"{spec} names hook points the model does not have: {unknown[:5]}")
+    return list(hooks)
+
+
+def make_batches(items: Sequence[EvalItem], batch_size: int) -> list[list[EvalItem]]:
+    """Items sorted by duration (stable: ties keep dataset order), cut into batches of ``batch_size``."""
+    ordered = sorted(items, key=lambda item: item.duration)
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def _messages(item: EvalItem, template: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "audio", "path": item.audio},
+                                         {"type": "text", "text": render_prompt(item, template)}]}]
+
+
+GROUP_KEYS = ("task", "sub-category", "difficulty")
+
+
+def _record(item: EvalItem, scoring: str) -> dict:
+    record = {"id": item.id, "answer": item.answer, "choices": list(item.choices) if item.choices else None,
+              "scoring": scoring, "duration_s": item.duration}
+    record |= {k: item.metadata[k] for k in GROUP_KEYS if item.metadata.get(k) is not None}
+    return record
+
+
+def score_batch(model, items: list[EvalItem], template: str, scoring: str, max_new_tokens: int,
+                choice_ids: dict[str, list[int]]) -> list[dict]:
+    """Result records for one batch (built, run and scored together)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inputs = model.build_inputs(messages=[_messages(item, template) for item in items], on_too_long="truncate")
+    truncated = any("truncated" in str(w.message) for w in caught)
+    for w in caught:
+        if "truncated" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    prompt_len = inputs.shape[1]
+    texts: list[str | None] = [None] * len(items)
+    if max_new_tokens > 0:
+        ids, step_logits = model.generate(inputs, max_new_tokens=max_new_tokens, return_logits=True)
+        first = step_logits[:, 0]
+        texts = [t.strip() for t in model.tokenizer.batch_decode(ids[:, prompt_len:], skip_special_tokens=True)]
+    else:
+        first = model(inputs)[:, -1]  # left padding: the last column is every row's answer position
+    records = []
+    for row, item in enumerate(items):
+        record = _record(item, scoring)
+        if truncated and item.duration > 0:
+            record["truncated"] = True  # the batch had a clip over the encoder window (its start was kept)
+        if item.id in choice_ids:
+            record |= restricted_choice(first[row], choice_ids[item.id], item.choices)
+            record["prediction_restricted"] = record.pop("prediction")
+        record["generated"] = texts[row]
+        if scoring == "restricted":
+            record["prediction"] = record["prediction_restricted"]
+            record["correct"] = record["prediction"] == item.answer
+        elif scoring == "mmau":
+            record["prediction"] = texts[row] or ""
+            record["correct"] = mmau_match(record["prediction"], item.answer, item.choices)
+        else:
+            record["prediction"] = texts[row] or ""
+            record["correct"] = exact_match(record["prediction"], item.answer, item.metadata.get("aliases", ()))
+        records.append(record)
+    return records
+
+
+def _score_safely(model, items, template, scoring, max_new_tokens, choice_ids) -> list[dict]:
+    """``score_batch``, and where the batch cannot be built, each item alone (a bad one gets an error line)."""
+    try:
+        return score_batch(model, items, template, scoring, max_new_tokens, choice_ids)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+        if len(items) == 1:
+            logger.warning("item %s: %s", items[0].id, error)
+            return [_record(items[0], scoring) | {"prediction": None, "correct": None, "error": str(error)}]
+    return [r for item in items for r in _score_safely(model, [item], template, scoring, max_new_tokens, choice_ids)]
+
+
+def evaluate(
+    model,
+    dataset: EvalDataset,
+    out: str,
+    *,
+    model_name: str = "model",
+    scoring: str | None = None,
+    prompt_format: str = "plain",
+    max_new_tokens: int | None = None,
+    batch_size: int = 8,
+    fwd_hooks: Sequence = (),
+    hooks_spec: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    after_batch: Callable[[int, list[dict]], None] | None = None,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict:
+    """Evaluate ``dataset`` into ``out`` (resuming it) and return the summary of every item written.
+
+    ``scoring`` defaults to :func:`default_scoring`; ``max_new_tokens`` to 0 for restricted scoring (one
+    forward pass; choice log-probs only) and 32 otherwise. ``fwd_hooks`` stay active for every forward and
+    generated token. ``limit``: stop after this many new items (whole batches; rerun to go on).
+    ``after_batch(index, records)`` runs after each batch is written (tests use it to interrupt a run).
+    ``rank``/``world_size``: this process evaluates the batches ``i % world_size == rank`` into ``out``
+    (see :mod:`hooked_audio.evaluation.distributed`); the summary is then left to the caller."""
+    scoring = scoring or default_scoring(dataset)
+    check_scoring(dataset, scoring)
+    template = prompt_template(prompt_format)
+    if max_new_tokens is None:
+        max_new_tokens = 0 if scoring == "restricted" else DEFAULT_MAX_NEW_TOKENS
+    if scoring != "restricted" and max_new_tokens < 1:
+        raise ValueError(f"--scoring {scoring} scores generated text: --max-new-tokens must be at least 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    config = run_config(model_name, dataset, scoring, prompt_format, max_new_tokens, hooks_spec)
+
+    choice_ids: dict[str, list[int]] = {}
+    if scoring == "restricted":
+        problems = []
+        for item in dataset.items:
+            try:
+                choice_ids[item.id] = first_token_ids(model.tokenizer, item.choices)
+            except ValueError as error:
+                problems.append(f"{item.id}: {error}")
+        if problems:
+            raise ValueError(f"{len(problems)} item(s) cannot be scored by restricted argmax: " + " | ".join(problems[:3]))
+
+    done = prepare_resume(out, config)
+    batches = [b for i, b in enumerate(make_batches(dataset.items, batch_size)) if i % world_size == rank]
+    todo = [[item for item in batch if item.id not in done] for batch in batches]
+    todo = [batch for batch in todo if batch]
+    n_todo = sum(len(b) for b in todo)
+    if done:
+        logger.info("%s: %d items already done, %d to go", out, len(done), n_todo)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_todo, unit="item", desc=f"eval {dataset.spec}", disable=not progress, dynamic_ncols=True)
+    written, started = 0, time.perf_counter()
+    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)), open(out, "a", encoding="utf-8") as handle:
+        for index, batch in enumerate(todo):
+            if limit is not None and written >= limit:
+                break
+            records = _score_safely(model, batch, template, scoring, max_new_tokens, choice_ids)
+            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            handle.flush()
+            os.fsync(handle.fileno())
+            written += len(records)
+            bar.update(len(records))
+            if after_batch is not None:
+                after_batch(index, records)
+    bar.close()
+    elapsed = time.perf_counter() - started
+    if world_size > 1:
+        return {"written": written, "elapsed_s": elapsed}
+    from .summary import summarise
+
+    results = [r for r in read_results(out) if r["id"] in {item.id for item in dataset.items}]
+    summary = summarise(results, seed=seed)
+    summary |= {"config": config, "dataset": dataset.skip_summary(), "complete": len(results) == len(dataset.items),
+                "this_run": {"items": written, "seconds": round(elapsed, 2),
+                             "items_per_s": round(written / elapsed, 2) if elapsed else None}}
+    return summary

@@ -1,0 +1,76 @@
+"""Accuracy overall and per group (task, sub-category, difficulty) with seeded bootstrap CIs."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import bootstrap
+
+from .runner import GROUP_KEYS
+
+N_RESAMPLES = 2000
+
+
+def accuracy(correct: list[bool], seed: int = 0) -> dict:
+    """``accuracy``, ``n``, ``correct`` and a 95 % percentile-bootstrap interval (scipy, seeded)."""
+    values = np.asarray(correct, dtype=float)
+    n = len(values)
+    result = {"accuracy": round(float(values.mean()), 4) if n else None, "n": n, "correct": int(values.sum())}
+    if n < 2:
+        result["ci95"] = None
+    elif values.min() == values.max():  # every resample has the same mean
+        result["ci95"] = [float(values[0]), float(values[0])]
+    else:
+        ci = bootstrap((values,), np.mean, n_resamples=N_RESAMPLES, confidence_level=0.95, method="percentile",
+                       rng=np.random.default_rng(seed)).confidence_interval
+        result["ci95"] = [round(float(ci.low), 4), round(float(ci.high), 4)]
+    return result
+
+
+def summarise(results: list[dict], seed: int = 0) -> dict:
+    """Accuracy over the scored lines (``correct`` not null) overall and by each group key present;
+    lines with an ``error`` are counted apart."""
+    scored = [r for r in results if r.get("correct") is not None]
+    summary = {"overall": accuracy([bool(r["correct"]) for r in scored], seed),
+               "errors": sum(1 for r in results if r.get("correct") is None), "by": {}}
+    for key in GROUP_KEYS:
+        groups: dict[str, list[bool]] = {}
+        for r in scored:
+            if r.get(key) is not None:
+                groups.setdefault(str(r[key]), []).append(bool(r["correct"]))
+        if groups:
+            summary["by"][key] = {name: accuracy(values, seed) for name, values in sorted(groups.items())}
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """The summary as a text table: one row per group, accuracy, 95 % CI, n."""
+    rows = [("overall", "", summary["overall"])]
+    for key, groups in summary["by"].items():
+        rows += [(key, name, stats) for name, stats in groups.items()]
+    width = max(len(f"{k} {n}") for k, n, _ in rows) + 2
+
+    def line(key, name, stats):
+        label = f"{key} {name}".strip()
+        acc = "-" if stats["accuracy"] is None else f"{stats['accuracy']:.3f}"
+        ci = "" if not stats.get("ci95") else f"[{stats['ci95'][0]:.3f}, {stats['ci95'][1]:.3f}]"
+        return f"{label:<{width}}{acc:>7}  {ci:<16}{stats['n']:>6}"
+
+    header = f"{'group':<{width}}{'acc':>7}  {'95% CI':<16}{'n':>6}"
+    text = [header, "-" * len(header)] + [line(*r) for r in rows]
+    if summary.get("errors"):
+        text.append(f"({summary['errors']} item(s) could not be run; see their 'error' in the results)")
+    return "\n".join(text)
+
+
+def write_summary(summary: dict, out: str, title: str | None = None) -> tuple[str, str]:
+    """``results.summary.json`` and ``results.summary.png`` beside ``out``."""
+    import json
+
+    from .plots import plot_summary
+    from .runner import summary_paths
+
+    json_path, png_path = summary_paths(out)
+    with open(json_path, "w") as handle:
+        json.dump(summary, handle, indent=2)
+    plot_summary(summary, png_path, title or f"{summary.get('config', {}).get('dataset', '')}: accuracy")
+    return json_path, png_path

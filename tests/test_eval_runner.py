@@ -1,0 +1,231 @@
+"""The evaluation runner on the bundled toy model: plausible accuracy on toy clips with known answers,
+resuming after an interruption gives exactly the uninterrupted results, settings are checked, and the
+command's usage errors come before the model loads."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile
+
+from hooked_audio.datasets import load_dataset
+from hooked_audio.evaluation.runner import ResumeError, evaluate, read_results
+from hooked_audio.toy.tasks import make_probe_set
+
+N_CLIPS = 6
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from hooked_audio.loading import from_pretrained
+
+    return from_pretrained("toy-qwen2-audio")
+
+
+@pytest.fixture(scope="module")
+def pitch_manifest(tmp_path_factory):
+    """Toy pitch clips (no hint) with their known answers, one at 22.05 kHz, and clips of two lengths so
+    that length bucketing reorders them."""
+    import soxr
+
+    folder = tmp_path_factory.mktemp("pitch")
+    samples = [s for s in make_probe_set(7, N_CLIPS, task_names=["pitch"]) if s.hint is None]
+    rows = []
+    for i, sample in enumerate(samples):
+        wave, rate = sample.waveform, 16000
+        if i % 2:
+            wave = wave[: len(wave) * 3 // 4]  # a shorter clip
+        if i == 1:
+            wave, rate = soxr.resample(wave, 16000, 22050), 22050
+        soundfile.write(folder / f"clip{i}.wav", wave, rate)
+        rows.append({"audio": f"clip{i}.wav", "question": sample.question, "answer": sample.answer,
+                     "choices": ["low", "high"], "task": sample.task, "difficulty": "short" if i % 2 else "long"})
+    path = folder / "pitch.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def lines(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_restricted_accuracy_and_records(toy, pitch_manifest, tmp_path):
+    ds = load_dataset(f"manifest:{pitch_manifest}")
+    out = str(tmp_path / "r.jsonl")
+    summary = evaluate(toy, ds, out, model_name="toy-qwen2-audio", batch_size=4, progress=False)
+    records = lines(out)
+    assert sorted(r["id"] for r in records) == sorted(i.id for i in ds)
+    assert summary["overall"]["accuracy"] >= 0.8  # the toy hears pitch almost perfectly
+    assert set(summary["by"]) == {"task", "difficulty"} and summary["complete"]
+    first = records[0]
+    assert set(first["choice_logprobs"]) == {"low", "high"} and first["prediction"] in ("low", "high")
+    assert first["correct"] == (first["prediction"] == first["answer"])
+    durations = [r["duration_s"] for r in records]
+    assert durations == sorted(durations)  # length-bucketed
+    meta = json.load(open(out + ".meta.json"))["config"]
+    assert meta["scoring"] == "restricted" and meta["dataset_source"]["sha256"]
+
+
+def test_generated_answers_scored_by_exact_and_mmau(toy, pitch_manifest, tmp_path):
+    ds = load_dataset(f"manifest:{pitch_manifest}")
+    exact = evaluate(toy, ds, str(tmp_path / "e.jsonl"), scoring="exact", max_new_tokens=3, batch_size=6, progress=False)
+    records = lines(tmp_path / "e.jsonl")
+    assert all(r["generated"] in ("low", "high") for r in records)
+    assert exact["overall"]["accuracy"] >= 0.8
+    mmau = evaluate(toy, ds, str(tmp_path / "m.jsonl"), scoring="mmau", max_new_tokens=3, batch_size=6, progress=False)
+    assert mmau["overall"]["correct"] == exact["overall"]["correct"]
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(toy, pitch_manifest, tmp_path):
+    ds = load_dataset(f"manifest:{pitch_manifest}")
+    full = str(tmp_path / "full.jsonl")
+    evaluate(toy, ds, full, batch_size=2, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(index, records):
+        if index == 0:
+            raise Killed
+
+    out = str(tmp_path / "resumed.jsonl")
+    with pytest.raises(Killed):
+        evaluate(toy, ds, out, batch_size=2, progress=False, after_batch=kill_after_first)
+    assert len(lines(out)) == 2  # the first batch was written before the "kill"
+    with open(out, "a") as handle:  # and the kill cut a line of the next batch in half
+        handle.write('{"id": "3", "predic')
+    with pytest.warns(UserWarning, match="cut short"):
+        summary = evaluate(toy, ds, out, batch_size=2, progress=False, limit=2)  # one more batch, then stop
+    assert not summary["complete"] and len(lines(out)) == 4
+    summary = evaluate(toy, ds, out, batch_size=2, progress=False)
+    assert summary["complete"] and summary["this_run"]["items"] == 2
+    a, b = lines(full), lines(out)
+    assert [r["id"] for r in a] == [r["id"] for r in b] and len({r["id"] for r in b}) == len(b)
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
+    assert [r["choice_logprobs"] for r in a] == [r["choice_logprobs"] for r in b]  # same batches, same numbers
+    assert evaluate(toy, ds, out, batch_size=2, progress=False)["this_run"]["items"] == 0  # nothing left
+
+
+def test_resume_refuses_other_settings_and_unknown_files(toy, pitch_manifest, tmp_path):
+    ds = load_dataset(f"manifest:{pitch_manifest}")
+    out = str(tmp_path / "r.jsonl")
+    evaluate(toy, ds, out, batch_size=6, progress=False, limit=1)
+    with pytest.raises(ResumeError, match="scoring: was 'restricted', now 'exact'"):
+        evaluate(toy, ds, out, scoring="exact", max_new_tokens=2, progress=False)
+    with pytest.raises(ResumeError, match="prompt_format"):
+        evaluate(toy, ds, out, prompt_format="{question} ?", progress=False)
+    os.remove(out + ".meta.json")
+    with pytest.raises(ResumeError, match="settings are unknown"):
+        evaluate(toy, ds, out, progress=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "0"}\nnot json\n{"id": "1"}\n')
+    with pytest.raises(ResumeError, match="damaged"):
+        read_results(str(bad))
+
+
+def test_hooks_are_active_and_bad_clips_are_counted_errors(toy, pitch_manifest, tmp_path):
+    folder = pitch_manifest.parent
+    soundfile.write(folder / "tiny.wav", np.zeros(40, dtype=np.float32), 16000)  # too short for one audio token
+    rows = [json.loads(line) for line in open(pitch_manifest)][:2]
+    rows.append({"audio": "tiny.wav", "question": "is the tone low or high ?", "answer": "low", "choices": ["low", "high"]})
+    manifest = folder / "with_tiny.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_dataset(f"manifest:{manifest}")
+    calls = []
+
+    def zero_audio(value, hook):
+        calls.append(value.shape)
+        return value * 0
+
+    out = str(tmp_path / "h.jsonl")
+    summary = evaluate(toy, ds, out, batch_size=3, progress=False, fwd_hooks=[("hook_audio_embeds", zero_audio)],
+                       hooks_spec="test:zero_audio")
+    assert calls  # the hook ran on the runner's forward passes
+    errors = [r for r in lines(out) if r.get("error")]
+    assert len(errors) == 1 and errors[0]["id"] == "2" and errors[0]["correct"] is None
+    assert summary["errors"] == 1 and summary["overall"]["n"] == 2
+    plain = [r for r in lines(out) if not r.get("error")]
+    assert all(np.isfinite(list(r["choice_logprobs"].values())).all() for r in plain)
+
+
+# --- the command ------------------------------------------------------------------------------------------
+
+
+def run_cli(argv):
+    from hooked_audio.app.cli import main
+
+    return main(argv)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Usage errors must come before the weights load: loading them fails the test."""
+    import hooked_audio.loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the usage error")
+
+    monkeypatch.setattr(hooked_audio.loading, "from_pretrained", refuse)
+
+
+def test_cli_usage_errors_exit_2_before_loading(pitch_manifest, tmp_path, no_model_load, capsys):
+    no_choices = tmp_path / "free.jsonl"
+    row = json.loads(open(pitch_manifest).readline())
+    row["audio"] = str(pitch_manifest.parent / row["audio"])
+    del row["choices"]
+    no_choices.write_text(json.dumps(row) + "\n")
+    hooks_file = tmp_path / "my_hooks.py"
+    hooks_file.write_text("def fine(model):\n    return []\n")
+    out = str(tmp_path / "r.jsonl")
+    cases = [
+        (["--dataset", "csv:x.csv"], "KIND:PATH"),
+        (["--dataset", f"manifest:{tmp_path / 'none.jsonl'}"], "no file"),
+        (["--dataset", f"manifest:{no_choices}", "--scoring", "restricted"], "needs choices"),
+        (["--dataset", f"manifest:{pitch_manifest}", "--prompt-format", "nothing to fill"], "{question}"),
+        (["--dataset", f"manifest:{pitch_manifest}", "--scoring", "exact", "--max-new-tokens", "0"], "at least 1"),
+        (["--dataset", f"manifest:{pitch_manifest}", "--hooks", f"{hooks_file}:missing"], "no function"),
+        (["--dataset", f"manifest:{pitch_manifest}", "--hooks", "no_such_module_xyz:f"], "cannot import"),
+        (["--dataset", f"manifest:{pitch_manifest}", "--batch-size", "0"], "at least 1"),
+        (["--dataset", f"manifest:{pitch_manifest}", "--model", str(tmp_path / "nomodel")], "--model"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(["eval", "--out", out, *extra])
+        assert exit_info.value.code == 2, extra
+        assert message in capsys.readouterr().err, extra
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["eval", "--out", str(tmp_path), "--dataset", f"manifest:{pitch_manifest}"])
+    assert exit_info.value.code == 2 and "is a folder" in capsys.readouterr().err
+    # a results file made with other settings: refused before loading too
+    (tmp_path / "r.jsonl").write_text('{"id": "0"}\n')
+    (tmp_path / "r.jsonl.meta.json").write_text(json.dumps({"config": {"scoring": "exact"}}))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["eval", "--out", out, "--dataset", f"manifest:{pitch_manifest}"])
+    assert exit_info.value.code == 2 and "other settings" in capsys.readouterr().err
+
+
+def test_cli_eval_writes_results_summary_and_plot(pitch_manifest, tmp_path, capsys):
+    out = tmp_path / "results.jsonl"
+    argv = ["eval", "--dataset", f"manifest:{pitch_manifest}", "--out", str(out), "--batch-size", "3", "--no-progress"]
+    assert run_cli(argv + ["--limit", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "partial: 3 of 6" in text and "items/s" in text
+    assert run_cli(argv) == 0
+    text = capsys.readouterr().out
+    assert "resumed" in text and "overall" in text and "difficulty short" in text
+    assert len(lines(out)) == N_CLIPS
+    summary = json.load(open(tmp_path / "results.summary.json"))
+    assert summary["overall"]["n"] == N_CLIPS and summary["complete"]
+    assert summary["overall"]["ci95"] is not None
+    assert (tmp_path / "results.summary.png").stat().st_size > 1000
+
+
+def test_cli_help_teaches_every_dataset_kind(capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["eval", "--help"])
+    text = capsys.readouterr().out
+    for example in ("--dataset sakura:", "--dataset mmau:", "--dataset manifest:", "--scoring", "Resuming"):
+        assert example in text
