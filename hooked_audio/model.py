@@ -168,7 +168,21 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             raise ValueError("input_ids are required (or pass the processor's output / an AudioTextInput)")
         if input_ids.ndim == 1:
             input_ids = input_ids[None]
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be [batch, pos] with at least one position, got {tuple(input_ids.shape)}")
+        if input_ids.is_floating_point():
+            raise TypeError(f"input_ids must be integer token ids, got {input_ids.dtype}")
+        if bool((input_ids < 0).any()) or bool((input_ids >= self.cfg.d_vocab).any()):
+            bad = input_ids[(input_ids < 0) | (input_ids >= self.cfg.d_vocab)][0]
+            raise ValueError(f"token id {int(bad)} is outside the vocabulary (0..{self.cfg.d_vocab - 1})")
         attention_mask = kwargs.pop("attention_mask", None)
+        if attention_mask is not None:
+            if attention_mask.ndim == 1:
+                attention_mask = attention_mask[None]
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}")
+            if not bool(attention_mask.bool().any(dim=1).all()):
+                raise ValueError("a row of attention_mask is all padding: every row needs at least one real token")
         position_ids = kwargs.pop("position_ids", None)
         spec = self.cfg.audio_inputs
         audio_keys = {spec.features, spec.frame_mask} - {None}
@@ -559,6 +573,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         ids = self.to_tokens(text)[0]
         if len(ids) != 1:
             raise ValueError(f"{text!r} is {len(ids)} tokens, not one")
+        read_as = self._require_tokenizer().decode([int(ids[0])])
+        if read_as.strip() != text.strip():  # e.g. an unknown word mapped to the unknown token
+            raise ValueError(f"{text!r} is not in the vocabulary: it would be read as the token {read_as!r}")
         return int(ids[0])
 
     def tokens_to_residual_directions(self, tokens) -> torch.Tensor:

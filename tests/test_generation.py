@@ -92,7 +92,9 @@ def test_steering_gives_the_same_tokens_with_and_without_the_cache(model):
     direction = model.W_U[:, int(plain[0, -1] + 1) % model.cfg.d_vocab]
     last_prompt_position = torch.zeros(1, n_prompt, dtype=torch.bool)
     last_prompt_position[0, -1] = True
-    for positions in (None, last_prompt_position):
+    text = model.to_inputs(**inputs).text_mask  # starts True: a cached step must not read its column 0
+    assert bool(text[0, 0])
+    for positions in (None, last_prompt_position, text, [n_prompt - 1]):
         hooks = [(f"blocks.{layer}.hook_resid_post", steering_hook(direction, 8.0, positions)) for layer in (0, 1)]
         cached, full = both_modes(model, inputs, max_new_tokens=6, eos_token_id=[], fwd_hooks=hooks)
         assert_modes_agree(cached, full, tol=1e-4)
@@ -166,3 +168,14 @@ def test_right_padded_batch_is_refused(model):
 def test_bad_arguments_are_refused(model, arguments, message):
     with pytest.raises(ValueError, match=message):
         model.generate(**make_inputs([[100]]), **arguments)
+
+
+def test_mean_ablation_refuses_a_cached_step_and_works_uncached(model):
+    from hooked_audio.analysis import head_ablation_hooks
+
+    inputs = make_inputs([[100]], seed=6)
+    hooks = head_ablation_hooks([(1, 0), (1, 2)], mode="mean")
+    with pytest.raises(ValueError, match="use_past_kv_cache=False"):
+        model.generate(**inputs, max_new_tokens=3, eos_token_id=[], fwd_hooks=hooks)
+    tokens = model.generate(**inputs, max_new_tokens=3, eos_token_id=[], fwd_hooks=hooks, use_past_kv_cache=False)
+    assert tokens.shape[1] == inputs["input_ids"].shape[1] + 3

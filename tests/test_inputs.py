@@ -160,3 +160,15 @@ def test_float64_features_are_cast_to_the_model_dtype(model):
     reference = model(**inputs)
     inputs["input_features"] = inputs["input_features"].double()
     torch.testing.assert_close(model(**inputs), reference)
+
+
+def test_empty_or_out_of_vocabulary_token_input_is_refused(model):
+    with pytest.raises(ValueError, match="at least one position"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(torch.tensor([[1, model.cfg.d_vocab]]))
+    with pytest.raises(ValueError, match="all padding"):
+        model(torch.tensor([[5, 6], [7, 8]]), attention_mask=torch.tensor([[1, 1], [0, 0]]))
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        model.to_single_token("zzz")
+    assert model.to_single_token("yes") == model.tokenizer.convert_tokens_to_ids("yes")

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Bool, Int
 
 from ..audio.inputs import AudioTextInput
+from ..kv_cache import position_offset
 
 MODES = ("zero", "mean", "resample")
 
@@ -73,6 +74,12 @@ def head_ablation_hooks(
             if mode == "zero":
                 z[:, :, layer_heads] = 0.0
             elif mode == "mean":
+                if position_offset() > 0:
+                    raise ValueError(
+                        "mean ablation averages the positions of the forward it runs in, and a KV-cached generation "
+                        "step holds only the new one: generate with use_past_kv_cache=False, or use mode='zero' / "
+                        "'resample'"
+                    )
                 z[:, :, layer_heads] = _masked_mean(z[:, :, layer_heads], real, hook.name)
             else:
                 if len(donors) != z.shape[0]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from jaxtyping import Bool, Float, Int
 
+from ..kv_cache import position_offset
+
 
 def steering_hook(
     direction: Float[torch.Tensor, "d_model"],
@@ -19,9 +21,10 @@ def steering_hook(
 
     ``positions`` is a bool mask ``[batch, pos]`` (e.g. ``inputs.audio_mask``; one row ``[1, pos]`` or
     ``[pos]`` applies to every row) or a list of position indices applied to every row. An integer
-    0/1 tensor is refused (it would be read as indices). Position masks are matched to the current
-    sequence length, so the hook also works during ``generate`` (new positions are left alone unless
-    ``positions`` is None). ``direction`` must be one vector of the hooked activation's width."""
+    0/1 tensor is refused (it would be read as indices). Positions are absolute columns of the token
+    sequence (``kv_cache.position_offset()`` says where the current forward starts), so the hook steers the
+    same tokens during ``generate`` with or without the KV cache: a mask leaves positions past its length
+    alone, a non-negative index is a fixed position, a negative one counts back from the newest token. ``direction`` must be one vector of the hooked activation's width."""
     direction = torch.as_tensor(direction)
     if direction.ndim != 1:
         raise ValueError(f"direction must be one vector [d_model], got shape {tuple(direction.shape)}")
@@ -61,19 +64,24 @@ def steering_hook(
         if positions is None:
             return resid + delta
         batch, n_pos = resid.shape[:2]
-        mask = torch.zeros(batch, n_pos, dtype=torch.bool, device=resid.device)
+        offset = position_offset()
+        absolute = torch.arange(offset, offset + n_pos)  # the sequence columns this forward holds
         if indices is not None:
-            if int(indices.max()) >= n_pos or int(indices.min()) < -n_pos:
-                raise ValueError(f"positions {indices.tolist()} are out of range for {hook.name}'s {n_pos} positions")
-            mask[:, indices.to(resid.device)] = True
+            end = offset + n_pos
+            if int(indices.max()) >= end or int(indices.min()) < -end:
+                raise ValueError(f"positions {indices.tolist()} are out of range for {hook.name}'s {end} positions")
+            wanted = indices % end
+            mask = torch.isin(absolute, wanted)[None].expand(batch, -1)
         else:
             if mask_rows.shape[0] not in (1, batch):
                 raise ValueError(
                     f"the positions mask has {mask_rows.shape[0]} rows but the batch has {batch}; give one row per "
                     "batch row (or a single row for all)"
                 )
-            n = min(mask_rows.shape[1], n_pos)
-            mask[:, :n] = mask_rows[:, :n].to(resid.device)
-        return resid + mask[..., None] * delta
+            inside = absolute < mask_rows.shape[1]
+            mask = torch.zeros(mask_rows.shape[0], n_pos, dtype=torch.bool)
+            mask[:, inside] = mask_rows.cpu()[:, absolute[inside]]
+            mask = mask.expand(batch, -1)
+        return resid + mask.to(resid.device)[..., None] * delta
 
     return add
