@@ -229,3 +229,55 @@ def test_cli_help_teaches_every_dataset_kind(capsys):
     text = capsys.readouterr().out
     for example in ("--dataset sakura:", "--dataset mmau:", "--dataset manifest:", "--scoring", "Resuming"):
         assert example in text
+
+
+# --- data-parallel sharding ---------------------------------------------------------------------------------
+
+
+def test_sharded_ranks_merge_into_the_one_process_file(toy, pitch_manifest, tmp_path):
+    """The sharding logic in one process (no process group: the barriers are no-ops): rank 1 then rank 0
+    write their rank files, rank 0 merges them; and rank files left by an interrupted run are folded in by
+    the next single-process run."""
+    from hooked_audio.evaluation.distributed import rank_files
+
+    ds = load_dataset(f"manifest:{pitch_manifest}")
+    single = str(tmp_path / "single.jsonl")
+    evaluate(toy, ds, single, batch_size=2, progress=False)
+    sharded = str(tmp_path / "sharded.jsonl")
+    assert evaluate(toy, ds, sharded, batch_size=2, progress=False, rank=1, world_size=2)["rank"] == 1
+    assert rank_files(sharded) == [sharded + ".rank1.jsonl"] and len(lines(sharded + ".rank1.jsonl")) == 2
+    summary = evaluate(toy, ds, sharded, batch_size=2, progress=False, rank=0, world_size=2)
+    assert summary["complete"] and not rank_files(sharded)
+    assert open(sharded).read() == open(single).read()
+
+    left = str(tmp_path / "left.jsonl")
+    evaluate(toy, ds, left, batch_size=2, progress=False, rank=1, world_size=2)  # then "interrupted"
+    summary = evaluate(toy, ds, left, batch_size=2, progress=False)  # one process finishes the job
+    assert summary["this_run"]["items"] == 4 and not rank_files(left)
+    assert open(left).read() == open(single).read()
+
+
+def test_torchrun_two_processes_write_the_same_file_as_one(toy, pitch_manifest, tmp_path):
+    """``torchrun --nproc_per_node 2 ... eval`` (gloo on CPU) writes the file one process writes."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["eval", "--dataset", f"manifest:{pitch_manifest}", "--batch-size", "2", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HOOKED_AUDIO_SHAPE_CHECKS="0")
+    two = str(tmp_path / "two.jsonl")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), "-m", "hooked_audio.app.cli", *args, "--out", two],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0's share of 2 processes" in done.stdout and done.stdout.count("overall") == 1
+    one = str(tmp_path / "one.jsonl")
+    evaluate(toy, load_dataset(f"manifest:{pitch_manifest}"), one, model_name="toy-qwen2-audio", batch_size=2,
+             progress=False)
+    assert open(two).read() == open(one).read()
+    assert json.load(open(two + ".meta.json"))["config"] == json.load(open(one + ".meta.json"))["config"]
+    assert not [p for p in os.listdir(tmp_path) if ".rank" in p]

@@ -285,7 +285,8 @@ def cmd_eval(args) -> dict:
     except DatasetError as error:
         args._error(f"argument --dataset: {error}")
     counts = dataset.skip_summary()
-    print(f"{args.dataset}: {counts['items']} items" + (f", {counts['skipped']} rows skipped {counts['skipped_by_reason']}"
+    say = print if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)  # under torchrun rank 0 reports
+    say(f"{args.dataset}: {counts['items']} items" + (f", {counts['skipped']} rows skipped {counts['skipped_by_reason']}"
                                                         if counts["skipped"] else "")
           + (f", {counts['resampled']} clips resampled to 16 kHz" if counts["resampled"] else ""))
     scoring = args.scoring or default_scoring(dataset)
@@ -310,24 +311,34 @@ def cmd_eval(args) -> dict:
         args._error(f"argument --max-new-tokens: {max_new_tokens} leaves no room for the prompt in {cfg.n_ctx} positions")
     from ..loading import from_pretrained
 
+    from ..evaluation import distributed
+
     model = from_pretrained(args.model)
+    rank, world_size = distributed.world()  # (0, 1) unless started by torchrun
+    if world_size > 1:
+        distributed.init(str(model.device))
     try:
         fwd_hooks = hooks_for(hooks_fn, model, hooks_spec) if hooks_fn else []
         summary = evaluate(model, dataset, args.out, model_name=args.model, scoring=scoring,
                            prompt_format=args.prompt_format, max_new_tokens=max_new_tokens, batch_size=args.batch_size,
                            fwd_hooks=fwd_hooks, hooks_spec=hooks_spec, limit=args.limit, seed=args.seed,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress and rank == 0, rank=rank, world_size=world_size)
     except (ValueError, ResumeError) as error:
         args._error(str(error))
+    finally:
+        distributed.finish()
+    if rank != 0:
+        return summary
     run = summary["this_run"]
-    print(f"{'resumed' if resuming else 'wrote'} {args.out}: {run['items']} new items in {run['seconds']} s"
-          + (f" ({run['items_per_s']} items/s)" if run["items_per_s"] else ""))
+    say(f"{'resumed' if resuming else 'wrote'} {args.out}: {run['items']} new items in {run['seconds']} s"
+          + (f" ({run['items_per_s']} items/s)" if run["items_per_s"] else "")
+          + (f", rank 0's share of {run['processes']} processes" if run.get("processes") else ""))
     if not summary["complete"]:
         n_done = summary["overall"]["n"] + summary["errors"]
-        print(f"partial: {n_done} of {len(dataset)} items done; rerun the same command to go on")
-    print(format_table(summary))
+        say(f"partial: {n_done} of {len(dataset)} items done; rerun the same command to go on")
+    say(format_table(summary))
     json_path, png_path = write_summary(summary, args.out)
-    print(f"summary: {json_path}\nplot:    {png_path}")
+    say(f"summary: {json_path}\nplot:    {png_path}")
     return summary
 
 

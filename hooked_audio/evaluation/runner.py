@@ -296,8 +296,9 @@ def evaluate(
     forward pass; choice log-probs only) and 32 otherwise. ``fwd_hooks`` stay active for every forward and
     generated token. ``limit``: stop after this many new items (whole batches; rerun to go on).
     ``after_batch(index, records)`` runs after each batch is written (tests use it to interrupt a run).
-    ``rank``/``world_size``: this process evaluates the batches ``i % world_size == rank`` into ``out``
-    (see :mod:`hooked_audio.evaluation.distributed`); the summary is then left to the caller."""
+    ``rank``/``world_size`` (under torchrun, with the process group joined): this process evaluates the
+    batches ``i % world_size == rank`` into its rank file, and rank 0 merges them into ``out`` and returns
+    the summary (see :mod:`hooked_audio.evaluation.distributed`); other ranks return ``{"rank": r, ...}``."""
     scoring = scoring or default_scoring(dataset)
     check_scoring(dataset, scoring)
     template = prompt_template(prompt_format)
@@ -320,7 +321,21 @@ def evaluate(
         if problems:
             raise ValueError(f"{len(problems)} item(s) cannot be scored by restricted argmax: " + " | ".join(problems[:3]))
 
-    done = prepare_resume(out, config)
+    from . import distributed
+
+    merged = False
+    if world_size == 1:
+        done = prepare_resume(out, config)
+        if distributed.rank_files(out):  # left by an interrupted torchrun run: fold them in first
+            merged = distributed.merge(out, dataset.items, config) > 0
+            done = {r["id"] for r in read_results(out)}
+        write_to = out
+    else:
+        if rank == 0:
+            prepare_resume(out, config)
+        distributed.barrier()
+        write_to = distributed.rank_path(out, rank)
+        done = {r["id"] for r in read_results(out)} | prepare_resume(write_to, config)
     batches = [b for i, b in enumerate(make_batches(dataset.items, batch_size)) if i % world_size == rank]
     todo = [[item for item in batch if item.id not in done] for batch in batches]
     todo = [batch for batch in todo if batch]
@@ -332,7 +347,7 @@ def evaluate(
 
     bar = tqdm(total=n_todo, unit="item", desc=f"eval {dataset.spec}", disable=not progress, dynamic_ncols=True)
     written, started = 0, time.perf_counter()
-    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)), open(out, "a", encoding="utf-8") as handle:
+    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)), open(write_to, "a", encoding="utf-8") as handle:
         for index, batch in enumerate(todo):
             if limit is not None and written >= limit:
                 break
@@ -346,13 +361,19 @@ def evaluate(
                 after_batch(index, records)
     bar.close()
     elapsed = time.perf_counter() - started
+    this_run = {"items": written, "seconds": round(elapsed, 2), "items_per_s": round(written / elapsed, 2) if elapsed else None}
     if world_size > 1:
-        return {"written": written, "elapsed_s": elapsed}
+        distributed.barrier()  # every rank's file is complete
+        if rank != 0:
+            return {"rank": rank, "this_run": this_run}
+        distributed.merge(out, dataset.items, config)
+        this_run["processes"] = world_size  # items and items/s: rank 0's share
+    elif merged:  # rank files were folded in before this run's batches: put the lines back in one process's order
+        distributed.write_in_order(out, read_results(out), dataset.items)
     from .summary import summarise
 
     results = [r for r in read_results(out) if r["id"] in {item.id for item in dataset.items}]
     summary = summarise(results, seed=seed)
     summary |= {"config": config, "dataset": dataset.skip_summary(), "complete": len(results) == len(dataset.items),
-                "this_run": {"items": written, "seconds": round(elapsed, 2),
-                             "items_per_s": round(written / elapsed, 2) if elapsed else None}}
+                "this_run": this_run}
     return summary
