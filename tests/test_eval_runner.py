@@ -281,3 +281,43 @@ def test_torchrun_two_processes_write_the_same_file_as_one(toy, pitch_manifest, 
     assert open(two).read() == open(one).read()
     assert json.load(open(two + ".meta.json"))["config"] == json.load(open(one + ".meta.json"))["config"]
     assert not [p for p in os.listdir(tmp_path) if ".rank" in p]
+
+
+KILLER_HOOKS = '''
+import os, signal
+
+calls = [0]
+
+
+def killer(model):
+    """No change to the model; with KILL_AT_FORWARD=n set, SIGKILL this process at its n-th forward pass."""
+    def hook(value, hook):
+        calls[0] += 1
+        if calls[0] == int(os.environ.get("KILL_AT_FORWARD", "0")):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return [("hook_audio_embeds", hook)]
+'''
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(pitch_manifest, tmp_path, capsys):
+    """A real kill: the command is SIGKILLed during its third batch; rerunning it finishes the job, and the
+    file equals an uninterrupted run's, line for line."""
+    import signal
+    import subprocess
+    import sys
+
+    hooks = tmp_path / "killer.py"
+    hooks.write_text(KILLER_HOOKS)
+    args = ["eval", "--dataset", f"manifest:{pitch_manifest}", "--batch-size", "2", "--no-progress",
+            "--hooks", f"{hooks}:killer"]
+    out = str(tmp_path / "killed.jsonl")
+    env = dict(os.environ, KILL_AT_FORWARD="3", OMP_NUM_THREADS="1", HOOKED_AUDIO_SHAPE_CHECKS="0")
+    done = subprocess.run([sys.executable, "-m", "hooked_audio.app.cli", *args, "--out", out], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert len(lines(out)) == 4  # two batches written before the kill, nothing of the third
+    assert run_cli(args + ["--out", out]) == 0
+    assert "resumed" in capsys.readouterr().out
+    full = str(tmp_path / "full.jsonl")
+    assert run_cli(args + ["--out", full]) == 0
+    assert open(out).read() == open(full).read()
