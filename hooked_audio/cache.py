@@ -178,7 +178,7 @@ class AudioActivationCache(ActivationCache):
         return value if self.has_batch_dim else value[0]
 
     @property
-    def audio_mask(self) -> Bool[torch.Tensor, "batch pos"]:
+    def audio_mask(self) -> Bool[torch.Tensor, "*batch pos"]:
         mask = self._view(self.inputs.audio_mask)
         return mask if self.has_batch_dim else mask[0]
 
@@ -200,7 +200,7 @@ class AudioActivationCache(ActivationCache):
         return self._per_row([torch.nonzero(row).flatten() for row in self._view(self.inputs.audio_mask)])
 
     @property
-    def last_positions(self) -> Int[torch.Tensor, "batch"]:
+    def last_positions(self) -> Int[torch.Tensor, "*batch"]:
         """Per row, this cache's position of the run's last real token (an error if it was not kept)."""
         full_last = self.inputs.last_positions.cpu()
         hits = self.positions[None, :] == full_last[:, None]
@@ -212,7 +212,7 @@ class AudioActivationCache(ActivationCache):
         last = hits.float().argmax(1)
         return last if self.has_batch_dim else last[0]
 
-    def token_times(self) -> Float[torch.Tensor, "batch pos 2"]:
+    def token_times(self) -> Float[torch.Tensor, "*batch pos 2"]:
         """``[start_s, end_s]`` within its clip for every audio position of this cache; NaN at text positions."""
         times = self.inputs.token_times()[:, self.positions]
         return times if self.has_batch_dim else times[0]

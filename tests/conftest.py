@@ -14,7 +14,11 @@ import sys
 
 from jaxtyping import install_import_hook
 
-CHECKED_MODULES = ["hooked_audio.model", "hooked_audio.components", "hooked_audio.encoders"]
+CHECKED_MODULES = [
+    "hooked_audio.model", "hooked_audio.components", "hooked_audio.encoders", "hooked_audio.cache",
+    "hooked_audio.kv_cache", "hooked_audio.weight_views", "hooked_audio.audio.inputs",
+    "hooked_audio.analysis.encoder_patching",  # generation and analysis validate their own arguments, with clearer errors
+]
 if os.environ.get("HOOKED_AUDIO_SHAPE_CHECKS", "1") != "0":
     if "hooked_audio" in sys.modules:  # imported before this conftest (a plugin?): the hook would not apply
         raise RuntimeError("hooked_audio was imported before tests/conftest.py could install jaxtyping's shape checks")

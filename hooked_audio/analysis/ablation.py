@@ -19,6 +19,7 @@ from __future__ import annotations
 import numbers
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -36,9 +37,9 @@ def head_ablation_hooks(
     prefix: str = "",
     donors: Int[torch.Tensor, " batch"] | None = None,
     *,
-    inputs: AudioTextInput | Bool[torch.Tensor, "batch pos"] | None = None,
+    inputs: AudioTextInput | Bool[torch.Tensor, "batch pos"] | Int[torch.Tensor, "batch pos"] | None = None,
     model=None,
-) -> list[tuple[str, callable]]:
+) -> list[tuple[str, Callable[..., torch.Tensor]]]:
     """``fwd_hooks`` for ``run_with_hooks`` that ablate the given (layer, head) pairs.
 
     ``mode="resample"`` needs ``donors`` (row ``b`` takes the head's output from row ``donors[b]`` of the
