@@ -208,11 +208,18 @@ def test_cli_usage_errors_exit_2_before_loading(pitch_manifest, tmp_path, no_mod
 
 
 def test_cli_eval_writes_results_summary_and_plot(pitch_manifest, tmp_path, capsys):
+    manifest = tmp_path / "with_missing.jsonl"
+    rows = [json.loads(line) for line in open(pitch_manifest)]
+    for row in rows:
+        row["audio"] = str(pitch_manifest.parent / row["audio"])
+    rows.append(dict(rows[0], audio=str(tmp_path / "gone.wav")))
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "results.jsonl"
-    argv = ["eval", "--dataset", f"manifest:{pitch_manifest}", "--out", str(out), "--batch-size", "3", "--no-progress"]
+    argv = ["eval", "--dataset", f"manifest:{manifest}", "--out", str(out), "--batch-size", "3", "--no-progress"]
     assert run_cli(argv + ["--limit", "3"]) == 0
     text = capsys.readouterr().out
     assert "partial: 3 of 6" in text and "items/s" in text
+    assert "1 rows skipped {'missing audio': 1}" in text and "gone.wav" in text
     assert run_cli(argv) == 0
     text = capsys.readouterr().out
     assert "resumed" in text and "overall" in text and "difficulty short" in text
@@ -220,6 +227,7 @@ def test_cli_eval_writes_results_summary_and_plot(pitch_manifest, tmp_path, caps
     summary = json.load(open(tmp_path / "results.summary.json"))
     assert summary["overall"]["n"] == N_CLIPS and summary["complete"]
     assert summary["overall"]["ci95"] is not None
+    assert [r["row"] for r in summary["dataset"]["skipped_rows"]] == ["with_missing.jsonl:7"]
     assert (tmp_path / "results.summary.png").stat().st_size > 1000
 
 

@@ -289,6 +289,10 @@ def cmd_eval(args) -> dict:
     say(f"{args.dataset}: {counts['items']} items" + (f", {counts['skipped']} rows skipped {counts['skipped_by_reason']}"
                                                         if counts["skipped"] else "")
           + (f", {counts['resampled']} clips resampled to 16 kHz" if counts["resampled"] else ""))
+    for skip in dataset.skipped[:5]:
+        say(f"  skipped {skip.row}: {skip.reason}")
+    if len(dataset.skipped) > 5:
+        say(f"  ... and {len(dataset.skipped) - 5} more (all listed in the summary's dataset.skipped_rows)")
     scoring = args.scoring or default_scoring(dataset)
     max_new_tokens = args.max_new_tokens
     if max_new_tokens is None:

@@ -26,8 +26,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import soundfile
 import torch
 
+from ..audio.prompting import max_audio_seconds
 from ..datasets import EvalDataset, EvalItem
 from .scoring import exact_match, first_token_ids, mmau_match, restricted_choice
 
@@ -220,17 +222,18 @@ def _record(item: EvalItem, scoring: str) -> dict:
     return record
 
 
-def score_batch(model, items: list[EvalItem], template: str, scoring: str, max_new_tokens: int,
+INPUT_ERRORS = (ValueError, TypeError, OSError, soundfile.SoundFileError)  # what building one item's inputs raises
+
+
+def _build(model, items: list[EvalItem], template: str):
+    return model.build_inputs(messages=[_messages(item, template) for item in items], on_too_long="truncate")
+
+
+def score_batch(model, items: list[EvalItem], inputs, scoring: str, max_new_tokens: int,
                 choice_ids: dict[str, list[int]]) -> list[dict]:
-    """Result records for one batch (built, run and scored together)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        inputs = model.build_inputs(messages=[_messages(item, template) for item in items], on_too_long="truncate")
-    truncated = any("truncated" in str(w.message) for w in caught)
-    for w in caught:
-        if "truncated" not in str(w.message):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    """Result records for one batch whose inputs are built (run and scored together)."""
     prompt_len = inputs.shape[1]
+    longest = max_audio_seconds(model.processor)
     texts: list[str | None] = [None] * len(items)
     if max_new_tokens > 0:
         ids, step_logits = model.generate(inputs, max_new_tokens=max_new_tokens, return_logits=True)
@@ -241,8 +244,8 @@ def score_batch(model, items: list[EvalItem], template: str, scoring: str, max_n
     records = []
     for row, item in enumerate(items):
         record = _record(item, scoring)
-        if truncated and item.duration > 0:
-            record["truncated"] = True  # the batch had a clip over the encoder window (its start was kept)
+        if item.duration > longest:
+            record["truncated_to_s"] = longest  # over the encoder's window: its start was kept
         if item.id in choice_ids:
             record |= restricted_choice(first[row], choice_ids[item.id], item.choices)
             record["prediction_restricted"] = record.pop("prediction")
@@ -260,15 +263,25 @@ def score_batch(model, items: list[EvalItem], template: str, scoring: str, max_n
     return records
 
 
-def _score_safely(model, items, template, scoring, max_new_tokens, choice_ids) -> list[dict]:
-    """``score_batch``, and where the batch cannot be built, each item alone (a bad one gets an error line)."""
+def run_batch(model, items: list[EvalItem], template: str, scoring: str, max_new_tokens: int,
+              choice_ids: dict[str, list[int]]) -> list[dict]:
+    """Records for a batch, in its order. An item whose inputs cannot be built (its audio or prompt is refused)
+    gets an error line; the others run together. Errors of the model itself are raised, not recorded."""
     try:
-        return score_batch(model, items, template, scoring, max_new_tokens, choice_ids)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
-        if len(items) == 1:
-            logger.warning("item %s: %s", items[0].id, error)
-            return [_record(items[0], scoring) | {"prediction": None, "correct": None, "error": str(error)}]
-    return [r for item in items for r in _score_safely(model, [item], template, scoring, max_new_tokens, choice_ids)]
+        good, bad, inputs = items, {}, _build(model, items, template)
+    except INPUT_ERRORS:
+        good, bad = [], {}
+        for item in items:
+            try:
+                _build(model, [item], template)
+                good.append(item)
+            except INPUT_ERRORS as error:
+                logger.warning("item %s: %s", item.id, error)
+                bad[item.id] = _record(item, scoring) | {"prediction": None, "correct": None,
+                                                         "error": f"{type(error).__name__}: {error}"}
+        inputs = _build(model, good, template) if good else None
+    scored = {r["id"]: r for r in score_batch(model, good, inputs, scoring, max_new_tokens, choice_ids)} if good else {}
+    return [scored.get(item.id) or bad[item.id] for item in items]
 
 
 def evaluate(
@@ -351,7 +364,7 @@ def evaluate(
         for index, batch in enumerate(todo):
             if limit is not None and written >= limit:
                 break
-            records = _score_safely(model, batch, template, scoring, max_new_tokens, choice_ids)
+            records = run_batch(model, batch, template, scoring, max_new_tokens, choice_ids)
             handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
             handle.flush()
             os.fsync(handle.fileno())
@@ -374,6 +387,7 @@ def evaluate(
 
     results = [r for r in read_results(out) if r["id"] in {item.id for item in dataset.items}]
     summary = summarise(results, seed=seed)
-    summary |= {"config": config, "dataset": dataset.skip_summary(), "complete": len(results) == len(dataset.items),
+    summary |= {"config": config, "dataset": dataset.skip_summary() | {
+                    "skipped_rows": [{"row": skip.row, "reason": skip.reason} for skip in dataset.skipped]}, "complete": len(results) == len(dataset.items),
                 "this_run": this_run}
     return summary
