@@ -9,6 +9,7 @@ machine noise hits both sides alike:
    output_hidden_states=True and output_attentions=True         (target <= 1.5x)
    Where TransformerLens 4.3's TransformerBridge boots on the same model, its forward and its
    run_with_cache are timed in the same run too (booted offline, with its torchvision auto-install off).
+   Also run_with_cache of the decoder's resid_post kept at the audio span only, vs HF's hidden states.
 3. fixed cost of entering and leaving run_with_hooks with one hook, on the real Qwen2-Audio-7B
    architecture (built on the meta device: ~1,260 hook points, no weights)   (target <= 1 ms)
 Results are printed and written as a Markdown table to --out.
@@ -109,6 +110,10 @@ def bench_config(name: str, spec, repeats: int) -> list[tuple]:
         "ours": lambda: ours(**inputs),
         "hf_eager_all": lambda: hf_eager(**inputs, output_hidden_states=True, output_attentions=True),
         "ours_cache_all": lambda: ours.run_with_cache(**inputs),
+        "hf_hidden": lambda: hf_sdpa(**inputs, output_hidden_states=True),
+        "ours_cache_audio_resid": lambda: ours.run_with_cache(
+            **inputs, positions="audio", names_filter=lambda n: n.endswith("hook_resid_post") and n.startswith("blocks")
+        ),
     }
     if bridge is not None:
         fns["bridge"] = lambda: bridge(inputs["input_ids"], **audio_kwargs)
@@ -119,6 +124,8 @@ def bench_config(name: str, spec, repeats: int) -> list[tuple]:
         (label, "forward, no hooks", times["ours"], times["hf_sdpa"], "HF sdpa forward", 1.10),
         (label, "run_with_cache(), all hooks", times["ours_cache_all"], times["hf_eager_all"],
          "HF eager, hidden states + attentions", 1.5),
+        (label, "run_with_cache(resid_post, audio span only)", times["ours_cache_audio_resid"], times["hf_hidden"],
+         "HF sdpa, hidden states", 1.10),
     ]
     if bridge is not None:
         rows += [
