@@ -329,3 +329,39 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(pitch_manifest, tmp_pa
     full = str(tmp_path / "full.jsonl")
     assert run_cli(args + ["--out", full]) == 0
     assert open(out).read() == open(full).read()
+
+
+def test_sakura_and_mmau_layouts_run_end_to_end(toy, pitch_manifest, tmp_path):
+    """The toy's pitch clips laid out as a SAKURA track and as MMAU test-mini, each run with its defaults."""
+    import csv
+    import shutil
+
+    rows = [json.loads(line) for line in open(pitch_manifest)]
+    track = tmp_path / "SAKURA" / "data" / "Animal"
+    (tmp_path / "mmau" / "test-mini-audios").mkdir(parents=True)
+    track.mkdir(parents=True)
+    letters = {"low": "(a) low", "high": " (b) high"}
+    with open(track / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "attribute_label", "single_instruction", "single_answer", "multi_instruction", "multi_answer"])
+        for row in rows:
+            shutil.copy(pitch_manifest.parent / row["audio"], track / row["audio"])
+            shutil.copy(pitch_manifest.parent / row["audio"], tmp_path / "mmau" / "test-mini-audios" / row["audio"])
+            q = row["question"] + " (a) low (b) high"
+            writer.writerow([row["audio"], row["answer"], q, letters[row["answer"]], q, letters[row["answer"]]])
+    records = [{"id": f"u{i}", "audio_id": f"./test-mini-audios/{r['audio']}", "question": r["question"],
+                "choices": ["low", "high"], "answer": r["answer"], "dataset": "toy", "task": "sound",
+                "split": "test-mini", "category": ["Pitch"], "sub-category": "tone", "difficulty": r["difficulty"]}
+               for i, r in enumerate(rows)]
+    (tmp_path / "mmau" / "test-mini.json").write_text(json.dumps(records))
+
+    sakura = evaluate(toy, load_dataset(f"sakura:{tmp_path / 'SAKURA'}"), str(tmp_path / "s.jsonl"), progress=False)
+    assert sakura["config"]["scoring"] == "restricted" and sakura["overall"]["accuracy"] >= 0.8
+    assert set(sakura["by"]["task"]) == {"Animal"} and set(sakura["by"]["sub-category"]) == {"single"}
+
+    mmau = evaluate(toy, load_dataset(f"mmau:{tmp_path / 'mmau' / 'test-mini.json'}"), str(tmp_path / "m.jsonl"),
+                    max_new_tokens=3, progress=False)
+    assert mmau["config"]["scoring"] == "mmau" and mmau["config"]["prompt_format"] == "choices"
+    assert mmau["config"]["dataset_source"]["sha256"]
+    assert set(mmau["by"]) == {"task", "sub-category", "difficulty"} and mmau["overall"]["n"] == len(rows)
+    assert all(r["generated"] is not None for r in lines(tmp_path / "m.jsonl"))

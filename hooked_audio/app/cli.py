@@ -274,7 +274,8 @@ def cmd_eval(args) -> dict:
 
     from ..datasets import DatasetError, load_dataset
     from ..evaluation.runner import (
-        DEFAULT_MAX_NEW_TOKENS, ResumeError, check_resumable, check_scoring, default_scoring, evaluate, hooks_for,
+        DEFAULT_MAX_NEW_TOKENS, ResumeError, check_resumable, check_scoring, default_prompt_format, default_scoring,
+        evaluate, hooks_for,
         prompt_template, run_config,
     )
     from ..evaluation.summary import format_table, write_summary
@@ -294,6 +295,7 @@ def cmd_eval(args) -> dict:
     if len(dataset.skipped) > 5:
         say(f"  ... and {len(dataset.skipped) - 5} more (all listed in the summary's dataset.skipped_rows)")
     scoring = args.scoring or default_scoring(dataset)
+    args.prompt_format = args.prompt_format or default_prompt_format(dataset)
     max_new_tokens = args.max_new_tokens
     if max_new_tokens is None:
         max_new_tokens = 0 if scoring == "restricted" else DEFAULT_MAX_NEW_TOKENS
@@ -441,8 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, type=results_file, help="results file (JSONL); rerun with it to resume")
     ev.add_argument("--scoring", choices=("restricted", "mmau", "exact"),
                     help="how an answer is scored (default: by dataset, see above)")
-    ev.add_argument("--prompt-format", default="plain",
-                    help="'plain' (the question as written, default), 'choices' (the question, then 'Choices: a, b, c.'), "
+    ev.add_argument("--prompt-format",
+                    help="'plain' (the question as written; default for SAKURA, whose instructions list the options, and "
+                         "manifests), 'choices' (the question, then 'Choices: a, b, c.'; default for MMAU), "
                          "or a template with {question} and optionally {choices}")
     ev.add_argument("--max-new-tokens", type=nonnegative_int,
                     help="tokens generated per item (default: 0 for restricted scoring, 32 otherwise)")

@@ -56,6 +56,12 @@ def default_scoring(dataset: EvalDataset) -> str:
     return "restricted" if all(item.choices for item in dataset.items) else "exact"
 
 
+def default_prompt_format(dataset: EvalDataset) -> str:
+    """MMAU's questions do not list their choices, so its default prompt adds them; SAKURA's instructions
+    already do, and a manifest's question is used as written."""
+    return "choices" if dataset.source.get("kind") == "mmau" else "plain"
+
+
 def check_scoring(dataset: EvalDataset, scoring: str) -> None:
     if scoring not in SCORINGS:
         raise ValueError(f"scoring {scoring!r} is not one of {SCORINGS}")
@@ -291,7 +297,7 @@ def evaluate(
     *,
     model_name: str = "model",
     scoring: str | None = None,
-    prompt_format: str = "plain",
+    prompt_format: str | None = None,
     max_new_tokens: int | None = None,
     batch_size: int = 8,
     fwd_hooks: Sequence = (),
@@ -305,14 +311,15 @@ def evaluate(
 ) -> dict:
     """Evaluate ``dataset`` into ``out`` (resuming it) and return the summary of every item written.
 
-    ``scoring`` defaults to :func:`default_scoring`; ``max_new_tokens`` to 0 for restricted scoring (one
-    forward pass; choice log-probs only) and 32 otherwise. ``fwd_hooks`` stay active for every forward and
-    generated token. ``limit``: stop after this many new items (whole batches; rerun to go on).
+    ``scoring`` defaults to :func:`default_scoring`, ``prompt_format`` to :func:`default_prompt_format`,
+    ``max_new_tokens`` to 0 for restricted scoring (one forward pass; choice log-probs only) and 32
+    otherwise. ``fwd_hooks`` stay active for every forward and generated token. ``limit``: stop after this many new items (whole batches; rerun to go on).
     ``after_batch(index, records)`` runs after each batch is written (tests use it to interrupt a run).
     ``rank``/``world_size`` (under torchrun, with the process group joined): this process evaluates the
     batches ``i % world_size == rank`` into its rank file, and rank 0 merges them into ``out`` and returns
     the summary (see :mod:`hooked_audio.evaluation.distributed`); other ranks return ``{"rank": r, ...}``."""
     scoring = scoring or default_scoring(dataset)
+    prompt_format = prompt_format or default_prompt_format(dataset)
     check_scoring(dataset, scoring)
     template = prompt_template(prompt_format)
     if max_new_tokens is None:
