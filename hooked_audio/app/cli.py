@@ -379,12 +379,14 @@ EVAL_EXAMPLES = """\
 Examples:
   hooked-audio eval --model Qwen/Qwen2-Audio-7B-Instruct --dataset sakura:/data/SAKURA --out sakura.jsonl
   hooked-audio eval --model Qwen/Qwen2-Audio-7B-Instruct --dataset sakura:/data/SAKURA:Gender:multi \\
-      --prompt-format choices --out gender_multi.jsonl
+      --prompt-format '{question} Answer with the option text only.' --out gender_multi.jsonl
   hooked-audio eval --model Qwen/Qwen2-Audio-7B-Instruct --dataset mmau:/data/mmau/mmau-test-mini.json \\
       --max-new-tokens 64 --batch-size 4 --out mmau.jsonl
   hooked-audio eval --dataset manifest:toy_clips.jsonl --out toy.jsonl          (the bundled toy model)
   hooked-audio eval --dataset manifest:clips.csv --scoring exact --hooks my_hooks.py:ablate --out ablated.jsonl
   torchrun --nproc_per_node 2 $(which hooked-audio) eval --dataset manifest:clips.jsonl --out r.jsonl
+      (same --out as one process; where hooked-audio is a shell shim, e.g. pyenv, use
+       torchrun --nproc_per_node 2 -m hooked_audio.app.cli eval ...)
 A --hooks function is called as function(model) and returns fwd_hooks: [(hook name, hook function), ...],
 active on every forward pass and generated token.
 """
