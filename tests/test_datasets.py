@@ -58,7 +58,7 @@ def sakura_dir(tmp_path):
     write_clip(animal / "sheep1.wav")
     write_sakura_track(animal, [
         ["dog1.wav", "dog", ANIMAL_Q, "(a) dog", ANIMAL_MULTI_Q, "(a) dog"],
-        ["cat1.wav", "cat", ANIMAL_Q, " (b) cat", ANIMAL_MULTI_Q, " (b) cat"],  # leading space
+        ["cat1.wav", "cat", ANIMAL_Q, " (b) Cat.", ANIMAL_MULTI_Q, " (b) cat"],  # leading space, other spelling
         ["missing.wav", "dog", ANIMAL_Q, "(a) dog", ANIMAL_MULTI_Q, "(a) dog"],  # no such file
         ["broken.wav", "cow", ANIMAL_Q, "(c) cow", ANIMAL_MULTI_Q, "(c) cow"],  # unreadable
         ["cow1.wav", "cow", ANIMAL_Q, "", ANIMAL_MULTI_Q, "(c) cow"],  # empty single answer
@@ -83,7 +83,7 @@ def test_sakura_reads_its_layout_and_counts_every_skip(sakura_dir, caplog):
                                   "Gender/single/f1.wav", "Gender/single/m1.wav"]
     dog, cat = ds.items[0], ds.items[1]
     assert dog.answer == "dog" and dog.choices == ("dog", "cat", "cow", "sheep")
-    assert cat.answer == "cat" and "(b) cat" in cat.metadata["aliases"]  # leading space stripped
+    assert cat.answer == "cat" and "(b) Cat." in cat.metadata["aliases"]  # stripped; the option's spelling
     assert dog.question == ANIMAL_Q and dog.audio.endswith("data/Animal/dog1.wav")
     assert dog.metadata["task"] == "Animal" and dog.metadata["sub-category"] == "single"
     assert cat.metadata["sample_rate"] == 8000 and abs(cat.duration - 0.5) < 1e-3

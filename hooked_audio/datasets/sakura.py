@@ -28,6 +28,10 @@ _OPTION = re.compile(r"\(([a-z])\)\s*(.*?)(?=\s*\([a-z]\)|$)", re.IGNORECASE | r
 _ANSWER = re.compile(r"^\s*\(([a-z])\)\s*(.*?)\s*$", re.IGNORECASE | re.DOTALL)
 
 
+def _loose(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 def track_dirs(root: str, track: str | None = None) -> dict[str, str]:
     """``{track: folder}`` for the tracks found under ``root`` (or the one asked for)."""
     root = os.path.abspath(root)
@@ -94,10 +98,13 @@ def load_sakura(root: str, track: str | None = None, hop: str = "single", spec: 
                 letter, answer = (matched.group(1).lower(), matched.group(2)) if matched else (None, raw_answer)
                 options = parse_options(instruction)
                 choices = [text for _, text in options] or None
-                if choices is not None and letter is not None and dict(options).get(letter) not in (None, answer):
-                    rows.skip(where, f"malformed row: answer {raw_answer!r} disagrees with option ({letter}) "
-                                     f"{dict(options)[letter]!r} of the instruction")
-                    continue
+                option = dict(options).get(letter) if choices is not None and letter is not None else None
+                if option is not None and option != answer:
+                    if _loose(option) != _loose(answer):
+                        rows.skip(where, f"malformed row: answer {raw_answer!r} disagrees with option ({letter}) "
+                                         f"{option!r} of the instruction")
+                        continue
+                    answer = option  # the same words written differently ("Dog." for "dog"): the option's spelling
                 aliases = [a for a in (raw_answer, f"({letter})" if letter else None, letter) if a and a != answer]
                 rows.add(where, f"{name}/{hop}/{file}", os.path.join(folder, file), instruction, answer, choices,
                          {"task": name, "sub-category": hop, "attribute_label": record["attribute_label"].strip(),
