@@ -15,7 +15,9 @@ from hooked_audio.app.cli import main
 
 CLIP = str(Path(__file__).parents[1] / "hooked_audio" / "toy" / "examples" / "pitch_low.flac")
 QUESTION = "is the tone low or high ?"
-TOY_VOCAB, TOY_HEADS = 61, 16  # the bundled toy: 61 tokens, 4 layers x 4 heads
+_TOY = json.loads((Path(__file__).parents[1] / "hooked_audio" / "toy" / "checkpoint" / "config.json").read_text())
+TOY_VOCAB = _TOY["text_config"]["vocab_size"]  # read from the bundled toy's config, so a retrained toy passes too
+TOY_HEADS = _TOY["text_config"]["num_hidden_layers"] * _TOY["text_config"]["num_attention_heads"]
 
 
 def _usage_error(argv, capsys) -> str:
@@ -43,8 +45,8 @@ def no_loading(monkeypatch):
         (["ask", "--top-k", "two"], "argument --top-k: 'two' is not a whole number"),
         (["ask", "--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1, got 0"),
         (["heads", "--top-k", "0"], "argument --top-k: must be at least 1"),
-        (["ask", "--top-k", str(TOY_VOCAB + 1)], f"argument --top-k: 62 is more than the vocabulary \\({TOY_VOCAB} tokens\\)"),
-        (["heads", "--top-k", str(TOY_HEADS + 1)], f"argument --top-k: 17 is more than the model's {TOY_HEADS} decoder heads"),
+        (["ask", "--top-k", str(TOY_VOCAB + 1)], f"argument --top-k: {TOY_VOCAB + 1} is more than the vocabulary \\({TOY_VOCAB} tokens\\)"),
+        (["heads", "--top-k", str(TOY_HEADS + 1)], f"argument --top-k: {TOY_HEADS + 1} is more than the model's {TOY_HEADS} decoder heads"),
         (["ask", "--model", "no-such-model"], "argument --model: Cannot load 'no-such-model'"),
     ],
 )
@@ -56,7 +58,8 @@ def test_bad_counts_and_models_are_usage_errors_before_loading(argv, match, caps
 @pytest.mark.parametrize(
     "n_heads, match",
     [("0", "argument --n-heads: must be at least 1, got 0"),
-     ("9", "argument --n-heads: 9 is too many: the model has 16 decoder heads.*at most 8")],
+     (str(TOY_HEADS // 2 + 1),
+      f"argument --n-heads: {TOY_HEADS // 2 + 1} is too many: the model has {TOY_HEADS} decoder heads.*at most {TOY_HEADS // 2}")],
 )
 def test_demo_n_heads_must_leave_room_for_the_random_control(n_heads, match, capsys, no_loading, tmp_path):
     err = _usage_error(["demo", "--n-heads", n_heads, "--out", str(tmp_path)], capsys)

@@ -31,14 +31,22 @@ DEFAULT_MODEL = "toy-qwen2-audio"
 # --- argument types: each refuses a bad value with the reason (argparse exits with code 2) ----------------
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def whole_number(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, nonnegative_int = whole_number(1), whole_number(0)
 
 
 def audio_file(text: str) -> str:
@@ -230,16 +238,6 @@ def cmd_demo(args) -> dict:
 
 
 # --- eval: a whole benchmark ------------------------------------------------------------------------------
-
-
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def dataset_spec(text: str) -> str:
