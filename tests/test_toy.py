@@ -1,4 +1,5 @@
-"""The bundled toy model organism: offline loading, HF parity, accuracy, and a real ablation effect."""
+"""The bundled toy model organism: offline loading, HF parity, accuracy on both splits, shortcut tests,
+and a real ablation effect."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import torch
 from hooked_audio import HookedAudioTransformer, load_waveform
 from hooked_audio.analysis import audio_attention_by_head, random_heads, top_heads
 from hooked_audio.loading import BUNDLED_MODELS
-from hooked_audio.toy import evaluate, tasks
+from hooked_audio.toy import evaluate, shortcuts, tasks
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 EXAMPLES = Path(tasks.__file__).parent / "examples"
 CARD = json.loads((BUNDLED_MODELS["toy-qwen2-audio"] / "card.json").read_text())
-ACCURACY_MARGIN = 0.05  # the card's own clips; the margin covers another espeak-ng build or BLAS
+ACCURACY_MARGIN = 0.05
+BEEP_MIN_ACCURACY = 0.5
+LANGUAGE_MIN_ACCURACY = 0.35  # chance is 0.25; the card's 100 held-out-word clips give 0.48 [0.38, 0.58]  # the card's own clips; the margin covers another espeak-ng build or BLAS
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +31,9 @@ def toy():
     return HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
 
 
-def probe_samples(task_names, n_per_task=evaluate.EVAL_CLIPS_PER_TASK, seed=evaluate.EVAL_SEED):
+def probe_samples(task_names, n_per_task=evaluate.EVAL_CLIPS_PER_TASK, seed=evaluate.EVAL_SEED, split="test"):
     """By default exactly the card's held-out clips of these tasks (each task has its own random stream)."""
-    return tasks.make_probe_set(seed, n_per_task, task_names=task_names)
+    return tasks.make_probe_set(seed, n_per_task, task_names=task_names, split=split)
 
 
 def test_toy_loads_offline_and_matches_hf(toy, monkeypatch):
@@ -48,33 +51,63 @@ def test_toy_loads_offline_and_matches_hf(toy, monkeypatch):
 
 @pytest.mark.parametrize(
     "task",
-    [t.name for t in tasks.TASKS if t.name not in tasks.SPEECH_TASKS]
-    + [pytest.param(t, marks=pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")) for t in tasks.SPEECH_TASKS],
+    [t.name for t in tasks.TASKS if not t.needs_espeak]
+    + [pytest.param(t.name, marks=pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng"))
+       for t in tasks.TASKS if t.needs_espeak],
 )
-def test_held_out_accuracy_stays_near_the_card(toy, task):
-    samples = [s for s in probe_samples([task]) if s.hint is None]
-    stats = evaluate.evaluate(lambda inputs: toy(inputs), toy.processor, samples)
-    assert stats[task]["accuracy"] >= CARD["results"][task]["accuracy"] - ACCURACY_MARGIN
+def test_accuracy_on_both_splits_stays_near_the_card(toy, task):
+    for split in ("test", "shifted"):
+        samples = [s for s in probe_samples([task], split=split) if s.hint is None]
+        stats = evaluate.evaluate(lambda inputs: toy(inputs), toy.processor, samples)
+        assert stats[task]["accuracy"] >= CARD["results"][split][task]["accuracy"] - ACCURACY_MARGIN, split
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the bundled listener fails it: 0.28 at 0.08 s beeps, 0.65 at 0.24 s (CARD.md); "
+                   "undertrained (691 steps), issue 10 stays open")
+def test_beep_count_does_not_follow_beep_duration(toy):
+    """Shortcut test: the beep count at fixed beep durations from 0.08 to 0.4 s (gaps, frequency, placement,
+    noise still random). A total-beep-time counter is right near one duration and wrong at the ends
+    (test_toy_tasks.py shows it on the clips themselves); the toy must be right at every duration, and a
+    single long beep must still be "one" (the previous toy answered "two" at 0.4 s)."""
+    result = shortcuts.beep_duration(lambda inputs: toy(inputs), toy.processor)
+    accuracies = {d: v["accuracy"]["rate"] for d, v in result.items()}
+    assert min(accuracies.values()) >= BEEP_MIN_ACCURACY, accuracies
+    assert max(accuracies.values()) - min(accuracies.values()) <= 0.25, accuracies
+    assert result["0.4"]["single_beep_answered_one"]["rate"] >= 0.8
+
+
+@pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
+def test_language_holds_on_words_never_heard_in_training(toy):
+    """Shortcut test: language on held-out words (never synthesized for training) is about as good as on
+    training words, and far above chance (0.25); the previous toy fell to 0.39 on unseen words."""
+    result = shortcuts.language_words(lambda inputs: toy(inputs), toy.processor)
+    held_out, seen = result["held_out_words"]["rate"], result["training_words"]["rate"]
+    assert held_out >= seen - 0.1
+    assert held_out >= LANGUAGE_MIN_ACCURACY
+
+
+def test_pitch_does_not_follow_tone_duration(toy):
+    result = shortcuts.tone_duration(lambda inputs: toy(inputs), toy.processor)
+    assert min(v["rate"] for v in result.values()) >= 0.9, result
 
 
 @pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
 def test_text_dominance_where_the_audio_is_hard_and_not_where_it_is_easy(toy):
-    """Language (the hardest task) follows a wrong text hint measurably often and loses accuracy to it;
-    the tone tasks, which the toy hears perfectly, ignore hints."""
+    """Language (heard at about 0.5) follows a wrong hint often and flips answers it had right; pitch and
+    noise colour, heard at 0.99-1.00, ignore hints. The same code on both: only the task differs."""
     def stats(task_names):
-        samples = probe_samples(task_names)
-        return evaluate.evaluate(lambda inputs: toy(inputs), toy.processor, samples)["overall"]
+        return evaluate.evaluate(lambda inputs: toy(inputs), toy.processor, probe_samples(task_names))["overall"]
 
     hard = stats(["language"])
-    assert hard["text_dominance_rate"] >= 0.02
-    assert hard["accuracy_wrong_hint"] <= hard["accuracy"] - 0.03
+    assert hard["text_dominance_rate"] >= 0.25 and hard["flip_rate"] >= 0.2
+    assert hard["accuracy_wrong_hint"] <= hard["accuracy"] - 0.1
     assert hard["accuracy_correct_hint"] >= hard["accuracy"]
     easy = stats(["pitch", "noise"])
-    assert easy["text_dominance_rate"] == 0 and easy["accuracy_wrong_hint"] == 1
+    assert easy["text_dominance_rate"] <= 0.03 and easy["flip_rate"] <= 0.03
 
 
 def test_resampling_top_audio_heads_hurts_more_than_random_heads(toy):
-    """Rank heads by attention from the answer position to the audio; give the top 6 (of 16) another clip's
+    """Rank heads by attention from the answer position to the audio; give the top 6 (of 24) another clip's
     output (resample ablation) and compare with 6 random other heads. A broken ranking, ablation or donor
     choice would not separate them."""
     from hooked_audio.toy.demo import ablated_accuracy, accuracy

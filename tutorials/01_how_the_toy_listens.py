@@ -68,7 +68,7 @@ for label, p in zip(lens.labels, lens.target_prob(answer)[:, 0, -1]):
 # %% [markdown]
 # ## 4. Which heads read the audio, and do they matter?
 # Rank decoder heads by the attention mass from the answer position to the audio, then take the top 6
-# (of 16) out in two ways and compare with 6 random other heads. *Resample* ablation gives each clip the
+# (of 24) out in two ways and compare with 6 random other heads. *Resample* ablation gives each clip the
 # heads' outputs from another clip with the same question: the heads keep working, on the wrong audio.
 # *Zero* ablation removes their outputs altogether.
 
@@ -93,10 +93,11 @@ print("clean", accuracy([]))
 for label, heads in [("top 6", best), ("random 6", others)]:
     print(f"{label:>8}: resampled {accuracy(head_ablation_hooks(heads, 'resample', donors=donors)):.2f},"
           f" zeroed {accuracy(head_ablation_hooks(heads, 'zero')):.2f}")
-# On the bundled toy, resampling the top heads costs far more than resampling random ones: they carry the
-# audio the answer is read from. Zeroing them costs little, because other heads carry the same
-# information redundantly; zeroing random heads can cost more, because it also removes work that does
-# not depend on the clip (try zeroing all of layer 0). Which ablation you use decides what you measure.
+# On the bundled toy (clean accuracy 0.88 on these 40 clips), resampling the top heads takes accuracy to
+# 0.40 while resampling 6 random heads leaves 0.82: the top heads carry the audio the answer is read from.
+# Zeroing them costs little (0.80, random heads 0.82), because other heads carry the same information
+# redundantly; zeroing removes a head's output altogether, resampling puts another clip's information in
+# its place, which competes. Which ablation you use decides what you measure.
 
 # %% [markdown]
 # ## 5. Activation patching across clips
@@ -118,17 +119,17 @@ effect = patching.get_act_patch_resid_pre(model, high_in, low_cache, low_minus_h
 audio = low_in.audio_mask[0]
 print("layer-by-layer max effect at audio positions:", effect[:, audio].max(-1).values)
 print("... and at the last position:", effect[:, -1])
-# On the bundled toy the clean high clip scores -16.8. Patching a single audio position flips it (+12) at
-# layers 0-1, reaches +6 at layer 2 and does nothing at layer 3; patching the last position does nothing
-# before layer 2, gives -10.4 at layer 2 and the full flip (+11.4) at layer 3. The pitch reaches the
-# answer position through layer-1 and layer-2 attention, where most of section 4's top heads sit: a route
-# you can now chase head by head (``patching.get_act_patch_attn_head_out_by_pos``).
+# On the bundled toy the clean high clip scores -6.2. Patching a single audio position flips it at layers
+# 0-2 (up to +6.4, +8.3, +7.0) and does nothing from layer 3 on; patching the last position does nothing
+# before layer 2, gives +4.9 at layer 2 and the full flip (+10.6) from layer 3. The pitch reaches the
+# answer position through layer-2 attention: a route you can now chase head by head
+# (``patching.get_act_patch_attn_head_out_by_pos``).
 
 # %% [markdown]
 # ## 6. Steering: push the model's reading of the audio
 # The mean difference of the residual stream at audio positions between low and high clips, added to a
 # high clip's audio positions before the layer that reads them (layer 0's output, per section 5), should
-# move the answer toward "low". On the toy, scale 1 already flips it.
+# move the answer toward "low". On the toy, scale 1 already flips it (-6.2 to +11.6).
 
 # %%
 layer = 0
