@@ -3,15 +3,22 @@
 - ``logit_lens``: what each layer's residual stream would predict, at any position (audio ones too).
 - ``heads``: how much each decoder head attends to the audio span; top heads.
 - ``ablation``: zero-, mean- or resample-ablation hooks for chosen heads, and random control heads.
+- ``audiolens``: AudioLens label lens, information scores, critical layer, audio masking, enrichment.
 - ``steering``: add a direction to the residual stream (at audio positions or anywhere).
 """
 
+from .audiolens import audio_masking_hooks, critical_layer, enrichment_hook, information_scores, label_log_probs
 from .ablation import head_ablation_hooks, random_heads, same_prompt_donors
 from .heads import audio_attention_by_head, top_heads
 from .logit_lens import LogitLens, logit_lens
 from .steering import steering_hook
 
 __all__ = [
+    "audio_masking_hooks",
+    "critical_layer",
+    "enrichment_hook",
+    "information_scores",
+    "label_log_probs",
     "LogitLens",
     "audio_attention_by_head",
     "head_ablation_hooks",
