@@ -93,3 +93,35 @@ def test_enrichment_adds_the_source_residual_at_the_last_position(model, batch):
     keep = torch.ones_like(batch.audio_mask)
     keep[rows, last] = False
     torch.testing.assert_close(seen["h"][keep], h1[keep])
+
+
+# --- on the bundled toy organism ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def toy():
+    from hooked_audio import HookedAudioTransformer
+
+    return HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("task", ["pitch", "noise"])
+def test_toy_information_at_output_is_accuracy_and_masking_drops_to_chance(toy, task):
+    from hooked_audio.toy import evaluate, tasks
+
+    labels = list(tasks.TASKS_BY_NAME[task].answers)
+    samples = [s for s in tasks.make_probe_set(seed=5, n_per_task=16, task_names=[task]) if s.hint is None]
+    batch = toy.to_inputs(evaluate.encode(toy.processor, samples))
+    answers = torch.tensor([labels.index(s.answer) for s in samples])
+    logits, cache = toy.run_with_cache(batch, names_filter=lambda n: "resid" in n or n == "ln_final.hook_scale")
+    scores = information_scores(label_log_probs(toy, cache, labels), answers)
+    rows, ids = torch.arange(len(samples)), label_token_ids(toy, labels)
+    accuracy = (logits[rows, batch.last_positions][:, ids].argmax(-1) == answers).float().mean()
+    assert scores[-1] == accuracy and accuracy >= 0.9
+    assert scores[0] <= 1 / len(labels) + 0.1  # the embedding knows nothing of the clip
+    masked = toy.run_with_hooks(batch, fwd_hooks=audio_masking_hooks(batch, query="all"))
+    masked_accuracy = (masked[rows, batch.last_positions][:, ids].argmax(-1) == answers).float().mean()
+    assert masked_accuracy <= 1 / len(labels) + 0.2
+    # control: on a text-only prompt (no audio keys) the same hooks change nothing
+    text = toy.to_inputs(toy.to_tokens([evaluate.render_prompt(toy.processor, samples[0]).replace("<|AUDIO|>", "")]))
+    torch.testing.assert_close(toy.run_with_hooks(text, fwd_hooks=audio_masking_hooks(text, query="all")), toy(text))
