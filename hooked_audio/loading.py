@@ -18,7 +18,8 @@ from .families import family_for_model_type
 from .model import HookedAudioTransformer
 from .weight_processing import process_weights
 
-BUNDLED_MODELS = {"toy-qwen2-audio": Path(__file__).parent / "toy" / "checkpoint"}
+BUNDLED_MODELS = {"toy-qwen2-audio": Path(__file__).parent / "toy" / "checkpoint",
+                  "toy-qwen2-audio-textual": Path(__file__).parent / "toy" / "checkpoint_textual"}
 
 
 def from_hf_model(
