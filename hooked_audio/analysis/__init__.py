@@ -4,12 +4,14 @@
 - ``heads``: how much each decoder head attends to the audio span; top heads.
 - ``ablation``: zero-, mean- or resample-ablation hooks for chosen heads, and random control heads.
 - ``audiolens``: AudioLens label lens, information scores, critical layer, audio masking, enrichment.
+- ``listening``: listening-head ranking, listening signal, silence counterfactual.
 - ``steering``: add a direction to the residual stream (at audio positions or anywhere).
 """
 
 from .audiolens import audio_masking_hooks, critical_layer, enrichment_hook, information_scores, label_log_probs
 from .ablation import head_ablation_hooks, random_heads, same_prompt_donors
 from .heads import audio_attention_by_head, top_heads
+from .listening import audio_attention_per_row, listening_head_scores, listening_signal, silence_like
 from .logit_lens import LogitLens, logit_lens
 from .steering import steering_hook
 
@@ -19,6 +21,10 @@ __all__ = [
     "enrichment_hook",
     "information_scores",
     "label_log_probs",
+    "audio_attention_per_row",
+    "listening_head_scores",
+    "listening_signal",
+    "silence_like",
     "LogitLens",
     "audio_attention_by_head",
     "head_ablation_hooks",

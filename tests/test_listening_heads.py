@@ -1,0 +1,75 @@
+"""Listening heads and the silence counterfactual: checks a broken implementation would fail, with controls."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_inputs, make_processor
+from scipy.stats import mannwhitneyu
+
+from hooked_audio.analysis import audio_attention_per_row, listening_head_scores, listening_signal, silence_like
+from hooked_audio.analysis import head_ablation_hooks, random_heads, same_prompt_donors, top_heads
+
+
+@torch.no_grad()
+def test_silence_like_keeps_the_layout_and_gives_the_processors_silence(model):
+    inputs = model.to_inputs(make_inputs([[100], [60]], seed=2))
+    quiet = silence_like(inputs)
+    assert torch.equal(quiet.input_ids, inputs.input_ids) and torch.equal(quiet.attention_mask, inputs.attention_mask)
+    assert torch.equal(quiet.audio["feature_attention_mask"], inputs.audio["feature_attention_mask"])
+    zeros = make_processor().feature_extractor([np.zeros(16000, np.float32)], sampling_rate=16000, return_tensors="pt")
+    torch.testing.assert_close(quiet.audio["input_features"][0], zeros["input_features"][0])
+    # control: the original features are not silence, and the model's output changes with them
+    assert not torch.allclose(inputs.audio["input_features"][0], zeros["input_features"][0])
+    assert (model(quiet)[:, -1] - model(inputs)[:, -1]).abs().max() > 1e-3
+
+
+def test_separation_methods_on_a_hand_made_head(model):
+    attention = torch.zeros(6, 1, 2)
+    attention[:, 0, 0] = torch.tensor([0.9, 0.8, 0.7, 0.1, 0.2, 0.3])  # separates perfectly
+    attention[:, 0, 1] = torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3, 0.7])  # does not
+    correct = torch.tensor([True, True, True, False, False, False])
+    auc = listening_head_scores(model, None, correct, "auc", attention=attention)
+    assert auc[0, 0] == 1.0 and abs(auc[0, 1] - 0.5) < 0.25
+    diff = listening_head_scores(model, None, correct, "diff", attention=attention)
+    assert diff[0, 0] == pytest.approx(0.6)
+    r = listening_head_scores(model, None, correct, attention=attention)
+    assert r[0, 0] > 0.9 and abs(r[0, 1]) < 0.5
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from hooked_audio import HookedAudioTransformer
+
+    return HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
+
+
+def _beeps(toy, seed):
+    from hooked_audio.toy import evaluate, tasks
+
+    labels = list(tasks.TASKS_BY_NAME["beeps"].answers)
+    samples = [s for s in tasks.make_probe_set(seed=seed, n_per_task=40, task_names=["beeps"]) if s.hint is None]
+    batch = toy.to_inputs(evaluate.encode(toy.processor, samples))
+    answers = torch.tensor([labels.index(s.answer) for s in samples])
+    ids = torch.tensor([toy.to_single_token(w) for w in labels])
+    return batch, answers, ids
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured on the bundled toy (beeps, 40 calibration / 40 held-out clips, top 3 heads by point-biserial r): "
+    "held-out AUC 0.59, below the 0.6 bar; the listener toy's audio attention barely separates its errors"))
+@torch.no_grad()
+def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
+    def run(seed):
+        batch, answers, ids = _beeps(toy, seed)
+        logits = toy(batch)
+        correct = logits[torch.arange(len(answers)), batch.last_positions][:, ids].argmax(-1) == answers
+        return batch, correct, audio_attention_per_row(toy, batch)
+
+    _, calib_correct, calib_att = run(11)
+    _, test_correct, test_att = run(12)
+    heads = top_heads(listening_head_scores(toy, None, calib_correct, attention=calib_att), 3)
+    signal = listening_signal(test_att, heads).numpy()
+    c = test_correct.numpy()
+    auc = mannwhitneyu(signal[c], signal[~c]).statistic / (c.sum() * (~c).sum())
+    print("held-out AUC", auc, "heads", heads, "accuracy", c.mean())
+    assert auc > 0.6
