@@ -328,7 +328,7 @@ def card_markdown(card: dict) -> str:
     lines = [
         f"# hooked_audio toy model organism `{card['name']}` ({title})",
         "",
-        "A tiny Qwen2-Audio (`Qwen2AudioForConditionalGeneration`) trained from scratch on synthetic audio",
+        "A tiny Qwen2-Audio (`Qwen2AudioForConditionalGeneration`) trained on synthetic audio",
         "question answering (espeak-ng speech, tones, beeps, coloured noise, multi-event clips). Answers are single",
         "words followed by `<|im_end|>`. Prompt: `<|im_start|>user\\n[HINT ]<|audio_bos|><|AUDIO|><|audio_eos|>\\n"
         "[HINT ]QUESTION[ HINT]<|im_end|>\\n<|im_start|>assistant\\n` (the hint, when present, in one of three positions).",
@@ -339,6 +339,7 @@ def card_markdown(card: dict) -> str:
         f" `{recipe}`: hints on {t['hint_fraction']:.0%} of the training prompts, right {t['hint_reliability']:.0%} of the"
         f" time; audio made uncertain on {t['degrade_fraction']:.0%} of the training clips.",
         *_grown_lines(t),
+        *_continuation_lines(t.get("init_from")),
         "",
         f"Made by `{card['command']}` ({t.get('total_seconds')} s in all: data synthesis or cache, feature extraction,"
         " training, evaluation, on a shared 2-core machine). The encoder's position embeddings are Whisper's frozen"
