@@ -73,3 +73,33 @@ def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
     auc = mannwhitneyu(signal[c], signal[~c]).statistic / (c.sum() * (~c).sum())
     print("held-out AUC", auc, "heads", heads, "accuracy", c.mean())
     assert auc > 0.6
+
+
+@torch.no_grad()
+def test_audio_silence_steering_adds_beta_times_the_silence_difference(model):
+    from hooked_audio.analysis import audio_silence_steering_hooks, silence_direction
+
+    inputs = model.to_inputs(make_inputs([[100], [60]], text_lengths=[4, 7], seed=3))
+    heads = [(0, 1), (1, 2)]
+    s = silence_direction(model, inputs, heads)
+    rows, last = torch.arange(2), inputs.last_positions
+    _, real = model.run_with_cache(inputs, names_filter=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
+    _, quiet = model.run_with_cache(silence_like(inputs), names_filter=["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
+    by_hand = sum(real[f"blocks.{l}.hook_resid_post"][rows, last] - quiet[f"blocks.{l}.hook_resid_post"][rows, last] for l in (0, 1)) / 2
+    torch.testing.assert_close(s, by_hand)
+    assert s.norm(dim=-1).min() > 1e-3  # the audio matters at the last position
+    seen = {}
+    record = [("blocks.1.hook_resid_post", lambda r, hook: seen.setdefault("h", r.clone()))]
+    model.run_with_hooks(inputs, fwd_hooks=audio_silence_steering_hooks(model, inputs, heads, beta=2.0) + record)
+    h = real["blocks.1.hook_resid_post"]
+    torch.testing.assert_close(seen["h"][rows, last], h[rows, last] + 2.0 * s, atol=1e-5, rtol=1e-5)
+    # control: a random direction of equal norm per row, not parallel to s
+    seen.clear()
+    model.run_with_hooks(inputs, fwd_hooks=audio_silence_steering_hooks(model, inputs, heads, 2.0, control="random") + record)
+    delta = (seen["h"][rows, last] - h[rows, last]) / 2.0
+    torch.testing.assert_close(delta.norm(dim=-1), s.norm(dim=-1), atol=1e-4, rtol=1e-4)
+    assert torch.nn.functional.cosine_similarity(delta, s).abs().max() < 0.9
+    # during generate the hook steers every new token and runs
+    with model.hooks(audio_silence_steering_hooks(model, inputs, heads, 2.0)):
+        steered = model.generate(inputs, max_new_tokens=2)
+    assert steered.shape[0] == 2

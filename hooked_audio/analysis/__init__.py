@@ -11,7 +11,7 @@
 from .audiolens import audio_masking_hooks, critical_layer, enrichment_hook, information_scores, label_log_probs
 from .ablation import head_ablation_hooks, random_heads, same_prompt_donors
 from .heads import audio_attention_by_head, top_heads
-from .listening import audio_attention_per_row, listening_head_scores, listening_signal, silence_like
+from .listening import audio_attention_per_row, audio_silence_steering_hooks, silence_direction, listening_head_scores, listening_signal, silence_like
 from .logit_lens import LogitLens, logit_lens
 from .steering import steering_hook
 
@@ -25,6 +25,8 @@ __all__ = [
     "listening_head_scores",
     "listening_signal",
     "silence_like",
+    "silence_direction",
+    "audio_silence_steering_hooks",
     "LogitLens",
     "audio_attention_by_head",
     "head_ablation_hooks",

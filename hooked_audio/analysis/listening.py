@@ -97,3 +97,55 @@ def silence_like(inputs: AudioTextInput, silence_value: float = WHISPER_SILENCE,
     audio = dict(inputs.audio)
     audio[features_key] = torch.full_like(audio[features_key], silence_value)
     return replace(inputs, audio=audio)
+
+
+@torch.no_grad()
+def silence_direction(model, inputs, heads: list[tuple[int, int]]) -> Float[torch.Tensor, "batch d_model"]:
+    """s(x) = mean over the heads' distinct layers l of h^l_last(x) - h^l_last(silence_like(x)), per row
+    (``blocks.{l}.hook_resid_post`` at each row's last real position)."""
+    inputs = model.to_inputs(inputs)
+    layers = sorted({int(l) for l, _ in heads})
+    if not layers:
+        raise ValueError("heads is empty")
+    names = [f"blocks.{l}.hook_resid_post" for l in layers]
+    rows, last = torch.arange(inputs.shape[0]), inputs.last_positions.cpu()
+    diffs = []
+    _, real = model.run_with_cache(inputs, names_filter=names)
+    _, quiet = model.run_with_cache(silence_like(inputs), names_filter=names)
+    for name in names:
+        diffs.append(real[name].cpu()[rows, last] - quiet[name].cpu()[rows, last])
+    return torch.stack(diffs).mean(0)
+
+
+def audio_silence_steering_hooks(
+    model, inputs, heads: list[tuple[int, int]], beta: float, adaptive: bool = False,
+    control: str | None = None, seed: int = 0,
+) -> list[tuple]:
+    """``fwd_hooks`` adding ``beta * s(x)`` (``silence_direction``) to the last decoder layer's output
+    (``blocks.{L-1}.hook_resid_post``) at each row's last real position, and at every new position during
+    ``generate``. ``adaptive=True`` scales beta per row by ``1 - listening signal`` of ``heads`` (a row whose
+    heads already attend to the audio is steered less). ``control="random"``: a random direction of the
+    same norm per row instead of s(x) (seeded)."""
+    if control not in (None, "random"):
+        raise ValueError(f"control must be None or 'random', got {control!r}")
+    inputs = model.to_inputs(inputs)
+    direction = silence_direction(model, inputs, heads)
+    if control == "random":
+        noise = torch.randn(direction.shape, generator=torch.Generator().manual_seed(seed))
+        direction = noise / noise.norm(dim=-1, keepdim=True) * direction.norm(dim=-1, keepdim=True)
+    scale = torch.full((inputs.shape[0],), float(beta))
+    if adaptive:
+        scale = scale * (1 - listening_signal(audio_attention_per_row(model, inputs), heads))
+    delta = scale[:, None] * direction  # [batch, d_model]
+    last, n_prompt = inputs.last_positions.cpu().long(), inputs.shape[1]
+
+    def steer(resid: torch.Tensor, hook) -> torch.Tensor:
+        if resid.shape[0] != delta.shape[0]:
+            raise ValueError(f"the steering hooks were built for {delta.shape[0]} rows, the batch has {resid.shape[0]}")
+        resid = resid.clone()
+        rows = torch.arange(resid.shape[0], device=resid.device)
+        where = last.to(resid.device) if resid.shape[1] == n_prompt else torch.full_like(rows, resid.shape[1] - 1)
+        resid[rows, where] += delta.to(resid.device, resid.dtype)
+        return resid
+
+    return [(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", steer)]
