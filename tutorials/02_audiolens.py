@@ -19,6 +19,7 @@ from hooked_audio.toy import evaluate, tasks
 
 torch.set_grad_enabled(False)
 model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
+print(model.cfg.n_layers, "decoder layers,", len(model.hook_dict), "hook points")
 
 
 def task_batch(name, seed=5, n=16):

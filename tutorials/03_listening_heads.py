@@ -21,6 +21,7 @@ from hooked_audio.toy import evaluate, tasks
 
 torch.set_grad_enabled(False)
 model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
+print(model.cfg.n_layers, "decoder layers,", len(model.hook_dict), "hook points")
 labels = list(tasks.TASKS_BY_NAME["beeps"].answers)
 ids = torch.tensor([model.to_single_token(w) for w in labels])
 
