@@ -7,16 +7,19 @@ The tiny builders come from ``test_family_audioflamingo3``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from functools import partial
 
 from family_harness import (
-    TOL, FamilySpec, assert_logits_match, build_pair, first_windows, max_diff, n_audio_tokens, noise_clips,
+    TOL, assert_logits_match, build_pair, first_windows, max_diff, n_audio_tokens, noise_clips,
     real_config,
 )
+from test_family_audioflamingo3 import SPEC as AF3_SPEC
 from test_family_audioflamingo3 import (
-    CASES, EOS, HOOKS, SOUND, SOUND_BOS, SOUND_EOS, TOKEN_TIMES, make_hf_model, make_inputs, make_processor,
+    CASES, HOOKS, SOUND, SOUND_BOS, SOUND_EOS, make_hf_model, make_inputs, make_processor,
 )
 from transformers import MusicFlamingoForConditionalGeneration
 from transformers.models.musicflamingo.modeling_musicflamingo import MusicFlamingoRotaryEmbedding, apply_rotary_time_emb
@@ -26,20 +29,14 @@ from hooked_audio.components.projector import MLPProjectorConfig
 from hooked_audio.components.time_rotary import TimeRotaryEmbedding, rotate_pairs
 
 
-SPEC = FamilySpec(
+SPEC = dataclasses.replace(  # Audio Flamingo 3's spec, with the time rotary's hooks and wrapped placeholders
+    AF3_SPEC,
     name="musicflamingo",
     hf_class=MusicFlamingoForConditionalGeneration,
     make_hf_model=partial(make_hf_model, "musicflamingo"),
     variants={"gqa": dict(seed=11)},
     make_inputs=partial(make_inputs, wrap=True),
-    cases=CASES,
-    long_audio_case="multi_window_clip_batched_with_a_short_clip",
-    eos_token_id=EOS,
-    pad_token_id=0,
-    seconds_per_token=0.04,
-    token_times=TOKEN_TIMES,
     real_configs={"nvidia/music-flamingo-2601-hf": 8_267_215_360},
-    unhandled=("text_config", "use_sliding_window", True),
     expected_hooks=HOOKS | {"audio_time_rotary.hook_timestamps", "audio_time_rotary.hook_out"},
     make_processor=partial(make_processor, "musicflamingo"),
 )
