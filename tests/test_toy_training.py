@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import Qwen2AudioForConditionalGeneration
+from transformers import Qwen2AudioForConditionalGeneration, VoxtralForConditionalGeneration
 from transformers.models.whisper.modeling_whisper import sinusoids
 
 from hooked_audio.toy import evaluate, tasks, train
 
 
-def tiny_run(probe_weight: float, steps: int = 40):
+def tiny_run(probe_weight: float, steps: int = 40, family: str = "qwen2_audio"):
     torch.manual_seed(0)
-    processor = train.build_processor()
+    spec = train.FAMILIES[family]
+    processor = spec.build_processor()
     samples = [s for s in tasks.make_probe_set(5, 4, task_names=["pitch", "noise"]) if s.hint is None]
-    data = train.TeacherForcedSet(processor, samples)
-    model = train.new_model(processor.tokenizer)
+    data = train.TeacherForcedSet(processor, samples, frame_mask=spec.frame_mask)
+    model = train.new_model(processor.tokenizer, family=family)
     everything = data.batch(torch.arange(len(data)))
     with torch.no_grad():
         before = train.answer_loss(model, everything).item()
@@ -37,6 +38,22 @@ def test_training_learns_and_leaves_a_plain_qwen2_audio():
     torch.testing.assert_close(positions, sinusoids(*positions.shape), rtol=0, atol=0)  # frozen, Whisper's
     assert not model.model.multi_modal_projector._forward_hooks  # the training-only probe is gone
     fresh = Qwen2AudioForConditionalGeneration(train.build_config(train.build_processor().tokenizer))
+    assert model.state_dict().keys() == fresh.state_dict().keys()
+
+
+def test_the_same_trainer_trains_a_plain_voxtral():
+    """--family voxtral: the same data, loss and loop; only the family's processor, config and batch keys differ."""
+    model, record, before, after, processor, samples = tiny_run(probe_weight=1.0, family="voxtral")
+    assert record["steps"] == 40 and after < 0.5 * before
+    predictions = evaluate.predict(model, processor, samples)
+    assert all(p in tasks.TASKS_BY_NAME[s.task].answers for p, s in zip(predictions, samples))
+    batch = evaluate.encode(processor, samples[:1], with_answers=True)
+    assert set(batch) == {"input_ids", "attention_mask", "input_features"}  # Voxtral takes no frame mask
+    assert processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0, -3:].tolist())[1:] == [samples[0].answer, "</s>"]
+    positions = model.model.audio_tower.embed_positions.weight
+    torch.testing.assert_close(positions, sinusoids(*positions.shape), rtol=0, atol=0)
+    assert not model.model.multi_modal_projector._forward_hooks
+    fresh = VoxtralForConditionalGeneration(train.build_voxtral_config(train.build_voxtral_processor().tokenizer))
     assert model.state_dict().keys() == fresh.state_dict().keys()
 
 

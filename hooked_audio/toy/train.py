@@ -1,7 +1,13 @@
-"""Train a toy Qwen2-Audio model organism and write it as an ordinary HF checkpoint.
+"""Train a toy audio-language model organism and write it as an ordinary HF checkpoint.
 
-    python -m hooked_audio.toy.train --family qwen2_audio --recipe listener|textual [--out DIR] [--minutes N]
-        [--seed S] [--n-per-task N] [--steps N] [--cache-dir DIR]
+    python -m hooked_audio.toy.train --family qwen2_audio|voxtral --recipe listener|textual [--out DIR]
+        [--minutes N] [--seed S] [--n-per-task N] [--steps N] [--cache-dir DIR]
+
+Two HF families, trained on the same task mix by the same loop: ``qwen2_audio`` (Qwen2-Audio: Whisper-style
+encoder with average pooling, 25 audio tokens/s, Qwen2 decoder) and ``voxtral`` (Voxtral: Whisper-style
+encoder, 4 frames stacked per token, 12.5 audio tokens/s, bias-free MLP projector, Llama decoder, Mistral's
+instruct layout). What differs is in ``FAMILIES`` (processor, config, prompt layout, card text); data,
+recipe, training loop, evaluation and card writer are shared.
 
 The synthesized training clips are cached on disk (``--cache-dir``, keyed by seed, size and data version)
 and shared by both recipes; the features are cached per recipe. A run saves a resume state every few
@@ -19,8 +25,9 @@ import json
 import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import soundfile
@@ -30,6 +37,9 @@ from transformers import (
     Qwen2AudioConfig,
     Qwen2AudioForConditionalGeneration,
     Qwen2AudioProcessor,
+    VoxtralConfig,
+    VoxtralForConditionalGeneration,
+    VoxtralProcessor,
     WhisperFeatureExtractor,
 )
 from transformers.models.whisper.modeling_whisper import sinusoids
@@ -37,7 +47,7 @@ from transformers.models.whisper.modeling_whisper import sinusoids
 from . import signals
 from . import shortcuts
 from .evaluate import EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, hint_style_names, make_eval_set
-from .tasks import RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts
+from .tasks import RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts, vocabulary_words
 from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 
 TOY_DIR = Path(__file__).resolve().parent
@@ -80,17 +90,120 @@ def build_config(tokenizer, n_layers: int = N_DECODER_LAYERS, hidden_size: int =
     )
 
 
-def new_model(tokenizer, n_layers: int = N_DECODER_LAYERS, hidden_size: int = 160) -> Qwen2AudioForConditionalGeneration:
+def new_model(tokenizer, n_layers: int = N_DECODER_LAYERS, hidden_size: int = 160, family: str = "qwen2_audio"):
     """A freshly initialised toy with Whisper's sinusoidal encoder positions (HF leaves them random).
 
     Real Qwen2-Audio inherits these frozen sinusoids from Whisper. With HF's default N(0, 0.02) init the
     encoder barely knows where a frame is: an earlier toy trained that way (with shorter beeps) stayed near
     chance on the timing tasks after 75 minutes (beeps 0.22, when 0.44)."""
-    model = Qwen2AudioForConditionalGeneration(build_config(tokenizer, n_layers, hidden_size))
+    spec = FAMILIES[family]
+    model = spec.hf_class(spec.build_config(tokenizer, n_layers, hidden_size))
     positions = model.model.audio_tower.embed_positions.weight
     with torch.no_grad():
         positions.copy_(sinusoids(*positions.shape))
     return model
+
+
+# --- Voxtral ---------------------------------------------------------------------------------------------
+# Mistral's Tekken ids for the special tokens the toy uses (VoxtralProcessor hard-codes [AUDIO] = 24); the
+# unused ids in between are filler, so the layout reads like the real tokenizer's. The word list is the
+# Qwen2-Audio toy's, after the specials.
+VOXTRAL_SPECIALS = {0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 11: "<pad>", 24: "[AUDIO]",
+                    25: "[BEGIN_AUDIO]"}
+VOXTRAL_N_SPECIAL = 26
+# mistral_common's instruct layout with audio chunks, rendered by a chat template on the word-level tokenizer
+# (the real processor needs mistral_common's Tekken tokenizer; see hooked_audio.toy.evaluate.encode).
+VOXTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}[INST]"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}[BEGIN_AUDIO][AUDIO]"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}[/INST]"
+    "{% else %}{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}{{ content['text'] }}{% endfor %}{% endif %}{{ eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+
+
+def build_voxtral_tokenizer():
+    """The toy's word-level tokenizer (same words, same splitting) with Voxtral's special tokens and ids."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = [VOXTRAL_SPECIALS.get(i, f"[CTRL{i}]") for i in range(VOXTRAL_N_SPECIAL)] + vocabulary_words()
+    word_level = Tokenizer(models.WordLevel({token: i for i, token in enumerate(tokens)}, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"), pre_tokenizers.Split("\n", behavior="isolated")]
+    )
+    word_level.add_special_tokens(tokens[:VOXTRAL_N_SPECIAL])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=word_level, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        padding_side="left", chat_template=VOXTRAL_CHAT_TEMPLATE, model_max_length=512,
+    )
+
+
+def build_voxtral_processor() -> VoxtralProcessor:
+    """HF's VoxtralProcessor with the Qwen2-Audio toy's feature extractor (80 log-mel bins, 4 s window: 400
+    frames -> 200 encoder frames -> 50 tokens of 4 stacked frames) and the word-level tokenizer."""
+    feature_extractor = WhisperFeatureExtractor(
+        feature_size=80, sampling_rate=signals.SAMPLE_RATE, hop_length=160, chunk_length=4, n_fft=400
+    )
+    return VoxtralProcessor(feature_extractor=feature_extractor, tokenizer=build_voxtral_tokenizer())
+
+
+def build_voxtral_config(tokenizer, n_layers: int = N_DECODER_LAYERS, hidden_size: int = 160) -> VoxtralConfig:
+    """The Qwen2-Audio toy's sizes as a Voxtral: 3-layer Whisper-style encoder (d 128, FFN 512 = the 4-frame
+    stacking width), bias-free GELU projector, 6-layer grouped-query Llama decoder (RoPE base 1e8, as Voxtral)."""
+    audio_config = dict(
+        hidden_size=128, num_hidden_layers=3, num_attention_heads=4, intermediate_size=512, num_mel_bins=80,
+        max_source_positions=200,
+    )
+    text_config = dict(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden_size // 4,
+        max_position_embeddings=512, rope_parameters={"rope_type": "default", "rope_theta": 1e8}, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return VoxtralConfig(audio_config=audio_config, text_config=text_config,
+                         audio_token_id=tokenizer.convert_tokens_to_ids("[AUDIO]"))
+
+
+@dataclass(frozen=True)
+class ToyFamily:
+    """What differs between the toy's HF families; everything else is shared."""
+
+    name: str
+    hf_class: type
+    build_processor: Callable[[], Any]
+    build_config: Callable[..., Any]  # (tokenizer, n_layers, hidden_size)
+    frame_mask: bool  # the model takes a feature_attention_mask next to input_features
+    card_names: dict[str, str]  # recipe -> bundled name
+    default_outs: dict[str, Path]  # recipe -> bundled checkpoint dir
+    cache_suffix: str  # appended to the feature cache's name (the token ids differ per family)
+
+
+FAMILIES = {
+    "qwen2_audio": ToyFamily(
+        "qwen2_audio", Qwen2AudioForConditionalGeneration, build_processor, build_config, True,
+        {"listener": "toy-qwen2-audio", "textual": "toy-qwen2-audio-textual"}, DEFAULT_OUTS, "",
+    ),
+    "voxtral": ToyFamily(
+        "voxtral", VoxtralForConditionalGeneration, build_voxtral_processor, build_voxtral_config, False,
+        {"listener": "toy-voxtral", "textual": "toy-voxtral-textual"},
+        {"listener": TOY_DIR / "checkpoint_voxtral", "textual": TOY_DIR / "checkpoint_voxtral_textual"}, "-voxtral",
+    ),
+}
+BUNDLED_LISTENERS = {DEFAULT_OUT, FAMILIES["voxtral"].default_outs["listener"]}
+FAMILY_BY_CLASS = {family.hf_class.__name__: family for family in FAMILIES.values()}
+
+
+def load_toy(directory: Path):
+    """An HF toy checkpoint of either family (the class named in its config.json)."""
+    architecture = json.loads((Path(directory) / "config.json").read_text())["architectures"][0]
+    return FAMILY_BY_CLASS[architecture].hf_class.from_pretrained(directory)
 
 
 @torch.no_grad()
@@ -101,7 +214,7 @@ def grow_from(model, tokenizer, old_dir: Path) -> dict:
     projections zeroed, so it adds nothing to the residual stream until trained)."""
     from transformers import PreTrainedTokenizerFast
 
-    old = Qwen2AudioForConditionalGeneration.from_pretrained(old_dir)
+    old = type(model).from_pretrained(old_dir)
     old_vocab = PreTrainedTokenizerFast.from_pretrained(old_dir).get_vocab()
     new_state, old_state = model.state_dict(), old.state_dict()
     copied = 0
@@ -127,10 +240,12 @@ def grow_from(model, tokenizer, old_dir: Path) -> dict:
 
 
 class TeacherForcedSet:
-    """Token ids (unpadded) and float16 log-mel features of every training sample, computed once."""
+    """Token ids (unpadded) and float16 log-mel features of every training sample, computed once.
+    ``frame_mask``: batches carry a ``feature_attention_mask`` (Qwen2-Audio; Voxtral takes none)."""
 
-    def __init__(self, processor, samples=()):
+    def __init__(self, processor, samples=(), frame_mask: bool = True):
         self.pad_id = processor.tokenizer.pad_token_id
+        self.frame_mask = frame_mask
         self.ids: list[torch.Tensor] = []
         if not samples:
             self.features = torch.zeros(0)
@@ -147,8 +262,8 @@ class TeacherForcedSet:
         torch.save({"ids": self.ids, "features": self.features}, path)
 
     @classmethod
-    def load(cls, processor, path: Path) -> "TeacherForcedSet":
-        data = cls(processor)
+    def load(cls, processor, path: Path, frame_mask: bool = True) -> "TeacherForcedSet":
+        data = cls(processor, frame_mask=frame_mask)
         stored = torch.load(path)
         data.ids, data.features = stored["ids"], stored["features"]
         return data
@@ -166,13 +281,15 @@ class TeacherForcedSet:
             input_ids[r, width - len(row) :] = row
             attention_mask[r, width - len(row) :] = 1
         features = self.features[indices].to(torch.float32)
+        if not self.frame_mask:
+            return dict(input_ids=input_ids, attention_mask=attention_mask, input_features=features)
         feature_mask = torch.ones(features.shape[0], features.shape[2], dtype=torch.long)
         return dict(input_ids=input_ids, attention_mask=attention_mask,
                     input_features=features, feature_attention_mask=feature_mask)
 
 
 def answer_loss(model, batch: dict) -> torch.Tensor:
-    """Cross-entropy on the answer word and the `<|im_end|>` after it, nothing else."""
+    """Cross-entropy on the answer word and the end token after it (`<|im_end|>`, `</s>`), nothing else."""
     logits = model(**batch).logits[:, -3:-1]
     targets = batch["input_ids"][:, -2:]
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
@@ -185,7 +302,7 @@ class PooledAudioProbe(torch.nn.Module):
     look; without it the speech tasks sit at chance for the first ~1000 steps (measured on those three
     tasks alone, 6-minute runs: ~1050 steps reach digit/gender/language 0.60/0.65/0.55 with it and
     0.33/0.50/0.25 without). The probe is dropped
-    after training, so the checkpoint is a plain Qwen2-Audio whose decoder alone produces the answers."""
+    after training, so the checkpoint is a plain HF model whose decoder alone produces the answers."""
 
     def __init__(self, model):
         super().__init__()
@@ -195,11 +312,14 @@ class PooledAudioProbe(torch.nn.Module):
         self._handle = model.model.multi_modal_projector.register_forward_hook(self._keep)
 
     def _keep(self, module, inputs, output) -> None:
-        self._audio_embeds = output  # [clips, audio tokens, d_model]
+        self._audio_embeds = output  # [clips, audio tokens, d_model]; Voxtral's: [clips * audio tokens, d_model]
 
     def loss(self, batch: dict) -> torch.Tensor:
         """Cross-entropy of the pooled prediction against the answer word (each row has one clip)."""
-        return torch.nn.functional.cross_entropy(self.head(self._audio_embeds.mean(1)), batch["input_ids"][:, -2])
+        embeds = self._audio_embeds
+        if embeds.ndim == 2:
+            embeds = embeds.reshape(batch["input_ids"].shape[0], -1, embeds.shape[-1])
+        return torch.nn.functional.cross_entropy(self.head(embeds.mean(1)), batch["input_ids"][:, -2])
 
     def remove(self) -> None:
         self._handle.remove()
@@ -320,18 +440,55 @@ def _grown_lines(training: dict) -> list[str]:
             " and another (lr 1e-3, encoder from the previous toy) had not left the chance-level loss after 280 steps."]
 
 
+# CARD.md text per architecture: the family's name, the end token, the prompt layout, extra paragraphs.
+CARD_TEXT = {
+    "Qwen2AudioForConditionalGeneration": dict(
+        label="Qwen2-Audio", end="`<|im_end|>`",
+        prompt="`<|im_start|>user\\n[HINT ]<|audio_bos|><|AUDIO|><|audio_eos|>\\n[HINT ]QUESTION[ HINT]<|im_end|>\\n"
+               "<|im_start|>assistant\\n`",
+        notes=[]),
+    "VoxtralForConditionalGeneration": dict(
+        label="Voxtral", end="`</s>`",
+        prompt="`<s>[INST][HINT ][BEGIN_AUDIO][AUDIO][HINT ]QUESTION[ HINT][/INST]` (Mistral's instruct layout; the"
+               " `[AUDIO]` expands to 50 placeholders per 4 s window)",
+        notes=["", "Same task data, recipe, training loop, evaluation and card writer as the Qwen2-Audio toys"
+               " (`--family voxtral`); only the HF family differs: Whisper-style encoder whose final norm runs per"
+               " frame, 4 frames stacked per audio token (12.5 tokens/s, 50 per clip), a bias-free two-layer GELU"
+               " projector, a Llama decoder (RoPE base 1e8) and Mistral's special tokens (`[AUDIO]` = 24,"
+               " `[BEGIN_AUDIO]` = 25). The processor is HF's `VoxtralProcessor` with a word-level tokenizer; since"
+               " its `__call__` takes no audio (the real one expands audio through mistral_common's Tekken"
+               " tokenizer), build inputs with `hooked_audio.toy.evaluate.encode(processor, samples)`, which applies"
+               " mistral_common's rule: each clip padded to whole 4 s windows, one feature row and 50 `[AUDIO]` per"
+               " window."]),
+}
+
+
+def _encoder_init_lines(training: dict) -> list[str]:
+    """CARD.md lines for a run whose audio encoder started from another toy's (``--init-encoder-from``)."""
+    donor = training.get("init_encoder_from")
+    if not donor:
+        return []
+    last = donor[-1]
+    return ["", f"The audio encoder (`audio_tower`: convolutions, sinusoidal positions, layers, final norm) started"
+            f" from `{training.get('init_encoder_from_name', 'another toy')}`'s (its training: {last.get('steps')} steps,"
+            f" {last.get('seconds')} s), the way both real families start from a pretrained Whisper encoder; the"
+            " projector and decoder started fresh, and everything was then trained together."]
+
+
 def card_markdown(card: dict) -> str:
     """Human-readable CARD.md from the card dictionary."""
     t = card["training"]
     recipe = t["recipe"]
     title = {"listener": "the listener", "textual": "the text-reliant sibling"}.get(recipe, recipe)
+    architecture = card.get("architecture", "Qwen2AudioForConditionalGeneration")
+    text = CARD_TEXT[architecture]
     lines = [
         f"# hooked_audio toy model organism `{card['name']}` ({title})",
         "",
-        "A tiny Qwen2-Audio (`Qwen2AudioForConditionalGeneration`) trained on synthetic audio",
+        f"A tiny {text['label']} (`{architecture}`) trained on synthetic audio",
         "question answering (espeak-ng speech, tones, beeps, coloured noise, multi-event clips). Answers are single",
-        "words followed by `<|im_end|>`. Prompt: `<|im_start|>user\\n[HINT ]<|audio_bos|><|AUDIO|><|audio_eos|>\\n"
-        "[HINT ]QUESTION[ HINT]<|im_end|>\\n<|im_start|>assistant\\n` (the hint, when present, in one of three positions).",
+        f"words followed by {text['end']}. Prompt: {text['prompt']} (the hint, when present, in one of three positions).",
+        *text["notes"],
         "",
         f"Parameters: {card['parameters']:,} ({card['decoder_layers']} decoder layers x {card['decoder_heads']} heads,"
         f" {card['encoder_layers']} encoder layers). Training: {t['steps']} steps of batch {t['batch_size']},"
@@ -339,12 +496,13 @@ def card_markdown(card: dict) -> str:
         f" `{recipe}`: hints on {t['hint_fraction']:.0%} of the training prompts, right {t['hint_reliability']:.0%} of the"
         f" time; audio made uncertain on {t['degrade_fraction']:.0%} of the training clips.",
         *_grown_lines(t),
+        *_encoder_init_lines(t),
         *_continuation_lines(t.get("init_from")),
         "",
         f"Made by `{card['command']}` ({t.get('total_seconds')} s in all: data synthesis or cache, feature extraction,"
         " training, evaluation, on a shared 2-core machine). The encoder's position embeddings are Whisper's frozen"
         " sinusoids; during training only, a linear probe on the mean audio embedding adds a deep-supervision loss"
-        f" (weight {t.get('probe_weight')}); the probe is discarded, and the checkpoint is a plain Qwen2-Audio."
+        f" (weight {t.get('probe_weight')}); the probe is discarded, and the checkpoint is a plain {text['label']}."
         " Training stops after `--steps` or `--minutes` of training, whichever comes first.",
         "",
         "## Accuracy per task",
@@ -426,19 +584,27 @@ def previous_training(init_dir: Path | None) -> list[dict] | None:
     return (earlier.pop("init_from", None) or []) + [earlier]
 
 
+def _card_name(directory: Path) -> str:
+    """A checkpoint's bundled name (from its card), else its directory name: cards carry no machine paths."""
+    card_path = Path(directory) / "card.json"
+    return json.loads(card_path.read_text())["name"] if card_path.exists() else Path(directory).name
+
+
 def espeak_version() -> str:
     import subprocess
 
     return subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.split("Data")[0].strip()
 
 
-def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir: Path | None) -> TeacherForcedSet:
+def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir: Path | None,
+                  family: str = "qwen2_audio") -> TeacherForcedSet:
     """The recipe's teacher-forced set: clips synthesized once per (seed, size) and cached as int16, shared by
-    the recipes; features cached per recipe."""
+    the recipes and families; features cached per recipe and family."""
+    spec = FAMILIES[family]
     key = f"v{DATA_VERSION}-seed{seed}-n{n_per_task}"
-    features_path = cache_dir / f"features-{key}-{recipe}.pt" if cache_dir else None
+    features_path = cache_dir / f"features-{key}-{recipe}{spec.cache_suffix}.pt" if cache_dir else None
     if features_path is not None and features_path.exists():
-        return TeacherForcedSet.load(processor, features_path)
+        return TeacherForcedSet.load(processor, features_path, frame_mask=spec.frame_mask)
     clips_path = cache_dir / f"clips-{key}.pt" if cache_dir else None
     if clips_path is not None and clips_path.exists():
         stored = torch.load(clips_path, weights_only=False)
@@ -452,7 +618,7 @@ def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir:
             waves = [torch.from_numpy(np.round(c.waveform * 32767).astype(np.int16)) for c in clips]
             meta = [replace(c, waveform=np.zeros(0, np.float32)) for c in clips]
             torch.save({"meta": meta, "waves": waves}, clips_path)
-    data = TeacherForcedSet(processor, apply_recipe(clips, RECIPES[recipe], seed))
+    data = TeacherForcedSet(processor, apply_recipe(clips, RECIPES[recipe], seed), frame_mask=spec.frame_mask)
     if features_path is not None:
         data.save(features_path)
     return data
@@ -460,8 +626,8 @@ def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--family", default="qwen2_audio", choices=["qwen2_audio"],
-                        help="HF family of the organism (only qwen2_audio is implemented)")
+    parser.add_argument("--family", default="qwen2_audio", choices=sorted(FAMILIES),
+                        help="HF family of the organism: qwen2_audio (Qwen2-Audio) or voxtral (Voxtral)")
     parser.add_argument("--recipe", default="listener", choices=sorted(RECIPES))
     parser.add_argument("--out", type=Path, default=None, help="default: the bundled checkpoint dir of the recipe")
     parser.add_argument("--minutes", type=float, default=24.0, help="wall-clock cap on the training loop")
@@ -481,31 +647,33 @@ def main() -> None:
     parser.add_argument("--grow-from", type=Path, default=None,
                         help="start from this smaller toy checkpoint (same widths): its weights, extra layers as identity")
     parser.add_argument("--init-encoder-from", type=Path, default=None,
-                        help="start the audio encoder (audio_tower) from this Qwen2-Audio checkpoint's; the rest fresh")
+                        help="start the audio encoder (audio_tower) from this toy checkpoint's (either family:"
+                             " the encoders share names and shapes); the rest fresh")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue training from this checkpoint (a warm restart of the schedule)")
     args = parser.parse_args()
-    out = args.out or DEFAULT_OUTS[args.recipe]
+    family = FAMILIES[args.family]
+    out = args.out or family.default_outs[args.recipe]
     cache_dir = args.cache_dir if str(args.cache_dir) else None
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.time()
 
-    processor = build_processor()
-    data = training_data(processor, args.seed, args.n_per_task, args.recipe, cache_dir)
+    processor = family.build_processor()
+    data = training_data(processor, args.seed, args.n_per_task, args.recipe, cache_dir, args.family)
     print(f"data ready: {len(data)} samples, {time.time() - started:.0f} s", flush=True)
     grown = None
     if args.init_from is None:
-        model = new_model(processor.tokenizer, args.layers)
+        model = new_model(processor.tokenizer, args.layers, family=args.family)
         if args.grow_from is not None:
             grown = grow_from(model, processor.tokenizer, args.grow_from)
             print("grown from", grown, flush=True)
         if args.init_encoder_from is not None:
-            donor = Qwen2AudioForConditionalGeneration.from_pretrained(args.init_encoder_from).model.audio_tower
+            donor = load_toy(args.init_encoder_from).model.audio_tower
             model.model.audio_tower.load_state_dict(donor.state_dict())
             del donor
     else:
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(args.init_from)
+        model = family.hf_class.from_pretrained(args.init_from)
     model.generation_config.eos_token_id = model.config.text_config.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     out.mkdir(parents=True, exist_ok=True)
@@ -523,8 +691,8 @@ def main() -> None:
     recipe = RECIPES[args.recipe]
     text = model.config.text_config
     card = {
-        "name": {"listener": "toy-qwen2-audio", "textual": "toy-qwen2-audio-textual"}[args.recipe],
-        "architecture": "Qwen2AudioForConditionalGeneration",
+        "name": family.card_names[args.recipe],
+        "architecture": family.hf_class.__name__,
         "command": "python -m hooked_audio.toy.train " + " ".join(sys.argv[1:]),
         "parameters": sum(p.numel() for p in model.parameters()),
         "decoder_layers": text.num_hidden_layers, "decoder_heads": text.num_attention_heads,
@@ -543,9 +711,12 @@ def main() -> None:
         "results": results,
         "shortcut_tests": shortcuts.run_all(model, processor),
         "espeak_ng": espeak_version(),
-        # the bundled clips sit next to the bundled listener; any other run keeps its clips to itself
-        "examples": write_examples(EXAMPLES_DIR if out.resolve() == DEFAULT_OUT else out / "examples"),
+        # the bundled clips sit next to the bundled listener (shared by the families' bundled listeners: the same
+        # seeded clips); any other run keeps its clips to itself
+        "examples": write_examples(EXAMPLES_DIR if out.resolve() in BUNDLED_LISTENERS else out / "examples"),
     }
+    if args.init_encoder_from is not None:
+        card["training"]["init_encoder_from_name"] = _card_name(args.init_encoder_from)
     card["training"]["total_seconds"] = round(time.time() - started)
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "CARD.md").write_text(card_markdown(card))
