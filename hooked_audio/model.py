@@ -131,19 +131,41 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         self.cfg.use_attn_result = bool(use_attn_result)
 
     def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
-        if use_split_qkv_input:
-            raise NotImplementedError(
-                "per-head q/k/v inputs (hook_q_input, ...) are not implemented; patch hook_q / hook_k / hook_v "
-                "or the residual stream instead"
-            )
+        """TransformerLens switch: ``blocks.{l}.hook_q_input`` ``[batch, pos, head, d_model]`` and ``hook_k_input`` /
+        ``hook_v_input`` ``[batch, pos, kv_head, d_model]`` (also as ``blocks.{l}.attn.hook_*_input``, TL 4's names),
+        each normalised per copy, so a hook editing one head's copy changes only that head's q (k, v). Model-wide:
+        encoder blocks too. The points exist only while on; exclusive with ``set_use_attn_in``."""
+        self._set_input_hooks(split_qkv_input=bool(use_split_qkv_input))
 
     def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
-        if use_hook_mlp_in:
-            raise NotImplementedError("hook_mlp_in is not implemented; use blocks.{l}.hook_resid_mid (the MLP's input)")
+        """TransformerLens switch: ``blocks.{l}.hook_mlp_in`` ``[batch, pos, d_model]``, the MLP's input before ln2
+        (editing it changes the MLP's input, not the residual skip). Model-wide; the point exists only while on."""
+        self._set_input_hooks(mlp_in=bool(use_hook_mlp_in))
 
     def set_use_attn_in(self, use_attn_in: bool) -> None:
-        if use_attn_in:
-            raise NotImplementedError("hook_attn_in is not implemented; use blocks.{l}.hook_resid_pre (the attention's input)")
+        """TransformerLens switch: ``blocks.{l}.hook_attn_in`` (also ``blocks.{l}.attn.hook_attn_in``)
+        ``[batch, pos, head, d_model]``, resid_pre per head, each head's q computed from its own copy; under GQA kv
+        head ``g`` reads the copy of query head ``g * n_heads // n_key_value_heads``. Model-wide; the point exists
+        only while on; exclusive with ``set_use_split_qkv_input``."""
+        self._set_input_hooks(attn_in=bool(use_attn_in))
+
+    def _set_input_hooks(self, **switch: bool) -> None:
+        """Apply TransformerLens's input switches to every block (decoder and audio encoder) and relist hook points."""
+        flags = {
+            "attn_in": getattr(self.cfg, "use_attn_in", False),
+            "split_qkv_input": getattr(self.cfg, "use_split_qkv_input", False),
+            "mlp_in": getattr(self.cfg, "use_hook_mlp_in", False),
+            **switch,
+        }
+        with model_lock(self):
+            blocks = [m for m in self.modules() if isinstance(m, TransformerBlock)]
+            blocks[0].set_input_hooks(**flags)  # refuses attn_in with split_qkv_input before anything changes
+            for block in blocks[1:]:
+                block.set_input_hooks(**flags)
+            self.cfg.use_attn_in, self.cfg.use_split_qkv_input, self.cfg.use_hook_mlp_in = (
+                flags["attn_in"], flags["split_qkv_input"], flags["mlp_in"]
+            )
+            self.setup()
 
     # --- inputs --------------------------------------------------------------------------------------
     def to_inputs(self, input: ModelInput = None, **kwargs) -> AudioTextInput:

@@ -96,12 +96,12 @@ def test_run_with_cache_takes_transformer_lens_arguments_and_caches_gradients(mo
         model.run_with_cache(**inputs, positions="last", pos_slice=-1)
 
 
-def test_unimplemented_transformer_lens_switches_say_so(model):
+def test_transformer_lens_switches_and_accumulated_bias(model):
     model.set_use_attn_result(True)  # hook_result is computed whenever hooked: nothing to switch
+    # the per-head input switches (tests/test_tl_split_inputs.py): off by default, and off adds nothing
     for switch in (model.set_use_split_qkv_input, model.set_use_hook_mlp_in, model.set_use_attn_in):
         switch(False)
-        with pytest.raises(NotImplementedError, match="not implemented"):
-            switch(True)
+    assert not any(name.endswith(("_input", "hook_attn_in", "hook_mlp_in")) for name in model.hook_dict)
     assert model.accumulated_bias(0).abs().sum() == 0
     with pytest.raises(ValueError, match="layer must be"):
         model.accumulated_bias(model.cfg.n_layers + 1)

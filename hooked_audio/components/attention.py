@@ -11,6 +11,13 @@ With a ``past_kv`` (one layer of ``kv_cache.KVCache``), the new positions' keys 
 norm and rotary) are appended to the cached ones and the queries attend over all of them; the hooks on
 q/k/v see the new positions only, the scores and pattern are ``[batch, head, new, k_pos]``.
 
+TransformerLens's per-head inputs (``HookedAudioTransformer.set_use_split_qkv_input`` / ``set_use_attn_in``):
+the block hands ``forward`` a tuple of already normalised per-head copies of the residual instead of one
+``[batch, pos, d_model]`` tensor, and q/k/v are then each head's own projection of its own copy. The points
+``hook_attn_in`` / ``hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` (TransformerLens 4's names, which its
+``patching.get_act_patch_direct_path`` and edge attribution read) are added here by the block only while a
+switch is on, and are fired by the block (see ``block.py``).
+
 Weights are stored as ``nn.Linear`` (fast, and HF's layout); ``W_Q``/``W_K``/``W_V``/``W_O`` and the
 biases are exposed in TransformerLens shapes for users and for ``ActivationCache.compute_head_results``.
 With grouped-query attention, ``W_K``/``W_V``/``b_K``/``b_V`` follow TransformerLens: repeated to one per query
@@ -34,6 +41,13 @@ from .rotary import RotaryEmbedding
 
 if TYPE_CHECKING:
     from ..kv_cache import KVCacheEntry
+
+# TransformerLens's split inputs, normalised: q's per head, k's and v's per kv head (see ``block.py``)
+PerHeadInputs = tuple[
+    Float[torch.Tensor, "batch pos head d_model"],
+    Float[torch.Tensor, "batch pos kv_head d_model"],
+    Float[torch.Tensor, "batch pos kv_head d_model"],
+]
 
 
 class Attention(nn.Module):
@@ -146,17 +160,23 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        x: Float[torch.Tensor, "batch pos d_model"],
+        x: Float[torch.Tensor, "batch pos d_model"] | PerHeadInputs,
         mask: Float[torch.Tensor, "batch 1 q_pos k_pos"] | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_kv: KVCacheEntry | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
-        """``mask`` is additive (0 or a large negative), already including causality when given; with
-        ``past_kv`` its last axis covers the cached positions too (``[batch, 1, pos, k_pos]``)."""
-        batch, pos, _ = x.shape
-        q = self.hook_q(self.q(x).view(batch, pos, self.n_heads, self.d_head))
-        k = self.hook_k(self.k(x).view(batch, pos, self.n_key_value_heads, self.d_head))
-        v = self.hook_v(self.v(x).view(batch, pos, self.n_key_value_heads, self.d_head))
+        """``x``: the normalised residual, or (TransformerLens's split inputs) normalised per-head copies of it
+        for q, k and v. ``mask`` is additive (0 or a large negative), already including causality when given;
+        with ``past_kv`` its last axis covers the cached positions too (``[batch, 1, pos, k_pos]``)."""
+        if isinstance(x, tuple):
+            q, k, v = self._project_per_head(*x)
+        else:
+            batch, pos, _ = x.shape
+            q = self.q(x).view(batch, pos, self.n_heads, self.d_head)
+            k = self.k(x).view(batch, pos, self.n_key_value_heads, self.d_head)
+            v = self.v(x).view(batch, pos, self.n_key_value_heads, self.d_head)
+        batch, pos = q.shape[:2]
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
@@ -186,6 +206,23 @@ class Attention(nn.Module):
             result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O))
             return result.sum(dim=2) + self.b_O
         return self.o(z.reshape(batch, pos, self.n_heads * self.d_head))
+
+    def _project_per_head(
+        self,
+        q_in: Float[torch.Tensor, "batch pos head d_model"],
+        k_in: Float[torch.Tensor, "batch pos kv_head d_model"],
+        v_in: Float[torch.Tensor, "batch pos kv_head d_model"],
+    ) -> tuple[
+        Float[torch.Tensor, "batch pos head d_head"],
+        Float[torch.Tensor, "batch pos kv_head d_head"],
+        Float[torch.Tensor, "batch pos kv_head d_head"],
+    ]:
+        """Each head's q (each kv head's k and v) from its own copy of the input, as TransformerLens's
+        ``complex_attn_linear``; with identical copies it equals the one-matmul path."""
+        q = torch.einsum("bphm,hmd->bphd", q_in, self.W_Q) + self.b_Q
+        k = torch.einsum("bphm,hmd->bphd", k_in, self._W_K) + self._b_K
+        v = torch.einsum("bphm,hmd->bphd", v_in, self._W_V) + self._b_V
+        return q, k, v
 
     def _explicit_attention(
         self,
