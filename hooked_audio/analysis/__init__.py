@@ -6,8 +6,20 @@
 - ``audiolens``: AudioLens label lens, information scores, critical layer, audio masking, enrichment.
 - ``listening``: listening-head ranking, listening signal, silence counterfactual.
 - ``steering``: add a direction to the residual stream (at audio positions or anywhere).
+- ``text_dominance``: who wins when audio and text disagree (rate, flip rate, hint effect).
+- ``back_patching``: a late layer's audio-span residual written into an earlier layer.
+- ``causal_tracing``: corrupt the audio, restore text positions by layer / group, recovery rate.
+- ``attribution``: attribution patching (grad x delta) and its check against activation patching.
+- ``instruction_steering``: the residual difference of two instructions about the same audio, added back.
+- ``temporal``: attention to the audio on a time axis, the window of maximal change, overlap scores.
 """
 
+from .attribution import attribution_patching, attribution_vs_activation_patching
+from .back_patching import back_patching_hooks, back_patching_sweep, patch_positions
+from .causal_tracing import CausalTrace, causal_tracing, position_groups
+from .instruction_steering import instruction_steering_hooks, instruction_steering_vector
+from .temporal import interval_overlap, localise, random_window_baseline, temporal_attention
+from .text_dominance import text_dominance, without_text
 from .audiolens import audio_masking_hooks, critical_layer, enrichment_hook, information_scores, label_log_probs
 from .ablation import head_ablation_hooks, random_heads, same_prompt_donors
 from .heads import audio_attention_by_head, top_heads
@@ -16,6 +28,22 @@ from .logit_lens import LogitLens, logit_lens
 from .steering import steering_hook
 
 __all__ = [
+    "attribution_patching",
+    "attribution_vs_activation_patching",
+    "back_patching_hooks",
+    "back_patching_sweep",
+    "patch_positions",
+    "CausalTrace",
+    "causal_tracing",
+    "position_groups",
+    "instruction_steering_hooks",
+    "instruction_steering_vector",
+    "interval_overlap",
+    "localise",
+    "random_window_baseline",
+    "temporal_attention",
+    "text_dominance",
+    "without_text",
     "audio_masking_hooks",
     "critical_layer",
     "enrichment_hook",

@@ -1,0 +1,162 @@
+"""Causal tracing of audio-text fusion (Chen et al. 2026, after Meng et al.'s ROME): corrupt the audio, then
+restore the clean hidden states of text positions one layer (and position group) at a time, and measure how
+much of the clean answer comes back.
+
+Recovery rate ``RR = (P_patched - P_corrupt) / (P_clean - P_corrupt)``: 1 when restoring that layer's text
+states brings the clean metric back entirely, 0 when it brings nothing back. A layer where RR is high is one
+where the audio's information already sits in the text positions.
+
+- ``position_groups``: the default position groups (early prompt, attribute tokens, late, last).
+- ``causal_tracing``: clean, corrupted and patched metrics by layer or by (layer, group), as a ``CausalTrace``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from jaxtyping import Bool, Float
+
+from ..audio.inputs import AudioTextInput
+from .back_patching import back_patching_hooks
+from .listening import silence_like
+
+
+def position_groups(inputs: AudioTextInput, attribute: Bool[torch.Tensor, "batch pos"] | None = None,
+                    ) -> dict[str, Bool[torch.Tensor, "batch pos"]]:
+    """Text positions split as in Chen et al.: ``early`` (before the first audio token), ``attribute`` (the
+    tokens that name the attribute asked about, when ``attribute`` marks them), ``late`` (after the audio,
+    other than those and the last), ``last`` (each row's last real position). Groups that are empty in every
+    row are left out."""
+    text = inputs.text_mask.cpu()
+    audio = inputs.audio_mask.cpu()
+    positions = torch.arange(text.shape[1]).expand(text.shape)
+    first_audio = torch.where(audio, positions, text.shape[1]).min(-1).values[:, None]
+    last = torch.zeros_like(text)
+    last[torch.arange(text.shape[0]), inputs.last_positions.cpu().long()] = True
+    attribute = torch.zeros_like(text) if attribute is None else torch.as_tensor(attribute).cpu().bool() & text
+    groups = {
+        "early": text & (positions < first_audio) & ~last & ~attribute,
+        "attribute": attribute & ~last,
+        "late": text & (positions > first_audio) & ~last & ~attribute,
+        "last": last,
+    }
+    return {name: mask for name, mask in groups.items() if bool(mask.any())}
+
+
+@dataclass
+class CausalTrace:
+    """Metrics of the clean, the corrupted and each patched run (``patched``: ``[layer]``, or
+    ``[layer, group]`` with ``groups`` naming the columns)."""
+
+    clean: float
+    corrupt: float
+    patched: Float[torch.Tensor, "layer *group"]
+    layers: list[int]
+    groups: list[str] | None = None
+
+    @property
+    def effect(self) -> Float[torch.Tensor, "layer *group"]:
+        """``P_patched - P_corrupt``: what restoring each cell brings back, in the metric's units."""
+        return self.patched - self.corrupt
+
+    @property
+    def recovery(self) -> Float[torch.Tensor, "layer *group"]:
+        """RR per cell; refused where the corruption does not move the metric (RR would be 0 / 0)."""
+        gap = self.clean - self.corrupt
+        if abs(gap) <= 1e-6 * max(1.0, abs(self.clean)):
+            raise ValueError(
+                f"the corruption does not change the metric (clean {self.clean:.6g}, corrupted {self.corrupt:.6g}): "
+                "the recovery rate is undefined; corrupt more strongly (noise_scale) or choose another metric"
+            )
+        return self.effect / gap
+
+    def first_layer_above(self, threshold: float = 0.5, group: str | None = None) -> int | None:
+        """The first layer whose RR exceeds ``threshold`` (in ``group``'s column when by group), or None."""
+        rr = self.recovery
+        if self.groups is not None:
+            if group not in self.groups:
+                raise ValueError(f"group must be one of {self.groups}, got {group!r}")
+            rr = rr[:, self.groups.index(group)]
+        above = torch.nonzero(rr > threshold).flatten()
+        return self.layers[int(above[0])] if len(above) else None
+
+
+def _noise_hook(model, inputs: AudioTextInput, noise_scale: float, seed: int) -> list[tuple]:
+    _, cache = model.run_with_cache(inputs, names_filter="hook_audio_embeds")
+    clean = cache["hook_audio_embeds"]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)) * noise_scale * clean.float().std()
+
+    def add_noise(embeds: torch.Tensor, hook) -> torch.Tensor:
+        return embeds + noise.to(embeds.device, embeds.dtype)
+
+    return [("hook_audio_embeds", add_noise)]
+
+
+def _mean(value) -> float:
+    return float(torch.as_tensor(value).float().mean())
+
+
+@torch.no_grad()
+def causal_tracing(
+    model, clean_inputs, metric: Callable[[torch.Tensor], torch.Tensor | float], corrupt="silence",
+    noise_scale: float = 3.0, by: str = "layer", groups: dict[str, torch.Tensor] | None = None,
+    layers: list[int] | None = None, seed: int = 0,
+) -> CausalTrace:
+    """Clean, corrupted and patched values of ``metric(logits)`` (a scalar, or one value per row: averaged).
+
+    ``corrupt``: ``"silence"`` (every clip replaced by silence of the same length, ``silence_like``), ``"noise"``
+    (Gaussian noise of std ``noise_scale`` x the std of the clean ``hook_audio_embeds``, seeded, added to them),
+    or corrupted inputs of your own with the same layout. ``by="layer"``: restore every text position's
+    ``blocks.{l}.hook_resid_post``; ``by="position_group"``: restore one group at a time (``groups``: name ->
+    bool mask [batch, pos]; default ``position_groups``)."""
+    clean_inputs = model.to_inputs(clean_inputs)
+    if not clean_inputs.has_audio:
+        raise ValueError("causal tracing corrupts the audio; the inputs have none")
+    if by not in ("layer", "position_group"):
+        raise ValueError(f"by must be 'layer' or 'position_group', got {by!r}")
+    corrupt_hooks: list[tuple] = []
+    if isinstance(corrupt, str):
+        if corrupt == "silence":
+            corrupt_inputs = silence_like(clean_inputs)
+        elif corrupt == "noise":
+            if not noise_scale >= 0:
+                raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+            corrupt_inputs = clean_inputs
+            corrupt_hooks = _noise_hook(model, clean_inputs, noise_scale, seed)
+        else:
+            raise ValueError(f"corrupt must be 'silence', 'noise' or corrupted inputs, got {corrupt!r}")
+    else:
+        corrupt_inputs = model.to_inputs(corrupt)
+        if corrupt_inputs is clean_inputs or (
+            torch.equal(corrupt_inputs.input_ids.cpu(), clean_inputs.input_ids.cpu())
+            and set(corrupt_inputs.audio) == set(clean_inputs.audio)
+            and all(torch.equal(corrupt_inputs.audio[k].cpu(), clean_inputs.audio[k].cpu()) for k in clean_inputs.audio)
+        ):
+            raise ValueError("the corrupted inputs are the clean inputs: the recovery rate would be 0 / 0")
+    n_layers = model.cfg.n_layers
+    layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
+    if not layers or any(not 0 <= l < n_layers for l in layers):
+        raise ValueError(f"layers must be a non-empty list in 0..{n_layers - 1}, got {layers}")
+    if by == "layer":
+        masks = {"text": clean_inputs.text_mask.cpu()}
+    else:
+        masks = position_groups(clean_inputs) if groups is None else {k: torch.as_tensor(v).bool() for k, v in groups.items()}
+        empty = [k for k, v in masks.items() if not bool(v.any())]
+        if not masks or empty:
+            raise ValueError(f"position groups must be non-empty; empty: {empty or 'all'}")
+
+    clean_logits, clean_cache = model.run_with_cache(
+        clean_inputs, names_filter=[f"blocks.{l}.hook_resid_post" for l in layers])
+    corrupt_logits = model.run_with_hooks(corrupt_inputs, fwd_hooks=corrupt_hooks)
+    patched = torch.zeros(len(layers), len(masks))
+    for i, layer in enumerate(layers):
+        for j, mask in enumerate(masks.values()):
+            restore = back_patching_hooks(clean_cache, layer, layer, positions=mask)
+            patched[i, j] = _mean(metric(model.run_with_hooks(corrupt_inputs, fwd_hooks=corrupt_hooks + restore)))
+    return CausalTrace(
+        clean=_mean(metric(clean_logits)), corrupt=_mean(metric(corrupt_logits)),
+        patched=patched[:, 0] if by == "layer" else patched, layers=layers,
+        groups=None if by == "layer" else list(masks),
+    )

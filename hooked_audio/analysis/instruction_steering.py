@@ -1,0 +1,59 @@
+"""Instruction-based steering (Lin & Lee 2026): the residual difference between two instructions about the
+same audio, added back at later layers' text positions to move where the model listens.
+
+- ``instruction_steering_vector``: mean over items of ``h_last(A) - h_last(B)`` at one layer, audio fixed.
+- ``instruction_steering_hooks``: ``alpha * v`` added at the text positions of chosen layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+
+from ..audio.inputs import AudioTextInput
+from .steering import steering_hook
+
+
+def _same_audio(a, b) -> None:
+    if not a.has_audio or not b.has_audio:
+        raise ValueError("both instruction sets need the audio: the vector contrasts instructions about the same clips")
+    if set(a.audio) != set(b.audio) or any(
+        a.audio[k].shape != b.audio[k].shape or not torch.equal(a.audio[k].cpu(), b.audio[k].cpu()) for k in a.audio
+    ):
+        raise ValueError(
+            "inputs_a and inputs_b carry different audio; the vector must contrast the instructions alone "
+            "(the same clips, in the same order, under both instructions)"
+        )
+
+
+@torch.no_grad()
+def instruction_steering_vector(model, inputs_a, inputs_b, layer: int) -> Float[torch.Tensor, " d_model"]:
+    """Mean over rows of ``blocks.{layer}.hook_resid_post`` at row i's last real position under instruction A
+    minus the same under instruction B (row i of both: the same clip). Refuses different audio."""
+    inputs_a, inputs_b = model.to_inputs(inputs_a), model.to_inputs(inputs_b)
+    if inputs_a.shape[0] != inputs_b.shape[0]:
+        raise ValueError(f"inputs_a has {inputs_a.shape[0]} rows and inputs_b {inputs_b.shape[0]}: pair each clip")
+    if not 0 <= layer < model.cfg.n_layers:
+        raise ValueError(f"layer {layer} is outside 0..{model.cfg.n_layers - 1}")
+    _same_audio(inputs_a, inputs_b)
+    name = f"blocks.{layer}.hook_resid_post"
+    means = []
+    for inputs in (inputs_a, inputs_b):
+        _, cache = model.run_with_cache(inputs, names_filter=[name])
+        rows = torch.arange(inputs.shape[0])
+        means.append(cache[name].float().cpu()[rows, inputs.last_positions.cpu().long()].mean(0))
+    return means[0] - means[1]
+
+
+def instruction_steering_hooks(
+    vector: Float[torch.Tensor, " d_model"], layers: list[int], alpha: float, inputs,
+) -> list[tuple]:
+    """``fwd_hooks`` adding ``alpha * vector`` to ``blocks.{l}.hook_resid_post`` at the text positions of
+    ``inputs`` (an ``AudioTextInput``), for every ``l`` in ``layers``. Positions generated later are left
+    alone (the prompt's text positions are steered, as in the paper)."""
+    if not layers:
+        raise ValueError("layers is empty")
+    if not isinstance(inputs, AudioTextInput):
+        raise TypeError("inputs must be an AudioTextInput (model.to_inputs(...)): its text positions are steered")
+    hook = steering_hook(vector, alpha, positions=inputs.text_mask)
+    return [(f"blocks.{int(l)}.hook_resid_post", hook) for l in layers]

@@ -1,0 +1,184 @@
+"""Text dominance ("Who wins the conflict?", Cho et al. 2026): when the audio supports one answer and the text
+asserts another, how often the text wins, and how much the text moved the model.
+
+- ``text_dominance``: the rate at which the text's answer wins, the flip rate (among items the model gets
+  right without the text, the share that switch to the text's answer once it is added), and per item the
+  logit difference ``logit(text answer) - logit(audio answer)`` and the hint effect (its change caused by
+  adding the text); bootstrap confidence intervals, overall and per group.
+- ``without_text``: the same inputs with a piece of text (the hint) removed from each row, for the
+  text-free run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from scipy.stats import bootstrap
+
+from ..audio.inputs import AudioTextInput
+from .audiolens import label_token_ids
+
+
+def _token_ids(model, answers, n_rows: int, what: str) -> Int[torch.Tensor, " batch"]:
+    if isinstance(answers, torch.Tensor):
+        ids = answers.long().reshape(-1).cpu()
+    else:
+        answers = list(answers)
+        ids = torch.tensor([int(a) if isinstance(a, (int, np.integer)) else int(label_token_ids(model, [a])[0])
+                            for a in answers], dtype=torch.long)
+    if ids.shape != (n_rows,):
+        raise ValueError(f"{what} must give one answer per row ({n_rows}), got {tuple(ids.shape)}")
+    if bool(((ids < 0) | (ids >= model.cfg.d_vocab)).any()):
+        raise ValueError(f"{what} holds token ids outside the vocabulary (0..{model.cfg.d_vocab - 1})")
+    return ids
+
+
+def _find(haystack: list[int], needle: list[int]) -> int:
+    for start in range(len(haystack) - len(needle) + 1):
+        if haystack[start : start + len(needle)] == needle:
+            return start
+    return -1
+
+
+def without_text(model, inputs, texts: list[str]) -> AudioTextInput:
+    """``inputs`` with ``texts[i]`` (e.g. the hint) cut out of row i's tokens and the rows re-padded on the same
+    side; audio and every other token unchanged. The text must appear in the row as the tokenizer encodes it
+    on its own (with or without a leading space); otherwise build the text-free prompts yourself."""
+    inputs = model.to_inputs(inputs)
+    if len(texts) != inputs.shape[0]:
+        raise ValueError(f"texts must give one string per row ({inputs.shape[0]}), got {len(texts)}")
+    if inputs.position_ids is not None:
+        raise ValueError("inputs carry explicit position_ids, which cannot be recomputed after cutting text out")
+    tokenizer = model._require_tokenizer()
+    mask = torch.ones(inputs.shape, dtype=torch.long) if inputs.attention_mask is None else inputs.attention_mask.cpu()
+    right_padded = bool((mask[:, -1] == 0).any())
+    rows = []
+    for row, text in enumerate(texts):
+        real = inputs.input_ids[row].cpu()[mask[row].bool()].tolist()
+        for variant in (text, " " + text, text.strip(), " " + text.strip()):
+            needle = tokenizer.encode(variant, add_special_tokens=False)
+            start = _find(real, needle) if needle else -1
+            if start >= 0:
+                break
+        else:
+            raise ValueError(f"row {row} does not contain the text {text!r} as the tokenizer encodes it; "
+                             "pass the text-free inputs yourself")
+        kept = real[:start] + real[start + len(needle) :]
+        if kept.count(inputs.audio_token_id) != real.count(inputs.audio_token_id):
+            raise ValueError(f"the text {text!r} of row {row} covers audio placeholders; cut text only")
+        rows.append(kept)
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=inputs.input_ids.dtype)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        where = slice(0, len(r)) if right_padded else slice(width - len(r), width)
+        ids[i, where], attention[i, where] = torch.tensor(r, dtype=ids.dtype), 1
+    return replace(inputs, input_ids=ids.to(inputs.device), attention_mask=attention.to(inputs.device))
+
+
+@torch.no_grad()
+def _last_logits(model, inputs: AudioTextInput, batch_size: int) -> Float[torch.Tensor, "batch vocab"]:
+    out = []
+    for start in range(0, inputs.shape[0], batch_size):
+        chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))
+        logits = model(chunk)
+        out.append(logits[torch.arange(chunk.shape[0]), chunk.last_positions.long()].float().cpu())
+    return torch.cat(out)
+
+
+def _wins(logits, winner, other, candidates) -> Bool[torch.Tensor, " batch"]:
+    """Whether ``winner`` is the model's choice: among ``candidates`` (ids), the full vocabulary ("vocab"), or
+    against ``other`` alone (None)."""
+    rows = torch.arange(len(winner))
+    if candidates is None:
+        return logits[rows, winner] > logits[rows, other]
+    if isinstance(candidates, str):
+        return logits.argmax(-1) == winner
+    return candidates[logits[:, candidates].argmax(-1)] == winner
+
+
+def _mean_ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, tuple[float, float]]:
+    if len(values) == 0:
+        return float("nan"), (float("nan"), float("nan"))
+    mean = float(values.mean())
+    if len(values) < 2 or np.ptp(values) == 0:
+        return mean, (mean, mean)
+    ci = bootstrap((values,), np.mean, n_resamples=n_boot, method="percentile", random_state=seed).confidence_interval
+    return mean, (float(ci.low), float(ci.high))
+
+
+def _summary(text_wins, logit_diff, hint_effect, right_without, n_boot, seed) -> dict:
+    rate, rate_ci = _mean_ci(text_wins.float().numpy(), n_boot, seed)
+    out = {"n": len(text_wins), "rate": rate, "rate_ci": rate_ci,
+           "logit_diff_mean": _mean_ci(logit_diff.numpy(), n_boot, seed)[0]}
+    if hint_effect is not None:
+        flips = text_wins[right_without].float().numpy()
+        out["flip_rate"], out["flip_rate_ci"] = _mean_ci(flips, n_boot, seed)
+        out["n_right_without_text"] = int(right_without.sum())
+        out["hint_effect_mean"], out["hint_effect_ci"] = _mean_ci(hint_effect.numpy(), n_boot, seed)
+    return out
+
+
+def text_dominance(
+    model, inputs, audio_answers, text_answers, text_free=None, hints: list[str] | None = None,
+    candidates=None, groups: list[str] | None = None, n_boot: int = 2000, seed: int = 0, batch_size: int = 32,
+) -> dict:
+    """Text dominance of conflict prompts ``inputs`` (audio supports ``audio_answers``, the text asserts
+    ``text_answers``: strings, whose first token is scored, or token ids; one per row).
+
+    The text-free run (the same rows without the conflicting text) is ``text_free``, or built from ``hints``
+    (the text to cut from each row, see ``without_text``); without either, only the rate is computed.
+    Who "wins": among ``candidates`` (answer strings or ids: the task's closed set), over the whole
+    vocabulary (``"vocab"``), or, by default, the text answer against the audio answer alone.
+
+    Returns a dict: ``rate`` (share of rows the text answer wins), ``flip_rate`` (among rows whose audio
+    answer wins in the text-free run, the share the text answer wins with the text), per row
+    ``logit_diff`` = logit(text) - logit(audio) and ``hint_effect`` = its change caused by the text, their
+    means with percentile-bootstrap 95 % intervals (``*_ci``), and ``by_group`` (the same per ``groups``
+    label, e.g. the task)."""
+    inputs = model.to_inputs(inputs)
+    n = inputs.shape[0]
+    audio_ids = _token_ids(model, audio_answers, n, "audio_answers")
+    text_ids = _token_ids(model, text_answers, n, "text_answers")
+    if bool((audio_ids == text_ids).any()):
+        rows = torch.nonzero(audio_ids == text_ids).flatten().tolist()
+        raise ValueError(f"rows {rows} have the same audio and text answer: not a conflict")
+    if candidates is not None and not isinstance(candidates, str):
+        candidates = _token_ids(model, candidates, len(candidates), "candidates")
+        missing = [r for r in range(n) if audio_ids[r] not in candidates or text_ids[r] not in candidates]
+        if missing:
+            raise ValueError(f"rows {missing} have an answer outside the candidates")
+    elif isinstance(candidates, str) and candidates != "vocab":
+        raise ValueError(f"candidates must be answer strings / ids, 'vocab' or None, got {candidates!r}")
+    if text_free is not None and hints is not None:
+        raise ValueError("pass either text_free= or hints=, not both")
+    if hints is not None:
+        text_free = without_text(model, inputs, hints)
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"groups must give one label per row ({n}), got {len(groups)}")
+
+    rows = torch.arange(n)
+    logits = _last_logits(model, inputs, batch_size)
+    text_wins = _wins(logits, text_ids, audio_ids, candidates)
+    logit_diff = logits[rows, text_ids] - logits[rows, audio_ids]
+    hint_effect = right_without = None
+    if text_free is not None:
+        text_free = model.to_inputs(text_free)
+        if text_free.shape[0] != n:
+            raise ValueError(f"text_free has {text_free.shape[0]} rows, inputs {n}: pair each row")
+        free = _last_logits(model, text_free, batch_size)
+        right_without = _wins(free, audio_ids, text_ids, candidates)
+        hint_effect = logit_diff - (free[rows, text_ids] - free[rows, audio_ids])
+    result = _summary(text_wins, logit_diff, hint_effect, right_without, n_boot, seed)
+    result.update(text_wins=text_wins, logit_diff=logit_diff, hint_effect=hint_effect,
+                  right_without_text=right_without, by_group={})
+    for group in sorted(set(groups or [])):
+        keep = torch.tensor([g == group for g in groups])
+        result["by_group"][group] = _summary(
+            text_wins[keep], logit_diff[keep], None if hint_effect is None else hint_effect[keep],
+            None if right_without is None else right_without[keep], n_boot, seed)
+    return result

@@ -1,0 +1,71 @@
+"""Causal tracing: identities a broken implementation would miss, a cell by hand, and the refusals."""
+
+import pytest
+import torch
+from conftest import make_inputs
+
+from hooked_audio.analysis import causal_tracing, position_groups, silence_like
+
+METRIC = lambda logits: logits[:, -1, 7]  # noqa: E731  (one value per row: averaged)
+
+
+@pytest.fixture(scope="module")
+def inputs(model):
+    return model.to_inputs(make_inputs([[100], [100]], seed=4))
+
+
+def test_restoring_the_last_layer_recovers_everything_and_early_text_nothing(model, inputs):
+    """The last layer's output at the last position is all the next-token logits read: restoring it gives RR
+    exactly 1, restoring it anywhere else exactly 0."""
+    trace = causal_tracing(model, inputs, METRIC, corrupt="silence")
+    assert trace.clean != pytest.approx(trace.corrupt)
+    assert trace.recovery[-1] == pytest.approx(1.0, abs=1e-5)
+    groups = causal_tracing(model, inputs, METRIC, corrupt="silence", by="position_group")
+    assert groups.groups == ["early", "late", "last"]
+    rr = groups.recovery
+    assert rr[-1, groups.groups.index("last")] == pytest.approx(1.0, abs=1e-5)
+    assert rr[-1, groups.groups.index("early")].abs() < 1e-5 and rr[-1, groups.groups.index("late")].abs() < 1e-5
+    first = groups.first_layer_above(0.5, group="last")
+    assert first == int(torch.nonzero(rr[:, 2] > 0.5).flatten()[0])
+
+
+@torch.no_grad()
+def test_a_cell_equals_the_patch_written_by_hand(model, inputs):
+    trace = causal_tracing(model, inputs, METRIC, corrupt="silence", layers=[0])
+    _, clean = model.run_with_cache(inputs, names_filter="blocks.0.hook_resid_post")
+    text = inputs.text_mask
+
+    def restore(resid, hook):
+        return torch.where(text[..., None], clean["blocks.0.hook_resid_post"], resid)
+
+    by_hand = METRIC(model.run_with_hooks(silence_like(inputs), fwd_hooks=[("blocks.0.hook_resid_post", restore)]))
+    assert trace.patched[0] == pytest.approx(float(by_hand.mean()), abs=1e-6)
+    assert trace.corrupt == pytest.approx(float(METRIC(model(silence_like(inputs))).mean()), abs=1e-6)
+
+
+def test_noise_corruption_zero_noise_and_the_clean_run_as_its_own_corruption(model, inputs):
+    quiet = causal_tracing(model, inputs, METRIC, corrupt="noise", noise_scale=0.0)
+    assert torch.equal(quiet.effect, torch.zeros_like(quiet.effect))
+    with pytest.raises(ValueError, match="undefined"):
+        quiet.recovery
+    noisy = causal_tracing(model, inputs, METRIC, corrupt="noise", noise_scale=3.0, seed=1)
+    assert abs(noisy.clean - noisy.corrupt) > 1e-4 and noisy.recovery[-1] == pytest.approx(1.0, abs=1e-5)
+    again = causal_tracing(model, inputs, METRIC, corrupt="noise", noise_scale=3.0, seed=1)
+    assert torch.equal(noisy.patched, again.patched)  # seeded
+    with pytest.raises(ValueError, match="0 / 0"):
+        causal_tracing(model, inputs, METRIC, corrupt=inputs)
+
+
+def test_groups_and_refusals(model, inputs):
+    groups = position_groups(inputs)
+    union = sum(g.long() for g in groups.values())
+    assert torch.equal(union.bool(), inputs.text_mask.cpu()) and int(union.max()) == 1  # a partition of the text
+    attribute = torch.zeros(inputs.shape, dtype=torch.bool)
+    attribute[:, -3] = True
+    assert "attribute" in position_groups(inputs, attribute)
+    with pytest.raises(ValueError, match="non-empty"):
+        causal_tracing(model, inputs, METRIC, by="position_group", groups={"none": torch.zeros(inputs.shape, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="by must"):
+        causal_tracing(model, inputs, METRIC, by="head")
+    with pytest.raises(ValueError, match="have none"):
+        causal_tracing(model, torch.tensor([[8, 9, 10]]), METRIC)

@@ -1,0 +1,102 @@
+"""Text dominance: every number by hand on a tiny model, the text-free run built by cutting the hint, and on
+the text-reliant organism against the listener (the control that differs only in hint statistics)."""
+
+import pytest
+import torch
+from conftest import AUDIO_TOKEN_ID, VOCAB, make_inputs
+
+from hooked_audio.analysis import text_dominance, without_text
+
+HINT = ["answer", "yes"]
+
+
+def _conflict(with_hint: bool, rows: int = 6, seed: int = 0) -> dict:
+    """Rows of `<|im_start|> user <audio> [answer yes] what is said ? <|im_end|>`, clips of several lengths."""
+    raw = make_inputs([[100 - 8 * r] for r in range(rows)], seed=seed)
+    ids = []
+    for row in raw["input_ids"]:
+        audio = [t for t in row.tolist() if t == AUDIO_TOKEN_ID]
+        words = ["<|im_start|>", "user", "<|audio_bos|>"]
+        tail = ["<|audio_eos|>"] + (HINT if with_hint else []) + ["what", "is", "said", "?", "<|im_end|>"]
+        ids.append([VOCAB[w] for w in words] + audio + [VOCAB[w] for w in tail])
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[VOCAB["<|endoftext|>"]] * (width - len(r)) + r for r in ids])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
+    return dict(raw, input_ids=input_ids, attention_mask=mask)
+
+
+@torch.no_grad()
+def test_every_number_by_hand(model):
+    conflict, free = model.to_inputs(_conflict(True)), model.to_inputs(_conflict(False))
+    audio_answer, text_answer = ["no"] * 6, ["yes"] * 6
+    result = text_dominance(model, conflict, audio_answer, text_answer, text_free=free, n_boot=200)
+    yes, no = VOCAB["yes"], VOCAB["no"]
+    with_text, without = model(conflict)[:, -1], model(free)[:, -1]
+    diff = with_text[:, yes] - with_text[:, no]
+    torch.testing.assert_close(result["logit_diff"], diff)
+    torch.testing.assert_close(result["hint_effect"], diff - (without[:, yes] - without[:, no]))
+    assert result["rate"] == pytest.approx(float((diff > 0).float().mean()))
+    right = without[:, no] > without[:, yes]
+    assert torch.equal(result["right_without_text"], right)
+    if right.any():
+        assert result["flip_rate"] == pytest.approx(float((diff > 0)[right].float().mean()))
+    low, high = result["hint_effect_ci"]
+    assert low <= result["hint_effect_mean"] <= high
+    # candidates: the whole vocabulary's argmax decides instead of the pair
+    vocab = text_dominance(model, conflict, audio_answer, text_answer, candidates="vocab", n_boot=200)
+    assert vocab["rate"] == pytest.approx(float((with_text.argmax(-1) == yes).float().mean()))
+
+
+@torch.no_grad()
+def test_the_text_free_run_built_by_cutting_the_hint_is_the_prompt_without_it(model):
+    conflict, free = model.to_inputs(_conflict(True)), model.to_inputs(_conflict(False))
+    cut = without_text(model, conflict, ["answer yes"] * 6)
+    assert torch.equal(cut.input_ids, free.input_ids) and torch.equal(cut.attention_mask, free.attention_mask)
+    built = text_dominance(model, conflict, ["no"] * 6, ["yes"] * 6, hints=["answer yes"] * 6, n_boot=200)
+    given = text_dominance(model, conflict, ["no"] * 6, ["yes"] * 6, text_free=free, n_boot=200)
+    torch.testing.assert_close(built["hint_effect"], given["hint_effect"])
+    # control: with nothing added, the hint effect is exactly zero and nothing flips
+    none = text_dominance(model, free, ["no"] * 6, ["yes"] * 6, text_free=free, n_boot=200)
+    assert torch.equal(none["hint_effect"], torch.zeros(6))
+    assert none["n_right_without_text"] > 0 and none["flip_rate"] == 0.0
+
+
+def test_refusals(model):
+    conflict = model.to_inputs(_conflict(True))
+    with pytest.raises(ValueError, match="not a conflict"):
+        text_dominance(model, conflict, ["yes"] * 6, ["yes"] * 6)
+    with pytest.raises(ValueError, match="one answer per row"):
+        text_dominance(model, conflict, ["no"] * 5, ["yes"] * 6)
+    with pytest.raises(ValueError, match="does not contain"):
+        without_text(model, conflict, ["hello world"] * 6)
+    with pytest.raises(ValueError, match="outside the candidates"):
+        text_dominance(model, conflict, ["no"] * 6, ["yes"] * 6, candidates=["yes", "one"])
+
+
+@pytest.fixture(scope="module")
+def conflict_set():
+    """Wrong-hint prompts of two tone tasks (no espeak needed) and their hints."""
+    from hooked_audio.toy import evaluate
+
+    samples = evaluate.make_eval_set(n_per_task=20, task_names=["beeps", "when"])
+    return [s for s in samples if s.hint_kind == "wrong"]
+
+
+@torch.no_grad()
+def test_the_textual_organism_is_dominated_by_the_text_and_the_listener_much_less(conflict_set):
+    from hooked_audio import HookedAudioTransformer
+    from hooked_audio.toy import evaluate, tasks
+
+    flips = {}
+    for name in ("toy-qwen2-audio-textual", "toy-qwen2-audio"):
+        model = HookedAudioTransformer.from_pretrained(name)
+        inputs = evaluate.encode(model.processor, conflict_set)
+        result = text_dominance(
+            model, inputs, [s.answer for s in conflict_set], [s.hint for s in conflict_set],
+            hints=[s.hint_text for s in conflict_set], candidates="vocab", groups=[s.task for s in conflict_set],
+            n_boot=500)
+        flips[name] = result
+    textual, listener = flips["toy-qwen2-audio-textual"], flips["toy-qwen2-audio"]
+    assert max(g["rate"] for g in textual["by_group"].values()) >= 0.2
+    assert textual["flip_rate"] > listener["flip_rate"] + 0.2
+    assert textual["hint_effect_mean"] > listener["hint_effect_mean"] + 1.0
