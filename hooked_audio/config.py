@@ -115,6 +115,11 @@ class HookedAudioConfig:
     tie_word_embeddings: bool = False
     attn_only: bool = False  # always False here; read by TransformerLens's ActivationCache
     default_prepend_bos: bool = False  # the supported tokenizers add no BOS (read by TransformerLens's utilities)
+    # TransformerLens's switches (read by its patching and attribution code); set them with model.set_use_*.
+    use_attn_result: bool = False
+    use_split_qkv_input: bool = False
+    use_hook_mlp_in: bool = False
+    use_attn_in: bool = False
     device: str = "cpu"
     dtype: Any = None
     # audio side

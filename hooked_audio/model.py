@@ -152,9 +152,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
     def _set_input_hooks(self, **switch: bool) -> None:
         """Apply TransformerLens's input switches to every block (decoder and audio encoder) and relist hook points."""
         flags = {
-            "attn_in": getattr(self.cfg, "use_attn_in", False),
-            "split_qkv_input": getattr(self.cfg, "use_split_qkv_input", False),
-            "mlp_in": getattr(self.cfg, "use_hook_mlp_in", False),
+            "attn_in": self.cfg.use_attn_in,
+            "split_qkv_input": self.cfg.use_split_qkv_input,
+            "mlp_in": self.cfg.use_hook_mlp_in,
             **switch,
         }
         with model_lock(self):

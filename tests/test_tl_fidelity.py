@@ -169,3 +169,20 @@ def test_loss_and_tokens_follow_transformer_lens(model):
     assert right[1, 0] == left[1, -1] == model.to_single_token("yes")
     with pytest.raises(ValueError, match="no BOS"):
         model.to_tokens("hello", prepend_bos=True)
+
+
+def test_transformer_lens_edge_attribution_runs_on_a_fresh_model(model):
+    """TL 4's edge attribution reads ``cfg.use_split_qkv_input`` etc. before any setter: they default to False.
+    Only the audio differs between the runs, so only edges out of audio positions of the embedding score."""
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+    fresh = copy.deepcopy(model)
+    raw = make_inputs([[100]], seed=1)
+    clean = fresh.to_inputs(**raw)
+    corrupt = fresh.to_inputs(**dict(raw, input_features=torch.full_like(raw["input_features"], -0.8)))
+    result = attribution_patch(fresh, clean, corrupt, lambda logits: logits[0, -1, 7],
+                               EdgeAttributionConfig(granularity="edge"))
+    embed = {node.position: score for node, score in result.node_scores.items() if node.kind == "embed"}
+    audio = set(torch.nonzero(clean.audio_mask[0]).flatten().tolist())
+    assert embed and all(score == 0 for pos, score in embed.items() if pos not in audio)
+    assert any(abs(score) > 0 for pos, score in embed.items() if pos in audio)
