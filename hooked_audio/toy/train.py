@@ -584,6 +584,13 @@ def previous_training(init_dir: Path | None) -> list[dict] | None:
     return (earlier.pop("init_from", None) or []) + [earlier]
 
 
+def _donor_training(init_dir: Path | None) -> list[dict] | None:
+    """The encoder donor's training records without their own grow details (which name the donor's machine
+    paths): this card says which toy the encoder came from, the donor's card says how that toy was made."""
+    records = previous_training(init_dir)
+    return None if records is None else [{k: v for k, v in r.items() if k != "grow_details"} for r in records]
+
+
 def _card_name(directory: Path) -> str:
     """A checkpoint's bundled name (from its card), else its directory name: cards carry no machine paths."""
     card_path = Path(directory) / "card.json"
@@ -704,7 +711,7 @@ def main() -> None:
             "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
             "hint_reliability": recipe.hint_reliability, "degrade_fraction": recipe.degrade_fraction,
             "init_from": previous_training(args.init_from),
-            "init_encoder_from": previous_training(args.init_encoder_from),
+            "init_encoder_from": _donor_training(args.init_encoder_from),
             "grown_from": previous_training(args.grow_from), "grow_details": grown,
         },
         "eval": {"seed": EVAL_SEED, "clips_per_task": args.eval_clips, "splits": ["test", "shifted"]},
