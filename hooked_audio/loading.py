@@ -19,7 +19,8 @@ from .model import HookedAudioTransformer
 from .weight_processing import process_weights
 
 BUNDLED_MODELS = {"toy-qwen2-audio": Path(__file__).parent / "toy" / "checkpoint",
-                  "toy-qwen2-audio-textual": Path(__file__).parent / "toy" / "checkpoint_textual"}
+                  "toy-qwen2-audio-textual": Path(__file__).parent / "toy" / "checkpoint_textual",
+                  "toy-voxtral": Path(__file__).parent / "toy" / "checkpoint_voxtral"}
 
 
 def from_hf_model(
