@@ -7,6 +7,7 @@
 - ``listening``: listening-head ranking, listening signal, silence counterfactual.
 - ``steering``: add a direction to the residual stream (at audio positions or anywhere).
 - ``text_dominance``: who wins when audio and text disagree (rate, flip rate, hint effect).
+- ``conflict_tracing``: last-position residuals by layer, audio-text span similarity, a linear probe.
 - ``back_patching``: a late layer's audio-span residual written into an earlier layer.
 - ``causal_tracing``: corrupt the audio, restore text positions by layer / group, recovery rate.
 - ``attribution``: attribution patching (grad x delta) and its check against activation patching.
@@ -16,6 +17,7 @@
 
 from .attribution import attribution_patching, attribution_vs_activation_patching
 from .back_patching import back_patching_hooks, back_patching_sweep, patch_positions
+from .conflict_tracing import LinearProbe, last_position_resid, span_cosine_by_layer
 from .causal_tracing import CausalTrace, causal_tracing, position_groups
 from .instruction_steering import instruction_steering_hooks, instruction_steering_vector
 from .temporal import interval_overlap, localise, random_window_baseline, temporal_attention
@@ -33,6 +35,9 @@ __all__ = [
     "back_patching_hooks",
     "back_patching_sweep",
     "patch_positions",
+    "LinearProbe",
+    "last_position_resid",
+    "span_cosine_by_layer",
     "CausalTrace",
     "causal_tracing",
     "position_groups",

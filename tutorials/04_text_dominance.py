@@ -1,0 +1,168 @@
+# %% [markdown]
+# # Who wins the conflict? Text dominance, layer tracing and back-patching
+#
+# Cho et al. (2026) give an audio LM a clip that supports answer A_a and a text that asserts A_t != A_a, and ask
+# how often the text wins, where in the network the audio's answer is lost, and whether writing late audio
+# representations back into earlier layers ("back-patching") gives the audio its say again.
+#
+# The instrument is the text-reliant toy `toy-qwen2-audio-textual` (trained on prompts whose hints are common and
+# usually right, with the audio made uncertain on part of the training clips); the listener `toy-qwen2-audio`,
+# which differs only in its training hints, is the control. Runs in about a minute on 2 cores.
+
+# %%
+import torch
+
+from hooked_audio import HookedAudioTransformer
+from hooked_audio.analysis import (
+    LinearProbe, back_patching_hooks, back_patching_sweep, label_log_probs, last_position_resid,
+    span_cosine_by_layer, text_dominance,
+)
+from hooked_audio.app.conflict_plots import plot_answers_by_layer, plot_back_patching
+from hooked_audio.toy import evaluate, tasks
+
+torch.set_grad_enabled(False)
+textual = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
+listener = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
+print(textual.cfg.n_layers, "decoder layers,", len(textual.hook_dict), "hook points")
+
+# The held-out probe set asks each clip three times: without a hint, with a right one, with a wrong one (three
+# hint positions, five phrasings). A conflict is the wrong-hint prompt.
+TASKS = ["pitch", "beeps", "when"]
+probe = evaluate.make_eval_set(n_per_task=20, task_names=TASKS)
+conflict = [s for s in probe if s.hint_kind == "wrong"]
+
+# %% [markdown]
+# ## 1. Three measures of text dominance
+# `text_dominance` scores the conflict prompts; `hints=` cuts each hint out of its prompt to build the text-free
+# run, which the flip rate and the hint effect need. `candidates="vocab"`: the answer is the argmax over the whole
+# vocabulary, as on the organisms' cards. Measured (20 conflicts per task; 95 % bootstrap intervals; the flip
+# rate is over the clips the model gets right without the hint, n in brackets):
+#
+# | task | textual: rate | flip rate | hint effect | listener: rate | flip rate | hint effect |
+# |---|---|---|---|---|---|---|
+# | pitch | 0.00 | 0.00 (20) | +0.02 | 0.00 | 0.00 (20) | +0.07 |
+# | beeps | 0.95 [0.85, 1.0] | 0.80 (5) | +3.09 | 0.45 [0.25, 0.65] | 0.30 (10) | +1.82 |
+# | when | 0.45 [0.25, 0.65] | 0.42 (19) | +3.15 [2.32, 4.17] | 0.00 | 0.00 (20) | +0.53 |
+#
+# The textual toy follows a wrong hint on about 40 % of the "when" clips it gets right alone, and on nearly every
+# beeps clip (where its audio is weak); on pitch, where its audio is decisive, the hint moves nothing. The listener
+# is the control: on "when" the same hints move its logit difference by half a logit and flip nothing. (It does
+# follow hints on beeps, the task it hears worst.) Pitch is the within-model control: same hints, no effect.
+
+# %%
+for name, model in [("textual", textual), ("listener", listener)]:
+    result = text_dominance(
+        model, evaluate.encode(model.processor, conflict), [s.answer for s in conflict], [s.hint for s in conflict],
+        hints=[s.hint_text for s in conflict], candidates="vocab", groups=[s.task for s in conflict], n_boot=500)
+    for task, r in result["by_group"].items():
+        print(f"{name:>8} {task:>5}: rate {r['rate']:.2f} {tuple(round(x, 2) for x in r['rate_ci'])}, flip rate "
+              f"{r['flip_rate']:.2f} (of {r['n_right_without_text']}), hint effect {r['hint_effect_mean']:+.2f} "
+              f"{tuple(round(x, 2) for x in r['hint_effect_ci'])}")
+
+# %% [markdown]
+# ## 2. Where is the audio's answer lost? ("when", textual toy)
+# Three views of the conflict, layer by layer (0 = the embedding):
+# - the AudioLens label lens at the last position: probability of A_a and of A_t among the three labels;
+# - the cosine similarity of the audio span's and the text's mean residual (how far the streams have merged);
+# - a linear probe fit on *audio-only* prompts (other clips) that reads the "when" attribute at the last position,
+#   then read on the conflict prompts the model answered with the hinted word. If it still finds A_a there, the
+#   audio evidence was suppressed downstream, not erased. Control: the same probe fit on shuffled labels.
+#
+# Measured (20 "when" conflicts; the probe fit on 60 other audio-only clips): the lens gives A_t the lead at
+# layers 1-2 (0.52 vs 0.24) and A_a a small one from layer 3 on (0.51 vs 0.43 at the output); the spans' cosine
+# rises from 0.09 to 0.51 by layer 4. The probe reads the "when" attribute at the last position on 0.95 of the
+# text-free prompts from layer 2 on, and on 0.91-1.00 of the conflicts the model won; on the 9 it lost it reads
+# A_a on 0.00-0.33 (layers 2-6), no better than the shuffled-label control (0.00-0.22). So on this toy a lost
+# conflict is one where the audio's answer is *erased* from the last position (overwritten by the hint), not held
+# there and suppressed later; a small sample, and only the last position is probed. Layers 4 and 5 change nothing
+# at the last position (equal lens values): this organism's two top blocks, grown onto a 4-layer model, stayed
+# near identity.
+
+# %%
+labels = list(tasks.TASKS_BY_NAME["when"].answers)
+when = [s for s in conflict if s.task == "when"]
+names = lambda n: "resid" in n or n == "ln_final.hook_scale"  # noqa: E731
+_, cache = textual.run_with_cache(textual.to_inputs(evaluate.encode(textual.processor, when)), names_filter=names)
+audio_answer = torch.tensor([labels.index(s.answer) for s in when])
+text_answer = torch.tensor([labels.index(s.hint) for s in when])
+lens = label_log_probs(textual, cache, labels).exp()  # [layer, row, label]
+rows = torch.arange(len(when))
+curves = {"lens P(audio answer)": lens[:, rows, audio_answer].mean(-1), "lens P(text answer)": lens[:, rows, text_answer].mean(-1),
+          "cos(audio span, text)": span_cosine_by_layer(cache).mean(-1)}
+for key, values in curves.items():
+    print(f"{key:>24}: {[round(v, 2) for v in values.tolist()]}")
+
+fit_samples = [s for s in tasks.make_probe_set(seed=11, n_per_task=60, task_names=["when"]) if s.hint is None]
+_, fit_cache = textual.run_with_cache(textual.to_inputs(evaluate.encode(textual.processor, fit_samples)), names_filter=names)
+x_fit, y_fit = last_position_resid(fit_cache), torch.tensor([labels.index(s.answer) for s in fit_samples])
+free_when = [s for s in probe if s.task == "when" and s.hint is None]  # the same clips without the hint
+_, free_cache = textual.run_with_cache(textual.to_inputs(evaluate.encode(textual.processor, free_when)), names_filter=names)
+lost = lens[-1].argmax(-1) == text_answer  # conflicts the model answered with the hinted word
+x_conflict, x_free = last_position_resid(cache), last_position_resid(free_cache)
+y_free = torch.tensor([labels.index(s.answer) for s in free_when])
+shuffled = y_fit[torch.randperm(len(y_fit), generator=torch.Generator().manual_seed(0))]
+probe_curves = {key: [] for key in ("probe: no hint", "probe: conflict won", "probe: conflict lost", "shuffled-label probe: lost")}
+for layer in range(x_fit.shape[0]):
+    fitted = LinearProbe().fit(x_fit[layer], y_fit, 3)
+    probe_curves["probe: no hint"].append(fitted.accuracy(x_free[layer], y_free))
+    probe_curves["probe: conflict won"].append(fitted.accuracy(x_conflict[layer][~lost], audio_answer[~lost]))
+    probe_curves["probe: conflict lost"].append(fitted.accuracy(x_conflict[layer][lost], audio_answer[lost]))
+    control = LinearProbe().fit(x_fit[layer], shuffled, 3)
+    probe_curves["shuffled-label probe: lost"].append(control.accuracy(x_conflict[layer][lost], audio_answer[lost]))
+print(f"{int(lost.sum())} of {len(when)} conflicts answered with the hinted word; probe accuracy for the audio answer by layer:")
+for key, values in probe_curves.items():
+    print(f"{key:>28}: {[round(v, 2) for v in values]}")
+plot_answers_by_layer({**curves, **probe_curves}, ylabel="probability / accuracy / cosine", title="'when' under conflict")
+
+# %% [markdown]
+# ## 3. Back-patching
+# Cache the conflict run's `resid_post` over the audio span at a late source layer and write it into an earlier
+# destination layer in a second pass of the same input (`back_patching_hooks`); the sweep scores every pair below
+# the inert top blocks. The pair is chosen on a dev half of the conflicts and tested on the other half, next to two
+# controls: a random vector of the same norm as the patch's change at the same positions, and the same patch at the
+# text positions instead of the audio. First the identity: source = destination must reproduce the run exactly.
+#
+# Measured: the identity holds bit for bit. No pair lowers the text-dominance rate on the dev half (0.40
+# unpatched; the "best" pair, (3, 2), leaves it at 0.40; replacing layer 0 with a later audio span raises it to
+# 0.57), and on the test half the chosen pair, the random control and the text-position control give 0.53, 0.53,
+# 0.53 and 0.50. On this organism the audio span's late representation carries no evidence that the earlier
+# layers lack, so there is nothing for back-patching to restore: the textual toy's dominance is not the
+# "audio read too late" that back-patching repairs in Cho et al.'s models. A negative result, stated as such.
+
+# %%
+inputs = textual.to_inputs(evaluate.encode(textual.processor, conflict))
+_, bp_cache = textual.run_with_cache(inputs, names_filter=lambda n: n.endswith("hook_resid_post"))
+same = textual.run_with_hooks(inputs, fwd_hooks=back_patching_hooks(bp_cache, 2, 2))
+print("source = destination reproduces the run exactly:", torch.equal(same, textual(inputs)))
+
+ids = lambda words: torch.tensor([textual.to_single_token(w) for w in words])  # noqa: E731
+dev, test = list(range(0, len(conflict), 2)), list(range(1, len(conflict), 2))
+
+
+def dominance_rate(rows):
+    audio_ids, text_ids, last = ids([conflict[r].answer for r in rows]), ids([conflict[r].hint for r in rows]), inputs.select_rows(rows).last_positions
+
+    def rate(logits):
+        final = logits[torch.arange(len(rows)), last]
+        return float((final.argmax(-1) == text_ids).float().mean())
+    return rate
+
+
+pairs = [(s, d) for s in (1, 2, 3) for d in range(s)]
+dev_inputs, test_inputs = inputs.select_rows(dev), inputs.select_rows(test)
+sweep = back_patching_sweep(textual, dev_inputs, dominance_rate(dev), pairs=pairs)
+dev_base = dominance_rate(dev)(textual(dev_inputs))
+best = min(pairs, key=lambda p: float(sweep[p]))
+print(f"dev: unpatched rate {dev_base:.2f}; best pair {best} -> {float(sweep[best]):.2f}; worst "
+      f"{float(sweep[~torch.isnan(sweep)].max()):.2f}")
+plot_back_patching(sweep, dev_base)
+
+_, test_cache = textual.run_with_cache(test_inputs, names_filter=lambda n: n.endswith("hook_resid_post"))
+rate = dominance_rate(test)
+for label, hooks in [
+    ("unpatched", []),
+    (f"back-patch {best}", back_patching_hooks(test_cache, *best)),
+    ("random vector, same norm", back_patching_hooks(test_cache, *best, control="random")),
+    ("same patch at the text", back_patching_hooks(test_cache, *best, positions="text")),
+]:
+    print(f"test {label:>26}: text-dominance rate {rate(textual.run_with_hooks(test_inputs, fwd_hooks=hooks)):.2f}")
