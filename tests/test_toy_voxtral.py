@@ -85,3 +85,21 @@ def test_it_listens_and_silence_does_not_answer(toy, task):
     assert heard["ci95"][0] > chance + 0.1, heard
     assert muted["rate"] <= chance + 0.2, muted
     assert heard["rate"] - muted["rate"] >= 0.3, (heard, muted)
+
+
+@torch.no_grad()
+def test_build_inputs_takes_chat_messages_for_the_voxtral_processor():
+    """HF's VoxtralProcessor takes no audio in ``__call__``; ``build_inputs`` does what mistral_common would, so a
+    chat with a clip gives the same tokens, features and logits as the trainer's own encoding."""
+    from hooked_audio import HookedAudioTransformer
+    from hooked_audio.toy import evaluate, tasks
+
+    model = HookedAudioTransformer.from_pretrained("toy-voxtral")
+    sample = [s for s in tasks.make_probe_set(seed=3, n_per_task=1, task_names=["pitch"]) if s.hint is None][0]
+    built = model.build_inputs(messages=[{"role": "user", "content": [
+        {"type": "audio", "audio": sample.waveform, "sampling_rate": 16000}, {"type": "text", "text": sample.text}]}])
+    reference = model.to_inputs(evaluate.encode(model.processor, [sample]))
+    assert torch.equal(built.input_ids, reference.input_ids)
+    assert torch.equal(built.audio["input_features"], reference.audio["input_features"])
+    assert int(built.audio_mask.sum()) == 50  # one 4 s window, 12.5 tokens per second
+    assert torch.equal(model(built), model(reference))

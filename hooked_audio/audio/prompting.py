@@ -24,6 +24,7 @@ import numpy as np
 
 from .inputs import AudioTextInput
 from .io import ON_TOO_LONG, load_waveform
+from .processing import chat_templater, process
 
 Conversation = list[dict[str, Any]]
 
@@ -77,7 +78,7 @@ def build_inputs(
         conversations = _conversations(messages)
         clips, own_rates = _audio_items(conversations)
         templated = [
-            processor.apply_chat_template(
+            chat_templater(processor).apply_chat_template(
                 _for_template(c), add_generation_prompt=True if add_generation_prompt is None else add_generation_prompt,
                 tokenize=False,
             )
@@ -124,13 +125,7 @@ def build_inputs(
     tokenizer = processor.tokenizer
     previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        batch = processor(
-            text=texts,
-            audio=waveforms or None,
-            sampling_rate=target_rate,
-            return_tensors="pt",
-            padding=True,
-        )
+        batch = process(processor, texts, waveforms, target_rate)
     finally:
         tokenizer.padding_side = previous_side
     return model.to_inputs(batch)
@@ -364,10 +359,7 @@ def _rate_per_clip(sampling_rate: Any, clips: list[Any], own_rates: list[int | N
 
 
 def _n_audio_tokens(model, processor, wave: np.ndarray) -> int:
-    batch = processor(
-        text=[processor.audio_token], audio=[wave], sampling_rate=processor.feature_extractor.sampling_rate,
-        return_tensors="pt",
-    )
+    batch = process(processor, [processor.audio_token], [wave], processor.feature_extractor.sampling_rate)
     return int((batch["input_ids"] == model.cfg.audio_token_id).sum())
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
+from ..audio.processing import chat_templater, process, takes_no_audio
 from .signals import SAMPLE_RATE
 from .tasks import HINT_POSITIONS, HINT_TEMPLATES, Sample, make_probe_set
 from .tokenizer import IM_END
@@ -37,50 +38,22 @@ def make_eval_set(seed: int = EVAL_SEED, n_per_task: int = EVAL_CLIPS_PER_TASK, 
     return make_probe_set(seed, n_per_task, task_names=task_names, split=split)
 
 
-def _is_voxtral(processor) -> bool:
-    return type(processor).__name__ == "VoxtralProcessor"
-
-
 def render_prompt(processor, sample: Sample) -> str:
     """The chat prompt up to and including `<|im_start|>assistant\\n` (one unexpanded `<|AUDIO|>`); for the
     Voxtral toy, up to `[/INST]` (one unexpanded `[AUDIO]`, from its tokenizer's chat template)."""
     content = [{"type": "text", "text": sample.text_before_audio + " "}] if sample.text_before_audio else []
     content += [{"type": "audio"}, {"type": "text", "text": sample.text}]
     messages = [{"role": "user", "content": content}]
-    templater = processor.tokenizer if _is_voxtral(processor) else processor
-    return templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return chat_templater(processor).apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def encode(processor, samples: list[Sample], with_answers: bool = False) -> dict:
     """Processor inputs for a batch; with_answers appends `answer<|im_end|>` (Voxtral: `answer</s>`) for
     teacher forcing."""
-    end = processor.tokenizer.eos_token if _is_voxtral(processor) else IM_END
+    end = processor.tokenizer.eos_token if takes_no_audio(processor) else IM_END
     texts = [render_prompt(processor, s) + (f"{s.answer}{end}" if with_answers else "") for s in samples]
     waveforms = [s.waveform for s in samples]
-    if _is_voxtral(processor):
-        return _encode_voxtral(processor, texts, waveforms)
-    return processor(text=texts, audio=waveforms, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
-
-
-def _encode_voxtral(processor, texts: list[str], waveforms: list[np.ndarray]) -> dict:
-    """What mistral_common does for Voxtral (HF's VoxtralProcessor takes no audio in ``__call__``): each clip
-    is padded to whole feature-extractor windows, each window is one feature row, and the clip's `[AUDIO]`
-    becomes padded samples / hop / 8 placeholders (4 stacked encoder frames of 2 mel frames per token)."""
-    extractor = processor.feature_extractor
-    window = extractor.n_samples
-    pieces = []
-    for text, wave in zip(texts, waveforms):
-        parts = text.split(processor.audio_token)
-        if len(parts) != 2:
-            raise ValueError(f"one {processor.audio_token} per prompt, got {len(parts) - 1}")
-        n_tokens = -(-len(wave) // window) * window // extractor.hop_length // 8
-        pieces.append(parts[0] + processor.audio_token * n_tokens + parts[1])
-    batch = processor.tokenizer(pieces, padding=True, return_tensors="pt")
-    features = processor._retrieve_input_features(
-        waveforms, extractor.nb_max_frames, sampling_rate=SAMPLE_RATE, padding=True, truncation=False,
-        pad_to_multiple_of=window, return_tensors="pt",
-    )
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "input_features": features}
+    return process(processor, texts, waveforms, SAMPLE_RATE)
 
 
 def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
