@@ -67,5 +67,8 @@ def test_groups_and_refusals(model, inputs):
         causal_tracing(model, inputs, METRIC, by="position_group", groups={"none": torch.zeros(inputs.shape, dtype=torch.bool)})
     with pytest.raises(ValueError, match="by must"):
         causal_tracing(model, inputs, METRIC, by="head")
+    mixed = model.to_inputs(make_inputs([[100], []], seed=4))  # the second row is text only
+    with pytest.raises(ValueError, match=r"rows \[1\] have no audio"):
+        causal_tracing(model, mixed, METRIC)
     with pytest.raises(ValueError, match="have none"):
         causal_tracing(model, torch.tensor([[8, 9, 10]]), METRIC)

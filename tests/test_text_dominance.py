@@ -69,6 +69,12 @@ def test_refusals(model):
         text_dominance(model, conflict, ["no"] * 5, ["yes"] * 6)
     with pytest.raises(ValueError, match="does not contain"):
         without_text(model, conflict, ["hello world"] * 6)
+    with pytest.raises(ValueError, match="2 times"):  # a text that occurs twice: which to cut is ambiguous
+        twice = dict(_conflict(True), input_ids=_conflict(True)["input_ids"].clone())
+        twice["input_ids"][:, -2] = VOCAB["yes"]  # "yes" now in the hint and at the end
+        without_text(model, twice, ["yes"] * 6)
+    with pytest.raises(ValueError, match="share first tokens"):
+        text_dominance(model, conflict, ["no"] * 6, ["yes"] * 6, candidates=["yes", "no", "no"])
     with pytest.raises(ValueError, match="outside the candidates"):
         text_dominance(model, conflict, ["no"] * 6, ["yes"] * 6, candidates=["yes", "one"])
 

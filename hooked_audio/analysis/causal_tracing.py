@@ -114,6 +114,10 @@ def causal_tracing(
     clean_inputs = model.to_inputs(clean_inputs)
     if not clean_inputs.has_audio:
         raise ValueError("causal tracing corrupts the audio; the inputs have none")
+    no_audio = [r for r in range(clean_inputs.shape[0]) if not bool(clean_inputs.audio_mask[r].any())]
+    if no_audio:
+        raise ValueError(f"rows {no_audio} have no audio: the corruption cannot touch them and they would dilute "
+                         "the recovery rate; trace rows with audio only")
     if by not in ("layer", "position_group"):
         raise ValueError(f"by must be 'layer' or 'position_group', got {by!r}")
     corrupt_hooks: list[tuple] = []

@@ -36,11 +36,9 @@ def _token_ids(model, answers, n_rows: int, what: str) -> Int[torch.Tensor, " ba
     return ids
 
 
-def _find(haystack: list[int], needle: list[int]) -> int:
-    for start in range(len(haystack) - len(needle) + 1):
-        if haystack[start : start + len(needle)] == needle:
-            return start
-    return -1
+def _find(haystack: list[int], needle: list[int]) -> list[int]:
+    """Every start of ``needle`` in ``haystack``."""
+    return [start for start in range(len(haystack) - len(needle) + 1) if haystack[start : start + len(needle)] == needle]
 
 
 def without_text(model, inputs, texts: list[str]) -> AudioTextInput:
@@ -60,12 +58,16 @@ def without_text(model, inputs, texts: list[str]) -> AudioTextInput:
         real = inputs.input_ids[row].cpu()[mask[row].bool()].tolist()
         for variant in (text, " " + text, text.strip(), " " + text.strip()):
             needle = tokenizer.encode(variant, add_special_tokens=False)
-            start = _find(real, needle) if needle else -1
-            if start >= 0:
+            starts = _find(real, needle) if needle else []
+            if starts:
                 break
         else:
             raise ValueError(f"row {row} does not contain the text {text!r} as the tokenizer encodes it; "
                              "pass the text-free inputs yourself")
+        if len(starts) > 1:
+            raise ValueError(f"row {row} contains the text {text!r} {len(starts)} times; which one to cut is "
+                             "ambiguous: pass a longer text (e.g. the whole hint sentence) or the text-free inputs")
+        start = starts[0]
         kept = real[:start] + real[start + len(needle) :]
         if kept.count(inputs.audio_token_id) != real.count(inputs.audio_token_id):
             raise ValueError(f"the text {text!r} of row {row} covers audio placeholders; cut text only")
@@ -146,9 +148,12 @@ def text_dominance(
     text_ids = _token_ids(model, text_answers, n, "text_answers")
     if bool((audio_ids == text_ids).any()):
         rows = torch.nonzero(audio_ids == text_ids).flatten().tolist()
-        raise ValueError(f"rows {rows} have the same audio and text answer: not a conflict")
+        raise ValueError(f"rows {rows} have the same audio and text answer (or answers sharing their first token, "
+                         "which is what is scored): not a conflict")
     if candidates is not None and not isinstance(candidates, str):
         candidates = _token_ids(model, candidates, len(candidates), "candidates")
+        if len(set(candidates.tolist())) != len(candidates):
+            raise ValueError("candidates share first tokens; the winner among them would be ambiguous")
         missing = [r for r in range(n) if audio_ids[r] not in candidates or text_ids[r] not in candidates]
         if missing:
             raise ValueError(f"rows {missing} have an answer outside the candidates")
