@@ -1,0 +1,38 @@
+"""Every decoder layer of an organism does work: a layer that writes almost nothing into the residual stream
+gives layer-wise analyses (information scores, critical layers, back-patching sweeps) resolution they do not have."""
+
+import pytest
+import torch
+
+# Share of the residual stream's norm a block writes (attention or MLP output), mean over real positions.
+MIN_WRITE = 0.05
+
+
+def _write_ratios(name: str) -> torch.Tensor:
+    from hooked_audio import HookedAudioTransformer
+    from hooked_audio.toy import evaluate
+
+    model = HookedAudioTransformer.from_pretrained(name)
+    samples = [s for s in evaluate.make_eval_set(n_per_task=4, task_names=["pitch", "beeps", "when", "noise"]) if s.hint is None]
+    inputs = model.to_inputs(evaluate.encode(model.processor, samples))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith(("attn_out", "mlp_out", "resid_pre")))
+    real = inputs.attention_mask.bool()
+    ratios = []
+    for layer in range(model.cfg.n_layers):
+        resid = cache[f"blocks.{layer}.hook_resid_pre"][real].norm(dim=-1).mean()
+        writes = [cache[f"blocks.{layer}.hook_{part}_out"][real].norm(dim=-1).mean() / resid for part in ("attn", "mlp")]
+        ratios.append(max(writes))
+    return torch.stack(ratios)
+
+
+def test_every_layer_of_toy_voxtral_writes_into_the_residual_stream():
+    assert bool((_write_ratios("toy-voxtral") > MIN_WRITE).all())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: toy-qwen2-audio's layers 4 and 5 (grown onto a 4-layer model) write 0.4-0.8 % of the residual norm "
+    "(layers 0-3: 18-159 %); the textual sibling, trained from it, the same. Retrain both from a 6-layer start"))
+@pytest.mark.parametrize("name", ["toy-qwen2-audio", "toy-qwen2-audio-textual"])
+def test_every_layer_of_the_qwen_organisms_writes_into_the_residual_stream(name):
+    assert bool((_write_ratios(name) > MIN_WRITE).all())
