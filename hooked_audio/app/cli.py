@@ -267,6 +267,15 @@ def hooks_function(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def steer_spec(text: str):
+    from ..evaluation.steer import SteerError, parse_steer
+
+    try:
+        return parse_steer(text)
+    except SteerError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def cmd_eval(args) -> dict:
     import logging
 
@@ -276,6 +285,7 @@ def cmd_eval(args) -> dict:
         evaluate, hooks_for,
         prompt_template, run_config,
     )
+    from ..evaluation.steer import SteerError, check_steers
     from ..evaluation.summary import format_table, write_summary
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -305,12 +315,17 @@ def cmd_eval(args) -> dict:
     if scoring != "restricted" and max_new_tokens < 1:
         args._error(f"argument --max-new-tokens: --scoring {scoring} scores generated text, so at least 1")
     hooks_spec, hooks_fn = args.hooks if args.hooks else (None, None)
-    config = run_config(args.model, dataset, scoring, args.prompt_format, max_new_tokens, hooks_spec)
+    steer = args.steer or []
+    cfg = _model_config(args)
+    try:
+        check_steers(steer, cfg.n_layers, cfg.d_model)
+    except SteerError as error:
+        args._error(f"argument --steer: {error}")
+    config = run_config(args.model, dataset, scoring, args.prompt_format, max_new_tokens, hooks_spec, steer)
     try:
         resuming = check_resumable(args.out, config)
     except ResumeError as error:
         args._error(f"argument --out: {error}")
-    cfg = _model_config(args)
     if max_new_tokens >= cfg.n_ctx:
         args._error(f"argument --max-new-tokens: {max_new_tokens} leaves no room for the prompt in {cfg.n_ctx} positions")
     from ..loading import from_pretrained
@@ -325,7 +340,7 @@ def cmd_eval(args) -> dict:
         fwd_hooks = hooks_for(hooks_fn, model, hooks_spec) if hooks_fn else []
         summary = evaluate(model, dataset, args.out, model_name=args.model, scoring=scoring,
                            prompt_format=args.prompt_format, max_new_tokens=max_new_tokens, batch_size=args.batch_size,
-                           fwd_hooks=fwd_hooks, hooks_spec=hooks_spec, limit=args.limit, seed=args.seed,
+                           fwd_hooks=fwd_hooks, hooks_spec=hooks_spec, steer=steer, limit=args.limit, seed=args.seed,
                            progress=not args.no_progress and rank == 0, rank=rank, world_size=world_size)
     except (ValueError, ResumeError) as error:
         args._error(str(error))
@@ -366,9 +381,21 @@ Scoring (--scoring):
   mmau         MMAU's string match on the generated text: every word of the answer, no word of a wrong choice.
   exact        the generated text equals the answer (case, spaces and punctuation ignored).
 
+Steering (--steer SPEC, repeatable: the directions stack), e.g.
+  --steer layer=12,file=direction.pt,scale=4,positions=audio
+  adds scale * direction to blocks.12.hook_resid_post on the scoring forward and every generated token.
+  layer      decoder layer 0..n_layers-1 (required)
+  file       a vector of d_model entries: .pt/.pth/.bin (torch.save), .safetensors or .npy (required)
+  scale      default 1 (negative pushes the other way)
+  positions  audio: the clip's audio tokens | text: the prompt's text tokens and every generated token |
+             last: each row's last prompt position (the answer position) and every generated token |
+             all: every position (default)
+  hook       resid_post (default), resid_pre or resid_mid;  key: the tensor's name in a file of several
+  Checked before the model loads (unknown keys, missing file, NaN, width != d_model, layer out of range).
+
 Resuming: rerun the same command; items already in --out are skipped (its settings are kept in
---out.meta.json and a different model, dataset version, scoring, prompt format, --max-new-tokens or
---hooks is refused). Each batch is written as soon as it is done, so Ctrl-C loses at most one batch.
+--out.meta.json and a different model, dataset version, scoring, prompt format, --max-new-tokens,
+--hooks or --steer is refused). Each batch is written as soon as it is done, so Ctrl-C loses at most one batch.
 At the end: an accuracy table per task / sub-category / difficulty with 95% bootstrap CIs, written
 to results.summary.json, and a bar plot results.summary.png beside --out.
 """
@@ -382,11 +409,13 @@ Examples:
       --max-new-tokens 64 --batch-size 4 --out mmau.jsonl
   hooked-audio eval --dataset manifest:toy_clips.jsonl --out toy.jsonl          (the bundled toy model)
   hooked-audio eval --dataset manifest:clips.csv --scoring exact --hooks my_hooks.py:ablate --out ablated.jsonl
+  hooked-audio eval --dataset manifest:clips.jsonl --steer layer=1,file=low_minus_high.pt,scale=4,positions=audio \
+      --out steered.jsonl
   torchrun --nproc_per_node 2 $(which hooked-audio) eval --dataset manifest:clips.jsonl --out r.jsonl
       (same --out as one process; where hooked-audio is a shell shim, e.g. pyenv, use
        torchrun --nproc_per_node 2 -m hooked_audio.app.cli eval ...)
 A --hooks function is called as function(model) and returns fwd_hooks: [(hook name, hook function), ...],
-active on every forward pass and generated token.
+active on every forward pass and generated token (with --steer too, the steering is added after them).
 """
 
 
@@ -452,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=positive_int, default=8, help="items per forward pass (default 8)")
     ev.add_argument("--hooks", type=hooks_function, metavar="MODULE:FUNCTION",
                     help="function(model) -> fwd_hooks, active for the whole run (a module or path/to/file.py)")
+    ev.add_argument("--steer", type=steer_spec, action="append", metavar="SPEC",
+                    help="add a direction to the residual stream, e.g. layer=12,file=direction.pt,scale=4,positions=audio "
+                         "(positions audio|text|last|all; see above); repeat to stack")
     ev.add_argument("--limit", type=positive_int, help="stop after about this many new items (whole batches); rerun to go on")
     ev.add_argument("--strict", action="store_true", help="refuse the dataset if any row is bad instead of skipping it")
     ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap CIs (default 0)")

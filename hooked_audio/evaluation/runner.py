@@ -9,8 +9,12 @@ fsynced, so an interrupted run loses at most the batch in flight and never write
 
 Resuming: run again with the same ``out``. Items whose id is already in the file are skipped; a final
 line cut short by the interruption is removed (with a warning). A file made with other settings (model,
-dataset and its version, prompt format, scoring, max new tokens, hooks) is refused, as is a results
-file without its ``.meta.json``.
+dataset and its version, prompt format, scoring, max new tokens, hooks, steering) is refused, as is a
+results file without its ``.meta.json``.
+
+Steering (``steer=``, the command's ``--steer SPEC``; see :mod:`hooked_audio.evaluation.steer`): the hooks
+are built for each batch from its inputs (audio and text positions differ between batches) and are active
+on the scoring forward and on every generated token, after any ``fwd_hooks`` at the same hook point.
 
 An item whose inputs cannot be built (e.g. a clip too short for one audio token) gets a line with
 ``error`` and ``correct: null``: it is counted in the summary as an error, not as right or wrong.
@@ -32,6 +36,7 @@ import torch
 from ..audio.prompting import max_audio_seconds
 from ..datasets import EvalDataset, EvalItem
 from .scoring import exact_match, first_token_ids, mmau_match, restricted_choice
+from .steer import Steer, as_steers, check_steers, steer_config, steering_hooks
 
 logger = logging.getLogger("hooked_audio.evaluation")
 
@@ -94,11 +99,15 @@ def render_prompt(item: EvalItem, template: str) -> str:
 
 
 def run_config(model_name: str, dataset: EvalDataset, scoring: str, prompt_format: str, max_new_tokens: int,
-               hooks: str | None) -> dict[str, Any]:
-    """What decides the results: a resumed run must match it exactly."""
+               hooks: str | None, steer: Sequence[Steer] = ()) -> dict[str, Any]:
+    """What decides the results: a resumed run must match it exactly. ``steer`` is recorded only when
+    given (so files written before steering existed still resume)."""
     source = {k: v for k, v in dataset.source.items() if k in ("kind", "path", "sha256", "tracks", "hop")}
-    return {"format_version": FORMAT_VERSION, "model": model_name, "dataset": dataset.spec, "dataset_source": source,
-            "scoring": scoring, "prompt_format": prompt_format, "max_new_tokens": max_new_tokens, "hooks": hooks}
+    config = {"format_version": FORMAT_VERSION, "model": model_name, "dataset": dataset.spec, "dataset_source": source,
+              "scoring": scoring, "prompt_format": prompt_format, "max_new_tokens": max_new_tokens, "hooks": hooks}
+    if steer:
+        config["steer"] = steer_config(steer)
+    return config
 
 
 def meta_path(out: str) -> str:
@@ -236,17 +245,19 @@ def _build(model, items: list[EvalItem], template: str):
 
 
 def score_batch(model, items: list[EvalItem], inputs, scoring: str, max_new_tokens: int,
-                choice_ids: dict[str, list[int]]) -> list[dict]:
-    """Result records for one batch whose inputs are built (run and scored together)."""
+                choice_ids: dict[str, list[int]], steer: Sequence[Steer] = ()) -> list[dict]:
+    """Result records for one batch whose inputs are built (run and scored together), with ``steer``'s
+    hooks (built for these inputs) active on the forward and every generated token."""
     prompt_len = inputs.shape[1]
     longest = max_audio_seconds(model.processor)
     texts: list[str | None] = [None] * len(items)
-    if max_new_tokens > 0:
-        ids, step_logits = model.generate(inputs, max_new_tokens=max_new_tokens, return_logits=True)
-        first = step_logits[:, 0]
-        texts = [t.strip() for t in model.tokenizer.batch_decode(ids[:, prompt_len:], skip_special_tokens=True)]
-    else:
-        first = model(inputs)[:, -1]  # left padding: the last column is every row's answer position
+    with model.hooks(fwd_hooks=steering_hooks(steer, inputs, max_new_tokens)):
+        if max_new_tokens > 0:
+            ids, step_logits = model.generate(inputs, max_new_tokens=max_new_tokens, return_logits=True)
+            first = step_logits[:, 0]
+            texts = [t.strip() for t in model.tokenizer.batch_decode(ids[:, prompt_len:], skip_special_tokens=True)]
+        else:
+            first = model(inputs)[:, -1]  # left padding: the last column is every row's answer position
     records = []
     for row, item in enumerate(items):
         record = _record(item, scoring)
@@ -270,7 +281,7 @@ def score_batch(model, items: list[EvalItem], inputs, scoring: str, max_new_toke
 
 
 def run_batch(model, items: list[EvalItem], template: str, scoring: str, max_new_tokens: int,
-              choice_ids: dict[str, list[int]]) -> list[dict]:
+              choice_ids: dict[str, list[int]], steer: Sequence[Steer] = ()) -> list[dict]:
     """Records for a batch, in its order. An item whose inputs cannot be built (its audio or prompt is refused)
     gets an error line; the others run together. Errors of the model itself are raised, not recorded."""
     try:
@@ -286,7 +297,8 @@ def run_batch(model, items: list[EvalItem], template: str, scoring: str, max_new
                 bad[item.id] = _record(item, scoring) | {"prediction": None, "correct": None,
                                                          "error": f"{type(error).__name__}: {error}"}
         inputs = _build(model, good, template) if good else None
-    scored = {r["id"]: r for r in score_batch(model, good, inputs, scoring, max_new_tokens, choice_ids)} if good else {}
+    scored = ({r["id"]: r for r in score_batch(model, good, inputs, scoring, max_new_tokens, choice_ids, steer)}
+              if good else {})
     return [scored.get(item.id) or bad[item.id] for item in items]
 
 
@@ -302,6 +314,7 @@ def evaluate(
     batch_size: int = 8,
     fwd_hooks: Sequence = (),
     hooks_spec: str | None = None,
+    steer: Sequence[Steer | str] | Steer | str | None = None,
     limit: int | None = None,
     progress: bool = True,
     after_batch: Callable[[int, list[dict]], None] | None = None,
@@ -313,7 +326,9 @@ def evaluate(
 
     ``scoring`` defaults to :func:`default_scoring`, ``prompt_format`` to :func:`default_prompt_format`,
     ``max_new_tokens`` to 0 for restricted scoring (one forward pass; choice log-probs only) and 32
-    otherwise. ``fwd_hooks`` stay active for every forward and generated token. ``limit``: stop after this many new items (whole batches; rerun to go on).
+    otherwise. ``fwd_hooks`` stay active for every forward and generated token. ``steer``: SPEC strings
+(``"layer=1,file=d.pt,scale=4,positions=audio"``) or :class:`~hooked_audio.evaluation.steer.Steer`
+objects, stacked; their hooks are built per batch and recorded in the settings. ``limit``: stop after this many new items (whole batches; rerun to go on).
     ``after_batch(index, records)`` runs after each batch is written (tests use it to interrupt a run).
     ``rank``/``world_size`` (under torchrun, with the process group joined): this process evaluates the
     batches ``i % world_size == rank`` into its rank file, and rank 0 merges them into ``out`` and returns
@@ -328,7 +343,12 @@ def evaluate(
         raise ValueError(f"--scoring {scoring} scores generated text: --max-new-tokens must be at least 1")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    config = run_config(model_name, dataset, scoring, prompt_format, max_new_tokens, hooks_spec)
+    steer = as_steers(steer)
+    check_steers(steer, model.cfg.n_layers, model.cfg.d_model)
+    missing = [s.hook_name for s in steer if s.hook_name not in model.hook_dict]
+    if missing:
+        raise ValueError(f"steering names hook points the model does not have: {missing}")
+    config = run_config(model_name, dataset, scoring, prompt_format, max_new_tokens, hooks_spec, steer)
 
     choice_ids: dict[str, list[int]] = {}
     if scoring == "restricted":
@@ -371,7 +391,7 @@ def evaluate(
         for index, batch in enumerate(todo):
             if limit is not None and written >= limit:
                 break
-            records = run_batch(model, batch, template, scoring, max_new_tokens, choice_ids)
+            records = run_batch(model, batch, template, scoring, max_new_tokens, choice_ids, steer)
             handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
             handle.flush()
             os.fsync(handle.fileno())
