@@ -23,18 +23,27 @@ class HookPoint(_TLHookPoint):
 
     cache_into: dict | None = None  # set per instance by run_with_cache, and always reset after it
     cache_device: torch.device | str | None = None
+    cache_dtype: torch.dtype | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if self._forward_hooks or self._backward_hooks:
             x = super().__call__(x)
         if self.cache_into is not None:
-            self.cache_into[self.name] = x.detach().to(self.cache_device) if self.cache_device else x.detach()
+            self.cache_into[self.name] = to_cache(x, self.cache_device, self.cache_dtype)
         return x
 
     @property
     def is_hooked(self) -> bool:
         """True when a hook or a cache reads or writes this point (components then compute what it shows)."""
         return bool(self._forward_hooks or self._backward_hooks or self.cache_into is not None)
+
+
+def to_cache(x: torch.Tensor, device=None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``x`` detached, as a cache stores it: on ``device`` and, if floating, in ``dtype`` (None: as it is)."""
+    x = x.detach()
+    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+        return x.to(device=device, dtype=dtype) if device else x.to(dtype)
+    return x.to(device) if device else x
 
 
 def unknown_hook_name_error(name: str, known: list[str]) -> KeyError:

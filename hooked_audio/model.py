@@ -35,7 +35,7 @@ from .components.rotary import RotaryEmbedding
 from .components.time_rotary import TimeRotaryEmbedding
 from .config import HookedAudioConfig
 from .encoders import build_encoder
-from .hook_points import HookPoint, unknown_hook_name_error
+from .hook_points import HookPoint, to_cache, unknown_hook_name_error
 from .weight_views import TransformerLensWeights
 from .kv_cache import KVCache, at_position_offset
 
@@ -463,6 +463,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         *,
         names_filter=None,
         device=None,
+        cache_dtype: torch.dtype | None = None,
         remove_batch_dim: bool = False,
         positions: Literal["all", "audio", "text", "last"] | slice | list[int] | int = "all",
         pos_slice=None,
@@ -475,7 +476,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         """Run once, caching activations (all by default; ``names_filter`` narrows by name), as
         TransformerLens's ``run_with_cache``.
 
-        ``device`` offloads the cache (e.g. ``"cpu"`` from a GPU run). ``positions`` (or TL's ``pos_slice``)
+        ``device`` offloads the cache (e.g. ``"cpu"`` from a GPU run); ``cache_dtype`` (e.g.
+        ``torch.bfloat16``) stores floating activations in that dtype as they are saved (others untouched);
+        the forward itself runs in the model's dtype. ``positions`` (or TL's ``pos_slice``)
         keeps only some decoder positions of every activation with a position axis (patterns: query and key
         axes), and the audio tokens at them; encoder activations are kept whole. The cache then describes
         its own positions (``cache.audio_positions`` etc.; ``cache.positions`` maps back to the run).
@@ -488,6 +491,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                 raise ValueError("pass either positions= or TransformerLens's pos_slice=, not both")
             positions = pos_slice
         kept = self._positions_to_index(inputs, positions)  # checked before any work is done
+        if cache_dtype is not None and not (isinstance(cache_dtype, torch.dtype) and cache_dtype.is_floating_point):
+            raise TypeError(f"cache_dtype must be a floating torch dtype (e.g. torch.bfloat16), got {cache_dtype!r}")
         if remove_batch_dim and inputs.shape[0] != 1:
             raise ValueError(f"remove_batch_dim needs a batch of 1, got {inputs.shape[0]}")
         if incl_bwd and return_type not in ("loss", "logits"):
@@ -497,14 +502,17 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             for name in [names_filter] if isinstance(names_filter, str) else names_filter:
                 self._resolve(name)
         cached = [(name, hp) for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
-        bwd_hooks = [(name, _grad_saver(cache_dict, name, device)) for name, _ in cached] if incl_bwd else []
+        bwd_hooks = [(name, _grad_saver(cache_dict, name, device, cache_dtype)) for name, _ in cached] if incl_bwd else []
         # A part built with TransformerLens's own HookPoint (no direct cache route) is cached by a module hook.
-        fwd_hooks = [(name, _saver(cache_dict, name, device)) for name, hp in cached if not isinstance(hp, HookPoint)]
+        fwd_hooks = [
+            (name, _saver(cache_dict, name, device, cache_dtype)) for name, hp in cached if not isinstance(hp, HookPoint)
+        ]
         cached = [(name, hp) for name, hp in cached if isinstance(hp, HookPoint)]
         with model_lock(self):
             try:
                 for _, hook_point in cached:
                     hook_point.cache_into, hook_point.cache_device = cache_dict, device
+                    hook_point.cache_dtype = cache_dtype
                 with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
                     out = self.forward(inputs, return_type=return_type)
                     if incl_bwd:
@@ -516,7 +524,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                         out.backward()
             finally:
                 for _, hook_point in cached:
-                    hook_point.cache_into = hook_point.cache_device = None
+                    hook_point.cache_into = hook_point.cache_device = hook_point.cache_dtype = None
         cache = AudioActivationCache(cache_dict, self, inputs)
         if kept is not None:
             cache = cache.restrict_positions(kept)
@@ -689,15 +697,15 @@ def model_lock(model: nn.Module) -> threading.RLock:
         return _LOCKS[model]
 
 
-def _saver(cache_dict: dict, name: str, device) -> Callable:
+def _saver(cache_dict: dict, name: str, device, dtype: torch.dtype | None = None) -> Callable:
     def save(x, hook):
-        cache_dict[name] = x.detach().to(device) if device else x.detach()
+        cache_dict[name] = to_cache(x, device, dtype)
 
     return save
 
 
-def _grad_saver(cache_dict: dict, name: str, device) -> Callable:
+def _grad_saver(cache_dict: dict, name: str, device, dtype: torch.dtype | None = None) -> Callable:
     def save(grad, hook):
-        cache_dict[f"{name}_grad"] = grad.detach().to(device) if device else grad.detach()
+        cache_dict[f"{name}_grad"] = to_cache(grad, device, dtype)
 
     return save
