@@ -1,0 +1,108 @@
+"""Instruction steering and temporal localisation on the text-reliant toy's multi-event clips (tutorial 05):
+the effect a broken implementation would not show, next to its equal-norm random control."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from hooked_audio import HookedAudioTransformer
+from hooked_audio.analysis import (
+    instruction_steering_hooks, instruction_steering_vector, interval_overlap, localise, random_window_baseline,
+    temporal_attention,
+)
+from hooked_audio.toy import evaluate, tasks
+
+LAYER, TARGETS, ALPHA, WINDOW_S = 1, [1, 2, 3, 4], 32.0, 0.4  # chosen on a dev split (seed 103)
+WHOLE = "listen to the whole clip . "
+
+
+def _items(seed, n_clips):
+    clips = [s for s in tasks.make_probe_set(seed=seed, n_per_task=n_clips, task_names=["events_when"]) if s.hint is None]
+    return [(c, name, (a, b)) for c in clips for name, a, b in c.events]
+
+
+@pytest.fixture(scope="module")
+def measured():
+    torch.set_grad_enabled(False)
+    model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
+    prof_layers = list(range(TARGETS[0] + 1, model.cfg.n_layers))
+
+    def batch_of(items, instruction):
+        samples = [replace(c, question=instruction(e) + f"when does the {e} happen ?") for c, e, _ in items]
+        return model.to_inputs(evaluate.encode(model.processor, samples))
+
+    fit, test = _items(101, 20), _items(202, 25)
+    vectors = {}
+    for e in tasks.EVENT_NAMES:
+        sub = [it for it in fit if it[1] == e]
+        vectors[e] = instruction_steering_vector(model, batch_of(sub, lambda e: f"focus on the {e} . "), batch_of(sub, lambda e: WHOLE), LAYER)
+    g = torch.Generator().manual_seed(0)
+    random_vectors = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=g)) for e, v in vectors.items()}
+    profiles = {}
+    for name, table in [("base", None), ("steered", vectors), ("random", random_vectors)]:
+        out = torch.full((len(test), 100), float("nan"))
+        for e in tasks.EVENT_NAMES:
+            rows = [i for i, it in enumerate(test) if it[1] == e]
+            batch = batch_of([test[i] for i in rows], lambda e: WHOLE)
+            hooks = [] if table is None else instruction_steering_hooks(table[e], TARGETS, ALPHA, batch)
+            with model.hooks(hooks):
+                _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
+            out[rows], seconds = temporal_attention(cache, layers=prof_layers)
+        profiles[name] = out
+    seconds = seconds[0]
+    inside = torch.stack([(seconds >= a) & (seconds < b) for _, _, (a, b) in test])
+    mass = {k: ((p * inside).sum(-1) / p.sum(-1)).numpy() for k, p in profiles.items()}
+    hits = {k: np.array([interval_overlap(localise(profiles[k][r] - profiles["base"][r], seconds, WINDOW_S), t)
+                         for r, (_, _, t) in enumerate(test)]) for k in ("steered", "random")}
+    ids = [model.to_single_token(p) for p in tasks.signals.POSITIONS]
+    direct = batch_of(test, lambda e: "")
+    third = model(direct)[torch.arange(len(test)), direct.last_positions][:, ids].argmax(-1)
+    hits["direct"] = np.array([interval_overlap((4 / 3 * int(k), 4 / 3 * (int(k) + 1)), t) for k, (_, _, t) in zip(third, test)])
+    chance = {w: np.mean([random_window_baseline(4.0, w, t, n=1000, seed=i) for i, (_, _, t) in enumerate(test)])
+              for w in (WINDOW_S, 4 / 3)}
+    return test, mass, hits, chance
+
+
+def _boot_low(x, n=2000):
+    rng = np.random.default_rng(0)
+    return np.percentile([np.mean(x[rng.integers(0, len(x), len(x))]) for _ in range(n)], 2.5)
+
+
+# Measured on the full tutorial split (97 items, 40 clips): steered +0.043, equal-norm random +0.025, paired
+# difference +0.018 [+0.002, +0.034]; steering hit 0.299 vs 0.212 for random 0.4 s windows. On this test's
+# smaller split (64 items, 25 clips, to stay under 30 s) the specific effects vanish (numbers below): they are
+# marginal on this organism, so they are strict xfails; only the unspecific shift is asserted.
+
+
+def test_steering_moves_attention_toward_the_events(measured):
+    test, mass, _, _ = measured
+    assert len(test) == 64
+    steered = mass["steered"] - mass["base"]
+    # measured: +0.025 (a no-op or misplaced hook gives 0); the random vector gives +0.014
+    assert steered.mean() > 0.015
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (64 items): mass inside the queried event +0.025 steered vs +0.014 with the equal-norm random vector, "
+    "paired bootstrap lower bound -0.003 (97 items in tutorial 05: +0.018 [+0.002, +0.034], marginal)"))
+def test_steering_moves_attention_into_the_queried_event_more_than_a_random_vector(measured):
+    _, mass, _, _ = measured
+    assert _boot_low((mass["steered"] - mass["base"]) - (mass["random"] - mass["base"])) > 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (64 items): steering hit 0.203, random 0.4 s windows 0.216, random-vector control 0.219 "
+    "(97 items in tutorial 05: 0.299 vs 0.212, random vector 0.268)"))
+def test_localisation_beats_random_windows(measured):
+    _, _, hits, chance = measured
+    assert hits["steered"].mean() > chance[WINDOW_S] + 0.05
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (64 items): steering hit 0.203 (0.4 s windows), direct prompting 0.547 with 1.33 s thirds (random "
+    "0.479); 97 items: 0.299 vs 0.474. The paper's steering > direct prompting (60.87 % vs 31.84 %) is absent"))
+def test_steering_localises_better_than_direct_prompting(measured):
+    _, _, hits, _ = measured
+    assert hits["steered"].mean() > hits["direct"].mean()
