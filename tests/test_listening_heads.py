@@ -103,3 +103,35 @@ def test_audio_silence_steering_adds_beta_times_the_silence_difference(model):
     with model.hooks(audio_silence_steering_hooks(model, inputs, heads, 2.0)):
         steered = model.generate(inputs, max_new_tokens=2)
     assert steered.shape[0] == 2
+
+
+@torch.no_grad()
+def test_audio_silence_steering_undoes_the_hint_effect_on_the_textual_organism_beyond_the_random_control():
+    """Conflict prompts of the text-reliant toy (tone tasks); heads ranked on audio-only calibration clips; beta = 1
+    (chosen on another split). The steered hint effect must fall well below the unsteered one, and the random
+    direction of the same norm must not do the same."""
+    from hooked_audio import HookedAudioTransformer
+    from hooked_audio.analysis import audio_silence_steering_hooks, text_dominance
+    from hooked_audio.toy import evaluate, tasks
+
+    textual = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
+    tone = ["beeps", "when", "pitch", "noise"]
+    calibration = [s for s in tasks.make_probe_set(seed=31, n_per_task=20, task_names=tone) if s.hint is None]
+    cal = textual.to_inputs(evaluate.encode(textual.processor, calibration))
+    right = textual(cal)[torch.arange(len(calibration)), cal.last_positions].argmax(-1) == torch.tensor(
+        [textual.to_single_token(s.answer) for s in calibration])
+    heads = top_heads(listening_head_scores(textual, cal, right), 3)
+    conflicts = [s for s in evaluate.make_eval_set(n_per_task=16, task_names=tone) if s.hint_kind == "wrong"][1::2]
+    inputs = textual.to_inputs(evaluate.encode(textual.processor, conflicts))
+
+    def measure(control):
+        hooks = () if control == "none" else (lambda chunk: audio_silence_steering_hooks(
+            textual, chunk, heads, 1.0, control=None if control == "steer" else control))
+        return text_dominance(textual, inputs, [s.answer for s in conflicts], [s.hint for s in conflicts],
+                              hints=[s.hint_text for s in conflicts], candidates="vocab", n_boot=100, fwd_hooks=hooks)
+
+    plain, steered, random = measure("none"), measure("steer"), measure("random")
+    assert plain["hint_effect_mean"] > 1.0
+    assert steered["hint_effect_mean"] < plain["hint_effect_mean"] - 1.0
+    assert random["hint_effect_mean"] > plain["hint_effect_mean"] - 0.5
+    assert steered["flip_rate"] <= plain["flip_rate"]

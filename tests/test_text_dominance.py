@@ -106,3 +106,20 @@ def test_the_textual_organism_is_dominated_by_the_text_and_the_listener_much_les
     assert max(g["rate"] for g in textual["by_group"].values()) >= 0.2
     assert textual["flip_rate"] > listener["flip_rate"] + 0.2
     assert textual["hint_effect_mean"] > listener["hint_effect_mean"] + 1.0
+
+
+@torch.no_grad()
+def test_fwd_hooks_intervene_on_the_conflict_run_only(model):
+    conflict, free = model.to_inputs(_conflict(True)), model.to_inputs(_conflict(False))
+    push = torch.zeros(model.cfg.d_model)
+    push[0] = 3.0
+    hook = ("blocks.1.hook_resid_post", lambda x, hook: x + push)
+    yes, no = VOCAB["yes"], VOCAB["no"]
+    plain = text_dominance(model, conflict, ["no"] * 6, ["yes"] * 6, text_free=free, n_boot=100)
+    for hooks in ([hook], lambda chunk: [hook]):  # a list, or hooks built per batch of rows
+        hooked = text_dominance(model, conflict, ["no"] * 6, ["yes"] * 6, text_free=free, n_boot=100, fwd_hooks=hooks,
+                                batch_size=4)
+        by_hand = model.run_with_hooks(conflict, fwd_hooks=[hook])[:, -1]
+        torch.testing.assert_close(hooked["logit_diff"], by_hand[:, yes] - by_hand[:, no])
+        assert torch.equal(hooked["right_without_text"], plain["right_without_text"])  # the reference is unhooked
+        torch.testing.assert_close(hooked["hint_effect"] - plain["hint_effect"], hooked["logit_diff"] - plain["logit_diff"])

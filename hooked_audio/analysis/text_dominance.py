@@ -83,11 +83,12 @@ def without_text(model, inputs, texts: list[str]) -> AudioTextInput:
 
 
 @torch.no_grad()
-def _last_logits(model, inputs: AudioTextInput, batch_size: int) -> Float[torch.Tensor, "batch vocab"]:
+def _last_logits(model, inputs: AudioTextInput, batch_size: int, fwd_hooks=()) -> Float[torch.Tensor, "batch vocab"]:
     out = []
     for start in range(0, inputs.shape[0], batch_size):
         chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))
-        logits = model(chunk)
+        hooks = fwd_hooks(chunk) if callable(fwd_hooks) else fwd_hooks
+        logits = model.run_with_hooks(chunk, fwd_hooks=hooks)
         out.append(logits[torch.arange(chunk.shape[0]), chunk.last_positions.long()].float().cpu())
     return torch.cat(out)
 
@@ -128,6 +129,7 @@ def _summary(text_wins, logit_diff, hint_effect, right_without, n_boot, seed) ->
 def text_dominance(
     model, inputs, audio_answers, text_answers, text_free=None, hints: list[str] | None = None,
     candidates=None, groups: list[str] | None = None, n_boot: int = 2000, seed: int = 0, batch_size: int = 32,
+    fwd_hooks=(),
 ) -> dict:
     """Text dominance of conflict prompts ``inputs`` (audio supports ``audio_answers``, the text asserts
     ``text_answers``: strings, whose first token is scored, or token ids; one per row).
@@ -141,7 +143,12 @@ def text_dominance(
     answer wins in the text-free run, the share the text answer wins with the text), per row
     ``logit_diff`` = logit(text) - logit(audio) and ``hint_effect`` = its change caused by the text, their
     means with percentile-bootstrap 95 % intervals (``*_ci``), and ``by_group`` (the same per ``groups``
-    label, e.g. the task)."""
+    label, e.g. the task).
+
+    ``fwd_hooks``: an intervention on the conflict run only (the text-free run stays the unhooked reference, so
+    the flip rate and hint effect measure the intervention too): a list of hooks, or a function of each batch
+    of rows (an ``AudioTextInput``) returning them, for hooks built per row such as
+    ``audio_silence_steering_hooks``."""
     inputs = model.to_inputs(inputs)
     n = inputs.shape[0]
     audio_ids = _token_ids(model, audio_answers, n, "audio_answers")
@@ -167,7 +174,7 @@ def text_dominance(
         raise ValueError(f"groups must give one label per row ({n}), got {len(groups)}")
 
     rows = torch.arange(n)
-    logits = _last_logits(model, inputs, batch_size)
+    logits = _last_logits(model, inputs, batch_size, fwd_hooks)
     text_wins = _wins(logits, text_ids, audio_ids, candidates)
     logit_diff = logits[rows, text_ids] - logits[rows, audio_ids]
     hint_effect = right_without = None
