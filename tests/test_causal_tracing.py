@@ -20,6 +20,8 @@ def test_restoring_the_last_layer_recovers_everything_and_early_text_nothing(mod
     trace = causal_tracing(model, inputs, METRIC, corrupt="silence")
     assert trace.clean != pytest.approx(trace.corrupt)
     assert trace.recovery[-1] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="by layer"):
+        trace.first_layer_above(0.5, group="last")
     groups = causal_tracing(model, inputs, METRIC, corrupt="silence", by="position_group")
     assert groups.groups == ["early", "late", "last"]
     rr = groups.recovery

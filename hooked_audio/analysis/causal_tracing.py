@@ -75,6 +75,8 @@ class CausalTrace:
     def first_layer_above(self, threshold: float = 0.5, group: str | None = None) -> int | None:
         """The first layer whose RR exceeds ``threshold`` (in ``group``'s column when by group), or None."""
         rr = self.recovery
+        if self.groups is None and group is not None:
+            raise ValueError(f"this trace is by layer (no groups); group={group!r} has nothing to select")
         if self.groups is not None:
             if group not in self.groups:
                 raise ValueError(f"group must be one of {self.groups}, got {group!r}")
@@ -110,7 +112,8 @@ def causal_tracing(
     (Gaussian noise of std ``noise_scale`` x the std of the clean ``hook_audio_embeds``, seeded, added to them),
     or corrupted inputs of your own with the same layout. ``by="layer"``: restore every text position's
     ``blocks.{l}.hook_resid_post``; ``by="position_group"``: restore one group at a time (``groups``: name ->
-    bool mask [batch, pos]; default ``position_groups``)."""
+    bool mask [batch, pos]; default ``position_groups``). Groups are restored as given: a group of audio
+    positions restores the audio span itself (a different question from the text's share of the fusion)."""
     clean_inputs = model.to_inputs(clean_inputs)
     if not clean_inputs.has_audio:
         raise ValueError("causal tracing corrupts the audio; the inputs have none")
