@@ -118,7 +118,7 @@ def test_streamed_rows_and_metadata_equal_run_with_cache(model, tmp_path, rule):
 
 def test_stream_rows_equal_float16_run_with_cache(model, store):
     """The stored values are exactly what run_with_cache(cache_dtype=float16) caches."""
-    rows, item = [], 0
+    rows = []
     for batch in batches():
         inputs = model.to_inputs(batch)
         _, cache = model.run_with_cache(inputs, names_filter=[RESID], cache_dtype=torch.float16)

@@ -7,7 +7,7 @@ from conftest import make_inputs, make_processor
 from scipy.stats import mannwhitneyu
 
 from hooked_audio.analysis import audio_attention_per_row, listening_head_scores, listening_signal, silence_like
-from hooked_audio.analysis import head_ablation_hooks, random_heads, same_prompt_donors, top_heads
+from hooked_audio.analysis import top_heads
 
 
 @torch.no_grad()

@@ -91,7 +91,7 @@ def conflict_set():
 @torch.no_grad()
 def test_the_textual_organism_is_dominated_by_the_text_and_the_listener_much_less(conflict_set):
     from hooked_audio import HookedAudioTransformer
-    from hooked_audio.toy import evaluate, tasks
+    from hooked_audio.toy import evaluate
 
     flips = {}
     for name in ("toy-qwen2-audio-textual", "toy-qwen2-audio"):

@@ -7,7 +7,6 @@
 # prompt with silence. Here on the bundled toy's hardest non-speech task (counting beeps), where it errs.
 
 # %%
-import numpy as np
 import torch
 from scipy.stats import mannwhitneyu
 

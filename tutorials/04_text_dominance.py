@@ -140,7 +140,7 @@ dev, test = list(range(0, len(conflict), 2)), list(range(1, len(conflict), 2))
 
 
 def dominance_rate(rows):
-    audio_ids, text_ids, last = ids([conflict[r].answer for r in rows]), ids([conflict[r].hint for r in rows]), inputs.select_rows(rows).last_positions
+    text_ids, last = ids([conflict[r].hint for r in rows]), inputs.select_rows(rows).last_positions
 
     def rate(logits):
         final = logits[torch.arange(len(rows)), last]

@@ -9,21 +9,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .figures import finish, lines_by_layer  # noqa: E402
+
 
 def plot_answers_by_layer(curves: dict[str, torch.Tensor], ylabel: str = "probability", title: str = "", path=None):
     """One line per curve over layers (0 = embedding), e.g. the lens probability of the audio's and the text's
     answer, or a probe's accuracy with and without the conflicting text."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for name, values in curves.items():
-        ax.plot(range(len(values)), torch.as_tensor(values).tolist(), marker="o", label=name)
-    ax.set_xlabel("layer (0 = embedding)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+    return lines_by_layer(curves, ylabel, title=title, path=path)
 
 
 def plot_back_patching(sweep: torch.Tensor, baseline: float, title: str = "text-dominance rate", path=None):
@@ -36,7 +28,4 @@ def plot_back_patching(sweep: torch.Tensor, baseline: float, title: str = "text-
     ax.set_ylabel("source layer")
     ax.set_title(f"change of the {title}")
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+    return finish(fig, path)

@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .figures import finish  # noqa: E402
+
 
 def plot_temporal_profiles(
     seconds: torch.Tensor, profiles: dict[str, torch.Tensor], events=(), queried: str | None = None,
@@ -33,7 +35,4 @@ def plot_temporal_profiles(
     ax.set_ylabel("attention from the last position")
     ax.set_title(title, fontsize=9, pad=14)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+    return finish(fig, path)

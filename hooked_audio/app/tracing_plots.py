@@ -8,28 +8,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .figures import finish, lines_by_layer  # noqa: E402
+
 
 def plot_recovery_by_layer(curves: dict, threshold: float | None = 0.5, title: str = "causal tracing", path=None):
     """Recovery rate per layer, one line per ``CausalTrace`` restored by layer (e.g. per corruption or
     control): ``{label: trace}`` or ``{label: rr}`` with ``rr`` a [layer] tensor (then layers 0..n-1)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    lines = {}
     for label, curve in curves.items():
         layers, rr = (curve.layers, curve.recovery) if hasattr(curve, "recovery") else (None, torch.as_tensor(curve))
         if rr.dim() != 1:
             raise ValueError(f"{label!r}: a by-layer trace (one RR per layer) is needed, got shape {tuple(rr.shape)}")
-        layers = list(range(len(rr))) if layers is None else layers
-        ax.plot(layers, rr.float().tolist(), marker="o", label=label)
-    ax.axhline(0, color="grey", lw=0.8)
-    if threshold is not None:
-        ax.axhline(threshold, color="grey", ls=":", label=f"RR = {threshold}")
-    ax.set_xlabel("restored layer (hook_resid_post)")
-    ax.set_ylabel("recovery rate")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+        lines[label] = (list(range(len(rr))) if layers is None else layers, rr)
+    references = {"RR = 0": 0.0, **({f"RR = {threshold}": threshold} if threshold is not None else {})}
+    return lines_by_layer(lines, "recovery rate", xlabel="restored layer (hook_resid_post)", title=title,
+                          references=references, path=path)
 
 
 def plot_recovery_heatmap(trace, title: str = "recovery rate by layer and position group", path=None):
@@ -52,10 +45,7 @@ def plot_recovery_heatmap(trace, title: str = "recovery rate by layer and positi
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+    return finish(fig, path)
 
 
 def plot_attribution_vs_activation(result: dict, title: str = "", path=None):
@@ -70,7 +60,4 @@ def plot_attribution_vs_activation(result: dict, title: str = "", path=None):
     ax.set_xlabel("activation patching effect")
     ax.set_ylabel("attribution patching estimate")
     ax.set_title(f"{title} Spearman {result['rank_correlation']:.3f}".strip(), fontsize=9)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+    return finish(fig, path)

@@ -11,7 +11,7 @@ of a window's tokens are kept (``output_lengths``).
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 
 from ..components.block import TransformerBlock
 from ..components.rotary import RotaryEmbedding

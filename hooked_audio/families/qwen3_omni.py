@@ -27,7 +27,7 @@ from dataclasses import replace
 from ..components.conv2d_stem import Conv2dStem
 from ..components.projector import MLPProjectorConfig
 from ..config import AudioEncoderConfig, HookedAudioConfig
-from .base import ModelFamily, decoder_fields_from_hf, decoder_rules, tied_embeddings, whisper_block_rules
+from .base import decoder_fields_from_hf, decoder_rules, tied_embeddings, whisper_block_rules
 from .base import WHISPER_AUDIO
 from .qwen2_5_omni import AUDIO_INPUTS, QWEN2_5_OMNI, thinker_config
 

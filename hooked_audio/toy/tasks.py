@@ -20,7 +20,7 @@ and whether some training clips have their audio made uncertain (the text-relian
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np

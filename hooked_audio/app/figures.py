@@ -1,0 +1,37 @@
+"""What every method plot shares (matplotlib, Agg): lines over layers, and saving."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def finish(fig, path=None):
+    """Tight layout, saved to ``path`` when given; returns the figure."""
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def lines_by_layer(curves: dict, ylabel: str, xlabel: str = "layer (0 = embedding)", title: str = "",
+                   references: dict[str, float] | None = None, ylim: tuple[float, float] | None = None, path=None):
+    """One line per curve: ``{label: values}`` (layers 0..n-1) or ``{label: (layers, values)}``; ``references``:
+    labelled horizontal lines (e.g. chance)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, curve in curves.items():
+        layers, values = curve if isinstance(curve, tuple) else (None, curve)
+        values = torch.as_tensor(values).float().tolist()
+        ax.plot(range(len(values)) if layers is None else list(layers), values, marker="o", label=label)
+    for label, y in (references or {}).items():
+        ax.axhline(y, color="grey", ls=":", lw=0.9, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return finish(fig, path)
