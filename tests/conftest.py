@@ -40,8 +40,18 @@ from transformers import (  # noqa: E402
 
 from hooked_audio import HookedAudioTransformer  # noqa: E402
 
-# The test models are tiny: one thread is faster than two fighting over them (and CI has 2 cores).
+# The test models are tiny: one thread is faster than two fighting over them (and CI has 2 cores). The modules
+# that run the toy organisms over hundreds of clips are about a fifth faster on both cores.
 torch.set_num_threads(1)
+ORGANISM_MODULES = {
+    "test_toy", "test_toy_tasks", "test_toy_textual", "test_toy_voxtral", "test_toy_depth", "test_where_to_listen",
+    "test_fusion_tracing", "test_listening_heads", "test_text_dominance", "test_back_patching", "test_audiolens",
+}
+
+
+@pytest.fixture(autouse=True)
+def _threads_for_the_module(request):
+    torch.set_num_threads(2 if request.module.__name__ in ORGANISM_MODULES else 1)
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 WORDS = "what is said in the audio ? answer yes no hello world one two three four five \n user assistant system".split(" ")

@@ -18,6 +18,7 @@ from hooked_audio.evaluation.runner import ResumeError, _build, evaluate, make_b
 from hooked_audio.evaluation.scoring import first_token_ids, restricted_choice
 from hooked_audio.evaluation.steer import SteerError, Steer, parse_steer, positions_for, steering_hooks
 from hooked_audio.toy.tasks import make_probe_set
+from test_eval_runner import no_model_load, run_cli  # noqa: F401  (no_model_load is a fixture)
 
 LAYER = 0
 NAME = f"blocks.{LAYER}.hook_resid_post"
@@ -185,23 +186,7 @@ def test_resume_with_another_steer_is_refused(toy, data, tmp_path):
         evaluate(toy, ds, str(tmp_path / "x.jsonl"), progress=False, steer="layer=99,file=" + str(data["pt"]))
 
 
-# --- the command ------------------------------------------------------------------------------------------
-
-
-def run_cli(argv):
-    from hooked_audio.app.cli import main
-
-    return main(argv)
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    import hooked_audio.loading
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the usage error")
-
-    monkeypatch.setattr(hooked_audio.loading, "from_pretrained", refuse)
+# --- the command (run_cli and the no_model_load fixture come from test_eval_runner) ---------------------
 
 
 def test_bad_specs_are_usage_errors_before_loading(data, tmp_path, no_model_load, capsys):

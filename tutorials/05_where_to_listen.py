@@ -29,7 +29,6 @@ from hooked_audio.app.temporal_plots import plot_temporal_profiles
 from hooked_audio.toy import evaluate, tasks
 
 torch.set_grad_enabled(False)
-torch.set_num_threads(1)
 model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
 print(model.cfg.n_layers, "decoder layers,", len(model.hook_dict), "hook points")
 LAYER, TARGETS, ALPHA, WINDOW_S = 1, [1, 2, 3, 4], 32.0, 0.4  # chosen on the dev split

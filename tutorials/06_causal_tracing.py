@@ -29,7 +29,6 @@ from hooked_audio.app.tracing_plots import plot_attribution_vs_activation, plot_
 from hooked_audio.toy import evaluate, tasks
 
 torch.set_grad_enabled(False)
-torch.set_num_threads(1)  # the toy is tiny: one thread is fastest, and far faster on a busy CPU
 model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
 print(model.cfg.n_layers, "decoder layers,", model.cfg.n_heads, "heads,", len(model.hook_dict), "hook points")
 
