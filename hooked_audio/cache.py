@@ -89,6 +89,18 @@ class AudioActivationCache(ActivationCache):
             _remember(value, self.inputs.audio_mask.cpu())
         return value
 
+    def require(self, user: str, names: list[str] | tuple[str, ...] = ()) -> None:
+        """Refuse, naming ``user``, a cache an analysis cannot read right: without its batch dimension, restricted
+        to some positions (its rows would no longer line up with ``inputs``), or lacking any of ``names``."""
+        if not self.has_batch_dim:
+            raise ValueError(f"{user} needs a cache with its batch dimension")
+        if len(self.positions) != self.inputs.shape[1]:
+            raise ValueError(f"{user} needs a cache of every position (run_with_cache without positions=)")
+        missing = [name for name in names if name not in self.cache_dict]
+        if missing:
+            raise ValueError(f"the cache lacks {missing[:4]}{'...' if len(missing) > 4 else ''}; "
+                             f"run_with_cache with names_filter including them")
+
     # --- layouts ---------------------------------------------------------------------------------
     def row_of(self, name: str) -> Int[torch.Tensor, "leading"]:
         """The batch row (of ``self.inputs``) each leading-axis entry of activation ``name`` belongs to."""

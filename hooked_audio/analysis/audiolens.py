@@ -60,10 +60,7 @@ def label_log_probs(
     the embedding, each block's output, and the output layer equal to the model's logits) at each row's
     ``positions`` ("last" real position, "penultimate", or one index per row; padding-aware).
     Needs ``blocks.{l}.hook_resid_pre``/``resid_post`` and ``ln_final.hook_scale`` in a full-position cache."""
-    if not getattr(cache, "has_batch_dim", True):
-        raise ValueError("label_log_probs needs a cache with its batch dimension")
-    if len(cache.positions) != cache.inputs.shape[1]:
-        raise ValueError("label_log_probs needs a cache of every position (run_with_cache without positions=)")
+    cache.require("label_log_probs")
     ids = label_token_ids(model, labels, leading_space)
     stack = cache.accumulated_resid(apply_ln=True)  # [layer, batch, pos, d_model]
     where = _row_positions(cache, positions).to(stack.device)

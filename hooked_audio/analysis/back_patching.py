@@ -98,15 +98,12 @@ def back_patching_hooks(
         raise ValueError(f"mode must be 'replace' or 'add', got {mode!r}")
     if control not in (None, "random"):
         raise ValueError(f"control must be None or 'random', got {control!r}")
-    if not cache.has_batch_dim or len(cache.positions) != cache.inputs.shape[1]:
-        raise ValueError("back-patching needs a full-position cache with its batch dimension")
     n_layers = cache.model.cfg.n_layers
     for layer in (source_layer, dest_layer):
         if not 0 <= layer < n_layers:
             raise ValueError(f"layer {layer} is outside 0..{n_layers - 1}")
     name = f"blocks.{source_layer}.hook_resid_post"
-    if name not in cache.cache_dict:
-        raise ValueError(f"the cache lacks {name}; cache it (names_filter) before back-patching from it")
+    cache.require("back-patching", [name])
     hook = functools.partial(
         _patch, source=cache[name], mask=patch_positions(cache, positions, seconds), mode=mode,
         scale=float(scale), control=control, seed=seed,

@@ -19,19 +19,11 @@ def _resid_names(n_layers: int) -> list[str]:
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
 
 
-def _check(cache: AudioActivationCache, names: list[str]) -> None:
-    if not cache.has_batch_dim or len(cache.positions) != cache.inputs.shape[1]:
-        raise ValueError("needs a full-position cache with its batch dimension (run_with_cache without positions=)")
-    missing = [n for n in names if n not in cache.cache_dict]
-    if missing:
-        raise ValueError(f"the cache lacks {missing[:3]}...; cache every layer's resid_pre/resid_post")
-
-
 def last_position_resid(cache: AudioActivationCache) -> Float[torch.Tensor, "layer batch d_model"]:
     """Row 0: the embedding (``blocks.0.hook_resid_pre``); row l + 1: block l's output, at each row's last real
     position."""
     names = _resid_names(cache.model.cfg.n_layers)
-    _check(cache, names)
+    cache.require("layer tracing", names)
     rows, last = torch.arange(cache.inputs.shape[0]), cache.inputs.last_positions.cpu().long()
     return torch.stack([cache[n].float().cpu()[rows, last] for n in names])
 
@@ -40,7 +32,7 @@ def span_cosine_by_layer(cache: AudioActivationCache) -> Float[torch.Tensor, "la
     """Per layer (embedding first) and row, the cosine similarity between the mean residual over the row's audio
     positions and the mean over its real text positions: how far the two streams have merged."""
     names = _resid_names(cache.model.cfg.n_layers)
-    _check(cache, names)
+    cache.require("layer tracing", names)
     audio, text = cache.inputs.audio_mask.cpu(), cache.inputs.text_mask.cpu()
     if not bool(audio.any(-1).all()):
         raise ValueError("every row needs audio positions")

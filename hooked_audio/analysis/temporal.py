@@ -46,11 +46,7 @@ def temporal_attention(
     with fewer audio tokens than the longest are NaN-padded in both tensors.
 
     Needs ``blocks.{l}.attn.hook_pattern`` for those layers in a full-position cache with its batch dim."""
-    if not cache.has_batch_dim:
-        raise ValueError("temporal_attention needs a cache with its batch dimension")
     inputs = cache.inputs
-    if len(cache.positions) != inputs.shape[1]:
-        raise ValueError("temporal_attention needs a cache of every position (run_with_cache without positions=)")
     n_layers, n_heads = cache.model.cfg.n_layers, cache.model.cfg.n_heads
     layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
     heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
@@ -63,9 +59,7 @@ def temporal_attention(
     if not bool(audio.any(-1).all()):
         missing = [r for r in range(audio.shape[0]) if not audio[r].any()]
         raise ValueError(f"rows {missing} have no audio tokens; their temporal attention is undefined")
-    missing = [f"blocks.{l}.attn.hook_pattern" for l in layers if f"blocks.{l}.attn.hook_pattern" not in cache.cache_dict]
-    if missing:
-        raise ValueError(f"the cache lacks {missing}; run_with_cache with names_filter including them")
+    cache.require("temporal_attention", [f"blocks.{l}.attn.hook_pattern" for l in layers])
     queries = _query_mask(cache, query).float()
     total = 0
     for layer in layers:
