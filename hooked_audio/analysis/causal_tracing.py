@@ -86,8 +86,7 @@ class CausalTrace:
 
 
 def _noise_hook(model, inputs: AudioTextInput, noise_scale: float, seed: int) -> list[tuple]:
-    _, cache = model.run_with_cache(inputs, names_filter="hook_audio_embeds")
-    clean = cache["hook_audio_embeds"]
+    clean = model.embed_audio(inputs)  # the audio side only: the decoder is not needed for the embeddings' scale
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)) * noise_scale * clean.float().std()
 
     def add_noise(embeds: torch.Tensor, hook) -> torch.Tensor:
