@@ -2,12 +2,14 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_inputs
 
 from hooked_audio.analysis import (
-    audio_masking_hooks, critical_layer, enrichment_hook, information_scores, label_log_probs,
+    AttributeInformation, attribute_information, attribute_prompt_inputs, audio_masking_hooks, critical_layer,
+    critical_layer_correlation, enrichment_hook, enrichment_sweep, information_scores, label_log_probs,
 )
 from hooked_audio.analysis.audiolens import label_token_ids
 
@@ -93,6 +95,92 @@ def test_enrichment_adds_the_source_residual_at_the_last_position(model, batch):
     keep = torch.ones_like(batch.audio_mask)
     keep[rows, last] = False
     torch.testing.assert_close(seen["h"][keep], h1[keep])
+
+
+@torch.no_grad()
+def test_enrichment_with_a_source_layer_per_row_equals_each_rows_own_hook(model, batch):
+    seen = {}
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    record = [(last, lambda r, hook: seen.__setitem__(len(seen), r.clone()))]
+    for source in (0, 1):
+        model.run_with_hooks(batch, fwd_hooks=enrichment_hook(source, 5, 0.7, n_layers=2, inputs=batch) + record)
+    model.run_with_hooks(batch, fwd_hooks=enrichment_hook(torch.tensor([1, 0]), 5, 0.7, n_layers=2, inputs=batch) + record)
+    torch.testing.assert_close(seen[2][0], seen[1][0])  # row 0 enriched from layer 1 (into itself: x 1.7)
+    torch.testing.assert_close(seen[2][1], seen[0][1])  # row 1 from layer 0
+    assert (seen[0] - seen[1]).abs().max() > 1e-3  # control: the two source layers differ
+    with pytest.raises(ValueError, match="one row per source layer"):
+        enrichment_hook(torch.tensor([0, 1, 0]), 5, 1.0, n_layers=2, inputs=batch)
+
+
+@torch.no_grad()
+def test_attribute_information_is_batch_independent_and_its_output_layer_is_accuracy(model, batch):
+    answers = torch.tensor([0, 2])
+    info = attribute_information(model, batch, LABELS, answers)
+    one_by_one = attribute_information(model, batch, LABELS, answers, batch_size=1)
+    torch.testing.assert_close(info.log_probs, one_by_one.log_probs, atol=1e-5, rtol=1e-5)
+    _, cache = model.run_with_cache(batch)
+    torch.testing.assert_close(info.log_probs_penultimate, label_log_probs(model, cache, LABELS, "penultimate"))
+    ids = label_token_ids(model, LABELS)
+    accuracy = (model(batch)[torch.arange(2), batch.last_positions][:, ids].argmax(-1) == answers).float().mean()
+    assert info.scores()[-1] == accuracy == info.accuracy
+    split = info.scores(rows="correct") if info.correct.any() else info.scores(rows="wrong")
+    assert split[-1] in (0.0, 1.0)
+
+
+def _group(counts: list[int], n: int = 4) -> AttributeInformation:
+    """Two labels, answers all 0; at layer l the first counts[l] rows have the true label on top."""
+    lp = torch.zeros(len(counts), n, 2)
+    for layer, count in enumerate(counts):
+        lp[layer, :, 1] = 1.0
+        lp[layer, :count] = torch.tensor([1.0, 0.0])
+    return AttributeInformation(["a", "b"], lp.log_softmax(-1), lp.log_softmax(-1), torch.zeros(n, dtype=torch.long))
+
+
+def test_critical_layer_correlation_on_hand_made_groups():
+    # alpha 0.2, 2 labels: threshold 0.6. early: s = [0, .4, .4, .4] -> layer 2, accuracy 1.0; mid: s = [0, 0, .15, .15]
+    # -> 2.5, accuracy 0.75; late: s = [0, 0, 0, .4] -> 3, accuracy 1.0; never: undefined
+    groups = {"early": _group([2, 4, 4, 4]), "mid": _group([2, 2, 3, 3]), "late": _group([0, 2, 2, 4]), "never": _group([2, 2, 2, 2])}
+    result = critical_layer_correlation(groups)
+    assert result["points"] == {"early": (pytest.approx(2.0), 1.0), "mid": (pytest.approx(2.5), 0.75),
+                                "late": (pytest.approx(3.0), 1.0), "never": (pytest.approx(math.nan, nan_ok=True), 0.5)}
+    assert result["undefined"] == ["never"]
+    assert result["r"] == pytest.approx(0.0, abs=1e-12) and result["n"] == 3  # V-shaped: no linear trend
+    assert critical_layer_correlation({**groups, "worse": _group([2, 2, 2, 3])})["r"] < 0  # later and worse: negative
+    with pytest.raises(ValueError, match="at least 3 groups"):
+        critical_layer_correlation({"early": groups["early"], "never": groups["never"]})
+
+
+@torch.no_grad()
+def test_enrichment_sweep_at_lambda_zero_is_the_unhooked_accuracy(model):
+    probe = model.to_inputs(make_inputs([[100], [60], [80], [90]], seed=11))
+    test = model.to_inputs(make_inputs([[70], [100], [50]], seed=12))
+    answers_probe, answers_test = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 0, 3])
+    info = attribute_information(model, probe, LABELS, answers_probe)
+    if info.correct.all():
+        answers_probe = (answers_probe + 1) % 4
+        info = attribute_information(model, probe, LABELS, answers_probe)
+    sweep = enrichment_sweep(model, probe, answers_probe, test, answers_test, LABELS, lams=(0.0, 4.0), n_seeds=3)
+    assert sweep.source_layer == int(info.scores(rows="wrong")[1:2].argmax()) == 0 and sweep.target_layer == 1
+    plain = attribute_information(model, test, LABELS, answers_test).accuracy
+    assert sweep.chosen[0] == sweep.random_mean[0] == plain and sweep.random_std[0] == 0
+
+
+def test_prompt_formats_render_the_checkpoints_template_with_the_prefill_open(model):
+    clip = np.zeros(16000, np.float32) + 0.01
+    head = "<|im_start|>user \n<|audio_bos|><|AUDIO|><|audio_eos|>"
+    tail = "<|im_end|> \n<|im_start|>assistant \nthe answer is"
+    expected = {"P1": head + tail, "P2": head + "what is said ?" + tail, "P3": head + "what is said ? yes or no" + tail}
+    for fmt, text in expected.items():
+        got = attribute_prompt_inputs(model, [clip, clip[:8000]], fmt, "the answer is", question="what is said ?",
+                                      options=["yes", "no"], options_template="{question} {options}", join=" or ",
+                                      sampling_rate=16000)
+        by_hand = model.build_inputs([text, text], [clip, clip[:8000]], sampling_rate=16000)
+        assert torch.equal(got.input_ids, by_hand.input_ids) and torch.equal(got.attention_mask, by_hand.attention_mask)
+        assert model.to_str_tokens(got.input_ids[0])[-1] == "is"  # no end-of-turn after the prefill
+    with pytest.raises(ValueError, match="pass question="):
+        attribute_prompt_inputs(model, [clip], "P2", "the answer is", sampling_rate=16000)
+    with pytest.raises(ValueError, match="pass options="):
+        attribute_prompt_inputs(model, [clip], "P3", "the answer is", question="what is said ?", sampling_rate=16000)
 
 
 # --- on the bundled toy organism ------------------------------------------------------------------

@@ -253,7 +253,7 @@ def test_empty_or_mistyped_prompts_are_refused(model, prompt, error, match):
 
 
 def test_options_that_would_be_ignored_are_errors(model):
-    with pytest.raises(ValueError, match="add_generation_prompt= only applies to messages="):
+    with pytest.raises(ValueError, match="only apply to messages="):
         model.build_inputs("hello", add_generation_prompt=False)
     with pytest.raises(ValueError, match="on_too_long='drop' is not allowed"):
         model.build_inputs("hello", on_too_long="drop")

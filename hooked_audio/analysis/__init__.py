@@ -4,7 +4,9 @@
 - ``heads``: how much each decoder head attends to the audio span; top heads.
 - ``ablation``: zero-, mean- or resample-ablation hooks for chosen heads, and random control heads.
 - ``audiolens``: AudioLens label lens, information scores, critical layer, audio masking, enrichment.
-- ``listening``: listening-head ranking, listening signal, silence counterfactual.
+- ``attribute_prompts``: AudioLens's prompt formats P1-P3, the assistant's turn prefilled and left open.
+- ``listening``: listening-head ranking, listening signal, audio-silence steering.
+- ``counterfactuals``: the same prompt with its clips silenced, replaced by matched noise, or removed.
 - ``steering``: add a direction to the residual stream (at audio positions or anywhere).
 - ``text_dominance``: who wins when audio and text disagree (rate, flip rate, hint effect).
 - ``conflict_tracing``: last-position residuals by layer, audio-text span similarity, a linear probe.
@@ -22,10 +24,18 @@ from .causal_tracing import CausalTrace, causal_tracing, position_groups
 from .instruction_steering import instruction_steering_hooks, instruction_steering_vector
 from .temporal import interval_overlap, localise, random_window_baseline, temporal_attention
 from .text_dominance import text_dominance, without_text
-from .audiolens import audio_masking_hooks, critical_layer, enrichment_hook, information_scores, label_log_probs
+from .attribute_prompts import PROMPT_FORMATS, attribute_messages, attribute_prompt_inputs
+from .audiolens import (
+    AttributeInformation, EnrichmentSweep, attribute_information, audio_masking_hooks, critical_layer,
+    critical_layer_correlation, enrichment_hook, enrichment_sweep, information_scores, label_log_probs,
+)
 from .ablation import head_ablation_hooks, random_heads, same_prompt_donors
 from .heads import audio_attention_by_head, top_heads
-from .listening import audio_attention_per_row, audio_silence_steering_hooks, silence_direction, listening_head_scores, listening_signal, silence_like
+from .counterfactuals import matched_noise, silence_like, without_audio
+from .listening import (
+    audio_attention_per_row, audio_silence_steering_hooks, generated_queries, listening_head_scores, listening_signal,
+    silence_direction,
+)
 from .logit_lens import LogitLens, logit_lens
 from .steering import steering_hook
 
@@ -50,6 +60,14 @@ __all__ = [
     "text_dominance",
     "without_text",
     "audio_masking_hooks",
+    "PROMPT_FORMATS",
+    "attribute_messages",
+    "attribute_prompt_inputs",
+    "AttributeInformation",
+    "EnrichmentSweep",
+    "attribute_information",
+    "critical_layer_correlation",
+    "enrichment_sweep",
     "critical_layer",
     "enrichment_hook",
     "information_scores",
@@ -58,6 +76,9 @@ __all__ = [
     "listening_head_scores",
     "listening_signal",
     "silence_like",
+    "matched_noise",
+    "without_audio",
+    "generated_queries",
     "silence_direction",
     "audio_silence_steering_hooks",
     "LogitLens",

@@ -6,15 +6,24 @@
 - ``critical_layer``: the information-weighted mean layer, above chance (eq. 3-4).
 - ``audio_masking_hooks``: block attention from the query positions to every audio key (sec. VI-D).
 - ``enrichment_hook``: add ``lam * h[src][last]`` to ``h[src+k][last]`` (eq. 5, sec. VI-E).
+- ``attribute_information``: the above over a batch: scores at the last and penultimate position, split by
+  correctness, critical layers and restricted accuracy.
+- ``critical_layer_correlation``: Pearson r (and p) between critical layer and accuracy across groups
+  (tasks x prompt formats).
+- ``enrichment_sweep``: the paper's protocol: the source layer chosen on a probing split, lambda swept on a
+  disjoint test split, against a random source layer per item over several seeds.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
+from scipy.stats import pearsonr
 
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
@@ -128,36 +137,168 @@ def audio_masking_hooks(
 
 
 def enrichment_hook(
-    source_layer: int, k: int = 5, lam: float = 1.0, *, n_layers: int, inputs: AudioTextInput | None = None
+    source_layer: int | Int[torch.Tensor, " batch"], k: int = 5, lam: float = 1.0, *, n_layers: int,
+    inputs: AudioTextInput | None = None,
 ) -> list[tuple]:
     """``fwd_hooks``: ``h[target][last] += lam * h[source][last]`` on ``hook_resid_post``, target =
-    ``min(source_layer + k, n_layers - 1)`` (clipped to the model's depth; on a model shallower than
-    ``source + k`` the last layer is the target; when target == source the hook scales by ``1 + lam``).
-    ``last``: each row's last real position from ``inputs`` (else the final position, i.e. left padding)."""
-    if not 0 <= source_layer < n_layers:
+    ``min(source + k, n_layers - 1)`` (clipped to the model's depth; on a model shallower than ``source + k``
+    the last layer is the target; when target == source the hook scales by ``1 + lam``). ``source_layer`` is one
+    layer, or one per row (the random-layer baseline). ``last``: each row's last real position from ``inputs``
+    (else the final position, i.e. left padding)."""
+    per_row = not isinstance(source_layer, int)
+    sources = torch.as_tensor(source_layer).long().reshape(-1)
+    if per_row and (inputs is None or len(sources) != inputs.shape[0]):
+        raise ValueError("a source layer per row needs inputs= with one row per source layer")
+    if int(sources.min()) < 0 or int(sources.max()) >= n_layers:
         raise ValueError(f"source_layer {source_layer} is outside 0..{n_layers - 1}")
-    target = min(source_layer + k, n_layers - 1)
+    targets = (sources + k).clamp(max=n_layers - 1)
     last = None if inputs is None else inputs.last_positions.cpu().long()
     saved = {}
 
-    def where(resid):
-        rows = torch.arange(resid.shape[0], device=resid.device)
-        if last is None or resid.shape[1] != inputs.shape[1]:
-            return rows, torch.full_like(rows, resid.shape[1] - 1)
-        return rows, last.to(resid.device)
-
-    def save(resid, hook):
-        saved["h"] = resid[where(resid)].clone()
-        if target == source_layer:
-            return add(resid, hook)
+    def hook(resid, hook):
+        layer, n = int(hook.name.split(".")[1]), resid.shape[0]
+        if per_row and n != len(sources):
+            raise ValueError(f"the enrichment hooks were built for {len(sources)} rows, the batch has {n}")
+        src, tgt = (sources, targets) if per_row else (sources.expand(n), targets.expand(n))
+        rows = torch.arange(n)
+        pos = last if last is not None and resid.shape[1] == inputs.shape[1] else torch.full((n,), resid.shape[1] - 1)
+        if (src == layer).any():
+            saved[layer] = resid[rows, pos].clone()
+        if (tgt == layer).any():
+            resid = resid.clone()
+            for source in sorted({int(s) for s in src[tgt == layer]}):
+                chosen = (src == source) & (tgt == layer)
+                resid[rows[chosen], pos[chosen]] += lam * saved[source][chosen].to(resid.dtype)
         return resid
 
-    def add(resid, hook):
-        resid = resid.clone()
-        resid[where(resid)] += lam * saved.pop("h").to(resid.dtype)
-        return resid
+    layers = sorted({int(l) for l in sources} | {int(l) for l in targets})
+    return [(f"blocks.{layer}.hook_resid_post", hook) for layer in layers]
 
-    hooks = [(f"blocks.{source_layer}.hook_resid_post", save)]
-    if target != source_layer:
-        hooks.append((f"blocks.{target}.hook_resid_post", add))
-    return hooks
+
+def _lens_names(name: str) -> bool:
+    return "resid" in name or name == "ln_final.hook_scale"
+
+
+def _restricted_correct(model, inputs, labels, answers, fwd_hooks=(), leading_space=False) -> Bool[torch.Tensor, " batch"]:
+    ids = label_token_ids(model, labels, leading_space).to(model.device)
+    with torch.no_grad():
+        logits = model.run_with_hooks(inputs, fwd_hooks=list(fwd_hooks))
+    last = logits[torch.arange(inputs.shape[0]), inputs.last_positions.long()][:, ids]
+    return last.argmax(-1).cpu() == torch.as_tensor(answers).long()
+
+
+@dataclass
+class AttributeInformation:
+    """AudioLens on one group of items (e.g. one task in one prompt format). Layers are the rows of
+    ``label_log_probs`` (0 = embedding, last = output); ``*_correct`` / ``*_wrong`` split the rows by the output
+    layer's restricted argmax (NaN where a split is empty)."""
+
+    labels: list[str]
+    log_probs: Float[torch.Tensor, "layer batch label"]
+    log_probs_penultimate: Float[torch.Tensor, "layer batch label"]
+    answers: Int[torch.Tensor, " batch"]
+    correct: Bool[torch.Tensor, " batch"] = field(init=False)
+
+    def __post_init__(self):
+        self.correct = self.log_probs[-1].argmax(-1) == self.answers
+
+    def scores(self, position: str = "last", rows: str = "all") -> Float[torch.Tensor, " layer"]:
+        """Information scores at the ``"last"`` or ``"penultimate"`` position over ``"all"``, ``"correct"`` or
+        ``"wrong"`` rows."""
+        lp = {"last": self.log_probs, "penultimate": self.log_probs_penultimate}[position]
+        keep = {"all": torch.ones_like(self.correct), "correct": self.correct, "wrong": ~self.correct}[rows]
+        if not keep.any():
+            return torch.full((lp.shape[0],), math.nan)
+        return information_scores(lp[:, keep], self.answers[keep])
+
+    def critical_layer(self, position: str = "last", rows: str = "all", alpha: float = 0.2) -> float:
+        scores = self.scores(position, rows)
+        return math.nan if torch.isnan(scores).any() else critical_layer(scores, len(self.labels), alpha)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.float().mean())
+
+
+def attribute_information(
+    model, inputs, labels: list[str], answers: Int[torch.Tensor, " batch"], batch_size: int = 16,
+    leading_space: bool = False,
+) -> AttributeInformation:
+    """``label_log_probs`` at the last and penultimate real position of every row, run in batches of
+    ``batch_size`` (only the residual stream is cached)."""
+    inputs = model.to_inputs(inputs)
+    answers = torch.as_tensor(answers).long().cpu()
+    if answers.shape != (inputs.shape[0],):
+        raise ValueError(f"answers must give one label index per row ({inputs.shape[0]}), got shape {tuple(answers.shape)}")
+    if int(answers.min()) < 0 or int(answers.max()) >= len(labels):
+        raise ValueError(f"answers are label indices 0..{len(labels) - 1}, got {answers.unique().tolist()}")
+    last, penultimate = [], []
+    for start in range(0, inputs.shape[0], batch_size):
+        chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))
+        with torch.no_grad():
+            _, cache = model.run_with_cache(chunk, names_filter=_lens_names)
+        last.append(label_log_probs(model, cache, labels, "last", leading_space))
+        penultimate.append(label_log_probs(model, cache, labels, "penultimate", leading_space))
+    return AttributeInformation(list(labels), torch.cat(last, 1), torch.cat(penultimate, 1), answers)
+
+
+def critical_layer_correlation(
+    groups: dict[str, AttributeInformation], position: str = "last", alpha: float = 0.2
+) -> dict:
+    """Pearson correlation between each group's critical layer and its accuracy (AudioLens: across tasks and
+    prompt formats). Groups whose critical layer is undefined (no layer above (1+alpha) x chance) are left out
+    and listed under ``"undefined"``; at least three defined groups are needed."""
+    points = {name: (info.critical_layer(position, alpha=alpha), info.accuracy) for name, info in groups.items()}
+    defined = {name: p for name, p in points.items() if not math.isnan(p[0])}
+    if len(defined) < 3:
+        raise ValueError(f"a correlation needs at least 3 groups with a defined critical layer, got {sorted(defined)}")
+    layers, accuracies = (np.array(v) for v in zip(*defined.values()))
+    if np.ptp(layers) == 0 or np.ptp(accuracies) == 0:
+        raise ValueError("critical layers or accuracies are all equal across groups; the correlation is undefined")
+    result = pearsonr(layers, accuracies)
+    return {"r": float(result.statistic), "p": float(result.pvalue), "n": len(defined), "points": points,
+            "undefined": sorted(set(points) - set(defined))}
+
+
+@dataclass
+class EnrichmentSweep:
+    """Restricted accuracy on the test split per lambda: with the chosen source layer, and with a random source
+    layer per item (mean and std over seeds)."""
+
+    source_layer: int
+    target_layer: int
+    lams: list[float]
+    chosen: list[float]
+    random_mean: list[float]
+    random_std: list[float]
+
+
+def enrichment_sweep(
+    model, probe_inputs, probe_answers, test_inputs, test_answers, labels: list[str], lams=(0.0, 0.5, 1.0),
+    k: int = 5, n_seeds: int = 5, seed: int = 0,
+) -> EnrichmentSweep:
+    """Enrichment (AudioLens eq. 5): the source layer is the block whose output carries the most information about
+    the label among the *probing* split's wrongly answered rows (blocks 0..L-2; the last block would enrich itself);
+    ``lam * h[source][last]`` is added to ``h[min(source + k, L - 1)][last]`` on the disjoint *test* split. The
+    baseline draws a source layer per test item from the same range, over ``n_seeds`` seeds."""
+    n_layers = model.cfg.n_layers
+    if n_layers < 2:
+        raise ValueError("enrichment needs at least 2 decoder layers")
+    probe = attribute_information(model, probe_inputs, labels, probe_answers)
+    wrong = probe.scores("last", "wrong")
+    if torch.isnan(wrong).any():
+        raise ValueError("the probing split has no wrongly answered rows to choose the source layer on")
+    source = int(wrong[1:n_layers].argmax())  # rows 1..L-1 of the lens = outputs of blocks 0..L-2
+    test_inputs = model.to_inputs(test_inputs)
+    chosen, random_mean, random_std = [], [], []
+    for lam in lams:
+        hooks = enrichment_hook(source, k, lam, n_layers=n_layers, inputs=test_inputs)
+        chosen.append(float(_restricted_correct(model, test_inputs, labels, test_answers, hooks).float().mean()))
+        draws = []
+        for s in range(n_seeds):
+            layers = torch.randint(0, n_layers - 1, (test_inputs.shape[0],), generator=torch.Generator().manual_seed(seed + s))
+            hooks = enrichment_hook(layers, k, lam, n_layers=n_layers, inputs=test_inputs)
+            draws.append(float(_restricted_correct(model, test_inputs, labels, test_answers, hooks).float().mean()))
+        random_mean.append(float(np.mean(draws)))
+        random_std.append(float(np.std(draws, ddof=1)) if n_seeds > 1 else 0.0)
+    return EnrichmentSweep(source, min(source + k, n_layers - 1), list(lams), chosen, random_mean, random_std)

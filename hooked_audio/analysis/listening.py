@@ -1,10 +1,12 @@
 """Audio-specialist ("listening") heads (Glazer et al. 2026): which heads' audio attention separates correctly
 from wrongly answered items, the listening signal of an input, and the silence counterfactual.
 
-- ``audio_attention_per_row``: attention mass from each row's last real position to its audio, per head.
+- ``audio_attention_per_row``: attention mass from each row's query positions (the last real one, or every
+  generated token) to its audio, per head.
 - ``listening_head_scores``: per (layer, head), how well that mass separates correct from wrong rows.
 - ``listening_signal``: mean audio attention of chosen heads, per row.
-- ``silence_like``: the same inputs (same token layout) with every clip replaced by digital silence.
+- ``silence_direction`` / ``audio_silence_steering_hooks``: the residual difference between the input and a
+  counterfactual (silence by default; see ``counterfactuals``), added back at the last layer.
 """
 
 from __future__ import annotations
@@ -13,30 +15,65 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from scipy.stats import mannwhitneyu, pointbiserialr
 
 from ..audio.inputs import AudioTextInput
+from .counterfactuals import silence_like
 
-# Whisper-style log-mel of an all-zero waveform: log10(1e-10) = -10, clamped, then (x + 4) / 4.
-WHISPER_SILENCE = -1.5
+
+def generated_queries(
+    inputs: AudioTextInput, tokens: Int[torch.Tensor, "batch total"], eos_token_ids: list[int]
+) -> tuple[AudioTextInput, Bool[torch.Tensor, "batch total"]]:
+    """The prompt extended by what ``generate`` returned (``tokens``: prompt plus continuation), and the mask of
+    the positions whose next-token prediction produced a generated token: the prompt's last position and each
+    generated token up to the one before the row's first stop token. Tokens after a row's stop token are padding."""
+    n_prompt = inputs.shape[1]
+    if tokens.shape[0] != inputs.shape[0] or tokens.shape[1] <= n_prompt or not torch.equal(
+            tokens[:, :n_prompt].cpu(), inputs.input_ids.cpu()):
+        raise ValueError("tokens must be generate's output for these inputs (the prompt followed by at least one new token)")
+    if inputs.attention_mask is not None and not bool(inputs.attention_mask[:, -1].all()):
+        raise ValueError("generated queries need left-padded inputs (as generate does)")
+    new = tokens[:, n_prompt:].cpu()
+    stopped = torch.isin(new, torch.as_tensor(list(eos_token_ids), dtype=new.dtype))
+    # a new token is real up to and including the first stop token
+    real_new = (stopped.long().cumsum(-1) - stopped.long()) == 0
+    prompt_mask = torch.ones(inputs.shape, dtype=torch.long) if inputs.attention_mask is None else inputs.attention_mask.cpu().long()
+    mask = torch.cat([prompt_mask, real_new.long()], dim=1)
+    query = torch.zeros(mask.shape, dtype=torch.bool)
+    query[:, n_prompt - 1 : -1] = real_new  # position p predicts token p+1
+    extended = replace(inputs, input_ids=tokens.to(inputs.device), attention_mask=mask.to(inputs.device))
+    return extended, query
 
 
 @torch.no_grad()
-def audio_attention_per_row(model, inputs) -> Float[torch.Tensor, "batch layer head"]:
-    """Attention mass from each row's last real position to its audio tokens, every decoder layer and head."""
+def audio_attention_per_row(model, inputs, query="last") -> Float[torch.Tensor, "batch layer head"]:
+    """Attention mass to each row's audio tokens, every decoder layer and head, from each row's last real position
+    (``query="last"``) or averaged over the positions of a ``Bool[batch, pos]`` query mask (e.g. every generated
+    token: ``inputs, query = generated_queries(inputs, model.generate(inputs), model.cfg.eos_token_ids)``)."""
     inputs = model.to_inputs(inputs)
-    audio = inputs.audio_mask
+    audio = inputs.audio_mask.cpu()
     missing = [r for r in range(audio.shape[0]) if not audio[r].any()]
     if missing:
         raise ValueError(f"rows {missing} have no audio tokens; audio attention is undefined there")
+    if isinstance(query, str):
+        if query != "last":
+            raise ValueError(f"query must be 'last' or a Bool[batch, pos] mask, got {query!r}")
+        query = torch.zeros(audio.shape, dtype=torch.bool)
+        query[torch.arange(audio.shape[0]), inputs.last_positions.cpu()] = True
+    query = torch.as_tensor(query).cpu().bool()
+    if query.shape != audio.shape:
+        raise ValueError(f"query mask is {tuple(query.shape)} but the inputs are {tuple(audio.shape)} [batch, pos]")
+    empty = [r for r in range(query.shape[0]) if not query[r].any()]
+    if empty or bool((query & audio).any()):
+        raise ValueError(f"every row needs at least one query position, none of them audio (rows without: {empty})")
     _, cache = model.run_with_cache(
         inputs, names_filter=lambda n: n.startswith("blocks.") and n.endswith("attn.hook_pattern"))
-    rows, last = torch.arange(audio.shape[0]), inputs.last_positions.cpu()
+    weights = query.float() / query.sum(-1, keepdim=True)  # [batch, q]: mean over each row's queries
     out = []
     for layer in range(model.cfg.n_layers):
-        pattern = cache["pattern", layer].float().cpu()[rows, :, last]  # [batch, head, k]
-        out.append((pattern * audio[:, None, :].cpu()).sum(-1))
+        to_audio = (cache["pattern", layer].float().cpu() * audio[:, None, None, :]).sum(-1)  # [batch, head, q]
+        out.append(torch.einsum("bhq,bq->bh", to_audio, weights))
     return torch.stack(out, dim=1)
 
 
@@ -82,54 +119,42 @@ def listening_signal(
     return attention[:, list(layers), list(idx)].mean(-1)
 
 
-def silence_like(inputs: AudioTextInput, silence_value: float = WHISPER_SILENCE, features_key: str | None = None) -> AudioTextInput:
-    """The same inputs (token ids, masks, frame mask, spans) with every clip's features replaced by those of
-    digital silence of the same length. ``silence_value`` is the feature value of an all-zero waveform:
-    -1.5 for Whisper-style log-mel features (every family here uses them); ``features_key`` defaults to
-    the only floating-point audio tensor."""
-    if not inputs.has_audio:
-        raise ValueError("the inputs have no audio to replace with silence")
-    if features_key is None:
-        floats = [k for k, v in inputs.audio.items() if v.is_floating_point()]
-        if len(floats) != 1:
-            raise ValueError(f"pass features_key= (audio tensors: {sorted(inputs.audio)})")
-        features_key = floats[0]
-    audio = dict(inputs.audio)
-    audio[features_key] = torch.full_like(audio[features_key], silence_value)
-    return replace(inputs, audio=audio)
-
-
 @torch.no_grad()
-def silence_direction(model, inputs, heads: list[tuple[int, int]]) -> Float[torch.Tensor, "batch d_model"]:
-    """s(x) = mean over the heads' distinct layers l of h^l_last(x) - h^l_last(silence_like(x)), per row
-    (``blocks.{l}.hook_resid_post`` at each row's last real position)."""
+def silence_direction(model, inputs, heads: list[tuple[int, int]], reference=None) -> Float[torch.Tensor, "batch d_model"]:
+    """s(x) = mean over the heads' distinct layers l of h^l_last(x) - h^l_last(reference), per row
+    (``blocks.{l}.hook_resid_post`` at each row's last real position). ``reference`` defaults to
+    ``silence_like(x)``; any counterfactual with the same rows works (``matched_noise`` inputs, ``without_audio``)."""
     inputs = model.to_inputs(inputs)
+    reference = silence_like(inputs) if reference is None else model.to_inputs(reference)
+    if reference.shape[0] != inputs.shape[0]:
+        raise ValueError(f"reference has {reference.shape[0]} rows but the inputs have {inputs.shape[0]}")
     layers = sorted({int(l) for l, _ in heads})
     if not layers:
         raise ValueError("heads is empty")
     names = [f"blocks.{l}.hook_resid_post" for l in layers]
-    rows, last = torch.arange(inputs.shape[0]), inputs.last_positions.cpu()
+    rows = torch.arange(inputs.shape[0])
+    last, reference_last = inputs.last_positions.cpu(), reference.last_positions.cpu()
     diffs = []
     _, real = model.run_with_cache(inputs, names_filter=names)
-    _, quiet = model.run_with_cache(silence_like(inputs), names_filter=names)
+    _, quiet = model.run_with_cache(reference, names_filter=names)
     for name in names:
-        diffs.append(real[name].cpu()[rows, last] - quiet[name].cpu()[rows, last])
+        diffs.append(real[name].cpu()[rows, last] - quiet[name].cpu()[rows, reference_last])
     return torch.stack(diffs).mean(0)
 
 
 def audio_silence_steering_hooks(
     model, inputs, heads: list[tuple[int, int]], beta: float, adaptive: bool = False,
-    control: str | None = None, seed: int = 0,
+    control: str | None = None, seed: int = 0, reference=None,
 ) -> list[tuple]:
     """``fwd_hooks`` adding ``beta * s(x)`` (``silence_direction``) to the last decoder layer's output
     (``blocks.{L-1}.hook_resid_post``) at each row's last real position, and at every new position during
     ``generate``. ``adaptive=True`` scales beta per row by ``1 - listening signal`` of ``heads`` (a row whose
     heads already attend to the audio is steered less). ``control="random"``: a random direction of the
-    same norm per row instead of s(x) (seeded)."""
+    same norm per row instead of s(x) (seeded). ``reference``: the counterfactual of ``silence_direction``."""
     if control not in (None, "random"):
         raise ValueError(f"control must be None or 'random', got {control!r}")
     inputs = model.to_inputs(inputs)
-    direction = silence_direction(model, inputs, heads)
+    direction = silence_direction(model, inputs, heads, reference)
     if control == "random":
         noise = torch.randn(direction.shape, generator=torch.Generator().manual_seed(seed))
         direction = noise / noise.norm(dim=-1, keepdim=True) * direction.norm(dim=-1, keepdim=True)

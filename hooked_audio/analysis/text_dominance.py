@@ -11,8 +11,6 @@ asserts another, how often the text wins, and how much the text moved the model.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
@@ -48,14 +46,9 @@ def without_text(model, inputs, texts: list[str]) -> AudioTextInput:
     inputs = model.to_inputs(inputs)
     if len(texts) != inputs.shape[0]:
         raise ValueError(f"texts must give one string per row ({inputs.shape[0]}), got {len(texts)}")
-    if inputs.position_ids is not None:
-        raise ValueError("inputs carry explicit position_ids, which cannot be recomputed after cutting text out")
     tokenizer = model._require_tokenizer()
-    mask = torch.ones(inputs.shape, dtype=torch.long) if inputs.attention_mask is None else inputs.attention_mask.cpu()
-    right_padded = bool((mask[:, -1] == 0).any())
     rows = []
-    for row, text in enumerate(texts):
-        real = inputs.input_ids[row].cpu()[mask[row].bool()].tolist()
+    for row, (text, real) in enumerate(zip(texts, inputs.real_token_rows())):
         for variant in (text, " " + text, text.strip(), " " + text.strip()):
             needle = tokenizer.encode(variant, add_special_tokens=False)
             starts = _find(real, needle) if needle else []
@@ -72,14 +65,7 @@ def without_text(model, inputs, texts: list[str]) -> AudioTextInput:
         if kept.count(inputs.audio_token_id) != real.count(inputs.audio_token_id):
             raise ValueError(f"the text {text!r} of row {row} covers audio placeholders; cut text only")
         rows.append(kept)
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=inputs.input_ids.dtype)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        where = slice(0, len(r)) if right_padded else slice(width - len(r), width)
-        ids[i, where], attention[i, where] = torch.tensor(r, dtype=ids.dtype), 1
-    return replace(inputs, input_ids=ids.to(inputs.device), attention_mask=attention.to(inputs.device))
+    return inputs.with_token_rows(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
 @torch.no_grad()

@@ -83,6 +83,30 @@ class AudioTextInput:
             position_ids=pick(self.position_ids), audio=audio, window_rows=window_rows,
         )
 
+    def with_token_rows(self, rows: list[list[int]], pad_id: int, keep_audio: bool = True) -> "AudioTextInput":
+        """The input with each row's real tokens replaced by ``rows[i]`` (e.g. after cutting a span out), re-padded
+        on the side this input is padded on; ``keep_audio=False`` also drops the audio."""
+        if self.position_ids is not None:
+            raise ValueError("inputs carry explicit position_ids, which cannot be recomputed after changing the tokens")
+        if len(rows) != self.shape[0]:
+            raise ValueError(f"rows must give one token list per row ({self.shape[0]}), got {len(rows)}")
+        right_padded = self.attention_mask is not None and bool((self.attention_mask[:, -1] == 0).any())
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=self.input_ids.dtype)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            where = slice(0, len(r)) if right_padded else slice(width - len(r), width)
+            ids[i, where], attention[i, where] = torch.tensor(r, dtype=ids.dtype), 1
+        changed = replace(self, input_ids=ids.to(self.device), attention_mask=attention.to(self.device))
+        return changed if keep_audio else replace(changed, audio={}, window_rows=None)
+
+    def real_token_rows(self) -> list[list[int]]:
+        """Each row's tokens without its padding."""
+        if self.attention_mask is None:
+            return self.input_ids.cpu().tolist()
+        mask = self.attention_mask.cpu().bool()
+        return [self.input_ids[row].cpu()[mask[row]].tolist() for row in range(self.shape[0])]
+
     def to(self, device) -> "AudioTextInput":
         move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
         return replace(

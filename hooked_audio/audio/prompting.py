@@ -42,6 +42,7 @@ def build_inputs(
     sampling_rate: int | list[int | None] | None = None,
     on_too_long: str = "error",
     add_generation_prompt: bool | None = None,
+    continue_final_message: bool = False,
 ) -> AudioTextInput:
     """Inputs for ``model`` from either ``prompt`` or chat ``messages``.
 
@@ -59,7 +60,9 @@ def build_inputs(
     ``sampling_rate``: the rate of the array/tensor clips (files and dicts carry their own). One int
     applies to every array clip; a list gives one rate per clip, in placeholder order (``None`` for
     clips that carry their own). ``add_generation_prompt`` (messages only, default True) ends the
-    text with the assistant's turn.
+    text with the assistant's turn. ``continue_final_message=True`` (messages only) leaves the last message, an
+    assistant turn you began (a prefill such as "the speaker's gender is"), open: no end-of-turn token, so the
+    last position is where the next word is predicted.
     """
     processor = model.processor
     if processor is None or not hasattr(processor, "feature_extractor"):
@@ -76,20 +79,28 @@ def build_inputs(
         if audio is not None:
             raise ValueError("with messages=, put the audio inside the messages, not in audio=")
         conversations = _conversations(messages)
+        if continue_final_message:
+            if add_generation_prompt:
+                raise ValueError("continue_final_message=True continues the last message; do not also add a generation prompt")
+            open_turns = [i for i, c in enumerate(conversations) if c[-1].get("role") != "assistant"]
+            if open_turns:
+                raise ValueError(f"continue_final_message=True needs each conversation to end with the assistant turn to "
+                                 f"continue (the prefill); conversations {open_turns} do not")
         clips, own_rates = _audio_items(conversations)
+        generation_prompt = not continue_final_message if add_generation_prompt is None else add_generation_prompt
         templated = [
             chat_templater(processor).apply_chat_template(
-                _for_template(c), add_generation_prompt=True if add_generation_prompt is None else add_generation_prompt,
+                _for_template(c), add_generation_prompt=generation_prompt, continue_final_message=continue_final_message,
                 tokenize=False,
             )
             for c in conversations
         ]
         texts = [t[0] if isinstance(t, list) else t for t in templated]
     else:
-        if add_generation_prompt is not None:
+        if add_generation_prompt is not None or continue_final_message:
             raise ValueError(
-                "add_generation_prompt= only applies to messages=; a prompt= is used exactly as written "
-                "(end it with the assistant's turn yourself, or pass messages=)"
+                "add_generation_prompt= and continue_final_message= only apply to messages=; a prompt= is used exactly "
+                "as written (end it with the assistant's turn yourself, or pass messages=)"
             )
         texts = _prompts(prompt)
         clips = _clip_list(audio)

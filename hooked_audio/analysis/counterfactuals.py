@@ -1,0 +1,91 @@
+"""Counterfactual audio for an input: the same prompt with every clip silenced, replaced by noise, or removed.
+
+These are the references the listening analyses compare against (Glazer et al. 2026): what the model does when
+the audio carries nothing.
+
+- ``silence_like``: the same inputs (same token layout) with every clip's features those of digital silence.
+- ``matched_noise``: Gaussian noise waveforms with each clip's length and RMS; build inputs from them with the
+  same prompt (equal lengths give the same token layout).
+- ``without_audio``: the same tokens with each clip's placeholder run (and its marker tokens) cut out and no
+  audio, re-padded: the prompt as if the clip had never been attached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from ..audio.inputs import AudioTextInput
+
+# Whisper-style log-mel of an all-zero waveform: log10(1e-10) = -10, clamped, then (x + 4) / 4.
+WHISPER_SILENCE = -1.5
+
+
+def silence_like(inputs: AudioTextInput, silence_value: float = WHISPER_SILENCE, features_key: str | None = None) -> AudioTextInput:
+    """The same inputs (token ids, masks, frame mask, spans) with every clip's features replaced by those of
+    digital silence of the same length. ``silence_value`` is the feature value of an all-zero waveform:
+    -1.5 for Whisper-style log-mel features (every family here uses them); ``features_key`` defaults to
+    the only floating-point audio tensor."""
+    if not inputs.has_audio:
+        raise ValueError("the inputs have no audio to replace with silence")
+    if features_key is None:
+        floats = [k for k, v in inputs.audio.items() if v.is_floating_point()]
+        if len(floats) != 1:
+            raise ValueError(f"pass features_key= (audio tensors: {sorted(inputs.audio)})")
+        features_key = floats[0]
+    audio = dict(inputs.audio)
+    audio[features_key] = torch.full_like(audio[features_key], silence_value)
+    return replace(inputs, audio=audio)
+
+
+def matched_noise(clips, seed: int = 0) -> list[Float[np.ndarray, " sample"]]:
+    """White Gaussian noise of each clip's length and RMS (float32 waveforms at the clips' own rate), seeded.
+    A silent clip gives silence. Build the counterfactual with the same prompt:
+    ``model.build_inputs(prompt, matched_noise(clips), sampling_rate=...)``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for index, clip in enumerate(clips):
+        wave = np.asarray(clip.numpy() if isinstance(clip, torch.Tensor) else clip, dtype=np.float64)
+        if wave.ndim != 1 or wave.size == 0:
+            raise ValueError(f"clip {index}: matched_noise needs mono waveforms (1-D, non-empty), got shape {wave.shape}")
+        noise = rng.standard_normal(wave.size)
+        out.append((noise * np.sqrt(np.mean(wave**2)) / np.sqrt(np.mean(noise**2))).astype(np.float32))
+    return out
+
+
+def audio_marker_tokens(processor) -> list[str]:
+    """The tokens a processor puts right around each clip's placeholders (e.g. Qwen's ``<|audio_bos|>`` and
+    ``<|audio_eos|>``), from its ``audio_bos_token`` / ``audio_eos_token``; empty where it defines none."""
+    return [t for t in (getattr(processor, "audio_bos_token", None), getattr(processor, "audio_eos_token", None)) if t]
+
+
+def without_audio(model, inputs, markers: list[str] | None = None) -> AudioTextInput:
+    """``inputs`` with every clip removed: each row's audio placeholder runs are cut out together with the marker
+    tokens directly next to them, the audio tensors dropped, and the rows re-padded on the same side. Every other
+    token is kept, so the last position is still the answer position. ``markers`` (token strings) defaults to
+    ``audio_marker_tokens(model.processor)``; for a family whose template wraps clips in other tokens, pass them."""
+    inputs = model.to_inputs(inputs)
+    if not inputs.has_audio:
+        raise ValueError("the inputs have no audio to remove")
+    tokenizer = model._require_tokenizer()
+    if markers is None:
+        markers = audio_marker_tokens(model.processor) if model.processor is not None else []
+    marker_ids = set()
+    for marker in markers:
+        token_id = tokenizer.convert_tokens_to_ids(marker)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise ValueError(f"marker {marker!r} is not a token of this tokenizer")
+        marker_ids.add(int(token_id))
+    rows = []
+    for ids in inputs.real_token_rows():
+        audio = [t == inputs.audio_token_id for t in ids]
+        drop = [
+            a or (t in marker_ids and ((p > 0 and audio[p - 1]) or (p + 1 < len(ids) and audio[p + 1])))
+            for p, (t, a) in enumerate(zip(ids, audio))
+        ]
+        rows.append([t for t, d in zip(ids, drop) if not d])
+    return inputs.with_token_rows(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                                  keep_audio=False)
