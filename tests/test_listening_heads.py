@@ -7,7 +7,9 @@ from conftest import make_inputs, make_processor
 from scipy.stats import mannwhitneyu
 
 from hooked_audio.analysis import audio_attention_per_row, listening_head_scores, listening_signal, silence_like
-from hooked_audio.analysis import top_heads
+from hooked_audio.analysis import head_ablation_effects, head_ablation_hooks, random_heads, same_prompt_donors, top_heads
+
+TONE_TASKS = ["pitch", "noise", "beeps", "when"]
 
 
 @torch.no_grad()
@@ -135,3 +137,52 @@ def test_audio_silence_steering_undoes_the_hint_effect_on_the_textual_organism_b
     assert steered["hint_effect_mean"] < plain["hint_effect_mean"] - 1.0
     assert random["hint_effect_mean"] > plain["hint_effect_mean"] - 0.5
     assert steered["flip_rate"] <= plain["flip_rate"]
+
+
+@torch.no_grad()
+def test_head_ablation_effects_equal_zeroing_the_heads_output_weights(model):
+    import copy
+
+    inputs = model.to_inputs(make_inputs([[100], [60]], seed=8))
+    metric = lambda logits: logits[:, -1, 7].mean()  # noqa: E731
+    for prefix, blocks in [("", lambda m: m.blocks), ("audio_encoder.", lambda m: m.audio_encoder.blocks)]:
+        effects = head_ablation_effects(model, inputs, metric, prefix=prefix)
+        layer, head = 1, 2
+        surgered = copy.deepcopy(model)
+        attn = blocks(surgered)[layer].attn
+        d_head = attn.o.weight.shape[1] // effects.shape[1]
+        attn.o.weight[:, head * d_head : (head + 1) * d_head] = 0
+        expected = float(metric(model(inputs))) - float(metric(surgered(inputs)))
+        assert effects[layer, head] == pytest.approx(expected, abs=1e-5)
+        assert effects.abs().max() > 1e-4 and len(set(effects.flatten().tolist())) > 1  # heads differ
+
+
+@torch.no_grad()
+def test_toy_encoder_heads_ranked_by_ablation_matter_more_than_random_heads(toy):
+    """Rank the audio encoder's heads by how much zero-ablating each alone lowers the right answer's log-prob on
+    calibration clips; resample-ablating the top 3 on held-out clips must hurt more than each of 5 random 3-head
+    draws (the ranking's control)."""
+    from hooked_audio.toy import evaluate, tasks
+
+    def split(seed):
+        samples = [s for s in tasks.make_probe_set(seed=seed, n_per_task=8, task_names=TONE_TASKS) if s.hint is None]
+        inputs = toy.to_inputs(evaluate.encode(toy.processor, samples))
+        return inputs, torch.tensor([toy.to_single_token(s.answer) for s in samples])
+
+    def right_log_prob(inputs, answers):
+        return lambda logits: logits[torch.arange(len(answers)), inputs.last_positions].log_softmax(-1)[
+            torch.arange(len(answers)), answers].mean()
+
+    calibration, cal_answers = split(41)
+    test, answers = split(43)
+    top = top_heads(head_ablation_effects(toy, calibration, right_log_prob(calibration, cal_answers), prefix="audio_encoder."), 3)
+    donors, cfg = same_prompt_donors(test), toy.cfg.audio
+
+    def accuracy(heads):
+        hooks = head_ablation_hooks(heads, "resample", prefix="audio_encoder.", donors=donors)
+        logits = toy.run_with_hooks(test, fwd_hooks=hooks)[torch.arange(len(answers)), test.last_positions]
+        return float((logits.argmax(-1) == answers).float().mean())
+
+    ablated = accuracy(top)
+    random_draws = [accuracy(random_heads(cfg.n_layers, cfg.n_heads, 3, exclude=top, seed=s)) for s in range(5)]
+    assert accuracy([]) >= 0.75 and ablated < min(random_draws), (ablated, random_draws)

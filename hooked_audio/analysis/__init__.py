@@ -29,7 +29,7 @@ from .audiolens import (
     AttributeInformation, EnrichmentSweep, attribute_information, audio_masking_hooks, critical_layer,
     critical_layer_correlation, enrichment_hook, enrichment_sweep, information_scores, label_log_probs,
 )
-from .ablation import head_ablation_hooks, random_heads, same_prompt_donors
+from .ablation import head_ablation_effects, head_ablation_hooks, random_heads, same_prompt_donors
 from .heads import audio_attention_by_head, top_heads
 from .counterfactuals import matched_noise, silence_like, without_audio
 from .listening import (
@@ -83,6 +83,7 @@ __all__ = [
     "audio_silence_steering_hooks",
     "LogitLens",
     "audio_attention_by_head",
+    "head_ablation_effects",
     "head_ablation_hooks",
     "logit_lens",
     "random_heads",

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 
 from ..audio.inputs import AudioTextInput
 from ..kv_cache import position_offset
@@ -93,6 +93,27 @@ def head_ablation_hooks(
         return ablate
 
     return [(f"{prefix}blocks.{layer}.attn.hook_z", make_hook(layer, hs)) for layer, hs in sorted(by_layer.items())]
+
+
+@torch.no_grad()
+def head_ablation_effects(
+    model, inputs, metric: Callable[[torch.Tensor], torch.Tensor | float], prefix: str = "",
+    mode: Literal["zero", "mean", "resample"] = "zero", donors: Int[torch.Tensor, " batch"] | None = None,
+    mask=None,
+) -> Float[torch.Tensor, "layer head"]:
+    """How much ablating each head alone lowers ``metric(logits)`` (a scalar over the batch, e.g. the mean
+    log-prob of the right label): ``metric(clean) - metric(ablated)``, one forward per head. A ranking for heads
+    that no attention score can rank, such as the audio encoder's (``prefix="audio_encoder."``), whose every key
+    is audio. ``mask`` is the real-position (decoder) or real-frame (encoder) mask of ``mode="mean"``."""
+    inputs = model.to_inputs(inputs)
+    cfg = model.cfg.audio if prefix.startswith("audio_encoder") else model.cfg
+    clean = float(metric(model(inputs)))
+    effects = torch.zeros(cfg.n_layers, cfg.n_heads)
+    for layer in range(cfg.n_layers):
+        for head in range(cfg.n_heads):
+            hooks = head_ablation_hooks([(layer, head)], mode, prefix, donors, inputs=mask, model=model)
+            effects[layer, head] = clean - float(metric(model.run_with_hooks(inputs, fwd_hooks=hooks)))
+    return effects
 
 
 def _is_index(value) -> bool:
