@@ -20,6 +20,7 @@ shuffle=True)`` for a training loop, which holds ``buffer_shards`` shards in mem
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -68,8 +69,10 @@ def stream_activations(
     ``ln_final.*``) and, with ``positions="audio"``, ``hook_audio_embeds``; attention patterns/scores and
     encoder activations are refused. ``dtype``: the stored floating dtype (None: the model's), cast as each
     activation is cached. Shards hold about ``shard_size_mb`` MB each. A non-empty ``out_dir`` is refused
-    unless ``overwrite=True`` (which deletes the store's own files there) or ``resume=True`` and its index
-    says a run with the same names, positions and dtype finished (then nothing is recomputed).
+    unless ``overwrite=True`` (which deletes the store's own files there) or ``resume=True`` with the same
+    model, names, positions, dtype and shard size: a finished store is returned as it is; an interrupted one
+    continues after the last batch whose rows all reached a shard (pass the same ``batches`` again: the batches
+    already stored are checked against their fingerprints and skipped, not recomputed).
     Returns the ``ActivationStore`` on ``out_dir``.
     """
     names = _check_names(model, names, positions)
@@ -78,48 +81,80 @@ def stream_activations(
     if not shard_size_mb > 0:
         raise ValueError(f"shard_size_mb must be positive, got {shard_size_mb}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        done = _finished_index(out_dir)
-        same = done is not None and done["names"] == names and done["positions"] == positions and (
-            dtype is None or done["dtype"] == _dtype_name(dtype)
-        )
-        if resume and same:
-            return ActivationStore(out_dir)
-        if not overwrite:
-            why = " (its index is for other names, positions or dtype)" if resume and done is not None else ""
-            raise FileExistsError(
-                f"{str(out_dir)!r} is not empty{why}: pass overwrite=True to replace a store there, "
-                "resume=True to keep a finished one, or choose an empty folder"
-            )
-        for path in [out_dir / INDEX_FILE, out_dir / (INDEX_FILE + ".tmp"), *out_dir.glob("shard_*.safetensors")]:
-            path.unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    writer = _ShardWriter(out_dir, names, shard_size_mb * 1e6)
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "hooked_audio_version": _version(),
         "model": _model_summary(model), "names": names, "positions": positions,
         "positions_rule": POSITION_RULES[positions], "shard_size_mb": shard_size_mb,
         "metadata_keys": list(META_KEYS),
     }
+    previous = None
+    if out_dir.exists() and any(out_dir.iterdir()):
+        previous = _read_index(out_dir)
+        same = previous is not None and all(previous.get(k) == header[k] for k in ("model", "names", "positions", "shard_size_mb")) and (
+            dtype is None or previous["dtype"] in (None, _dtype_name(dtype)))
+        if resume and same and previous["complete"]:
+            return ActivationStore(out_dir)
+        if resume and same and "resume_point" not in previous:
+            raise ValueError(f"the interrupted store in {str(out_dir)!r} was written without a resume point (an older "
+                             "version): pass overwrite=True to write it again")
+        if not (resume and same) and not overwrite:
+            why = " (its index is for another model, names, positions, dtype or shard size)" if resume and previous is not None else ""
+            raise FileExistsError(
+                f"{str(out_dir)!r} is not empty{why}: pass overwrite=True to replace a store there, "
+                "resume=True to keep a finished one or continue an interrupted one, or choose an empty folder"
+            )
+        if not (resume and same):
+            previous = None
+            for path in [out_dir / INDEX_FILE, out_dir / (INDEX_FILE + ".tmp"), *out_dir.glob("shard_*.safetensors")]:
+                path.unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    writer = _ShardWriter(out_dir, names, shard_size_mb * 1e6)
     n_items = n_batches = 0
+    fingerprints: list[str] = []
+    resume_point = {"n_batches": 0, "n_items": 0, "n_rows": 0}
+    if previous is not None:
+        resume_point = previous["resume_point"]
+        writer.restore(previous, resume_point["n_rows"])
+        fingerprints = previous["fingerprints"][: resume_point["n_batches"]]
+        writer.write_index({**header, "complete": False, "n_items": resume_point["n_items"],
+                            "n_batches": resume_point["n_batches"], "resume_point": resume_point, "fingerprints": fingerprints})
+    boundaries = [resume_point]  # rows through each batch; all of the first one's are in shards
     for batch in _as_batches(batches):
         inputs = model.to_inputs(batch)
+        if n_batches < resume_point["n_batches"]:  # stored before the interruption: check it is the same batch
+            if _fingerprint(inputs) != fingerprints[n_batches]:
+                raise ValueError(
+                    f"batch {n_batches} differs from the one stored in {str(out_dir)!r} before the interruption: "
+                    "resume with the same batches in the same order, or pass overwrite=True")
+            n_items += inputs.shape[0]
+            n_batches += 1
+            continue
         with torch.no_grad():
             _, cache = model.run_with_cache(inputs, names_filter=names, device="cpu", cache_dtype=dtype)
         rows = _rows(cache.cache_dict, inputs, names, positions, n_items)
         if rows is not None:
             writer.add(rows)
-            writer.write_index({**header, "complete": False, "n_items": n_items, "n_batches": n_batches})
         n_items += inputs.shape[0]
         n_batches += 1
+        fingerprints.append(_fingerprint(inputs))
+        boundaries.append({"n_batches": n_batches, "n_items": n_items, "n_rows": writer.n_rows + writer.n_buffered})
+        # the latest batch boundary whose rows have all reached a shard: where an interrupted run continues
+        resume_point = [b for b in boundaries if b["n_rows"] <= writer.n_rows][-1]
+        if writer.trailing:  # nothing to index before the first stored row
+            writer.write_index({**header, "complete": False, "n_items": n_items, "n_batches": n_batches,
+                               "resume_point": resume_point, "fingerprints": fingerprints})
+    if n_batches < resume_point["n_batches"]:
+        raise ValueError(f"only {n_batches} batches were given, but {resume_point['n_batches']} were stored before "
+                         "the interruption: resume with the same batches")
     writer.close()
     if writer.n_rows == 0:
         raise ValueError(
             f"no token of the {n_items} batch rows is at positions={positions!r}: nothing to store "
             f"(positions='audio' on text-only input?)"
         )
-    writer.write_index({**header, "complete": True, "n_items": n_items, "n_batches": n_batches})
+    writer.write_index({**header, "complete": True, "n_items": n_items, "n_batches": n_batches,
+                        "fingerprints": fingerprints})
     return ActivationStore(out_dir)
 
 
@@ -319,6 +354,27 @@ class _ShardWriter:
         while self.n_buffered >= self.rows_per_shard:
             self._flush(self.rows_per_shard)
 
+    def restore(self, index: dict, n_rows: int) -> None:
+        """Continue an interrupted store at row ``n_rows`` (a batch boundary): keep its shards up to there, cut
+        the shard that runs past it down to it, and delete the rest."""
+        self.rows_per_shard = index["rows_per_shard"]
+        self.trailing = {name: (tuple(info["shape"][1:]), getattr(torch, info["dtype"]))
+                         for name, info in index["activations"].items()}
+        for shard in index["shards"]:
+            path = self.out_dir / shard["file"]
+            if shard["stop"] <= n_rows:
+                self.shards.append(shard)
+            elif shard["start"] < n_rows:
+                with safe_open(path, framework="pt") as f:
+                    rows = {key: f.get_slice(key)[: n_rows - shard["start"]] for key in f.keys()}
+                save_file(rows, path, metadata={"format": FORMAT, "start": str(shard["start"]), "stop": str(n_rows)})
+                self.shards.append({**shard, "stop": n_rows})
+        kept = {shard["file"] for shard in self.shards}
+        for path in self.out_dir.glob("shard_*.safetensors"):  # past the resume point, or written but never indexed
+            if path.name not in kept:
+                path.unlink()
+        self.n_rows = n_rows
+
     def close(self) -> None:
         if self.n_buffered:
             self._flush(self.n_buffered)
@@ -435,12 +491,22 @@ def _rows(cache_dict: dict, inputs: AudioTextInput, names: list[str], positions:
     return rows
 
 
-def _finished_index(out_dir: Path) -> dict | None:
+def _read_index(out_dir: Path) -> dict | None:
     try:
         index = json.loads((out_dir / INDEX_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return index if index.get("format") == FORMAT and index.get("complete") else None
+    return index if index.get("format") == FORMAT else None
+
+
+def _fingerprint(inputs: AudioTextInput) -> str:
+    """A hash of a batch's tokens, mask and audio: enough to tell that a resumed run was given the same batches."""
+    digest = hashlib.sha1()
+    tensors = [inputs.input_ids, inputs.attention_mask, *(inputs.audio[k] for k in sorted(inputs.audio))]
+    for t in tensors:
+        if t is not None:
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -205,7 +205,7 @@ def test_overwrite_resume_and_single_batch(model, tmp_path):
     assert len(first) == 1 and first.dtype(RESID) == torch.float32
     resumed = stream_activations(model, [], [RESID], out, positions="last", dtype=None, resume=True)  # finished: kept
     assert len(resumed) == 1 and torch.equal(resumed.load(RESID), first.load(RESID))
-    with pytest.raises(FileExistsError, match="other names"):
+    with pytest.raises(FileExistsError, match="another model, names"):
         stream_activations(model, [], [Z], out, positions="last", resume=True)
     (out / "notes.txt").write_text("kept")
     again = stream_activations(model, batches(), [RESID], out, positions="last", overwrite=True)
@@ -237,3 +237,37 @@ def test_toy_model_real_audio(tmp_path):
         assert ends.max().item() == pytest.approx(seconds, abs=1e-5)
         assert torch.equal(meta["position"][meta["item"] == item], inputs.audio_positions[item])
     assert store.index["model"]["model_name"] == toy.cfg.model_name
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(model, tmp_path):
+    """Stop a run after 3 of 6 batches (shards smaller than a batch's rows, so one runs past the last batch whose
+    rows were written), resume it with the same batches: every row and its metadata equal an uninterrupted run's."""
+    all_batches = [make_inputs([[100], [60]], text_lengths=[3 + s, 5], seed=s) for s in range(6)]
+    names, size = [RESID, Z], 0.004
+    whole = stream_activations(model, all_batches, names, tmp_path / "whole", positions="all", shard_size_mb=size)
+
+    def stops_after(n):
+        for i, batch in enumerate(all_batches):
+            if i == n:
+                raise KeyboardInterrupt
+            yield batch
+
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        stream_activations(model, stops_after(3), names, out, positions="all", shard_size_mb=size)
+    cut = json.loads((out / "index.json").read_text())
+    point = cut["resume_point"]["n_rows"]
+    assert not cut["complete"] and 0 < point and any(s["start"] < point < s["stop"] for s in cut["shards"])
+    with pytest.raises(ValueError, match="batch 1 differs"):
+        stream_activations(model, [all_batches[0], all_batches[4]] + all_batches[2:], names, out, positions="all",
+                           shard_size_mb=size, resume=True)
+    resumed = stream_activations(model, all_batches, names, out, positions="all", shard_size_mb=size, resume=True)
+    assert len(resumed) == len(whole)
+    for name in names:
+        assert torch.equal(resumed.load(name), whole.load(name))
+    for key, values in whole.metadata().items():
+        assert torch.allclose(resumed.metadata()[key].double(), values.double(), equal_nan=True, rtol=0, atol=0)
+    assert sorted(p.name for p in out.glob("shard_*")) == [s["file"] for s in resumed.shards]  # no stale shard left
+    # control: without resume=True the interrupted folder is refused
+    with pytest.raises(FileExistsError):
+        stream_activations(model, all_batches, names, out, positions="all", shard_size_mb=size)
