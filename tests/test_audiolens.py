@@ -148,6 +148,11 @@ def test_critical_layer_correlation_on_hand_made_groups():
     assert critical_layer_correlation({**groups, "worse": _group([2, 2, 2, 3])})["r"] < 0  # later and worse: negative
     with pytest.raises(ValueError, match="at least 3 groups"):
         critical_layer_correlation({"early": groups["early"], "never": groups["never"]})
+    from hooked_audio.app.method_plots import plot_critical_layer_vs_accuracy
+
+    ax = plot_critical_layer_vs_accuracy(result).axes[0]
+    points = sorted(tuple(np.round(c.get_offsets()[0], 6)) for c in ax.collections)
+    assert points == [(2.0, 1.0), (2.5, 0.75), (3.0, 1.0)] and "r = 0.00" in ax.get_title()  # "never" left out
 
 
 @torch.no_grad()

@@ -26,3 +26,19 @@ def plot_head_scores(scores: torch.Tensor, title: str = "listening-head score", 
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
     return finish(fig, path)
+
+
+def plot_critical_layer_vs_accuracy(correlation: dict, title: str = "", path=None):
+    """One point per group of ``critical_layer_correlation`` (critical layer, accuracy), labelled, with Pearson's r
+    and p in the title; groups with an undefined critical layer are left out."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, (layer, accuracy) in correlation["points"].items():
+        if name in correlation["undefined"]:
+            continue
+        ax.scatter(layer, accuracy, s=14)
+        ax.annotate(name, (layer, accuracy), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("critical layer (0 = embedding)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title + ': ' if title else ''}Pearson r = {correlation['r']:.2f} (p = {correlation['p']:.2g}, n = {correlation['n']})",
+                 fontsize=9)
+    return finish(fig, path)
