@@ -153,10 +153,10 @@ def test_generated_answers_are_steered_and_equal_the_uncached_generation(toy, da
     steered = str(tmp_path / "last.jsonl")
     evaluate(toy, ds, plain, scoring="exact", max_new_tokens=3, batch_size=2, progress=False)
     evaluate(toy, ds, steered, scoring="exact", max_new_tokens=3, batch_size=2, progress=False,
-             steer=spec(data, scale=4, positions="last"))
+             steer=spec(data, scale=16, positions="last"))  # the toy answers "low"/"high" until about 8
     generated = {r["id"]: r["generated"] for r in lines(steered)}
     assert generated != {r["id"]: r["generated"] for r in lines(plain)}
-    steer = Steer(layer=LAYER, vector=direction, scale=4.0, positions="last")
+    steer = Steer(layer=LAYER, vector=direction, scale=16.0, positions="last")
     with torch.no_grad():
         for batch in make_batches(ds.items, 2):
             inputs = _build(toy, batch, prompt_template("plain"))

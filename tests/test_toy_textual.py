@@ -13,8 +13,10 @@ from hooked_audio.loading import BUNDLED_MODELS
 from hooked_audio.toy import evaluate, tasks
 
 CARD = json.loads((BUNDLED_MODELS["toy-qwen2-audio-textual"] / "card.json").read_text())
-FLIP_TASKS = ["when"]  # numpy-only, heard at 1.00 by both organisms (cards)
-FLIP_MARGIN = 0.15  # cards, 50 clips: textual flips 0.34 [0.22, 0.48], the listener 0.00
+# numpy-only, heard equally well by both organisms without a hint (cards, 50 clips: 0.60 textual, 0.64 listener),
+# so the flip rates differ by hint reliance, not by hearing: textual 0.67, the listener 0.12
+FLIP_TASKS = ["beeps"]
+FLIP_MARGIN = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,6 @@ def test_a_wrong_hint_flips_the_textual_organism_and_not_the_listener(organisms)
     stats = {name: evaluate.evaluate(lambda inputs, m=m: m(inputs), m.processor, samples)["overall"]
              for name, m in organisms.items()}
     listener, textual = stats["toy-qwen2-audio"], stats["toy-qwen2-audio-textual"]
-    assert textual["accuracy"] >= 0.8 and listener["accuracy"] >= 0.8  # both hear these tasks without hints
+    assert abs(textual["accuracy"] - listener["accuracy"]) <= 0.15  # both hear this task alike without hints
     assert textual["flip_rate"] >= listener["flip_rate"] + FLIP_MARGIN
     assert textual["hint_effect"] > listener["hint_effect"]

@@ -70,39 +70,41 @@ def _boot_low(x, n=2000):
     return np.percentile([np.mean(x[rng.integers(0, len(x), len(x))]) for _ in range(n)], 2.5)
 
 
-# Measured on the full tutorial split (97 items, 40 clips): steered +0.043, equal-norm random +0.025, paired
-# difference +0.018 [+0.002, +0.034]; steering hit 0.299 vs 0.212 for random 0.4 s windows. On this test's
-# smaller split (64 items, 25 clips, to stay under 30 s) the specific effects vanish (numbers below): they are
-# marginal on this organism, so they are strict xfails; only the unspecific shift is asserted.
+# Measured on this split (64 items, 25 clips; the organism of git c0899c3 gave +0.025 / +0.014 and hits 0.203):
+# mass inside the queried event +0.031 steered vs +0.003 with the equal-norm random vector (paired difference
+# +0.029, bootstrap lower bound +0.014); localisation hit 0.39 steered, 0.36 for the random vector's change,
+# 0.216 for random 0.4 s windows, 0.53 for direct prompting (1.33 s thirds; random thirds 0.479).
 
 
 def test_steering_moves_attention_toward_the_events(measured):
     test, mass, _, _ = measured
     assert len(test) == 64
     steered = mass["steered"] - mass["base"]
-    # measured: +0.025 (a no-op or misplaced hook gives 0); the random vector gives +0.014
+    # measured: +0.031 (a no-op or misplaced hook gives 0)
     assert steered.mean() > 0.015
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured (64 items): mass inside the queried event +0.025 steered vs +0.014 with the equal-norm random vector, "
-    "paired bootstrap lower bound -0.003 (97 items in tutorial 05: +0.018 [+0.002, +0.034], marginal)"))
 def test_steering_moves_attention_into_the_queried_event_more_than_a_random_vector(measured):
     _, mass, _, _ = measured
     assert _boot_low((mass["steered"] - mass["base"]) - (mass["random"] - mass["base"])) > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured (64 items): steering hit 0.203, random 0.4 s windows 0.216, random-vector control 0.219 "
-    "(97 items in tutorial 05: 0.299 vs 0.212, random vector 0.268)"))
 def test_localisation_beats_random_windows(measured):
     _, _, hits, chance = measured
     assert hits["steered"].mean() > chance[WINDOW_S] + 0.05
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured (64 items): steering hit 0.203 (0.4 s windows), direct prompting 0.547 with 1.33 s thirds (random "
-    "0.479); 97 items: 0.299 vs 0.474. The paper's steering > direct prompting (60.87 % vs 31.84 %) is absent"))
+    "measured (64 items): steering hit 0.39, the equal-norm random vector's change 0.36: any perturbation changes "
+    "attention most where events are, so the window of maximal change finds *an* event, not the queried one"))
+def test_localisation_beats_the_random_vector(measured):
+    _, _, hits, _ = measured
+    assert hits["steered"].mean() > hits["random"].mean() + 0.1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (64 items): steering hit 0.39 (0.4 s windows), direct prompting 0.53 with 1.33 s thirds (random "
+    "0.479). The paper's steering > direct prompting (60.87 % vs 31.84 %) is absent"))
 def test_steering_localises_better_than_direct_prompting(measured):
     _, _, hits, _ = measured
     assert hits["steered"].mean() > hits["direct"].mean()

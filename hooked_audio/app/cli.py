@@ -444,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", "Answer questions about bundled clips, run a logit lens, rank and ablate audio heads, "
                        "and write an HTML report with plots and a JSON of the numbers.", needs_audio=False)
     demo.add_argument("--out", type=out_dir, default="demo_out", help="output folder (default: demo_out)")
-    demo.add_argument("--n-heads", type=positive_int, default=6,
-                      help="how many top audio heads to ablate (default 6; at most half the decoder heads)")
+    demo.add_argument("--n-heads", type=positive_int, default=8,
+                      help="how many top audio heads to ablate (default 8, a third of the toy's; at most half the decoder heads)")
     demo.add_argument("--seed", type=int, default=0, help="seed for the probe set and the random control heads")
     demo.set_defaults(func=cmd_demo)
 

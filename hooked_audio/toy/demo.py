@@ -113,7 +113,7 @@ def text_dominance_summary(stats: dict) -> str:
 
 
 @torch.no_grad()
-def run_demo(model_name: str, out_dir: Path, n_heads: int = 6, seed: int = 0) -> dict:
+def run_demo(model_name: str, out_dir: Path, n_heads: int = 8, seed: int = 0) -> dict:
     tasks, evaluate = _toy()
     out_dir = Path(out_dir)
     plot_dir = out_dir / "plots"
