@@ -4,17 +4,19 @@
 # Yang et al.'s AudioLens reads each layer's residual stream at the answer position through the final norm
 # and the unembedding, restricted to the task's labels, and asks whether the true label is on top
 # (the *information score* of that layer). The *critical layer* is the score-weighted mean layer above
-# (1 + alpha) x chance. *Audio masking* blocks attention to the audio to see where the answer is read from.
-# Runs on the bundled toy in well under a minute.
+# (1 + alpha) x chance. *Audio masking* blocks attention to the audio to see where the answer is read from,
+# *enrichment* adds an early layer's state back later, and the paper's three *prompt formats* ask whether a later
+# critical layer goes with a lower accuracy. Runs on the bundled toy in well under a minute.
 
 # %%
 import torch
 
 from hooked_audio import HookedAudioTransformer
 from hooked_audio.analysis import (
-    audio_masking_hooks, critical_layer, enrichment_hook, information_scores, label_log_probs,
+    PROMPT_FORMATS, attribute_information, attribute_prompt_inputs, audio_masking_hooks, critical_layer,
+    critical_layer_correlation, enrichment_sweep, information_scores, label_log_probs,
 )
-from hooked_audio.app.method_plots import plot_information_by_layer
+from hooked_audio.app.method_plots import plot_critical_layer_vs_accuracy, plot_information_by_layer
 from hooked_audio.toy import evaluate, tasks
 
 torch.set_grad_enabled(False)
@@ -31,9 +33,9 @@ def task_batch(name, seed=5, n=16):
 
 # %% [markdown]
 # ## 1. Information by layer, and the critical layer
-# On the bundled toy (seed 5, 16 clips per task) we measured: pitch and noise go from chance at the embedding
-# to 1.0 by layer 2 (critical layer 4.0 and 3.85); the harder beeps task only reaches 0.56, later
-# (critical layer 4.83). The output layer's score *is* the restricted accuracy.
+# On the bundled toy (seed 5, 16 clips per task) we measured: noise goes from chance at the embedding to 1.0 at
+# layer 2 and pitch at layer 3 (critical layers 4.00 and 4.29); the harder beeps task only reaches 0.50, and late
+# (0.44 from layer 2, 0.50 from layer 5; critical layer 4.23). The output layer's score *is* the restricted accuracy.
 
 # %%
 curves, results = {}, {}
@@ -49,8 +51,9 @@ plot_information_by_layer(curves, title="toy-qwen2-audio: information by layer")
 
 # %% [markdown]
 # Split by the answer's correctness (correct = the output layer's restricted argmax), on beeps, the only
-# task here with errors. Measured: the 9 correct items reach 1.0 from layer 4 on; the 7 wrong ones never
-# rise above 0.14 (layer 3): when the toy miscounts, no layer held the right count at the answer position.
+# task here with errors. Measured: the 8 correct items climb over the layers (0.50 at layer 2, 0.75, 0.88, 1.0
+# from layer 5); the 8 wrong ones peak at 0.38 at layer 2 and fall to 0 from layer 4: when the toy miscounts,
+# the right count was briefly on top at the answer position and lost.
 
 # %%
 batch, labels, answers, lp = results["beeps"]
@@ -62,9 +65,10 @@ for tag, rows in [("correct", correct), ("wrong", ~correct)]:
 # ## 2. Audio masking
 # `audio_masking_hooks` adds the dtype's minimum to `hook_attn_scores` from the query positions to every audio
 # key (hooking the scores puts those layers on the explicit attention path). Masking the *last* position only
-# at all layers takes pitch to chance (0.5) but leaves noise at 0.69: the audio has already been copied into
-# the question's text positions, which the last position still reads. Masking *every* query takes both to
-# chance (measured: pitch 1.00 -> 0.50 -> 0.50, noise 1.00 -> 0.69 -> 0.38, chance 0.50 / 0.33). Control: on a text-only prompt the same hooks change nothing (no audio keys).
+# at all layers takes both tasks to chance, as does masking *every* query (measured: pitch 1.00 -> 0.50 -> 0.50,
+# noise 1.00 -> 0.38 -> 0.38, chance 0.50 / 0.33): this toy's answer position reads the audio span itself, not a
+# copy in the question's tokens (tutorial 06 finds the same by causal tracing). Control: on a text-only prompt
+# the same hooks change nothing (no audio keys).
 
 
 # %%
@@ -81,22 +85,53 @@ for name in ["pitch", "noise"]:
           f"{masked_accuracy(batch, labels, answers, audio_masking_hooks(batch, query='all')):.2f}, chance {1 / len(labels):.2f}")
 
 # %% [markdown]
-# ## 3. Enrichment
-# Add lam * h^src_last to h^(src+k)_last (k = 5, clipped to this 6-layer model's last layer). Here src is the layer
-# where the wrongly answered beeps items carry the most information; a random source layer is the control.
+# ## 3. Enrichment, chosen on one split and tested on another
+# Add lam * h^src_last to h^(src+k)_last (k = 5, clipped to this 6-layer model's last layer). `enrichment_sweep`
+# follows the paper's protocol: src is the block where the *probing* split's wrongly answered items carry the most
+# information, lam is swept on a disjoint *test* split, and the baseline draws a random source layer per item
+# (5 seeds, mean and std).
 
 # %%
-batch, labels, answers, lp = results["beeps"]
-wrong = ~(lp[-1].argmax(-1) == answers)
-src = int(information_scores(lp[1:-1, wrong], answers[wrong]).argmax()) if wrong.any() else 0  # rows 1.. = block outputs
-rng = torch.Generator().manual_seed(0)
-for lam in [0.0, 0.5, 1.0]:
-    chosen = masked_accuracy(batch, labels, answers, enrichment_hook(src, 5, lam, n_layers=model.cfg.n_layers, inputs=batch))
-    rand = [masked_accuracy(batch, labels, answers, enrichment_hook(int(torch.randint(model.cfg.n_layers, (1,), generator=rng)), 5, lam,
-                                                                    n_layers=model.cfg.n_layers, inputs=batch)) for _ in range(5)]
-    print(f"lam {lam}: source layer {src} -> {chosen:.2f}; random source layers {torch.tensor(rand).mean():.2f} ± {torch.tensor(rand).std():.2f}")
-# Measured: no gain. lam 0 / 0.5 / 1.0 give 0.56 / 0.56 / 0.50 from source layer 2, against 0.56 / 0.52 ± 0.03 /
-# 0.52 ± 0.06 from random source layers: on this toy the wrong items hold almost no information at any layer
-# (see above), so there is nothing to enrich. This is also measured on the same items the source layer was
-# chosen on the source layer was chosen on (a probing/test split of a handful of
-# beeps clips would be the paper's protocol); read it as a demonstration of the hook, not as evidence.
+probe, labels, probe_answers = task_batch("beeps", seed=5)
+test, _, test_answers = task_batch("beeps", seed=7, n=24)
+sweep = enrichment_sweep(model, probe, probe_answers, test, test_answers, labels, lams=(0.0, 0.5, 1.0, 2.0))
+print(f"source layer {sweep.source_layer} -> target {sweep.target_layer}")
+for lam, chosen, mean, std in zip(sweep.lams, sweep.chosen, sweep.random_mean, sweep.random_std):
+    print(f"lam {lam}: chosen source {chosen:.2f}; random source per item {mean:.2f} ± {std:.2f}")
+# Measured (16 probing, 24 test clips): source block 1 -> target 5; lam 0 / 0.5 / 1 / 2 give 0.58 / 0.58 / 0.58 /
+# 0.67 from the chosen source, against 0.58 / 0.63 ± 0.03 / 0.63 ± 0.03 / 0.67 ± 0.03 from a random source layer
+# per item. No gain over the baseline: the wrong items' information peaks early (above) and enrichment from the
+# layer where it peaks adds no more than enrichment from anywhere.
+
+# %% [markdown]
+# ## 4. Prompt formats, and does a later critical layer mean a lower accuracy?
+# AudioLens asks each attribute three ways, the assistant's turn prefilled and left open so the last token is
+# where the attribute is predicted: P1 the clip alone, P2 the clip and the question, P3 the question with the
+# options listed. `attribute_prompt_inputs` renders them with the checkpoint's own chat template (the toy's
+# word-level vocabulary has no "options:", so P3 lists them as "one or two or three"). The toy was trained on the
+# question without a prefill ("native"), so P1-P3 are prompts it never saw: a spread of accuracies to correlate.
+# `critical_layer_correlation` gives Pearson's r between critical layer and accuracy over the task x format groups.
+
+# %%
+groups = {}
+for name in ["pitch", "noise", "beeps", "when", "digit", "gender", "language"]:
+    labels = list(tasks.TASKS_BY_NAME[name].answers)
+    samples = [s for s in tasks.make_probe_set(seed=5, n_per_task=16, task_names=[name]) if s.hint is None]
+    answers = torch.tensor([labels.index(s.answer) for s in samples])
+    native = model.to_inputs(evaluate.encode(model.processor, samples))
+    groups[f"{name}/native"] = attribute_information(model, native, labels, answers)
+    for fmt in PROMPT_FORMATS:
+        inputs = attribute_prompt_inputs(model, [s.waveform for s in samples], fmt, "the answer is", question=samples[0].question,
+                                         options=labels, options_template="{question} {options}", join=" or ", sampling_rate=16000)
+        groups[f"{name}/{fmt}"] = attribute_information(model, inputs, labels, answers)
+for group, info in groups.items():
+    print(f"{group:>16}: accuracy {info.accuracy:.2f}, critical layer last {info.critical_layer():.2f}, "
+          f"penultimate {info.critical_layer('penultimate'):.2f}")
+result = critical_layer_correlation(groups)
+print(f"Pearson r = {result['r']:.2f} (p = {result['p']:.4f}, {result['n']} groups; undefined: {result['undefined']})")
+plot_critical_layer_vs_accuracy(result, title="toy-qwen2-audio")
+# Measured (16 clips per task): accuracy 0.50-1.00, critical layers 3.55-4.59 at the last position; P1 (no
+# question) costs pitch (1.00 -> 0.81) and moves its critical layer earliest (3.55). Pearson r = 0.06 (p = 0.77,
+# 28 groups): on this toy a later critical layer does not go with a lower accuracy. (AudioLens reports the
+# negative relation on real LALMs; here the groups' critical layers lie within one layer of each other, and the
+# hard task, beeps, is hard in every format.) The earlier, effectively 4-layer toy gave r = -0.57.

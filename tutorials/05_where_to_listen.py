@@ -10,8 +10,10 @@
 #
 # Here on the toy multi-event clips (`events_when`: 2-3 of beep / noise / word / sweep / clicks at random
 # times in a 4 s clip, 25 audio tokens/s), on the text-reliant organism `toy-qwen2-audio-textual`, chosen
-# on a dev split (seed 103): its steering effect on the profile was larger than the listener's (steering
-# layer 1 into layers 1-4: attention mass inside the event +0.029 vs +0.006 for the listener at alpha 8).
+# on a dev split (seed 103) for the previous organisms (git c0899c3): its steering effect on the profile was
+# larger than the listener's (steering layer 1 into layers 1-4: attention mass inside the event +0.029 vs +0.006
+# for the listener at alpha 8). The organism, layer, targets, alpha and window were kept, not re-tuned, for
+# the retrained toys: the numbers below are the retrained textual toy's.
 # Every event of every clip is a query item; each asks "when does the X happen ?" after
 # "listen to the whole clip .", and the vector of event X is fitted on other clips (seed 101).
 
@@ -84,7 +86,7 @@ def boot(x, n=2000):
 # %% [markdown]
 # ## 1. Steering vectors: "focus on the X ." minus "listen to the whole clip .", same clips, one per event
 # Residual at layer 1, last position, averaged over the fit clips' items of event X. Their norms differ
-# a lot by event on this toy (measured: clicks 97, beep 14, word 6.8, noise and sweep under 0.4), so a
+# a lot by event on this toy (measured: word 3.2, clicks 0.73, noise 0.43, beep 0.35, sweep 0.23), so a
 # single alpha steers some events far harder than others.
 
 # %%
@@ -104,13 +106,13 @@ def other_event(item):
 # %% [markdown]
 # ## 2. Does steering move the profile toward the queried event? (test split, seed 202)
 # Controls: a random vector of the same norm per event, and the vector of a *different* event of the same
-# clip. Measured (97 items, 40 clips; bootstrap 95 % CIs): the unsteered profile puts 0.095 of its audio
-# attention inside the queried event (the events cover about a tenth of the clip); steering adds +0.043
-# [+0.024, +0.061], the random vector +0.025 [+0.011, +0.038], the other event's vector +0.026
-# [+0.009, +0.041]. Paired, steered minus random +0.018 [+0.002, +0.034], steered minus other event +0.016
-# [-0.006, +0.038]: the instruction vector moves attention to the queried event a little more than an equal
-# push in a random direction, but most of the shift is unspecific (any large push at the text positions sends
-# attention to the salient events), and it is not clearly specific to the queried event.
+# clip. Measured (97 items, 40 clips; bootstrap 95 % CIs): the unsteered profile puts 0.159 of its audio
+# attention inside the queried event; steering adds +0.027 [+0.011, +0.045], the random vector +0.004
+# [-0.001, +0.009], the other event's vector +0.009 [-0.007, +0.025]. Paired, steered minus random +0.023
+# [+0.011, +0.037], steered minus other event +0.018 [-0.004, +0.042]: the instruction vector moves attention to
+# the queried event, which an equal push in a random direction does not; the other event's vector moves it less,
+# though not significantly so on 97 items. (On the earlier, effectively 4-layer organism the random vector did
+# most of what steering did: +0.025 of +0.043.)
 
 # %%
 test = query_items(202, 40)
@@ -141,12 +143,13 @@ plot_temporal_profiles(seconds, {"unsteered": base[row], "steered": steered[row]
 # clip (a 1.33 s window). Random: windows of the same length placed uniformly (exact expectation per item).
 # Hit = the window overlaps the interval (the paper's "overlap" share); IoU also shown; Wilson / bootstrap CIs.
 #
-# Measured on the test split (97 items): steering hit 0.299 [0.217, 0.396], IoU 0.171; random 0.4 s windows
-# hit 0.212, IoU 0.080; the random-vector control localises almost as well (hit 0.268, IoU 0.148; the
-# other-event vector 0.258, 0.127). Direct prompting hits 0.474 [0.378, 0.573] with IoU 0.128 but its window
-# is 1.33 s long, where random windows already hit 0.443: direct prompting is near chance, steering beats
-# its chance level by ~9 points, yet an equal-norm random push gets most of that. The paper's gap
-# (60.87 % vs 31.84 % direct vs 27.74 % random on Qwen2-Audio) is not reproduced on this organism.
+# Measured on the test split (97 items): steering hit 0.299 [0.217, 0.396], IoU 0.132; random 0.4 s windows
+# hit 0.212, IoU 0.080; the random-vector control localises almost as well (hit 0.268, IoU 0.116; the
+# other-event vector 0.258, 0.109). Direct prompting hits 0.526 [0.427, 0.622] with IoU 0.139 but its window
+# is 1.33 s long, where random windows already hit 0.443: direct prompting is a little above chance, steering
+# beats its chance level by ~9 points, yet an equal-norm random push gets most of that: the window of largest
+# change finds *an* event more than the queried one. The paper's gap (60.87 % vs 31.84 % direct vs 27.74 %
+# random on Qwen2-Audio) is not reproduced on this organism.
 
 # %%
 def localisation(change):

@@ -43,7 +43,8 @@ def silence_like(inputs: AudioTextInput, silence_value: float = WHISPER_SILENCE,
 
 def matched_noise(clips, seed: int = 0) -> list[Float[np.ndarray, " sample"]]:
     """White Gaussian noise of each clip's length and RMS (float32 waveforms at the clips' own rate), seeded.
-    A silent clip gives silence. Build the counterfactual with the same prompt:
+    A silent clip gives silence. Gaussian peaks reach about 4 x RMS, so a loud clip's noise can exceed 1.0
+    (``build_inputs`` warns; it is passed on unclipped to keep the RMS). Build the counterfactual with the same prompt:
     ``model.build_inputs(prompt, matched_noise(clips), sampling_rate=...)``."""
     rng = np.random.default_rng(seed)
     out = []
