@@ -1,6 +1,7 @@
 """AudioLens on the tiny random model: each check would fail for a broken implementation, next to a control."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -218,3 +219,20 @@ def test_toy_information_at_output_is_accuracy_and_masking_drops_to_chance(toy, 
     # control: on a text-only prompt (no audio keys) the same hooks change nothing
     text = toy.to_inputs(toy.to_tokens([evaluate.render_prompt(toy.processor, samples[0]).replace("<|AUDIO|>", "")]))
     torch.testing.assert_close(toy.run_with_hooks(text, fwd_hooks=audio_masking_hooks(text, query="all")), toy(text))
+
+
+@torch.no_grad()
+def test_knocking_out_attention_to_some_keys_makes_their_tokens_invisible(model, batch):
+    """With attention to a span blocked from every query at every layer, changing the span's tokens changes
+    nothing at the other positions (they cannot see it); without the knockout it does (the control)."""
+    keys = torch.zeros(batch.shape, dtype=torch.bool)
+    keys[:, -2] = True  # the text token before the last position, in both rows: only the last position sees it
+    assert not (keys & batch.audio_mask.cpu()).any()
+    other = batch.input_ids.clone()
+    other[keys] = (other[keys] + 1) % 6 + 6  # other words
+    changed = replace(batch, input_ids=other)
+    hooks = audio_masking_hooks(batch, query="all", keys=keys)
+    a, b = model.run_with_hooks(batch, fwd_hooks=hooks), model.run_with_hooks(changed, fwd_hooks=hooks)
+    seen = ~keys & batch.attention_mask.cpu().bool()  # padding rows attend to nothing real and are left out
+    torch.testing.assert_close(a[seen], b[seen], atol=1e-5, rtol=1e-5)
+    assert (model(batch)[:, -1] - model(changed)[:, -1]).abs().max() > 1e-3

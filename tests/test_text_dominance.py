@@ -123,3 +123,17 @@ def test_fwd_hooks_intervene_on_the_conflict_run_only(model):
         torch.testing.assert_close(hooked["logit_diff"], by_hand[:, yes] - by_hand[:, no])
         assert torch.equal(hooked["right_without_text"], plain["right_without_text"])  # the reference is unhooked
         torch.testing.assert_close(hooked["hint_effect"] - plain["hint_effect"], hooked["logit_diff"] - plain["logit_diff"])
+
+
+def test_text_positions_mark_what_without_text_cuts(model):
+    from hooked_audio.analysis import text_positions, without_text
+
+    inputs = model.to_inputs(make_inputs([[100], [60]], text_lengths=[4, 7], seed=9))
+    rows = inputs.real_token_rows()
+    texts = [model.tokenizer.decode(rows[0][1:3]), model.tokenizer.decode(rows[1][-2:])]
+    mask = text_positions(model, inputs, texts)
+    cut = without_text(model, inputs, texts).real_token_rows()
+    for r in range(2):
+        real = inputs.attention_mask[r].bool()
+        assert inputs.input_ids[r][real & ~mask[r]].tolist() == cut[r]
+        assert int(mask[r].sum()) == len(rows[r]) - len(cut[r]) == 2

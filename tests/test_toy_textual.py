@@ -44,3 +44,18 @@ def test_a_wrong_hint_flips_the_textual_organism_and_not_the_listener(organisms)
     assert abs(textual["accuracy"] - listener["accuracy"]) <= 0.15  # both hear this task alike without hints
     assert textual["flip_rate"] >= listener["flip_rate"] + FLIP_MARGIN
     assert textual["hint_effect"] > listener["hint_effect"]
+
+
+def test_the_siblings_part_where_the_hint_is_read(organisms):
+    """On the same conflicts the textual sibling's hint effect is far larger than the listener's, and blocking
+    attention to the hint's tokens in block 0 alone removes most of it, while the same knockout in any later block
+    removes almost nothing (the control: the same hook elsewhere). Measured on the card's 64 conflicts: +1.69 vs
+    +0.19; block 0 removes 0.96, blocks 1-5 at most 0.01."""
+    from hooked_audio.toy.sibling_comparison import compare
+
+    result = compare(organisms, n_per_task=8)
+    listener, textual = result["toy-qwen2-audio"], result["toy-qwen2-audio-textual"]
+    assert textual["hint_effect"] > listener["hint_effect"] + 0.8
+    assert textual["knockout_removes"][0] > 0.7 and max(textual["knockout_removes"][1:]) < 0.15
+    # and the audio answer leads the hint by less at its output (card: -3.12 vs -6.69)
+    assert textual["lens_margin"][-1] > listener["lens_margin"][-1]

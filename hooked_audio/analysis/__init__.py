@@ -23,7 +23,7 @@ from .conflict_tracing import LinearProbe, last_position_resid, span_cosine_by_l
 from .causal_tracing import CausalTrace, causal_tracing, position_groups
 from .instruction_steering import instruction_steering_hooks, instruction_steering_vector
 from .temporal import interval_overlap, localise, random_window_baseline, temporal_attention
-from .text_dominance import text_dominance, without_text
+from .text_dominance import text_dominance, text_positions, without_text
 from .attribute_prompts import PROMPT_FORMATS, attribute_messages, attribute_prompt_inputs
 from .audiolens import (
     AttributeInformation, EnrichmentSweep, attribute_information, audio_masking_hooks, critical_layer,
@@ -59,6 +59,7 @@ __all__ = [
     "temporal_attention",
     "text_dominance",
     "without_text",
+    "text_positions",
     "audio_masking_hooks",
     "PROMPT_FORMATS",
     "attribute_messages",

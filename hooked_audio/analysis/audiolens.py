@@ -104,16 +104,20 @@ def critical_layer(scores: Float[torch.Tensor, " layer"], n_labels: int, alpha: 
 
 
 def audio_masking_hooks(
-    inputs: AudioTextInput, layers: list[int] | None = None, query: str = "last"
+    inputs: AudioTextInput, layers: list[int] | None = None, query: str = "last",
+    keys: Bool[torch.Tensor, "batch pos"] | None = None,
 ) -> list[tuple]:
     """``fwd_hooks`` adding the dtype's minimum to ``hook_attn_scores`` from the query positions ("last": each
     row's last real position; "all": every position) to every audio key, at ``layers`` (all decoder layers
     when None). Other attention is unchanged. Hooking the scores switches those layers from SDPA to the
     explicit path, so this works whatever path the model would otherwise take. During ``generate`` (scores
-    over fewer queries than the prompt) the newest position is the query."""
+    over fewer queries than the prompt) the newest position is the query. ``keys``: knock out attention to
+    these positions instead of the audio (e.g. a text hint's tokens)."""
     if query not in ("last", "all"):
         raise ValueError(f"query must be 'last' or 'all', got {query!r}")
-    audio = inputs.audio_mask.cpu()
+    audio = inputs.audio_mask.cpu() if keys is None else torch.as_tensor(keys).cpu().bool()
+    if audio.shape != inputs.shape:
+        raise ValueError(f"keys is {tuple(audio.shape)} but the inputs are {tuple(inputs.shape)} [batch, pos]")
     last = inputs.last_positions.cpu().long()
     n_prompt = audio.shape[1]
 

@@ -6,7 +6,7 @@ asserts another, how often the text wins, and how much the text moved the model.
   logit difference ``logit(text answer) - logit(audio answer)`` and the hint effect (its change caused by
   adding the text); bootstrap confidence intervals, overall and per group.
 - ``without_text``: the same inputs with a piece of text (the hint) removed from each row, for the
-  text-free run.
+  text-free run; ``text_positions``: where that text sits, as a mask.
 """
 
 from __future__ import annotations
@@ -39,33 +39,58 @@ def _find(haystack: list[int], needle: list[int]) -> list[int]:
     return [start for start in range(len(haystack) - len(needle) + 1) if haystack[start : start + len(needle)] == needle]
 
 
+def _locate(tokenizer, real: list[int], text: str, row: int) -> tuple[int, int]:
+    """``(start, length)`` of ``text`` in a row's real tokens, as the tokenizer encodes it on its own (with or
+    without a leading space); exactly one occurrence."""
+    for variant in (text, " " + text, text.strip(), " " + text.strip()):
+        needle = tokenizer.encode(variant, add_special_tokens=False)
+        starts = _find(real, needle) if needle else []
+        if starts:
+            break
+    else:
+        raise ValueError(f"row {row} does not contain the text {text!r} as the tokenizer encodes it; "
+                         "pass the text-free inputs yourself")
+    if len(starts) > 1:
+        raise ValueError(f"row {row} contains the text {text!r} {len(starts)} times; which one to cut is "
+                         "ambiguous: pass a longer text (e.g. the whole hint sentence) or the text-free inputs")
+    return starts[0], len(needle)
+
+
+def _checked_texts(model, inputs, texts: list[str]) -> AudioTextInput:
+    inputs = model.to_inputs(inputs)
+    if len(texts) != inputs.shape[0]:
+        raise ValueError(f"texts must give one string per row ({inputs.shape[0]}), got {len(texts)}")
+    return inputs
+
+
 def without_text(model, inputs, texts: list[str]) -> AudioTextInput:
     """``inputs`` with ``texts[i]`` (e.g. the hint) cut out of row i's tokens and the rows re-padded on the same
     side; audio and every other token unchanged. The text must appear in the row as the tokenizer encodes it
     on its own (with or without a leading space); otherwise build the text-free prompts yourself."""
-    inputs = model.to_inputs(inputs)
-    if len(texts) != inputs.shape[0]:
-        raise ValueError(f"texts must give one string per row ({inputs.shape[0]}), got {len(texts)}")
+    inputs = _checked_texts(model, inputs, texts)
     tokenizer = model._require_tokenizer()
     rows = []
     for row, (text, real) in enumerate(zip(texts, inputs.real_token_rows())):
-        for variant in (text, " " + text, text.strip(), " " + text.strip()):
-            needle = tokenizer.encode(variant, add_special_tokens=False)
-            starts = _find(real, needle) if needle else []
-            if starts:
-                break
-        else:
-            raise ValueError(f"row {row} does not contain the text {text!r} as the tokenizer encodes it; "
-                             "pass the text-free inputs yourself")
-        if len(starts) > 1:
-            raise ValueError(f"row {row} contains the text {text!r} {len(starts)} times; which one to cut is "
-                             "ambiguous: pass a longer text (e.g. the whole hint sentence) or the text-free inputs")
-        start = starts[0]
-        kept = real[:start] + real[start + len(needle) :]
+        start, length = _locate(tokenizer, real, text, row)
+        kept = real[:start] + real[start + length :]
         if kept.count(inputs.audio_token_id) != real.count(inputs.audio_token_id):
             raise ValueError(f"the text {text!r} of row {row} covers audio placeholders; cut text only")
         rows.append(kept)
     return inputs.with_token_rows(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+
+def text_positions(model, inputs, texts: list[str]) -> Bool[torch.Tensor, "batch pos"]:
+    """The positions of ``texts[i]`` (e.g. the hint) in row i, found as ``without_text`` finds them: a mask for
+    hooks that act on the text (attention knockout with ``audio_masking_hooks(keys=...)``, patching)."""
+    inputs = _checked_texts(model, inputs, texts)
+    tokenizer = model._require_tokenizer()
+    real_mask = torch.ones(inputs.shape, dtype=torch.bool) if inputs.attention_mask is None else inputs.attention_mask.cpu().bool()
+    mask = torch.zeros(inputs.shape, dtype=torch.bool)
+    for row, (text, real) in enumerate(zip(texts, inputs.real_token_rows())):
+        start, length = _locate(tokenizer, real, text, row)
+        where = torch.nonzero(real_mask[row]).flatten()
+        mask[row, where[start : start + length]] = True
+    return mask
 
 
 @torch.no_grad()
