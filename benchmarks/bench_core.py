@@ -34,6 +34,7 @@ import torch
 from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
 from hooked_audio import HookedAudioTransformer
+from report import verdict, write_report
 from hooked_audio.families import family_for_model_type
 
 CONFIGS = {
@@ -216,14 +217,10 @@ def main() -> int:
     ]
     for label, what, ours, ref, ref_name, target in rows:
         ratio = ours / ref
-        verdict = "-" if target is None else f"<= {target}x {'ok' if ratio <= target else 'MISSED'}"
-        lines.append(f"| {label} | {what} | {ours * 1e3:.1f} | {ref_name} | {ref * 1e3:.1f} | {ratio:.2f}x | {verdict} |")
+        lines.append(f"| {label} | {what} | {ours * 1e3:.1f} | {ref_name} | {ref * 1e3:.1f} | {ratio:.2f}x | {verdict(ratio, target)} |")
     lines.append(f"| Qwen2-Audio-7B architecture (meta), {n_hooks} hook points | enter + leave run_with_hooks, "
                  f"one hook | {hook_cost * 1e3:.3f} | - | - | - | <= 0.05 ms {'ok' if hook_cost <= 5e-5 else 'MISSED'} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).write_text(text)
-    return 0
+    return write_report(lines, args.out)
 
 
 if __name__ == "__main__":

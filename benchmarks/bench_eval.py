@@ -28,6 +28,7 @@ import soundfile
 import torch
 
 from hooked_audio import HookedAudioTransformer
+from report import verdict, write_report
 from hooked_audio.datasets import load_dataset
 from hooked_audio.evaluation.runner import evaluate
 from hooked_audio.toy import tasks
@@ -124,12 +125,8 @@ def main() -> int:
     for name, what, target in [("ours", "evaluate (manifest, restricted)", 1.2),
                                ("ours_steer", "evaluate + --steer (one layer)", None)]:
         ratio = rate["hf"] / rate[name]
-        verdict = "-" if target is None else f"<= {target}x {'ok' if ratio <= target else 'MISSED'}"
-        lines.append(f"| {what} | {rate[name]:.1f} | hand-written HF loop | {rate['hf']:.1f} | {ratio:.2f}x | {verdict} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).write_text(text)
-    return 0
+        lines.append(f"| {what} | {rate[name]:.1f} | hand-written HF loop | {rate['hf']:.1f} | {ratio:.2f}x | {verdict(ratio, target)} |")
+    return write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch
 from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
 from hooked_audio import HookedAudioTransformer
+from report import verdict, write_report
 from hooked_audio.analysis import steering_hook
 
 # bench_core.py's "medium" config, with a 15 s audio window
@@ -135,14 +136,10 @@ def main() -> int:
     ]
     for what, ours_s, target in rows:
         ratio = ours_s / times["hf"]
-        verdict = "-" if target is None else f"<= {target}x {'ok' if ratio <= target else 'MISSED'}"
         lines.append(
-            f"| {label} | {what} | {ours_s * 1e3:.0f} | HF generate (sdpa) | {times['hf'] * 1e3:.0f} | {ratio:.2f}x | {verdict} |"
+            f"| {label} | {what} | {ours_s * 1e3:.0f} | HF generate (sdpa) | {times['hf'] * 1e3:.0f} | {ratio:.2f}x | {verdict(ratio, target)} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).write_text(text)
-    return 0
+    return write_report(lines, args.out)
 
 
 if __name__ == "__main__":
