@@ -61,3 +61,20 @@ def test_temporal_attention_text_dominance_and_instruction_vector(spec):
     other = type(inputs)(**{**inputs.__dict__, "input_ids": other_ids})
     assert instruction_steering_vector(model, inputs, other, layer=0).abs().max() > 1e-6
     assert torch.equal(instruction_steering_vector(model, inputs, inputs, layer=0), torch.zeros(model.cfg.d_model))
+
+
+@pytest.mark.parametrize("spec", FAMILY)
+@torch.no_grad()
+def test_without_audio_is_the_text_only_prompt(spec):
+    """Removing the clips leaves the text tokens (these tiny models have no processor, so no marker tokens are cut)
+    and runs as a text-only input: equal to the same tokens given without audio, and different from the clip run."""
+    from hooked_audio.analysis import without_audio
+
+    model, inputs = _setup(spec)
+    removed = without_audio(model, inputs)
+    assert not removed.has_audio and not bool(removed.audio_mask.any())
+    assert [len(r) for r in removed.real_token_rows()] == [
+        int(m.sum()) - int(a.sum()) for m, a in zip(inputs.attention_mask, inputs.audio_mask)]
+    plain = model.to_inputs({"input_ids": removed.input_ids, "attention_mask": removed.attention_mask})
+    torch.testing.assert_close(model(removed), model(plain), atol=0, rtol=0)
+    assert (model(removed)[:, -1] - model(inputs)[:, -1]).abs().max() > 1e-5

@@ -71,9 +71,11 @@ def without_audio(model, inputs, markers: list[str] | None = None) -> AudioTextI
     inputs = model.to_inputs(inputs)
     if not inputs.has_audio:
         raise ValueError("the inputs have no audio to remove")
-    tokenizer = model._require_tokenizer()
+    tokenizer = model.tokenizer
     if markers is None:
         markers = audio_marker_tokens(model.processor) if model.processor is not None else []
+    if markers and tokenizer is None:
+        raise ValueError("markers are token strings, and this model has no tokenizer to look them up: pass markers=[]")
     marker_ids = set()
     for marker in markers:
         token_id = tokenizer.convert_tokens_to_ids(marker)
@@ -88,5 +90,5 @@ def without_audio(model, inputs, markers: list[str] | None = None) -> AudioTextI
             for p, (t, a) in enumerate(zip(ids, audio))
         ]
         rows.append([t for t, d in zip(ids, drop) if not d])
-    return inputs.with_token_rows(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-                                  keep_audio=False)
+    pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else (model.cfg.pad_token_id or 0)
+    return inputs.with_token_rows(rows, pad, keep_audio=False)
