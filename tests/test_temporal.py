@@ -102,3 +102,13 @@ def test_instruction_steering_vector_and_hooks_by_hand(model):
         instruction_steering_vector(model, a, other, layer=1)
     with pytest.raises(TypeError, match="AudioTextInput"):
         instruction_steering_hooks(vector, [0], 1.0, raw)
+    # normalize=True: alpha is the norm added at every text position
+    seen.clear()
+    hooks = instruction_steering_hooks(vector, [0], alpha=2.0, inputs=a, normalize=True)
+    hooks.append(("blocks.0.hook_resid_post", lambda x, hook: seen.setdefault("x", x.clone())))
+    model.run_with_hooks(a, fwd_hooks=hooks)
+    added = (seen["x"] - plain["blocks.0.hook_resid_post"])[text]
+    torch.testing.assert_close(added.norm(dim=-1), torch.full((int(text.sum()),), 2.0))
+    torch.testing.assert_close(added[0], 2.0 * vector / vector.norm())
+    with pytest.raises(ValueError, match="zero"):
+        instruction_steering_hooks(torch.zeros_like(vector), [0], 1.0, a, normalize=True)

@@ -46,14 +46,21 @@ def instruction_steering_vector(model, inputs_a, inputs_b, layer: int) -> Float[
 
 
 def instruction_steering_hooks(
-    vector: Float[torch.Tensor, " d_model"], layers: list[int], alpha: float, inputs,
+    vector: Float[torch.Tensor, " d_model"], layers: list[int], alpha: float, inputs, normalize: bool = False,
 ) -> list[tuple]:
     """``fwd_hooks`` adding ``alpha * vector`` to ``blocks.{l}.hook_resid_post`` at the text positions of
     ``inputs`` (an ``AudioTextInput``), for every ``l`` in ``layers``. Positions generated later are left
-    alone (the prompt's text positions are steered, as in the paper)."""
+    alone (the prompt's text positions are steered, as in the paper). ``normalize=True`` scales the vector to
+    unit norm first, so ``alpha`` is the norm added: vectors of different instructions (whose norms can differ by
+    orders of magnitude) then push equally hard."""
     if not layers:
         raise ValueError("layers is empty")
     if not isinstance(inputs, AudioTextInput):
         raise TypeError("inputs must be an AudioTextInput (model.to_inputs(...)): its text positions are steered")
+    if normalize:
+        norm = float(torch.as_tensor(vector).float().norm())
+        if norm == 0:
+            raise ValueError("the steering vector is zero: there is no direction to normalize")
+        vector = torch.as_tensor(vector) / norm
     hook = steering_hook(vector, alpha, positions=inputs.text_mask)
     return [(f"blocks.{int(l)}.hook_resid_post", hook) for l in layers]
