@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from hooked_audio.datasets import load_dataset
 from hooked_audio.evaluation.runner import ResumeError, evaluate, read_results
@@ -266,7 +267,8 @@ def test_sharded_ranks_merge_into_the_one_process_file(toy, pitch_manifest, tmp_
 
 
 def test_torchrun_two_processes_write_the_same_file_as_one(toy, pitch_manifest, tmp_path):
-    """``torchrun --nproc_per_node 2 ... eval`` (gloo on CPU) writes the file one process writes."""
+    """``torchrun --nproc_per_node 2 ... eval --steer`` (gloo on CPU) writes the file one process writes, steering
+    included (each rank builds the steering hooks of its own batches)."""
     import socket
     import subprocess
     import sys
@@ -274,7 +276,10 @@ def test_torchrun_two_processes_write_the_same_file_as_one(toy, pitch_manifest, 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["eval", "--dataset", f"manifest:{pitch_manifest}", "--batch-size", "2", "--no-progress"]
+    direction = tmp_path / "direction.pt"
+    torch.save(torch.randn(toy.cfg.d_model, generator=torch.Generator().manual_seed(0)), direction)
+    steer = f"layer=1,file={direction},scale=2,positions=audio"
+    args = ["eval", "--dataset", f"manifest:{pitch_manifest}", "--batch-size", "2", "--no-progress", "--steer", steer]
     env = dict(os.environ, OMP_NUM_THREADS="1", HOOKED_AUDIO_SHAPE_CHECKS="0")
     two = str(tmp_path / "two.jsonl")
     done = subprocess.run(
@@ -285,8 +290,12 @@ def test_torchrun_two_processes_write_the_same_file_as_one(toy, pitch_manifest, 
     assert "rank 0's share of 2 processes" in done.stdout and done.stdout.count("overall") == 1
     one = str(tmp_path / "one.jsonl")
     evaluate(toy, load_dataset(f"manifest:{pitch_manifest}"), one, model_name="toy-qwen2-audio", batch_size=2,
-             progress=False)
+             progress=False, steer=steer)
     assert open(two).read() == open(one).read()
+    plain = str(tmp_path / "plain.jsonl")
+    evaluate(toy, load_dataset(f"manifest:{pitch_manifest}"), plain, model_name="toy-qwen2-audio", batch_size=2,
+             progress=False)
+    assert open(plain).read() != open(one).read()  # control: the steering changed the scores
     assert json.load(open(two + ".meta.json"))["config"] == json.load(open(one + ".meta.json"))["config"]
     assert not [p for p in os.listdir(tmp_path) if ".rank" in p]
 
