@@ -186,3 +186,13 @@ def test_toy_encoder_heads_ranked_by_ablation_matter_more_than_random_heads(toy)
     ablated = accuracy(top)
     random_draws = [accuracy(random_heads(cfg.n_layers, cfg.n_heads, 3, exclude=top, seed=s)) for s in range(5)]
     assert accuracy([]) >= 0.75 and ablated < min(random_draws), (ablated, random_draws)
+
+
+@torch.no_grad()
+def test_head_ablation_effects_in_mean_mode_use_the_inputs_mask(model):
+    inputs = model.to_inputs(make_inputs([[100], [60]], text_lengths=[4, 7], seed=8))
+    metric = lambda logits: logits[:, -1, 7].mean()  # noqa: E731
+    effects = head_ablation_effects(model, inputs, metric, mode="mean")
+    by_hand = float(metric(model(inputs))) - float(metric(model.run_with_hooks(
+        inputs, fwd_hooks=head_ablation_hooks([(1, 2)], "mean", inputs=inputs))))
+    assert effects[1, 2] == pytest.approx(by_hand, abs=1e-6) and effects.abs().max() > 1e-4

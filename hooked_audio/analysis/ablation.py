@@ -104,9 +104,13 @@ def head_ablation_effects(
     """How much ablating each head alone lowers ``metric(logits)`` (a scalar over the batch, e.g. the mean
     log-prob of the right label): ``metric(clean) - metric(ablated)``, one forward per head. A ranking for heads
     that no attention score can rank, such as the audio encoder's (``prefix="audio_encoder."``), whose every key
-    is audio. ``mask`` is the real-position (decoder) or real-frame (encoder) mask of ``mode="mean"``."""
+    is audio. ``mask`` is the real-frame mask ``[clips, frames]`` of ``mode="mean"`` on encoder heads (decoder
+    heads use the inputs' attention mask)."""
     inputs = model.to_inputs(inputs)
-    cfg = model.cfg.audio if prefix.startswith("audio_encoder") else model.cfg
+    encoder = prefix.startswith("audio_encoder")
+    cfg = model.cfg.audio if encoder else model.cfg
+    if mode == "mean" and mask is None and not encoder:
+        mask = inputs
     clean = float(metric(model(inputs)))
     effects = torch.zeros(cfg.n_layers, cfg.n_heads)
     for layer in range(cfg.n_layers):

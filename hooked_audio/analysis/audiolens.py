@@ -194,8 +194,8 @@ def _restricted_correct(model, inputs, labels, answers, fwd_hooks=(), leading_sp
 @dataclass
 class AttributeInformation:
     """AudioLens on one group of items (e.g. one task in one prompt format). Layers are the rows of
-    ``label_log_probs`` (0 = embedding, last = output); ``*_correct`` / ``*_wrong`` split the rows by the output
-    layer's restricted argmax (NaN where a split is empty)."""
+    ``label_log_probs`` (0 = embedding, last = output); ``correct`` is the output layer's restricted argmax, and
+    ``scores(rows="correct"|"wrong")`` splits by it (NaN where a split is empty)."""
 
     labels: list[str]
     log_probs: Float[torch.Tensor, "layer batch label"]
