@@ -103,3 +103,17 @@ def test_build_inputs_takes_chat_messages_for_the_voxtral_processor():
     assert torch.equal(built.audio["input_features"], reference.audio["input_features"])
     assert int(built.audio_mask.sum()) == 50  # one 4 s window, 12.5 tokens per second
     assert torch.equal(model(built), model(reference))
+
+
+@torch.no_grad()
+def test_without_audio_cuts_voxtrals_begin_audio_marker_and_keeps_the_instruction_end(toy):
+    from hooked_audio.analysis import without_audio
+
+    model = toy
+    samples = [s for s in tasks.make_probe_set(1, 1, task_names=["pitch"]) if s.hint is None][:1]
+    inputs = model.to_inputs(evaluate.encode(model.processor, samples))
+    tokens = model.to_str_tokens(inputs.input_ids[0])
+    removed = model.to_str_tokens(without_audio(model, inputs).input_ids[0])
+    assert "[BEGIN_AUDIO]" in tokens and "[BEGIN_AUDIO]" not in removed
+    assert removed == [t for t in tokens if t != "[BEGIN_AUDIO]" and not t.startswith("<audio")]
+    assert removed[-1] == "[/INST]"

@@ -57,10 +57,19 @@ def matched_noise(clips, seed: int = 0) -> list[Float[np.ndarray, " sample"]]:
     return out
 
 
+# Marker tokens that templates put before a clip where the processor names none (Voxtral's Mistral template).
+KNOWN_AUDIO_MARKERS = ("[BEGIN_AUDIO]",)
+
+
 def audio_marker_tokens(processor) -> list[str]:
-    """The tokens a processor puts right around each clip's placeholders (e.g. Qwen's ``<|audio_bos|>`` and
-    ``<|audio_eos|>``), from its ``audio_bos_token`` / ``audio_eos_token``; empty where it defines none."""
-    return [t for t in (getattr(processor, "audio_bos_token", None), getattr(processor, "audio_eos_token", None)) if t]
+    """The tokens a processor puts right around each clip's placeholders: its ``audio_bos_token`` /
+    ``audio_eos_token`` (Qwen's ``<|audio_bos|>``, Music Flamingo's ``<|sound_bos|>``), else the known markers
+    its tokenizer has (Voxtral's ``[BEGIN_AUDIO]``); empty where there are none."""
+    named = [t for t in (getattr(processor, "audio_bos_token", None), getattr(processor, "audio_eos_token", None)) if t]
+    if named:
+        return named
+    vocab = processor.tokenizer.get_vocab() if getattr(processor, "tokenizer", None) is not None else {}
+    return [t for t in KNOWN_AUDIO_MARKERS if t in vocab]
 
 
 def without_audio(model, inputs, markers: list[str] | None = None) -> AudioTextInput:
