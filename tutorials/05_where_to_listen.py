@@ -49,7 +49,7 @@ def batch_of(items, instruction):
     return model.to_inputs(evaluate.encode(model.processor, samples))
 
 
-def profiles(items, vector_of=None):
+def profiles(items, vector_of=None, alpha=ALPHA, normalize=False):
     """Temporal profiles over PROFILE_LAYERS under the whole-clip prompt, steered with vector_of(item) (or not)."""
     groups = {}
     for i, item in enumerate(items):
@@ -58,7 +58,8 @@ def profiles(items, vector_of=None):
     out = torch.full((len(items), 100), float("nan"))
     for key, rows in groups.items():
         batch = batch_of([items[i] for i in rows], lambda e: WHOLE)
-        hooks = [] if key is None else instruction_steering_hooks(vector_of(items[rows[0]])[1], TARGETS, ALPHA, batch)
+        hooks = [] if key is None else instruction_steering_hooks(vector_of(items[rows[0]])[1], TARGETS, alpha, batch,
+                                                                  normalize=normalize)
         with model.hooks(hooks):
             _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
         out[rows], seconds = temporal_attention(cache, layers=PROFILE_LAYERS)
@@ -112,7 +113,10 @@ def other_event(item):
 # [+0.011, +0.037], steered minus other event +0.018 [-0.004, +0.042]: the instruction vector moves attention to
 # the queried event, which an equal push in a random direction does not; the other event's vector moves it less,
 # though not significantly so on 97 items. (On the earlier, effectively 4-layer organism the random vector did
-# most of what steering did: +0.025 of +0.043.)
+# most of what steering did: +0.025 of +0.043.) With every vector scaled to unit norm (`normalize=True`, alpha 64,
+# so each event is pushed equally hard) the shift is +0.013 [-0.003, +0.028]: much of the raw effect comes from
+# the events whose instruction vectors are long (the spoken word's, 3.2). On the dev split (seed 103, 61 items)
+# unit vectors at alpha 2-128 moved it by -0.007 to +0.002, against +0.024 for the raw vectors at alpha 32.
 
 # %%
 test = query_items(202, 40)
@@ -120,9 +124,11 @@ base, seconds = profiles(test)
 steered, _ = profiles(test, lambda it: (it[1], vectors[it[1]]))
 random_ctl, _ = profiles(test, lambda it: ("random " + it[1], random_vectors[it[1]]))
 other_ctl, _ = profiles(test, lambda it: ("other " + other_event(it), vectors[other_event(it)]))
+unit, _ = profiles(test, lambda it: (it[1], vectors[it[1]]), alpha=64.0, normalize=True)
 m0 = mass_inside(base, seconds, test)
 shift = {name: mass_inside(p, seconds, test) - m0 for name, p in
-         [("steered", steered), ("random vector", random_ctl), ("other event's vector", other_ctl)]}
+         [("steered", steered), ("random vector", random_ctl), ("other event's vector", other_ctl),
+          ("unit vectors, alpha 64", unit)]}
 print(len(test), "items; unsteered mass inside the event", round(float(m0.mean()), 4))
 for name, d in shift.items():
     print(f"  {name:>22}: mass inside change {boot(d)}")
