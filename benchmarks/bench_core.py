@@ -9,9 +9,9 @@ machine noise hits both sides alike:
    output_hidden_states=True and output_attentions=True         (target <= 1.5x)
    Where TransformerLens 4.3's TransformerBridge boots on the same model, its forward and its
    run_with_cache are timed in the same run too (booted offline, with its torchvision auto-install off).
-   Also run_with_cache of the decoder's resid_post kept at the audio span only, vs HF's hidden states, and of
-   everything but hook_result (per-head outputs [batch, pos, head, d_model], which TransformerLens computes only
-   with use_attn_result=True and which dominate the cost at 7B widths), vs the bridge.
+   "All hooks" is TransformerLens's default set: every hook point but hook_result (per-head outputs
+   [batch, pos, head, d_model], cached only with use_attn_result=True, as in TransformerLens).
+   Also run_with_cache of the decoder's resid_post kept at the audio span only, vs HF's hidden states.
 3. fixed cost of entering and leaving run_with_hooks with one hook, on the real Qwen2-Audio-7B
    architecture (built on the meta device: ~1,260 hook points, no weights)   (target <= 0.05 ms)
 4. a TransformerLens patching sweep (``get_act_patch_resid_pre``) vs as many HF forwards   (target <= 1.3x)
@@ -119,8 +119,6 @@ def bench_config(name: str, spec, repeats: int) -> list[tuple]:
         "ours": lambda: ours(**inputs),
         "hf_eager_all": lambda: hf_eager(**inputs, output_hidden_states=True, output_attentions=True),
         "ours_cache_all": lambda: ours.run_with_cache(**inputs),
-        # TransformerLens fires hook_result only with use_attn_result=True; here it is computed whenever cached
-        "ours_cache_no_result": lambda: ours.run_with_cache(**inputs, names_filter=lambda n: not n.endswith("hook_result")),
         "hf_hidden": lambda: hf_sdpa(**inputs, output_hidden_states=True),
         "ours_cache_audio_resid": lambda: ours.run_with_cache(
             **inputs, positions="audio", names_filter=lambda n: n.endswith("hook_resid_post") and n.startswith("blocks")
@@ -143,8 +141,6 @@ def bench_config(name: str, spec, repeats: int) -> list[tuple]:
             (label, "forward, no hooks", times["ours"], times["bridge"], "TL 4.3 TransformerBridge forward", None),
             (label, "run_with_cache(), all hooks", times["ours_cache_all"], times["bridge_cache_all"],
              "TL 4.3 TransformerBridge run_with_cache", 1.0),
-            (label, "run_with_cache(), all but hook_result (TL's default set)", times["ours_cache_no_result"],
-             times["bridge_cache_all"], "TL 4.3 TransformerBridge run_with_cache", 1.0),
         ]
     return rows
 

@@ -127,7 +127,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         return self
 
     def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """TransformerLens switch; here ``hook_result`` is computed whenever something hooks or caches it."""
+        """TransformerLens switch: with it on, a full ``run_with_cache()`` also caches ``hook_result`` (each head's
+        output ``[batch, pos, head, d_model]``: large, so off by default, as in TransformerLens). Hooks and a
+        ``names_filter`` that name ``hook_result`` compute it either way."""
         self.cfg.use_attn_result = bool(use_attn_result)
 
     def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
@@ -474,7 +476,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         **kwargs,
     ) -> tuple[Float[torch.Tensor, "batch pos d_vocab"] | Any, AudioActivationCache]:
         """Run once, caching activations (all by default; ``names_filter`` narrows by name), as
-        TransformerLens's ``run_with_cache``.
+        TransformerLens's ``run_with_cache``. As there, the default set leaves out ``hook_result`` unless
+        ``set_use_attn_result(True)``; name it in ``names_filter`` to cache it alone.
 
         ``device`` offloads the cache (e.g. ``"cpu"`` from a GPU run); ``cache_dtype`` (e.g.
         ``torch.bfloat16``) stores floating activations in that dtype as they are saved (others untouched);
@@ -501,6 +504,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if isinstance(names_filter, (str, list, tuple, set)):  # explicit names: a typo is an error, not a gap
             for name in [names_filter] if isinstance(names_filter, str) else names_filter:
                 self._resolve(name)
+        if names_filter is None and not self.cfg.use_attn_result:  # TransformerLens's default set
+            names_filter = lambda name: not name.endswith("attn.hook_result")  # noqa: E731
         cached = [(name, hp) for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
         bwd_hooks = [(name, _grad_saver(cache_dict, name, device, cache_dtype)) for name, _ in cached] if incl_bwd else []
         # A part built with TransformerLens's own HookPoint (no direct cache route) is cached by a module hook.

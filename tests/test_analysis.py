@@ -45,7 +45,7 @@ def test_audio_attention_by_head_matches_a_direct_sum(model):
 
 def test_head_ablation_removes_exactly_that_heads_result(model):
     inputs = make_inputs([[100]])
-    _, cache = model.run_with_cache(**inputs)
+    _, cache = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith(("hook_result", "hook_attn_out")))
     with model.hooks(fwd_hooks=head_ablation_hooks([(1, 3), (1, 0)])):
         _, ablated = model.run_with_cache(**inputs, names_filter=["blocks.1.hook_attn_out"])
     removed = cache["blocks.1.attn.hook_result"][:, :, [3, 0]].sum(2)
@@ -67,7 +67,7 @@ def test_resample_ablation_swaps_in_the_donor_rows_head_output(model):
     inputs = model.to_inputs(_same_prompt_three_clips())
     donors = same_prompt_donors(inputs)
     assert donors.tolist() == [1, 2, 0]
-    _, cache = model.run_with_cache(inputs)
+    _, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith(("hook_result", "hook_attn_out")))
     with model.hooks(fwd_hooks=head_ablation_hooks([(1, 3), (1, 0)], mode="resample", donors=donors)):
         _, ablated = model.run_with_cache(inputs, names_filter=["blocks.1.hook_attn_out"])
     result = cache["blocks.1.attn.hook_result"][:, :, [3, 0]].sum(2)

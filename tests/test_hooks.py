@@ -28,8 +28,18 @@ def test_hook_shapes_follow_transformer_lens(model):
     assert cache["blocks.0.attn.hook_q"].shape == (batch, pos, cfg.n_heads, cfg.d_head)
     assert cache["blocks.0.attn.hook_k"].shape == (batch, pos, cfg.n_key_value_heads, cfg.d_head)
     assert cache["pattern", 1].shape == (batch, cfg.n_heads, pos, pos)
-    assert cache["blocks.0.attn.hook_result"].shape == (batch, pos, cfg.n_heads, cfg.d_model)
     assert cache["hook_audio_embeds"].shape == (25, cfg.d_model)
+    # hook_result, as in TransformerLens: out of the default cache unless use_attn_result, computed when named
+    assert "blocks.0.attn.hook_result" not in cache.cache_dict
+    _, named = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_result"))
+    assert named["blocks.0.attn.hook_result"].shape == (batch, pos, cfg.n_heads, cfg.d_model)
+    model.set_use_attn_result(True)
+    try:
+        _, full = model.run_with_cache(**inputs)
+    finally:
+        model.set_use_attn_result(False)
+    torch.testing.assert_close(full["blocks.0.attn.hook_result"], named["blocks.0.attn.hook_result"])
+    assert "audio_encoder.blocks.0.attn.hook_result" in full.cache_dict
     # the pattern rows are distributions and causal
     pattern = cache["pattern", 0][0]
     torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1]))

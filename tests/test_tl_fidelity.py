@@ -97,7 +97,9 @@ def test_run_with_cache_takes_transformer_lens_arguments_and_caches_gradients(mo
 
 
 def test_transformer_lens_switches_and_accumulated_bias(model):
-    model.set_use_attn_result(True)  # hook_result is computed whenever hooked: nothing to switch
+    model.set_use_attn_result(True)  # a full cache then holds hook_result (tests/test_hooks.py)
+    assert model.cfg.use_attn_result
+    model.set_use_attn_result(False)
     # the per-head input switches (tests/test_tl_split_inputs.py): off by default, and off adds nothing
     for switch in (model.set_use_split_qkv_input, model.set_use_hook_mlp_in, model.set_use_attn_in):
         switch(False)

@@ -55,7 +55,8 @@ def test_points_exist_only_while_switched_on_with_transformer_lens_shapes(gqa_mo
     with switched_on(model, "split_qkv_input", "hook_mlp_in"):
         assert cfg.use_split_qkv_input and cfg.use_hook_mlp_in and not cfg.use_attn_in
         _, cache = model.run_with_cache(**inputs)
-        assert set(model.hook_dict) <= set(cache.keys())  # every point, the new ones included, fires
+        # every point, the new ones included, fires (hook_result only with use_attn_result, as in TransformerLens)
+        assert {n for n in model.hook_dict if not n.endswith("hook_result")} <= set(cache.keys())
         batch, pos = inputs["input_ids"].shape
         for prefix in ("blocks.1.", "blocks.1.attn."):  # TransformerLens 2's name and TransformerLens 4's
             assert cache[prefix + "hook_q_input"].shape == (batch, pos, cfg.n_heads, cfg.d_model)
