@@ -77,6 +77,30 @@ def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
     assert auc > 0.65 and test.pvalue < 0.05, (auc, test.pvalue, heads)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured on the bundled listener (beeps, heads ranked by point-biserial r on 40 calibration clips, resampled on "
+    "40 held-out clips, clean 0.57): the top 3 / 6 / 8 listening heads give 0.57 / 0.57 / 0.55, 5 random draws "
+    "0.55-0.62 / 0.40-0.48 / 0.33-0.43: heads whose audio attention predicts correctness hurt *less* than random "
+    "ones at every k (ranking by attention mass does find causal heads: tests/test_toy.py)"))
+@torch.no_grad()
+def test_toy_resampling_the_top_listening_heads_hurts_more_than_random_heads(toy):
+    from hooked_audio.analysis import head_ablation_hooks, random_heads, same_prompt_donors
+
+    def correct(batch, answers, ids, hooks=()):
+        logits = toy.run_with_hooks(batch, fwd_hooks=list(hooks))
+        return (logits[torch.arange(len(answers)), batch.last_positions][:, ids].argmax(-1) == answers).float()
+
+    calib, calib_answers, ids = _beeps(toy, 11)
+    test, answers, _ = _beeps(toy, 12)
+    heads = top_heads(listening_head_scores(toy, calib, correct(calib, calib_answers, ids).bool()), 6)
+    donors = same_prompt_donors(test)
+    top = float(correct(test, answers, ids, head_ablation_hooks(heads, "resample", donors=donors)).mean())
+    random_draws = [float(correct(test, answers, ids, head_ablation_hooks(
+        random_heads(toy.cfg.n_layers, toy.cfg.n_heads, 6, exclude=heads, seed=s), "resample", donors=donors)).mean())
+        for s in range(5)]
+    assert top < min(random_draws)
+
+
 @torch.no_grad()
 def test_audio_silence_steering_adds_beta_times_the_silence_difference(model):
     from hooked_audio.analysis import audio_silence_steering_hooks, silence_direction

@@ -67,7 +67,9 @@ print(f"clean {clean:.2f}; top-3 resampled {top:.2f}; random-3 resampled {[round
 # Measured: clean 0.57; top-3 listening heads resampled 0.57; random 3 heads 0.55 / 0.62 / 0.57 / 0.60 / 0.55.
 # The heads whose audio attention *predicts* correctness are not heads the answer depends on: three heads of 24
 # carry nothing the others do not (this toy reads the audio redundantly; tutorial 01 needs 8 heads to see an
-# effect). The listening signal is a diagnostic here, not a causal handle.
+# effect). With 6 or 8 heads the listening-ranked ones hurt *less* than random ones (0.57 / 0.55 against
+# 0.40-0.48 / 0.33-0.43): the paper's causal claim is reversed on this organism, while ranking by attention mass
+# does find causal heads (tutorial 01). The listening signal is a diagnostic here, not a causal handle.
 
 # %% [markdown]
 # ## 3. The silence counterfactual and audio-silence steering (with its random-direction control)
