@@ -98,3 +98,14 @@ def generated_prefix(inputs, length):
     from dataclasses import replace
 
     return replace(inputs, input_ids=inputs.input_ids[:, :length], attention_mask=inputs.attention_mask[:, :length])
+
+
+@torch.no_grad()
+def test_attention_to_chosen_keys_equals_the_audio_default_on_the_audio_mask(model):
+    inputs = model.to_inputs(make_inputs([[100], [60]], text_lengths=[3, 5], seed=6))
+    torch.testing.assert_close(audio_attention_per_row(model, inputs, keys=inputs.audio_mask), audio_attention_per_row(model, inputs))
+    hint = torch.zeros_like(inputs.audio_mask)
+    hint[:, 1] = True  # a text position before every query
+    _, cache = model.run_with_cache(inputs, names_filter="blocks.1.attn.hook_pattern")
+    by_hand = cache["pattern", 1][torch.arange(2), :, inputs.last_positions][:, :, 1]
+    torch.testing.assert_close(audio_attention_per_row(model, inputs, keys=hint)[:, 1], by_hand)

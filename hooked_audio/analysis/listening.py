@@ -47,15 +47,21 @@ def generated_queries(
 
 
 @torch.no_grad()
-def audio_attention_per_row(model, inputs, query="last") -> Float[torch.Tensor, "batch layer head"]:
+def audio_attention_per_row(
+    model, inputs, query="last", keys: Bool[torch.Tensor, "batch pos"] | None = None,
+) -> Float[torch.Tensor, "batch layer head"]:
     """Attention mass to each row's audio tokens, every decoder layer and head, from each row's last real position
     (``query="last"``) or averaged over the positions of a ``Bool[batch, pos]`` query mask (e.g. every generated
-    token: ``inputs, query = generated_queries(inputs, model.generate(inputs), model.cfg.eos_token_ids)``)."""
+    token: ``inputs, query = generated_queries(inputs, model.generate(inputs), model.cfg.eos_token_ids)``).
+    ``keys``: the mass to these positions instead of the audio (e.g. a text hint's tokens)."""
     inputs = model.to_inputs(inputs)
-    audio = inputs.audio_mask.cpu()
+    audio = inputs.audio_mask.cpu() if keys is None else torch.as_tensor(keys).cpu().bool()
+    if audio.shape != inputs.shape:
+        raise ValueError(f"keys is {tuple(audio.shape)} but the inputs are {tuple(inputs.shape)} [batch, pos]")
     missing = [r for r in range(audio.shape[0]) if not audio[r].any()]
     if missing:
-        raise ValueError(f"rows {missing} have no audio tokens; audio attention is undefined there")
+        raise ValueError(f"rows {missing} have no {'audio tokens' if keys is None else 'key positions'}; "
+                         "the attention to them is undefined there")
     if isinstance(query, str):
         if query != "last":
             raise ValueError(f"query must be 'last' or a Bool[batch, pos] mask, got {query!r}")
@@ -66,7 +72,7 @@ def audio_attention_per_row(model, inputs, query="last") -> Float[torch.Tensor, 
         raise ValueError(f"query mask is {tuple(query.shape)} but the inputs are {tuple(audio.shape)} [batch, pos]")
     empty = [r for r in range(query.shape[0]) if not query[r].any()]
     if empty or bool((query & audio).any()):
-        raise ValueError(f"every row needs at least one query position, none of them audio (rows without: {empty})")
+        raise ValueError(f"every row needs at least one query position, none of them a key (rows without: {empty})")
     _, cache = model.run_with_cache(
         inputs, names_filter=lambda n: n.startswith("blocks.") and n.endswith("attn.hook_pattern"))
     weights = query.float() / query.sum(-1, keepdim=True)  # [batch, q]: mean over each row's queries

@@ -18,21 +18,30 @@ import json
 import numpy as np
 import torch
 
-from ..analysis import audio_masking_hooks, text_positions, without_text
+from ..analysis import audio_attention_per_row, audio_masking_hooks, logit_lens, text_positions, without_text
 from . import evaluate
 
 TASKS = ("beeps", "when", "pitch", "noise")  # numpy-only tasks: no espeak-ng needed
 SECTION = "## Where the siblings differ"
 
 
-def _margins(model, inputs, hint_ids, answer_ids, hooks=()) -> torch.Tensor:
-    """logit(hint) - logit(answer) at each row's last position, per lens layer (0 = embedding, last = output)."""
-    with torch.no_grad(), model.hooks(list(hooks)):
-        _, cache = model.run_with_cache(inputs, names_filter=lambda n: "resid" in n or n == "ln_final.hook_scale")
-    stack = cache.accumulated_resid(apply_ln=True)  # [layer, batch, pos, d_model]
+def _lens_margins(model, inputs, hint_ids, answer_ids) -> torch.Tensor:
+    """logit(hint) - logit(answer) at the last position, per lens layer (0 = embedding, last = output): the
+    difference of ``logit_lens`` log-probs, which is the logit difference (one softmax)."""
+    if inputs.attention_mask is not None and not bool(inputs.attention_mask[:, -1].all()):
+        raise ValueError("the lens margins read position -1: pass left-padded inputs")
+    _, cache = model.run_with_cache(inputs, names_filter=lambda n: "resid" in n or n == "ln_final.hook_scale")
+    log_probs = logit_lens(model, cache, positions=[-1]).log_probs[:, :, 0].cpu()  # [layer, batch, vocab]
     rows = torch.arange(inputs.shape[0])
-    logits = model.unembed(stack[:, rows, inputs.last_positions.cpu()].to(model.device)).float().cpu()
-    return logits[:, rows, hint_ids] - logits[:, rows, answer_ids]  # [layer, batch]
+    return log_probs[:, rows, hint_ids] - log_probs[:, rows, answer_ids]  # [layer, batch]
+
+
+def _output_margin(model, inputs, hint_ids, answer_ids, hooks=()) -> torch.Tensor:
+    """logit(hint) - logit(answer) of the model's output at each row's last position."""
+    logits = model.run_with_hooks(inputs, fwd_hooks=list(hooks))[torch.arange(inputs.shape[0]), inputs.last_positions]
+    logits = logits.float().cpu()
+    rows = torch.arange(inputs.shape[0])
+    return logits[rows, hint_ids] - logits[rows, answer_ids]
 
 
 @torch.no_grad()
@@ -43,19 +52,16 @@ def measure(model, conflicts) -> dict[str, list[float]]:
     hint_ids = torch.tensor([model.to_single_token(s.hint) for s in conflicts])
     answer_ids = torch.tensor([model.to_single_token(s.answer) for s in conflicts])
     keys = text_positions(model, inputs, hints)
-    with_hint = _margins(model, inputs, hint_ids, answer_ids)
-    free = _margins(model, without_text(model, inputs, hints), hint_ids, answer_ids)[-1]
+    with_hint = _lens_margins(model, inputs, hint_ids, answer_ids)
+    free = _output_margin(model, without_text(model, inputs, hints), hint_ids, answer_ids)
     effect = (with_hint[-1] - free).mean()
-    _, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith("attn.hook_pattern"))
-    rows, last = torch.arange(inputs.shape[0]), inputs.last_positions.cpu()
-    attention, removed = [], []
+    attention = audio_attention_per_row(model, inputs, keys=keys).mean(0).mean(-1)  # [layer]: mean over rows, heads
+    removed = []
     for layer in range(model.cfg.n_layers):
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"].float().cpu()[rows, :, last]  # [batch, head, k]
-        attention.append(float((pattern * keys[:, None]).sum(-1).mean()))
-        knocked = _margins(model, inputs, hint_ids, answer_ids,
-                           audio_masking_hooks(inputs, [layer], query="all", keys=keys))[-1]
+        knocked = _output_margin(model, inputs, hint_ids, answer_ids,
+                                 audio_masking_hooks(inputs, [layer], query="all", keys=keys))
         removed.append(float(1 - (knocked - free).mean() / effect))
-    return {"lens_margin": [float(m) for m in with_hint.mean(-1)], "attention_to_hint": attention,
+    return {"lens_margin": [float(m) for m in with_hint.mean(-1)], "attention_to_hint": [float(a) for a in attention],
             "knockout_removes": removed, "hint_effect": float(effect), "n": len(conflicts)}
 
 
