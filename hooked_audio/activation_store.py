@@ -90,20 +90,22 @@ def stream_activations(
     previous = None
     if out_dir.exists() and any(out_dir.iterdir()):
         previous = _read_index(out_dir)
-        same = previous is not None and all(previous.get(k) == header[k] for k in ("model", "names", "positions", "shard_size_mb")) and (
-            dtype is None or previous["dtype"] in (None, _dtype_name(dtype)))
-        if resume and same and previous["complete"]:
+        resumable = resume and previous is not None and all(
+            previous.get(k) == header[k] for k in ("model", "names", "positions", "shard_size_mb")
+        ) and (dtype is None or previous["dtype"] in (None, _dtype_name(dtype)))
+        if resumable and previous["complete"]:
             return ActivationStore(out_dir)
-        if resume and same and "resume_point" not in previous:
+        if resumable and "resume_point" not in previous:
             raise ValueError(f"the interrupted store in {str(out_dir)!r} was written without a resume point (an older "
                              "version): pass overwrite=True to write it again")
-        if not (resume and same) and not overwrite:
-            why = " (its index is for another model, names, positions, dtype or shard size)" if resume and previous is not None else ""
-            raise FileExistsError(
-                f"{str(out_dir)!r} is not empty{why}: pass overwrite=True to replace a store there, "
-                "resume=True to keep a finished one or continue an interrupted one, or choose an empty folder"
-            )
-        if not (resume and same):
+        if not resumable:
+            if not overwrite:
+                why = (" (its index is for another model, names, positions, dtype or shard size)"
+                       if resume and previous is not None else "")
+                raise FileExistsError(
+                    f"{str(out_dir)!r} is not empty{why}: pass overwrite=True to replace a store there, "
+                    "resume=True to keep a finished one or continue an interrupted one, or choose an empty folder"
+                )
             previous = None
             for path in [out_dir / INDEX_FILE, out_dir / (INDEX_FILE + ".tmp"), *out_dir.glob("shard_*.safetensors")]:
                 path.unlink(missing_ok=True)

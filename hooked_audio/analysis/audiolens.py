@@ -69,16 +69,24 @@ def label_log_probs(
     the embedding, each block's output, and the output layer equal to the model's logits) at each row's
     ``positions`` ("last" real position, "penultimate", or one index per row; padding-aware).
     Needs ``blocks.{l}.hook_resid_pre``/``resid_post`` and ``ln_final.hook_scale`` in a full-position cache."""
+    return _label_log_probs_at(model, cache, labels, [positions], leading_space)[0]
+
+
+def _label_log_probs_at(model, cache, labels, positions_list, leading_space) -> list[torch.Tensor]:
+    """``label_log_probs`` at several position rules, from one accumulated residual stack."""
     cache.require("label_log_probs")
     ids = label_token_ids(model, labels, leading_space)
     stack = cache.accumulated_resid(apply_ln=True)  # [layer, batch, pos, d_model]
-    where = _row_positions(cache, positions).to(stack.device)
     rows = torch.arange(stack.shape[1], device=stack.device)
-    if int(where.min()) < 0 or int(where.max()) >= stack.shape[2]:
-        raise ValueError(f"positions {where.tolist()} are outside the cache's {stack.shape[2]} positions")
-    resid = stack[:, rows, where]  # [layer, batch, d_model]
-    logits = model.unembed(resid.to(model.device)).float()[..., ids.to(model.device)]
-    return logits.log_softmax(-1).cpu()
+    out = []
+    for positions in positions_list:
+        where = _row_positions(cache, positions).to(stack.device)
+        if int(where.min()) < 0 or int(where.max()) >= stack.shape[2]:
+            raise ValueError(f"positions {where.tolist()} are outside the cache's {stack.shape[2]} positions")
+        resid = stack[:, rows, where]  # [layer, batch, d_model]
+        logits = model.unembed(resid.to(model.device)).float()[..., ids.to(model.device)]
+        out.append(logits.log_softmax(-1).cpu())
+    return out
 
 
 def information_scores(
@@ -241,8 +249,9 @@ def attribute_information(
         chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))
         with torch.no_grad():
             _, cache = model.run_with_cache(chunk, names_filter=_lens_names)
-        last.append(label_log_probs(model, cache, labels, "last", leading_space))
-        penultimate.append(label_log_probs(model, cache, labels, "penultimate", leading_space))
+            at_last, at_penultimate = _label_log_probs_at(model, cache, labels, ["last", "penultimate"], leading_space)
+        last.append(at_last)
+        penultimate.append(at_penultimate)
     return AttributeInformation(list(labels), torch.cat(last, 1), torch.cat(penultimate, 1), answers)
 
 
