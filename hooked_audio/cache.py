@@ -84,7 +84,15 @@ class AudioActivationCache(ActivationCache):
 
     # --- tensors, remembered for the alignment check ---------------------------------------------
     def __getitem__(self, key) -> torch.Tensor:
-        value = super().__getitem__(key)
+        try:
+            value = super().__getitem__(key)
+        except KeyError as error:
+            name = error.args[0] if error.args else key
+            if isinstance(name, str) and name.endswith("attn.hook_result"):
+                raise KeyError(f"{name!r} is not cached: a full run_with_cache() leaves hook_result out, as "
+                               "TransformerLens does; call model.set_use_attn_result(True) first, or name it in "
+                               "names_filter") from None
+            raise
         if isinstance(value, torch.Tensor) and len(self.positions) == self.inputs.shape[1]:
             _remember(value, self.inputs.audio_mask.cpu())
         return value

@@ -31,6 +31,8 @@ def test_hook_shapes_follow_transformer_lens(model):
     assert cache["hook_audio_embeds"].shape == (25, cfg.d_model)
     # hook_result, as in TransformerLens: out of the default cache unless use_attn_result, computed when named
     assert "blocks.0.attn.hook_result" not in cache.cache_dict
+    with pytest.raises(KeyError, match="set_use_attn_result"):  # the way to get it, not a bare KeyError
+        cache["result", 0]
     _, named = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_result"))
     assert named["blocks.0.attn.hook_result"].shape == (batch, pos, cfg.n_heads, cfg.d_model)
     model.set_use_attn_result(True)
