@@ -40,6 +40,8 @@ def test_label_log_probs_output_layer_is_the_models_restricted_log_softmax(model
     torch.testing.assert_close(pen[-1], expected_pen, atol=1e-5, rtol=1e-5)
     scores = information_scores(lp, lp[-1].argmax(-1))
     assert scores[-1] == 1.0
+    with pytest.raises(ValueError, match="label indices 0..3"):
+        information_scores(lp, torch.tensor([0, len(LABELS)]))
 
 
 def _renormalised_pattern_hooks(batch):
@@ -197,6 +199,12 @@ def toy():
 
     return HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
 
+
+def test_a_label_the_tokenizer_does_not_know_is_refused(toy):
+    """The toy's word-level tokenizer maps an unknown word to <unk>: scoring it would score every unknown word."""
+    with pytest.raises(ValueError, match="unknown token"):
+        label_token_ids(toy, ["male", "femalle"])
+    assert len(label_token_ids(toy, ["male", "female"])) == 2  # control: known words pass
 
 @torch.no_grad()
 @pytest.mark.parametrize("task", ["pitch", "noise"])

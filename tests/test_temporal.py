@@ -64,6 +64,12 @@ def test_localise_finds_the_bump_and_ignores_padding():
         localise(change, seconds, 0)
     with pytest.raises(ValueError, match="increase"):
         localise(change, seconds.flip(0), 0.2)
+    # a bump at the very end: the window stays inside the audio (as the random-window baseline's do)
+    late = torch.zeros(50)
+    late[-1], late[-5:-1] = 1.0, -0.1  # a window from the last token alone would hang 0.16 s past the end
+    assert localise(late, seconds, 0.2) == (pytest.approx(1.8), pytest.approx(2.0))
+    with pytest.raises(ValueError, match="longer than the audio"):
+        localise(change, seconds, 2.5)
 
 
 def test_overlap_scores_and_the_random_baseline():

@@ -32,7 +32,7 @@ _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 
 
 def label_token_ids(model, labels: list[str], leading_space: bool = False) -> Int[torch.Tensor, " label"]:
-    """The first token id of each label (with a leading space if ``leading_space``); distinct ids required."""
+    """The first token id of each label (with a leading space if ``leading_space``); distinct, known ids required."""
     if not labels:
         raise ValueError("labels is empty")
     tokenizer = model._require_tokenizer()
@@ -41,6 +41,9 @@ def label_token_ids(model, labels: list[str], leading_space: bool = False) -> In
         tokens = tokenizer.encode((" " if leading_space else "") + label, add_special_tokens=False)
         if not tokens:
             raise ValueError(f"label {label!r} tokenizes to nothing")
+        if tokenizer.unk_token_id is not None and tokens[0] == tokenizer.unk_token_id:
+            raise ValueError(f"label {label!r} starts with the unknown token {tokenizer.unk_token!r}: its log-prob would be"
+                             " that of every out-of-vocabulary word; use words the tokenizer knows")
         ids.append(tokens[0])
     if len(set(ids)) != len(ids):
         raise ValueError(f"labels {labels} share a first token ({ids}); their log-probs would be indistinguishable")
@@ -89,13 +92,23 @@ def _label_log_probs_at(model, cache, labels, positions_list, leading_space) -> 
     return out
 
 
+def label_indices(answers, n_rows: int, n_labels: int) -> Int[torch.Tensor, " batch"]:
+    """``answers`` as a long tensor of label indices, one per row, each in ``0..n_labels-1`` (else ValueError)."""
+    answers = torch.as_tensor(answers).long().cpu()
+    if answers.shape != (n_rows,):
+        raise ValueError(f"answers must give one label index per row ({n_rows}), got shape {tuple(answers.shape)}")
+    if bool(((answers < 0) | (answers >= n_labels)).any()):
+        raise ValueError(f"answers are label indices 0..{n_labels - 1}, got {sorted(set(answers.tolist()))}")
+    return answers
+
+
 def information_scores(
     label_log_probs: Float[torch.Tensor, "layer batch label"], answers: Int[torch.Tensor, " batch"]
 ) -> Float[torch.Tensor, " layer"]:
     """Share of rows whose highest-probability label (at that layer) is the true one (answers: label indices)."""
-    answers = torch.as_tensor(answers).long()
-    if label_log_probs.ndim != 3 or answers.shape != label_log_probs.shape[1:2]:
-        raise ValueError(f"need log-probs [layer, batch, label] and one answer per row, got {tuple(label_log_probs.shape)} and {tuple(answers.shape)}")
+    if label_log_probs.ndim != 3:
+        raise ValueError(f"need log-probs [layer, batch, label], got shape {tuple(label_log_probs.shape)}")
+    answers = label_indices(answers, label_log_probs.shape[1], label_log_probs.shape[2])
     return (label_log_probs.argmax(-1) == answers[None]).float().mean(-1)
 
 
@@ -196,7 +209,7 @@ def _restricted_correct(model, inputs, labels, answers, fwd_hooks=(), leading_sp
     with torch.no_grad():
         logits = model.run_with_hooks(inputs, fwd_hooks=list(fwd_hooks))
     last = logits[torch.arange(inputs.shape[0]), inputs.last_positions.long()][:, ids]
-    return last.argmax(-1).cpu() == torch.as_tensor(answers).long()
+    return last.argmax(-1).cpu() == label_indices(answers, inputs.shape[0], len(labels))
 
 
 @dataclass
@@ -239,11 +252,7 @@ def attribute_information(
     """``label_log_probs`` at the last and penultimate real position of every row, run in batches of
     ``batch_size`` (only the residual stream is cached)."""
     inputs = model.to_inputs(inputs)
-    answers = torch.as_tensor(answers).long().cpu()
-    if answers.shape != (inputs.shape[0],):
-        raise ValueError(f"answers must give one label index per row ({inputs.shape[0]}), got shape {tuple(answers.shape)}")
-    if int(answers.min()) < 0 or int(answers.max()) >= len(labels):
-        raise ValueError(f"answers are label indices 0..{len(labels) - 1}, got {answers.unique().tolist()}")
+    answers = label_indices(answers, inputs.shape[0], len(labels))
     last, penultimate = [], []
     for start in range(0, inputs.shape[0], batch_size):
         chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))

@@ -80,7 +80,7 @@ def localise(
     profile_change: Float[torch.Tensor, " audio_tok"], seconds: Float[torch.Tensor, " audio_tok"], window_s: float,
 ) -> tuple[float, float]:
     """``(start_s, end_s)`` of the ``window_s``-long window whose tokens (by centre time) carry the largest sum
-    of ``profile_change``; candidate windows start at every token's start. NaN entries (padding) are ignored.
+    of ``profile_change``; candidate windows start at every token's start and end inside the audio. NaN entries (padding) are ignored.
     Ties go to the earliest window. One row at a time (``profile_change[row]``, ``seconds[row]``)."""
     change, times = torch.as_tensor(profile_change).double(), torch.as_tensor(seconds).double()
     if change.ndim != 1 or change.shape != times.shape:
@@ -94,7 +94,11 @@ def localise(
     if len(times) > 1 and bool((times[1:] < times[:-1]).any()):
         raise ValueError("seconds must increase along the row (one clip at a time: pass that clip's tokens)")
     half = float(times[1] - times[0]) / 2 if len(times) > 1 else 0.0
-    starts = times - half
+    starts, end = times - half, float(times[-1]) + half
+    slack = 1e-5  # seconds: float32 time axes are off by ~1e-7 s; tokens are tens of ms apart
+    if window_s > end - float(starts[0]) + slack:
+        raise ValueError(f"window_s={window_s} is longer than the audio ({float(starts[0]):.3f}-{end:.3f} s)")
+    starts = starts[starts + window_s <= end + slack]  # windows that end inside the audio
     sums = torch.stack([change[(times >= s) & (times < s + window_s)].sum() for s in starts])
     best = float(starts[int(torch.argmax(sums))])
     return best, best + float(window_s)
