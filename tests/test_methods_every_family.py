@@ -1,16 +1,18 @@
 """The methods of the two methods issues run on every supported family with a few calls, and their exact
-identities hold there too (different encoders, poolings, windows and position rules)."""
+identities hold there too (different encoders, poolings, windows, position rules, norms and unembeddings)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from family_harness import build_pair
+from family_harness import build_pair, word_level_tokenizer
+from test_audiolens import _renormalised_pattern_hooks
 from test_family_contract import FAMILY, inputs_of
 
 from hooked_audio.analysis import (
-    attribution_vs_activation_patching, back_patching_hooks, causal_tracing, instruction_steering_vector,
-    silence_like, temporal_attention, text_dominance,
+    attribution_vs_activation_patching, audio_attention_per_row, audio_masking_hooks, audio_silence_steering_hooks,
+    back_patching_hooks, causal_tracing, enrichment_hook, head_ablation_hooks, instruction_steering_vector,
+    label_log_probs, silence_direction, silence_like, temporal_attention, text_dominance,
 )
 
 
@@ -78,3 +80,66 @@ def test_without_audio_is_the_text_only_prompt(spec):
     plain = model.to_inputs({"input_ids": removed.input_ids, "attention_mask": removed.attention_mask})
     torch.testing.assert_close(model(removed), model(plain), atol=0, rtol=0)
     assert (model(removed)[:, -1] - model(inputs)[:, -1]).abs().max() > 1e-5
+
+
+@pytest.mark.parametrize("spec", FAMILY)
+@torch.no_grad()
+def test_label_lens_audio_masking_and_enrichment(spec):
+    """AudioLens on every family: the output row of the label lens is the model's own restricted log-softmax
+    (the family's final norm and unembedding), masking the audio from the last position equals an independent
+    renormalised-pattern implementation, and enrichment adds lam * h[src] at the last real position."""
+    model, inputs = _setup(spec)
+    model.tokenizer = word_level_tokenizer({f"w{i}": i for i in range(model.cfg.d_vocab)}, "w0", "w1")
+    rows, last = torch.arange(inputs.shape[0]), inputs.last_positions
+    logits, cache = model.run_with_cache(inputs)
+    lp = label_log_probs(model, cache, ["w5", "w6", "w7"])
+    torch.testing.assert_close(lp[-1], logits[rows, last][:, [5, 6, 7]].float().log_softmax(-1), atol=1e-5, rtol=1e-5)
+    assert (lp[0] - lp[-1]).abs().max() > 1e-3  # control: the lens is per layer
+
+    masked = model.run_with_hooks(inputs, fwd_hooks=audio_masking_hooks(inputs))
+    by_hand = model.run_with_hooks(inputs, fwd_hooks=_renormalised_pattern_hooks(inputs))
+    torch.testing.assert_close(masked[rows, last], by_hand[rows, last], atol=1e-4, rtol=1e-4)
+    assert (masked[rows, last] - logits[rows, last]).abs().max() > 1e-4  # control: the audio mattered there
+
+    top, seen = model.cfg.n_layers - 1, {}
+    record = [(f"blocks.{top}.hook_resid_post", lambda r, hook: seen.setdefault("h", r.clone()))]
+    model.run_with_hooks(inputs, fwd_hooks=enrichment_hook(0, 5, 0.5, n_layers=model.cfg.n_layers, inputs=inputs) + record)
+    expected = cache["resid_post", top][rows, last] + 0.5 * cache["resid_post", 0][rows, last]
+    torch.testing.assert_close(seen["h"][rows, last], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", FAMILY)
+@torch.no_grad()
+def test_listening_attention_silence_steering_and_encoder_heads(spec):
+    """Glazer et al. on every family: per-head audio attention is the pattern's mass on the audio keys at the last
+    real position; audio-silence steering adds beta * (h - h_silence) at the last layer; encoder heads ablate
+    (and resampling a head from its own row changes nothing)."""
+    model, inputs = _setup(spec)
+    rows, last = torch.arange(inputs.shape[0]), inputs.last_positions
+    logits, cache = model.run_with_cache(inputs, names_filter=lambda n: n.endswith("hook_pattern") or n.endswith("resid_post"))
+    attention = audio_attention_per_row(model, inputs)
+    for row in rows.tolist():
+        by_hand = cache["pattern", 1][row, :, int(last[row])][:, inputs.audio_mask[row]].sum(-1)
+        torch.testing.assert_close(attention[row, 1], by_hand, atol=1e-6, rtol=1e-5)
+
+    top, seen = model.cfg.n_layers - 1, {}
+    heads = [(0, 0), (top, 1)]
+    s = silence_direction(model, inputs, heads)
+    _, quiet = model.run_with_cache(silence_like(inputs), names_filter=lambda n: n.endswith("resid_post"))
+    quiet_last = silence_like(inputs).last_positions
+    mean_diff = sum(cache["resid_post", l][rows, last] - quiet["resid_post", l][rows, quiet_last] for l in (0, top)) / 2
+    torch.testing.assert_close(s, mean_diff, atol=1e-5, rtol=1e-5)
+    record = [(f"blocks.{top}.hook_resid_post", lambda r, hook: seen.setdefault("h", r.clone()))]
+    model.run_with_hooks(inputs, fwd_hooks=audio_silence_steering_hooks(model, inputs, heads, beta=2.0) + record)
+    torch.testing.assert_close(seen["h"][rows, last], cache["resid_post", top][rows, last] + 2.0 * s, atol=1e-5, rtol=1e-5)
+
+    encoder = model.cfg.audio
+    zeroed = model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks(
+        [(encoder.n_layers - 1, h) for h in range(encoder.n_heads)], "zero", "audio_encoder.", model=model))
+    assert (zeroed[rows, last] - logits[rows, last]).abs().max() > 1e-5
+    z = {}
+    record_z = [(f"blocks.{top}.attn.hook_z", lambda t, hook: z.setdefault(len(z), t.clone()))]
+    model.run_with_hooks(inputs, fwd_hooks=record_z)
+    model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(top, 1)], "resample", donors=rows.flip(0), model=model) + record_z)
+    torch.testing.assert_close(z[1][:, :, 1], z[0].flip(0)[:, :, 1], atol=0, rtol=0)  # head 1 from the other row
+    torch.testing.assert_close(z[1][:, :, 0], z[0][:, :, 0], atol=0, rtol=0)  # control: head 0 untouched
