@@ -81,7 +81,9 @@ def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
     "measured on the bundled listener (beeps, heads ranked by point-biserial r on 40 calibration clips, resampled on "
     "40 held-out clips, clean 0.57): the top 3 / 6 / 8 listening heads give 0.57 / 0.57 / 0.55, 5 random draws "
     "0.55-0.62 / 0.40-0.48 / 0.33-0.43: heads whose audio attention predicts correctness hurt *less* than random "
-    "ones at every k (ranking by attention mass does find causal heads: tests/test_toy.py)"))
+    "ones at every k; so too with 160 calibration clips under each separation method (point-biserial / AUC / "
+    "difference of means at k = 6: 0.57 / 0.60 / 0.57 vs random 0.40-0.50) and on the textual sibling (0.57 / 0.60 / "
+    "0.55 vs 0.45-0.55); ranking by attention mass does find causal heads (k = 6: 0.43; tests/test_toy.py)"))
 @torch.no_grad()
 def test_toy_resampling_the_top_listening_heads_hurts_more_than_random_heads(toy):
     from hooked_audio.analysis import head_ablation_hooks, random_heads, same_prompt_donors
