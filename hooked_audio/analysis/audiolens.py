@@ -92,7 +92,7 @@ def _label_log_probs_at(model, cache, labels, positions_list, leading_space) -> 
     return out
 
 
-def label_indices(answers, n_rows: int, n_labels: int) -> Int[torch.Tensor, " batch"]:
+def _label_indices(answers, n_rows: int, n_labels: int) -> Int[torch.Tensor, " batch"]:
     """``answers`` as a long tensor of label indices, one per row, each in ``0..n_labels-1`` (else ValueError)."""
     answers = torch.as_tensor(answers).long().cpu()
     if answers.shape != (n_rows,):
@@ -108,7 +108,7 @@ def information_scores(
     """Share of rows whose highest-probability label (at that layer) is the true one (answers: label indices)."""
     if label_log_probs.ndim != 3:
         raise ValueError(f"need log-probs [layer, batch, label], got shape {tuple(label_log_probs.shape)}")
-    answers = label_indices(answers, label_log_probs.shape[1], label_log_probs.shape[2])
+    answers = _label_indices(answers, label_log_probs.shape[1], label_log_probs.shape[2])
     return (label_log_probs.argmax(-1) == answers[None]).float().mean(-1)
 
 
@@ -209,7 +209,7 @@ def _restricted_correct(model, inputs, labels, answers, fwd_hooks=(), leading_sp
     with torch.no_grad():
         logits = model.run_with_hooks(inputs, fwd_hooks=list(fwd_hooks))
     last = logits[torch.arange(inputs.shape[0]), inputs.last_positions.long()][:, ids]
-    return last.argmax(-1).cpu() == label_indices(answers, inputs.shape[0], len(labels))
+    return last.argmax(-1).cpu() == _label_indices(answers, inputs.shape[0], len(labels))
 
 
 @dataclass
@@ -252,7 +252,7 @@ def attribute_information(
     """``label_log_probs`` at the last and penultimate real position of every row, run in batches of
     ``batch_size`` (only the residual stream is cached)."""
     inputs = model.to_inputs(inputs)
-    answers = label_indices(answers, inputs.shape[0], len(labels))
+    answers = _label_indices(answers, inputs.shape[0], len(labels))
     last, penultimate = [], []
     for start in range(0, inputs.shape[0], batch_size):
         chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))

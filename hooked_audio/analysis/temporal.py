@@ -80,8 +80,8 @@ def localise(
     profile_change: Float[torch.Tensor, " audio_tok"], seconds: Float[torch.Tensor, " audio_tok"], window_s: float,
 ) -> tuple[float, float]:
     """``(start_s, end_s)`` of the ``window_s``-long window whose tokens (by centre time) carry the largest sum
-    of ``profile_change``; candidate windows start at every token's start and end inside the audio. NaN entries (padding) are ignored.
-    Ties go to the earliest window. One row at a time (``profile_change[row]``, ``seconds[row]``)."""
+    of ``profile_change``; candidate windows start at every token's start and end inside the audio. NaN entries
+    (padding) are ignored. Ties go to the earliest window. One row at a time (``profile_change[row]``, ``seconds[row]``)."""
     change, times = torch.as_tensor(profile_change).double(), torch.as_tensor(seconds).double()
     if change.ndim != 1 or change.shape != times.shape:
         raise ValueError(f"need one row: profile_change and seconds of equal 1-D shape, got {tuple(change.shape)} and {tuple(times.shape)}")
