@@ -125,8 +125,9 @@ def test_listening_attention_silence_steering_and_encoder_heads(spec):
     top, seen = model.cfg.n_layers - 1, {}
     heads = [(0, 0), (top, 1)]
     s = silence_direction(model, inputs, heads)
-    _, quiet = model.run_with_cache(silence_like(inputs), names_filter=lambda n: n.endswith("resid_post"))
-    quiet_last = silence_like(inputs).last_positions
+    silent = silence_like(inputs)
+    _, quiet = model.run_with_cache(silent, names_filter=lambda n: n.endswith("resid_post"))
+    quiet_last = silent.last_positions
     mean_diff = sum(cache["resid_post", l][rows, last] - quiet["resid_post", l][rows, quiet_last] for l in (0, top)) / 2
     torch.testing.assert_close(s, mean_diff, atol=1e-5, rtol=1e-5)
     record = [(f"blocks.{top}.hook_resid_post", lambda r, hook: seen.setdefault("h", r.clone()))]

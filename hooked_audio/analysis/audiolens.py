@@ -27,27 +27,18 @@ from scipy.stats import pearsonr
 
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
+from ..evaluation.scoring import first_token_ids
 
 _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 
 
 def label_token_ids(model, labels: list[str], leading_space: bool = False) -> Int[torch.Tensor, " label"]:
-    """The first token id of each label (with a leading space if ``leading_space``); distinct, known ids required."""
+    """The first token id of each label (with a leading space if ``leading_space``): distinct and known ids,
+    checked as the evaluation's restricted scoring checks its choices (``first_token_ids``)."""
     if not labels:
         raise ValueError("labels is empty")
-    tokenizer = model._require_tokenizer()
-    ids = []
-    for label in labels:
-        tokens = tokenizer.encode((" " if leading_space else "") + label, add_special_tokens=False)
-        if not tokens:
-            raise ValueError(f"label {label!r} tokenizes to nothing")
-        if tokenizer.unk_token_id is not None and tokens[0] == tokenizer.unk_token_id:
-            raise ValueError(f"label {label!r} starts with the unknown token {tokenizer.unk_token!r}: its log-prob would be"
-                             " that of every out-of-vocabulary word; use words the tokenizer knows")
-        ids.append(tokens[0])
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"labels {labels} share a first token ({ids}); their log-probs would be indistinguishable")
-    return torch.tensor(ids)
+    prefix = " " if leading_space else ""
+    return torch.tensor(first_token_ids(model._require_tokenizer(), [prefix + label for label in labels]))
 
 
 def _row_positions(cache: AudioActivationCache, positions) -> Int[torch.Tensor, " batch"]:

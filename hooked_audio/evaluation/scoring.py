@@ -66,12 +66,14 @@ def first_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
     if clashes:
         raise ValueError(
             f"choices {list(choices)} share first tokens {clashes}: restricted argmax scores the first token of "
-            "each choice, so these cannot be told apart; use --scoring mmau (generated text) or relabel the choices"
+            "each choice, so these cannot be told apart; relabel the choices (the evaluation can also score the generated "
+            "text: --scoring mmau)"
         )
     unk = getattr(tokenizer, "unk_token_id", None)
     unknown = [c for c, t in zip(choices, ids) if unk is not None and t == unk]
     if unknown:
-        raise ValueError(f"choices {unknown} start with the unknown token; restricted argmax would compare <unk>")
+        raise ValueError(f"choices {unknown} start with the unknown token; restricted argmax would compare <unk>, the "
+                         "token of every out-of-vocabulary word: use words the tokenizer knows")
     return ids
 
 
