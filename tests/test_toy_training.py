@@ -120,3 +120,40 @@ def test_every_prompt_word_is_in_the_vocabulary():
     assert processor.tokenizer.unk_token_id not in ids
     # control: a word outside the task vocabulary does map to <unk>
     assert processor.tokenizer.unk_token_id in processor.tokenizer("hint : zebra")["input_ids"]
+
+
+def test_event_frame_targets_mark_the_tokens_whose_centre_lies_in_each_event():
+    from hooked_audio.toy.deep_supervision import event_frame_targets
+
+    # 100 tokens over 4 s: token t is centred at (t + 0.5) * 0.04 s
+    targets = event_frame_targets((("sweep", 1.0, 2.0), ("clicks", 3.01, 3.05)), 100)
+    expected = torch.zeros(100, dtype=torch.long)
+    expected[25:50] = 1 + tasks.EVENT_NAMES.index("sweep")
+    expected[75] = 1 + tasks.EVENT_NAMES.index("clicks")  # centre 3.02 s; token 76 (3.06 s) is after the event
+    torch.testing.assert_close(targets, expected, rtol=0, atol=0)
+    assert not event_frame_targets((), 50).any()
+
+
+def test_the_probes_score_only_the_rows_they_are_given():
+    """The pooled probe restricted to some rows is the cross-entropy over those rows alone; the event-frame
+    probe ignores rows without a timeline, so a batch without one contributes nothing."""
+    from hooked_audio.toy.deep_supervision import EventFrameProbe, PooledAudioProbe
+
+    torch.manual_seed(0)
+    processor = train.build_processor()
+    samples = [s for s in tasks.make_probe_set(5, 2, task_names=["pitch", "noise"]) if s.hint is None]
+    data = train.TeacherForcedSet(processor, samples)
+    model = train.new_model(processor.tokenizer, n_layers=1)
+    pooled, frames = PooledAudioProbe(model), EventFrameProbe(model)
+    batch = data.batch(torch.arange(len(data)))
+    model(**batch)
+    rows = torch.tensor([True, False, True, False])
+    logits = pooled.head(pooled.audio_embeds(len(rows)).mean(1))
+    expected = torch.nn.functional.cross_entropy(logits[rows], batch["input_ids"][rows, -2])
+    torch.testing.assert_close(pooled.loss(batch, rows), expected)
+    assert not data.multi_event(torch.arange(len(data))).any()  # tone tasks: no timelines
+    assert frames.loss(data.timelines(torch.arange(len(data)))).item() == 0.0
+    one = frames.loss([(("beep", 0.0, 1.0),), None, None, None])
+    assert one.item() > 0  # control: a single timeline is scored
+    one.backward()
+    assert model.model.multi_modal_projector.linear.weight.grad.abs().max() > 0

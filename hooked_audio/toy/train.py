@@ -47,6 +47,7 @@ from transformers.models.whisper.modeling_whisper import sinusoids
 from . import signals
 from . import shortcuts
 from .evaluate import EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, hint_style_names, make_eval_set
+from .deep_supervision import EventFrameProbe, PooledAudioProbe
 from .tasks import RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts, vocabulary_words
 from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 
@@ -54,6 +55,7 @@ TOY_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = TOY_DIR / "checkpoint"
 DEFAULT_OUTS = {"listener": DEFAULT_OUT, "textual": TOY_DIR / "checkpoint_textual"}
 DATA_VERSION = 2  # bump when the task generators change
+FEATURES_VERSION = 2  # bump when what TeacherForcedSet stores changes
 DEFAULT_CACHE = Path.home() / ".cache" / "hooked_audio" / "toy_data"
 N_DECODER_LAYERS = 6
 EXAMPLES_DIR = TOY_DIR / "examples"
@@ -240,13 +242,16 @@ def grow_from(model, tokenizer, old_dir: Path) -> dict:
 
 
 class TeacherForcedSet:
-    """Token ids (unpadded) and float16 log-mel features of every training sample, computed once.
+    """Token ids (unpadded) and float16 log-mel features of every training sample, computed once, with each
+    sample's multi-event timeline (for the event-frame probe) and degradation.
     ``frame_mask``: batches carry a ``feature_attention_mask`` (Qwen2-Audio; Voxtral takes none)."""
 
     def __init__(self, processor, samples=(), frame_mask: bool = True):
         self.pad_id = processor.tokenizer.pad_token_id
         self.frame_mask = frame_mask
         self.ids: list[torch.Tensor] = []
+        self.events = [s.events for s in samples]  # ((name, start_s, end_s), ...); () outside the multi-event task
+        self.degraded = [s.degraded for s in samples]
         if not samples:
             self.features = torch.zeros(0)
             return
@@ -259,17 +264,26 @@ class TeacherForcedSet:
         self.features = torch.cat(features)
 
     def save(self, path: Path) -> None:
-        torch.save({"ids": self.ids, "features": self.features}, path)
+        torch.save({"ids": self.ids, "features": self.features, "events": self.events, "degraded": self.degraded}, path)
 
     @classmethod
     def load(cls, processor, path: Path, frame_mask: bool = True) -> "TeacherForcedSet":
         data = cls(processor, frame_mask=frame_mask)
         stored = torch.load(path)
         data.ids, data.features = stored["ids"], stored["features"]
+        data.events, data.degraded = stored["events"], stored["degraded"]
         return data
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def multi_event(self, indices: torch.Tensor) -> torch.Tensor:
+        """Bool[batch]: the rows that are multi-event clips."""
+        return torch.tensor([bool(self.events[i]) for i in indices.tolist()])
+
+    def timelines(self, indices: torch.Tensor) -> list[tuple | None]:
+        """Each row's event intervals where they describe the audio (multi-event, not degraded), else None."""
+        return [self.events[i] if self.events[i] and not self.degraded[i] else None for i in indices.tolist()]
 
     def batch(self, indices: torch.Tensor) -> dict:
         """Left-padded batch: every row ends with `answer <|im_end|>`, so targets sit at -2 and -1."""
@@ -295,36 +309,6 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-class PooledAudioProbe(torch.nn.Module):
-    """Training-only deep supervision: predict the answer word from the clip's mean audio embedding.
-
-    It gives the encoder a direct gradient from the first step, before the decoder has learned where to
-    look; without it the speech tasks sit at chance for the first ~1000 steps (measured on those three
-    tasks alone, 6-minute runs: ~1050 steps reach digit/gender/language 0.60/0.65/0.55 with it and
-    0.33/0.50/0.25 without). The probe is dropped
-    after training, so the checkpoint is a plain HF model whose decoder alone produces the answers."""
-
-    def __init__(self, model):
-        super().__init__()
-        text = model.config.text_config
-        self.head = torch.nn.Linear(text.hidden_size, text.vocab_size)
-        self._audio_embeds = None
-        self._handle = model.model.multi_modal_projector.register_forward_hook(self._keep)
-
-    def _keep(self, module, inputs, output) -> None:
-        self._audio_embeds = output  # [clips, audio tokens, d_model]; Voxtral's: [clips * audio tokens, d_model]
-
-    def loss(self, batch: dict) -> torch.Tensor:
-        """Cross-entropy of the pooled prediction against the answer word (each row has one clip)."""
-        embeds = self._audio_embeds
-        if embeds.ndim == 2:
-            embeds = embeds.reshape(batch["input_ids"].shape[0], -1, embeds.shape[-1])
-        return torch.nn.functional.cross_entropy(self.head(embeds.mean(1)), batch["input_ids"][:, -2])
-
-    def remove(self) -> None:
-        self._handle.remove()
-
-
 def learning_rate(progress: float, peak: float, warmup: float = 0.03, floor: float = 0.05) -> float:
     """Linear warmup then cosine decay to floor * peak; progress runs from 0 to 1."""
     if progress < warmup:
@@ -335,24 +319,31 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.03, floor: flo
 
 def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size: int, peak_lr: float,
           seed: int, probe_weight: float, resume_path: Path | None = None, save_every: int = 250,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, event_frame_weight: float = 0.0) -> dict:
     """AdamW; progress is max(step fraction, time fraction) so the schedule always finishes in budget.
 
-    The loss is answer_loss plus probe_weight times the PooledAudioProbe loss (0 turns the probe off).
+    The loss is answer_loss plus probe_weight times the PooledAudioProbe loss (0 turns the probe off) plus
+    event_frame_weight times the EventFrameProbe loss; with the event-frame probe on, the pooled probe skips
+    the multi-event rows, where its target is ill-posed (see ``deep_supervision``).
     With ``resume_path``, the state (weights, optimizer, data order, step, training time so far) is saved
     there every ``save_every`` steps and, if the file exists, training continues from it. ``stop_after``
     stops at that step as an interruption would (for testing resumption)."""
     generator = torch.Generator().manual_seed(seed)
     probe = PooledAudioProbe(model) if probe_weight else None
-    parameters = list(model.parameters()) + (list(probe.parameters()) if probe else [])
+    frame_probe = EventFrameProbe(model) if event_frame_weight else None
+    probes = [p for p in (probe, frame_probe) if p is not None]
+    parameters = list(model.parameters()) + [w for p in probes for w in p.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=0.01, betas=(0.9, 0.98))
     step, order, cursor, recent, elapsed_before = 0, torch.randperm(len(data), generator=generator), 0, [], 0.0
+    recent_frame: list[float] = []
     resumed_from = None
     if resume_path is not None and resume_path.exists():
         state = torch.load(resume_path, weights_only=False)
         model.load_state_dict(state["model"])
         if probe:
             probe.load_state_dict(state["probe"])
+        if frame_probe:
+            frame_probe.load_state_dict(state["frame_probe"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         step, order, cursor, recent, elapsed_before = state["step"], state["order"], state["cursor"], state["recent"], state["elapsed"]
@@ -366,12 +357,19 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
             break
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(data), generator=generator), 0
-        batch = data.batch(order[cursor : cursor + batch_size])
+        indices = order[cursor : cursor + batch_size]
+        batch = data.batch(indices)
         cursor += batch_size
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(progress, peak_lr)
         loss = answer_loss(model, batch)
-        total = loss + probe_weight * probe.loss(batch) if probe else loss
+        total = loss
+        if probe:
+            total = total + probe_weight * probe.loss(batch, ~data.multi_event(indices) if frame_probe else None)
+        if frame_probe:
+            frame_loss = frame_probe.loss(data.timelines(indices))
+            total = total + event_frame_weight * frame_loss
+            recent_frame = (recent_frame + [frame_loss.item()])[-50:]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -379,19 +377,23 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
         recent = (recent + [loss.item()])[-50:]
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(recent):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        bar.set_postfix(loss=f"{np.mean(recent):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}",
+                        **({"frames": f"{np.mean(recent_frame):.3f}"} if frame_probe else {}))
         if resume_path is not None and step % save_every == 0:
             torch.save({"model": model.state_dict(), "probe": probe.state_dict() if probe else None,
+                        "frame_probe": frame_probe.state_dict() if frame_probe else None,
                         "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
                         "order": order, "cursor": cursor, "recent": recent, "elapsed": time.time() - start},
                        resume_path)
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
-    if probe:
-        probe.remove()
+    for p in probes:
+        p.remove()
     model.eval()
     record = {"steps": step, "seconds": round(time.time() - start, 1), "final_loss": round(float(np.mean(recent)), 4)}
+    if frame_probe:
+        record["final_event_frame_loss"] = round(float(np.mean(recent_frame)), 4)
     if resumed_from is not None:
         record["resumed_at_step"] = resumed_from
     return record
@@ -412,11 +414,11 @@ def write_examples(directory: Path) -> list[dict]:
     return listing
 
 
-def _continuation_lines(earlier: list[dict] | None) -> list[str]:
+def _continuation_lines(earlier: list[dict] | None, name: str | None = None) -> list[str]:
     """CARD.md lines for warm-started runs: what the earlier stages were."""
     if not earlier:
         return []
-    return ["Continued from earlier stage(s), oldest first: " + "; ".join(
+    return [f"Continued from {'`' + name + '`, ' if name else ''}earlier stage(s), oldest first: " + "; ".join(
         f"{run.get('steps')} steps, {run.get('seconds')} s, seed {run.get('seed')}, peak lr {run.get('peak_lr')}"
         for run in earlier) + "."]
 
@@ -475,6 +477,13 @@ def _encoder_init_lines(training: dict) -> list[str]:
             " projector and decoder started fresh, and everything was then trained together."]
 
 
+def _event_frame_clause(training: dict) -> str:
+    if not training.get("event_frame_weight"):
+        return ""
+    return (" and, on the multi-event clips instead, a linear probe on every audio embedding predicts which event"
+            f" sounds there (weight {training['event_frame_weight']}, final loss {training.get('final_event_frame_loss')})")
+
+
 def card_markdown(card: dict) -> str:
     """Human-readable CARD.md from the card dictionary."""
     t = card["training"]
@@ -497,12 +506,13 @@ def card_markdown(card: dict) -> str:
         f" time; audio made uncertain on {t['degrade_fraction']:.0%} of the training clips.",
         *_grown_lines(t),
         *_encoder_init_lines(t),
-        *_continuation_lines(t.get("init_from")),
+        *_continuation_lines(t.get("init_from"), t.get("init_from_name")),
         "",
         f"Made by `{card['command']}` ({t.get('total_seconds')} s in all: data synthesis or cache, feature extraction,"
         " training, evaluation, on a shared 2-core machine). The encoder's position embeddings are Whisper's frozen"
         " sinusoids; during training only, a linear probe on the mean audio embedding adds a deep-supervision loss"
-        f" (weight {t.get('probe_weight')}); the probe is discarded, and the checkpoint is a plain {text['label']}."
+        f" (weight {t.get('probe_weight')}){_event_frame_clause(t)}; the probes are discarded, and the checkpoint is a"
+        f" plain {text['label']}."
         " Training stops after `--steps` or `--minutes` of training, whichever comes first.",
         "",
         "## Accuracy per task",
@@ -609,7 +619,7 @@ def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir:
     the recipes and families; features cached per recipe and family."""
     spec = FAMILIES[family]
     key = f"v{DATA_VERSION}-seed{seed}-n{n_per_task}"
-    features_path = cache_dir / f"features-{key}-{recipe}{spec.cache_suffix}.pt" if cache_dir else None
+    features_path = cache_dir / f"features{FEATURES_VERSION}-{key}-{recipe}{spec.cache_suffix}.pt" if cache_dir else None
     if features_path is not None and features_path.exists():
         return TeacherForcedSet.load(processor, features_path, frame_mask=spec.frame_mask)
     clips_path = cache_dir / f"clips-{key}.pt" if cache_dir else None
@@ -649,6 +659,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=N_DECODER_LAYERS, help="decoder layers")
     parser.add_argument("--probe-weight", type=float, default=1.0,
                         help="weight of the training-only pooled-audio probe loss (0: plain answer loss)")
+    parser.add_argument("--event-frame-weight", type=float, default=0.0,
+                        help="weight of the training-only event-frame probe loss on multi-event clips (0: off)")
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS_PER_TASK)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="synthesized-data cache ('' to disable)")
     parser.add_argument("--grow-from", type=Path, default=None,
@@ -686,7 +698,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     resume_path = out / "resume.pt"
     training = train(model, data, args.steps, args.minutes, args.batch_size, args.lr, args.seed, args.probe_weight,
-                     resume_path=resume_path)
+                     resume_path=resume_path, event_frame_weight=args.event_frame_weight)
     model.save_pretrained(out)
     processor.save_pretrained(out)
 
@@ -708,6 +720,7 @@ def main() -> None:
         "training": training | {
             "recipe": args.recipe, "seed": args.seed, "samples": len(data), "samples_per_task": training_counts(args.n_per_task),
             "batch_size": args.batch_size, "peak_lr": args.lr, "probe_weight": args.probe_weight,
+            "event_frame_weight": args.event_frame_weight,
             "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
             "hint_reliability": recipe.hint_reliability, "degrade_fraction": recipe.degrade_fraction,
             "init_from": previous_training(args.init_from),
@@ -724,6 +737,8 @@ def main() -> None:
     }
     if args.init_encoder_from is not None:
         card["training"]["init_encoder_from_name"] = _card_name(args.init_encoder_from)
+    if args.init_from is not None:
+        card["training"]["init_from_name"] = _card_name(args.init_from)
     card["training"]["total_seconds"] = round(time.time() - started)
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "CARD.md").write_text(card_markdown(card))
