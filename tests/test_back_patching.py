@@ -101,8 +101,8 @@ def test_sweep_and_generation(model, run):
 
 @pytest.mark.xfail(strict=True, reason=(
     "measured on toy-qwen2-audio-textual (pitch/beeps/when conflicts, 20 per task, pair chosen on the even rows among "
-    "sources 1-3): no pair lowers the dev rate (0.40 -> 0.40 at best); test rate 0.53 unpatched, 0.53 back-patched, "
-    "0.53 with the random control. The organism's late audio span holds nothing its early layers lack"))
+    "sources 1-3): no pair lowers the dev rate (0.20 -> 0.20 at best, pair (1, 0)); test rate 0.23 unpatched, 0.27 "
+    "back-patched, 0.23 with the random control. The organism's late audio span holds nothing its early layers lack"))
 @torch.no_grad()
 def test_back_patching_lowers_text_dominance_on_the_textual_organism_beyond_the_random_control():
     from hooked_audio import HookedAudioTransformer

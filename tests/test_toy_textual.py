@@ -13,8 +13,8 @@ from hooked_audio.loading import BUNDLED_MODELS
 from hooked_audio.toy import evaluate, tasks
 
 CARD = json.loads((BUNDLED_MODELS["toy-qwen2-audio-textual"] / "card.json").read_text())
-# numpy-only, heard equally well by both organisms without a hint (cards, 50 clips: 0.60 textual, 0.64 listener),
-# so the flip rates differ by hint reliance, not by hearing: textual 0.67, the listener 0.12
+# numpy-only, heard equally well by both organisms without a hint (cards: 0.64 textual on 50 clips, 0.66 listener
+# on 100), so the flip rates differ by hint reliance, not by hearing: textual 0.69, the listener 0.17
 FLIP_TASKS = ["beeps"]
 FLIP_MARGIN = 0.3
 
@@ -49,13 +49,13 @@ def test_a_wrong_hint_flips_the_textual_organism_and_not_the_listener(organisms)
 def test_the_siblings_part_where_the_hint_is_read(organisms):
     """On the same conflicts the textual sibling's hint effect is far larger than the listener's, and blocking
     attention to the hint's tokens in block 0 alone removes most of it, while the same knockout in any later block
-    removes almost nothing (the control: the same hook elsewhere). Measured on the card's 64 conflicts: +1.69 vs
-    +0.19; block 0 removes 0.96, blocks 1-5 at most 0.01."""
+    removes almost nothing (the control: the same hook elsewhere). Measured on the card's 64 conflicts: +1.37 vs
+    +0.36; block 0 removes 0.91, blocks 1-5 at most 0.01."""
     from hooked_audio.toy.sibling_comparison import compare
 
     result = compare(organisms, n_per_task=8)
     listener, textual = result["toy-qwen2-audio"], result["toy-qwen2-audio-textual"]
     assert textual["hint_effect"] > listener["hint_effect"] + 0.8
     assert textual["knockout_removes"][0] > 0.7 and max(textual["knockout_removes"][1:]) < 0.15
-    # and the audio answer leads the hint by less at its output (card: -3.12 vs -6.69)
+    # and the audio answer leads the hint by less at its output (card: -3.99 vs -7.46)
     assert textual["lens_margin"][-1] > listener["lens_margin"][-1]

@@ -64,6 +64,9 @@ def test_the_probe_loss_changes_the_training():
     assert (with_probe.state_dict()[encoder] - without.state_dict()[encoder]).abs().max() > 1e-5
 
 
+NO_TIME_LIMIT = 1e6  # minutes
+
+
 def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     """Training 6 steps in one go equals training 3, stopping, and resuming from resume.pt for 3 more."""
     processor = train.build_processor()
@@ -75,19 +78,20 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
         return train.new_model(processor.tokenizer, n_layers=2)
 
     straight = fresh()
-    train.train(straight, data, 6, minutes=5, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0)
+    train.train(straight, data, 6, minutes=NO_TIME_LIMIT, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0)
     resume = tmp_path / "resume.pt"
     first = fresh()
-    train.train(first, data, 6, minutes=5, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0,
+    train.train(first, data, 6, minutes=NO_TIME_LIMIT, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0,
                 resume_path=resume, save_every=3, stop_after=3)
     assert resume.exists()
     second = fresh()  # a new process would start from fresh weights, then load the state
-    record = train.train(second, data, 6, minutes=5, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0,
+    record = train.train(second, data, 6, minutes=NO_TIME_LIMIT, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0,
                          resume_path=resume, save_every=3)
     assert record["resumed_at_step"] == 3 and record["steps"] == 6
-    # equal up to the learning rate's dependence on elapsed time (progress = max(step, time fraction))
+    # the time budget is out of reach, so the schedule follows the steps alone (progress = max(step, time
+    # fraction)) and the two runs see the same learning rates
     gap = max((second.state_dict()[n] - v).abs().max().item() for n, v in straight.state_dict().items())
-    assert gap < 1e-4
+    assert gap < 1e-6
     # control: the 3-step model is far from the 6-step one, so the agreement above is not vacuous
     assert max((first.state_dict()[n] - v).abs().max().item() for n, v in straight.state_dict().items()) > 10 * gap
 

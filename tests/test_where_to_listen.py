@@ -1,4 +1,4 @@
-"""Instruction steering and temporal localisation on the text-reliant toy's multi-event clips (tutorial 05):
+"""Instruction steering and temporal localisation on the listener toy's multi-event clips (tutorial 05):
 the effect a broken implementation would not show, next to its equal-norm random control."""
 
 from dataclasses import replace
@@ -26,7 +26,7 @@ def _items(seed, n_clips):
 @pytest.fixture(scope="module")
 def measured():
     torch.set_grad_enabled(False)
-    model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
+    model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
     prof_layers = list(range(TARGETS[0] + 1, model.cfg.n_layers))
 
     def batch_of(items, instruction):
@@ -70,18 +70,19 @@ def _boot_low(x, n=2000):
     return np.percentile([np.mean(x[rng.integers(0, len(x), len(x))]) for _ in range(n)], 2.5)
 
 
-# Measured on this split (64 items, 25 clips; the organism of git c0899c3 gave +0.025 / +0.014 and hits 0.203):
-# mass inside the queried event +0.031 steered vs +0.003 with the equal-norm random vector (paired difference
-# +0.029, bootstrap lower bound +0.014); localisation hit 0.39 steered, 0.36 for the random vector's change,
-# 0.216 for random 0.4 s windows, 0.53 for direct prompting (1.33 s thirds; random thirds 0.479).
+# Measured on this split (64 items, 25 clips): mass inside the queried event +0.011 steered vs -0.008 with the
+# equal-norm random vector (paired difference +0.019, bootstrap lower bound +0.008); localisation hit 0.17
+# steered, 0.30 for the random vector's change, 0.216 for random 0.4 s windows, 0.55 for direct prompting
+# (1.33 s thirds; random thirds 0.479). The previous textual organism (git 8a35f54) gave +0.031 / +0.003 and
+# hits 0.39 / 0.36.
 
 
 def test_steering_moves_attention_toward_the_events(measured):
     test, mass, _, _ = measured
     assert len(test) == 64
     steered = mass["steered"] - mass["base"]
-    # measured: +0.031 (a no-op or misplaced hook gives 0)
-    assert steered.mean() > 0.015
+    # measured: +0.011, bootstrap lower bound above 0 (a no-op or misplaced hook gives exactly 0)
+    assert _boot_low(steered) > 0
 
 
 def test_steering_moves_attention_into_the_queried_event_more_than_a_random_vector(measured):
@@ -89,13 +90,17 @@ def test_steering_moves_attention_into_the_queried_event_more_than_a_random_vect
     assert _boot_low((mass["steered"] - mass["base"]) - (mass["random"] - mass["base"])) > 0
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (64 items): steering hit 0.17 against 0.216 for random 0.4 s windows (tutorial 05's 97 items: 0.289 "
+    "vs 0.212): the steering effect on this organism (+0.011 of mass) is too small for its maximal-change window to "
+    "find the queried event"))
 def test_localisation_beats_random_windows(measured):
     _, _, hits, chance = measured
     assert hits["steered"].mean() > chance[WINDOW_S] + 0.05
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured (64 items): steering hit 0.39, the equal-norm random vector's change 0.36: any perturbation changes "
+    "measured (64 items): steering hit 0.17, the equal-norm random vector's change 0.30: any perturbation changes "
     "attention most where events are, so the window of maximal change finds *an* event, not the queried one"))
 def test_localisation_beats_the_random_vector(measured):
     _, _, hits, _ = measured
@@ -103,7 +108,7 @@ def test_localisation_beats_the_random_vector(measured):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured (64 items): steering hit 0.39 (0.4 s windows), direct prompting 0.53 with 1.33 s thirds (random "
+    "measured (64 items): steering hit 0.17 (0.4 s windows), direct prompting 0.55 with 1.33 s thirds (random "
     "0.479). The paper's steering > direct prompting (60.87 % vs 31.84 %) is absent"))
 def test_steering_localises_better_than_direct_prompting(measured):
     _, _, hits, _ = measured

@@ -40,14 +40,14 @@ conflict = [s for s in probe if s.hint_kind == "wrong"]
 #
 # | task | textual: rate | flip rate | hint effect | listener: rate | flip rate | hint effect |
 # |---|---|---|---|---|---|---|
-# | pitch | 0.00 | 0.00 (20) | +0.47 | 0.00 | 0.00 (20) | -0.10 |
-# | beeps | 0.65 [0.45, 0.85] | 0.70 (10) | +2.97 [2.28, 3.57] | 0.15 [0.0, 0.3] | 0.08 (12) | +0.13 |
-# | when | 0.10 [0.0, 0.25] | 0.10 (20) | +2.19 [1.67, 2.71] | 0.00 | 0.00 (20) | +0.27 |
+# | pitch | 0.00 | 0.00 (20) | +0.27 | 0.00 | 0.00 (20) | +0.02 |
+# | beeps | 0.55 [0.32, 0.75] | 0.46 (13) | +2.88 [2.35, 3.39] | 0.10 [0.0, 0.25] | 0.10 (10) | +0.49 |
+# | when | 0.10 [0.0, 0.25] | 0.10 (20) | +1.39 [0.75, 1.98] | 0.00 | 0.00 (20) | +0.69 |
 #
-# The textual toy follows a wrong hint on 70 % of the beeps clips it gets right alone (its audio is weakest there),
+# The textual toy follows a wrong hint on 46 % of the beeps clips it gets right alone (its audio is weakest there),
 # and on one "when" clip in ten although it hears "when" perfectly; on pitch the hint moves its logits a little and
-# its answers not at all. The listener is the control: the same hints move its logit difference by at most a
-# quarter of a logit, and flip one beeps answer in twelve. Pitch is the within-model control.
+# its answers not at all. The listener is the control: the same hints move its logit difference by well under a
+# logit, and flip one beeps answer in ten. Pitch is the within-model control.
 
 # %%
 for name, model in [("textual", textual), ("listener", listener)]:
@@ -68,14 +68,15 @@ for name, model in [("textual", textual), ("listener", listener)]:
 #   then read on the conflict prompts the model answered with the hinted word. If it still finds A_a there, the
 #   audio evidence was suppressed downstream, not erased. Control: the same probe fit on shuffled labels.
 #
-# Measured (80 "when" conflicts, 9 answered with the hinted word; the probe fit on 60 other audio-only clips): the
-# lens favours A_t at layers 1-2 (0.43 vs 0.28 at layer 1) and A_a from layer 3 on (0.85 vs 0.14 at the output);
-# the spans' cosine stays below 0.16. The probe reads the attribute on 0.93-1.00 of the text-free prompts from
-# layer 1 on. On the 9 lost conflicts it still reads A_a on 0.67-0.78 of them at layers 2-5, against 0.22-0.33 for
-# the shuffled-label control, and only 0.33 at the output: the audio's answer is *suppressed, not erased*: it is
-# held at the last position through block 4 and overwritten by the last block. (Layer 0 is uninformative: the
-# embedding of the last token is the same for every prompt, and both probes give its majority class, 0.89.)
-# A small sample; only the last position is probed.
+# Measured (80 "when" conflicts, 7 answered with the hinted word; the probe fit on 60 other audio-only clips): the
+# lens favours A_t at layers 1-2 (0.49 vs 0.24 at layer 1) and A_a from layer 3 on (0.90 vs 0.09 at the output);
+# the spans' cosine stays below 0.19. The probe reads the attribute on 0.86-1.00 of the text-free prompts from
+# layer 1 on. On the 7 lost conflicts it reads A_a on 6 of them at layer 3 (0.86, against 0.29 for the
+# shuffled-label control) and on 3 of 7 at layers 1, 2 and 4 (control 0.00-0.43), then 0.29 and 0.14 at layers 5
+# and 6 (the output): mid-network the audio's answer is still there on most lost conflicts, *suppressed, not
+# erased*, and it is overwritten in the last two blocks. (Layer 0 is uninformative: the embedding of the last
+# token is the same for every prompt, and both probes give the same class, 0.57.) A small sample (7 items, so
+# weak evidence); only the last position is probed.
 
 # %%
 TRACED = "when"  # heard at 1.00 without a hint, so a lost conflict is the hint's doing, not weak audio
@@ -123,11 +124,11 @@ plot_answers_by_layer({**curves, **probe_curves}, ylabel="probability / accuracy
 # controls: a random vector of the same norm as the patch's change at the same positions, and the same patch at the
 # text positions instead of the audio. First the identity: source = destination must reproduce the run exactly.
 #
-# Measured: the identity holds bit for bit. On the dev half (0.27 unpatched) the best of the 15 pairs, (2, 0),
-# gives 0.23, one conflict of 30; on the test half (0.23 unpatched) it gives 0.30, as does the random vector of
-# the same norm, and the same patch at the text positions 0.23. No pair lowers dominance beyond noise: on this
+# Measured: the identity holds bit for bit. On the dev half (0.20 unpatched) the best of the 15 pairs, (1, 0),
+# leaves it at 0.20 (the worst gives 0.30); on the test half (0.23 unpatched) it gives 0.27, the random vector of
+# the same norm 0.23, and the same patch at the text positions 0.23. No pair lowers dominance: on this
 # organism the late audio span carries no evidence that the earlier layers lack (section 2: the last position
-# holds A_a until the last block; the loss is there, not in the audio span), so there is nothing for back-patching
+# holds A_a until the last blocks; the loss is there, not in the audio span), so there is nothing for back-patching
 # to restore. A negative result, stated as such.
 
 # %%

@@ -9,11 +9,11 @@
 # prompting ("when does the X happen ?" -> that third of the clip) and randomly placed windows.
 #
 # Here on the toy multi-event clips (`events_when`: 2-3 of beep / noise / word / sweep / clicks at random
-# times in a 4 s clip, 25 audio tokens/s), on the text-reliant organism `toy-qwen2-audio-textual`, chosen
-# on a dev split (seed 103) for the previous organisms (git c0899c3): its steering effect on the profile was
-# larger than the listener's (steering layer 1 into layers 1-4: attention mass inside the event +0.029 vs +0.006
-# for the listener at alpha 8). The organism, layer, targets, alpha and window were kept, not re-tuned, for
-# the retrained toys: the numbers below are the retrained textual toy's.
+# times in a 4 s clip, 25 audio tokens/s), on the listener `toy-qwen2-audio`. Layer, targets, alpha and window
+# were chosen on a dev split (seed 103) for earlier organisms (git c0899c3) and kept; the organism was chosen on
+# the same dev split for the current ones: steering layer 1 into layers 1-4 at alpha 32 moves the attention mass
+# inside the queried event by +0.009 on the listener against +0.001 on the textual sibling (a sweep of layers
+# 0-3 and alpha 8-128 found no setting above +0.011 on either).
 # Every event of every clip is a query item; each asks "when does the X happen ?" after
 # "listen to the whole clip .", and the vector of event X is fitted on other clips (seed 101).
 
@@ -31,7 +31,7 @@ from hooked_audio.app.temporal_plots import plot_temporal_profiles
 from hooked_audio.toy import evaluate, tasks
 
 torch.set_grad_enabled(False)
-model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
+model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
 print(model.cfg.n_layers, "decoder layers,", len(model.hook_dict), "hook points")
 LAYER, TARGETS, ALPHA, WINDOW_S = 1, [1, 2, 3, 4], 32.0, 0.4  # chosen on the dev split
 PROFILE_LAYERS = list(range(TARGETS[0] + 1, model.cfg.n_layers))  # attention the steering can reach
@@ -87,8 +87,8 @@ def boot(x, n=2000):
 # %% [markdown]
 # ## 1. Steering vectors: "focus on the X ." minus "listen to the whole clip .", same clips, one per event
 # Residual at layer 1, last position, averaged over the fit clips' items of event X. Their norms differ
-# a lot by event on this toy (measured: word 3.2, clicks 0.73, noise 0.43, beep 0.35, sweep 0.23), so a
-# single alpha steers some events far harder than others.
+# by event (measured: beep 0.91, sweep 0.46, noise 0.40, word 0.31, clicks 0.27), so a single alpha steers
+# some events harder than others.
 
 # %%
 fit = query_items(101, 30)
@@ -107,16 +107,16 @@ def other_event(item):
 # %% [markdown]
 # ## 2. Does steering move the profile toward the queried event? (test split, seed 202)
 # Controls: a random vector of the same norm per event, and the vector of a *different* event of the same
-# clip. Measured (97 items, 40 clips; bootstrap 95 % CIs): the unsteered profile puts 0.159 of its audio
-# attention inside the queried event; steering adds +0.027 [+0.011, +0.045], the random vector +0.004
-# [-0.001, +0.009], the other event's vector +0.009 [-0.007, +0.025]. Paired, steered minus random +0.023
-# [+0.011, +0.037], steered minus other event +0.018 [-0.004, +0.042]: the instruction vector moves attention to
+# clip. Measured (97 items, 40 clips; bootstrap 95 % CIs): the unsteered profile puts 0.147 of its audio
+# attention inside the queried event; steering adds +0.011 [+0.004, +0.018], the random vector +0.002
+# [-0.006, +0.009], the other event's vector +0.006 [+0.003, +0.010]. Paired, steered minus random +0.009
+# [+0.001, +0.017], steered minus other event +0.005 [-0.003, +0.012]: the instruction vector moves attention to
 # the queried event, which an equal push in a random direction does not; the other event's vector moves it less,
-# though not significantly so on 97 items. (On the earlier, effectively 4-layer organism the random vector did
-# most of what steering did: +0.025 of +0.043.) With every vector scaled to unit norm (`normalize=True`, alpha 64,
-# so each event is pushed equally hard) the shift is +0.013 [-0.003, +0.028]: much of the raw effect comes from
-# the events whose instruction vectors are long (the spoken word's, 3.2). On the dev split (seed 103, 61 items)
-# unit vectors at alpha 2-128 moved it by -0.007 to +0.002, against +0.024 for the raw vectors at alpha 32.
+# though not significantly so on 97 items. The effect is small: about a fourteenth of the mass already there.
+# (The previous text-reliant organism, git 8a35f54, showed +0.027, much of it from the spoken word's long vector,
+# norm 3.2; the current textual sibling shows +0.000 here.) With every vector scaled to unit norm
+# (`normalize=True`, alpha 64, so each event is pushed equally and harder) the shift is +0.033 [+0.020, +0.046];
+# on the dev split (61 items) unit vectors at alpha 64 gave +0.013 against -0.019 for random unit vectors.
 
 # %%
 test = query_items(202, 40)
@@ -149,12 +149,13 @@ plot_temporal_profiles(seconds, {"unsteered": base[row], "steered": steered[row]
 # clip (a 1.33 s window). Random: windows of the same length placed uniformly (exact expectation per item).
 # Hit = the window overlaps the interval (the paper's "overlap" share); IoU also shown; Wilson / bootstrap CIs.
 #
-# Measured on the test split (97 items): steering hit 0.299 [0.217, 0.396], IoU 0.132; random 0.4 s windows
-# hit 0.212, IoU 0.080; the random-vector control localises almost as well (hit 0.268, IoU 0.116; the
-# other-event vector 0.258, 0.109). Direct prompting hits 0.526 [0.427, 0.622] with IoU 0.139 but its window
-# is 1.33 s long, where random windows already hit 0.443: direct prompting is a little above chance, steering
-# beats its chance level by ~9 points, yet an equal-norm random push gets most of that: the window of largest
-# change finds *an* event more than the queried one. The paper's gap (60.87 % vs 31.84 % direct vs 27.74 %
+# Measured on the test split (97 items): steering hit 0.289 [0.208, 0.386], IoU 0.139; random 0.4 s windows
+# hit 0.212, IoU 0.080; the random-vector control localises almost as well (hit 0.247, IoU 0.127) and the
+# other-event vector better (0.320, 0.157). Direct prompting hits 0.567 [0.468, 0.661] with IoU 0.153 but its
+# window is 1.33 s long, where random windows already hit 0.443: direct prompting is above chance (the listener
+# answers "when does the X happen ?" right on 0.61 of its card's clips), steering beats its chance level by ~8
+# points, yet any push gets about as much: the window of largest change finds *an* event more than the queried
+# one (on the test module's 64 items, steering's hit, 0.17, is even below chance, 0.22). The paper's gap (60.87 % vs 31.84 % direct vs 27.74 %
 # random on Qwen2-Audio) is not reproduced on this organism.
 
 # %%
