@@ -77,6 +77,20 @@ def test_beep_count_does_not_follow_beep_duration(toy):
 
 
 @pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the bundled listener fails it: X first 0.40, X second "
+                   "0.68, the other event's third answered 0.43 (chance 1/3; CARD.md): it answers where an event is, "
+                   "more often the later one, rather than where the asked one is; issue 10 stays open")
+def test_event_timing_follows_the_asked_event_not_the_other_one(toy):
+    """Shortcut test: "when does the X happen ?" on two-event clips, X's order (first or second) varied alone. A
+    model that finds X is right in both orders and rarely answers the other event's third; one that reports where
+    an event is (the first, the last, the loudest) is right in one order and answers the other event's third."""
+    result = shortcuts.event_order(lambda inputs: toy(inputs), toy.processor)
+    first, second = result["first"]["rate"], result["second"]["rate"]
+    assert min(first, second) >= 0.7 and abs(first - second) <= 0.2, result
+    assert result["answered_the_other_events_third"]["rate"] <= 0.2, result
+
+
+@pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
 def test_language_holds_on_words_never_heard_in_training(toy):
     """Shortcut test: language on held-out words (never synthesized for training) is about as good as on
     training words, and far above chance (0.25); the previous toy fell to 0.39 on unseen words."""

@@ -111,3 +111,24 @@ def test_shifted_split_uses_held_out_words_and_voices():
     held = set(tasks.word_lists()["german"][1])
     assert all(word in held for _ in range(20) for word in tasks._phrase("german", rng, "shifted").split())
     assert all(tasks._speed(rng, "shifted") not in range(tasks.TRAIN_SPEED[0], tasks.TRAIN_SPEED[1] + 1) for _ in range(50))
+
+
+@needs_espeak
+def test_the_event_order_shortcut_clips_put_each_event_where_they_say():
+    """The asked event's centre lies in the answer's third, the other event's in the third returned with it,
+    the events do not overlap, and "first" / "second" is the asked event's order; every cell is filled."""
+    from hooked_audio.toy.shortcuts import event_order_samples
+
+    pairs = event_order_samples(n_per_cell=3)
+    third = signals.CLIP_SECONDS / 3
+    cells = set()
+    for sample, other_third in pairs:
+        asked = sample.question.split()[3]
+        (a_start, a_end), = [(s, e) for n, s, e in sample.events if n == asked]
+        (o_start, o_end), = [(s, e) for n, s, e in sample.events if n != asked]
+        assert signals.POSITIONS[int((a_start + a_end) / 2 // third)] == sample.answer
+        assert signals.POSITIONS[int((o_start + o_end) / 2 // third)] == other_third != sample.answer
+        assert a_end <= o_start or o_end <= a_start
+        assert sample.kind == ("first" if a_start < o_start else "second")
+        cells.add((sample.answer, other_third))
+    assert len(pairs) == 18 and len(cells) == 6

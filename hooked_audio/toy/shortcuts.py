@@ -8,6 +8,9 @@ value, and a model using the nuisance as a shortcut is right at some values and 
   placement still random). The old toy counted total beep time: one 0.4 s beep was "two".
 - ``language_words``: language on words seen in training versus held-out words never heard.
 - ``tone_duration``: low / high tones of fixed duration, 0.3 s versus 1.5 s.
+- ``event_order``: "when does the X happen ?" on two-event clips, X in one third and another event in a
+  different third, with X first or second. A model answering the position of the first (or any) event
+  instead of X's is right on one order only, and answers the other event's third.
 """
 
 from __future__ import annotations
@@ -72,7 +75,56 @@ def tone_duration(model, processor, n_per_answer: int = 20, seed: int = SEED) ->
     return result
 
 
+def _centred_in(third: int, length: int, taken: list[tuple[int, int]], rng, gap: int) -> int | None:
+    """A start sample putting an event of ``length`` samples with its centre inside ``third`` (away from its
+    edges) and clear of ``taken`` by ``gap``; None if 200 draws find no room."""
+    width = signals.CLIP_SAMPLES / 3
+    for _ in range(200):
+        centre = rng.uniform((third + 0.15) * width, (third + 0.85) * width)
+        start = int(np.clip(centre - length / 2, 0, signals.CLIP_SAMPLES - length))
+        if third * width <= start + length / 2 < (third + 1) * width and all(
+                start + length + gap <= a or start >= b + gap for a, b in taken):
+            return start
+    return None
+
+
+def event_order_samples(n_per_cell: int = 20, seed: int = SEED) -> list[tuple[tasks.Sample, str]]:
+    """(sample, the other event's third) for two-event clips, every (queried third, other event's third) pair
+    of different thirds; ``kind`` says whether the queried event comes "first" or "second"."""
+    rng = np.random.default_rng([seed, 200])
+    gap = int(0.15 * signals.SAMPLE_RATE)
+    samples = []
+    for asked in range(3):
+        for other in (t for t in range(3) if t != asked):
+            made = 0
+            while made < n_per_cell:
+                names = [str(e) for e in rng.choice(tasks.EVENT_NAMES, 2, replace=False)]
+                waves = [tasks._event(name, rng, "test") for name in names]
+                first = _centred_in(asked, len(waves[0]), [], rng, gap)
+                second = None if first is None else _centred_in(other, len(waves[1]), [(first, first + len(waves[0]))], rng, gap)
+                if second is None:
+                    continue
+                clip = tasks._finish(signals.place_at([(waves[0], first), (waves[1], second)]), rng, "test", min_snr=10.0)
+                events = tuple(sorted(((n, s / signals.SAMPLE_RATE, (s + len(w)) / signals.SAMPLE_RATE)
+                                       for n, s, w in zip(names, (first, second), waves)), key=lambda e: e[1]))
+                samples.append((tasks.Sample("events_when", clip, f"when does the {names[0]} happen ?",
+                                             signals.POSITIONS[asked], kind="first" if asked < other else "second",
+                                             events=events, item=made), signals.POSITIONS[other]))
+                made += 1
+    return samples
+
+
+def event_order(model, processor, n_per_cell: int = 20, seed: int = SEED) -> dict:
+    """Accuracy with the queried event first and second, and how often the other event's third is answered
+    (chance: 1/3)."""
+    samples, other_third = zip(*event_order_samples(n_per_cell, seed))
+    scored = _score(model, processor, list(samples))
+    result = {kind: rate([h for h, s in zip(scored["hits"], samples) if s.kind == kind]) for kind in ("first", "second")}
+    result["answered_the_other_events_third"] = rate([p == o for p, o in zip(scored["predictions"], other_third)])
+    return result
+
+
 def run_all(model, processor) -> dict:
     """Every shortcut test, as reported on the card."""
     return {"beep_duration": beep_duration(model, processor), "language_words": language_words(model, processor),
-            "tone_duration": tone_duration(model, processor)}
+            "tone_duration": tone_duration(model, processor), "event_order": event_order(model, processor)}

@@ -571,6 +571,12 @@ def card_markdown(card: dict) -> str:
               f" training words {_ci(sc['language_words']['training_words'])}, held-out words"
               f" {_ci(sc['language_words']['held_out_words'])}.", "",
               "Pitch at a fixed tone duration: " + ", ".join(f"{d} s {_ci(v)}" for d, v in sc["tone_duration"].items()) + "."]
+    if "event_order" in sc:
+        eo = sc["event_order"]
+        lines += ["", "\"When does the X happen ?\" on two-event clips, X and another event in different thirds (a model"
+                  " answering where *an* event is, not X, is right about half the time and answers the other event's third;"
+                  f" chance 1/3): X first {_ci(eo['first'])}, X second {_ci(eo['second'])}; answered the other event's"
+                  f" third {_ci(eo['answered_the_other_events_third'])}."]
     if card.get("comparison"):
         lines += ["", "## Listener vs textual", "", card["comparison"]]
     lines += [
