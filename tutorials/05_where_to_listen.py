@@ -112,7 +112,7 @@ def other_event(item):
 # [-0.006, +0.009], the other event's vector +0.006 [+0.003, +0.010]. Paired, steered minus random +0.009
 # [+0.001, +0.017], steered minus other event +0.005 [-0.003, +0.012]: the instruction vector moves attention to
 # the queried event, which an equal push in a random direction does not; the other event's vector moves it less,
-# though not significantly so on 97 items. The effect is small: about a fourteenth of the mass already there.
+# though not significantly so on 97 items. The effect is small: about 7 % of the mass already there.
 # (The previous text-reliant organism, git 8a35f54, showed +0.027, much of it from the spoken word's long vector,
 # norm 3.2; the current textual sibling shows +0.000 here.) With every vector scaled to unit norm
 # (`normalize=True`, alpha 64, so each event is pushed equally and harder) the shift is +0.033 [+0.020, +0.046];
