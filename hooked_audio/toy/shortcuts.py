@@ -76,14 +76,10 @@ def tone_duration(model, processor, n_per_answer: int = 20, seed: int = SEED) ->
 
 
 def _centred_in(third: int, length: int, taken: list[tuple[int, int]], rng, gap: int) -> int | None:
-    """A start sample putting an event of ``length`` samples with its centre inside ``third`` (away from its
-    edges) and clear of ``taken`` by ``gap``; None if 200 draws find no room."""
-    width = signals.CLIP_SAMPLES / 3
+    """``tasks.centred_start`` clear of ``taken`` by ``gap``; None if 200 draws find no room."""
     for _ in range(200):
-        centre = rng.uniform((third + 0.15) * width, (third + 0.85) * width)
-        start = int(np.clip(centre - length / 2, 0, signals.CLIP_SAMPLES - length))
-        if third * width <= start + length / 2 < (third + 1) * width and all(
-                start + length + gap <= a or start >= b + gap for a, b in taken):
+        start = tasks.centred_start(third, length, rng)
+        if start is not None and tasks.clear_of(start, length, taken, gap):
             return start
     return None
 

@@ -308,10 +308,25 @@ def _event(name: str, rng: np.random.Generator, split: str) -> np.ndarray:
     return (wave / max(np.abs(wave).max(), 1e-6) * rng.uniform(0.5, 1.0)).astype(np.float32)
 
 
+def clear_of(start: int, length: int, taken: list[tuple[int, int]], gap: int) -> bool:
+    """Whether [start, start + length) keeps ``gap`` samples away from every (start, end) in ``taken``."""
+    return all(start + length + gap <= s or start >= e + gap for s, e in taken)
+
+
+def centred_start(position: int, length: int, rng: np.random.Generator) -> int | None:
+    """A start sample putting an event of ``length`` samples with its centre inside third ``position`` of the
+    clip, away from its edges; None when the event is too long to be centred there."""
+    third = signals.CLIP_SAMPLES / 3
+    low = position * third
+    centre = rng.uniform(low + 0.15 * third, low + 0.85 * third)
+    start = int(np.clip(centre - length / 2, 0, signals.CLIP_SAMPLES - length))
+    return start if low <= start + length / 2 < low + third else None
+
+
 def _free_start(length: int, taken: list[tuple[int, int]], rng, gap: int) -> int | None:
     for _ in range(200):
         start = int(rng.integers(0, signals.CLIP_SAMPLES - length + 1))
-        if all(start + length + gap <= s or start >= e + gap for s, e in taken):
+        if clear_of(start, length, taken, gap):
             return start
     return None
 
@@ -330,11 +345,8 @@ def _events_item(rng, split, kind: str, answer: str) -> Item:
         waves = [_event(name, rng, split) for name in names]
         taken: list[tuple[int, int]] = []
         if kind == "when":  # the asked event's centre inside the answer's third, away from its edges
-            third = signals.CLIP_SAMPLES / 3
-            low = signals.POSITIONS.index(answer) * third
-            centre = rng.uniform(low + 0.15 * third, low + 0.85 * third)
-            start = int(np.clip(centre - len(waves[0]) / 2, 0, signals.CLIP_SAMPLES - len(waves[0])))
-            if not low <= start + len(waves[0]) / 2 < low + third:
+            start = centred_start(signals.POSITIONS.index(answer), len(waves[0]), rng)
+            if start is None:
                 continue
             taken.append((start, start + len(waves[0])))
         for _ in range(50):  # place the others; for first / last, until the answer event is first / last
