@@ -113,3 +113,75 @@ def test_localisation_beats_the_random_vector(measured):
 def test_steering_localises_better_than_direct_prompting(measured):
     _, _, hits, _ = measured
     assert hits["steered"].mean() > hits["direct"].mean()
+
+
+# The same method with a contrast the organism's instruction can carry: in "when does the X happen ?" the question
+# names the event, so "focus on the X ." adds little (above). Here the event is named *only* by the instruction:
+# v_X = mean h_last("focus on the X . when does it happen ?") - h_last("focus on the Y . ..."), Y another event of
+# the same clip, and the steered prompt focuses on Y. Layer and alpha maximised steered-minus-random mass on the
+# dev split (seed 103: layers 0-2, alpha 1-8; the listener was never trained on "when does it happen ?").
+SHIFT_LAYER, SHIFT_ALPHA = 1, 8.0
+FOCUS = "focus on the {} . when does it happen ?"
+
+
+@pytest.fixture(scope="module")
+def shifted():
+    torch.set_grad_enabled(False)
+    model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
+    targets = list(range(SHIFT_LAYER, model.cfg.n_layers))
+
+    def pairs(seed, n_clips):  # (clip, X, Y, X's interval) for every ordered pair of events of a clip
+        return [(c, x, y, t) for c, x, t in _items(seed, n_clips) for y, _, _ in c.events if y != x]
+
+    def batch_of(items, column):
+        samples = [replace(it[0], question=FOCUS.format(it[column])) for it in items]
+        return model.to_inputs(evaluate.encode(model.processor, samples))
+
+    fit, test = pairs(101, 30), pairs(202, 40)
+    vectors = {e: instruction_steering_vector(model, batch_of(sub, 1), batch_of(sub, 2), SHIFT_LAYER)
+               for e in tasks.EVENT_NAMES for sub in [[it for it in fit if it[1] == e]]}
+    g = torch.Generator().manual_seed(0)
+    random_vectors = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=g)) for e, v in vectors.items()}
+    profiles = {}
+    for name, table in [("base", None), ("steered", vectors), ("random", random_vectors)]:
+        out = torch.full((len(test), 100), float("nan"))
+        for e in tasks.EVENT_NAMES:
+            rows = [i for i, it in enumerate(test) if it[1] == e]
+            batch = batch_of([test[i] for i in rows], 2)
+            hooks = [] if table is None else instruction_steering_hooks(table[e], targets, SHIFT_ALPHA, batch)
+            with model.hooks(hooks):
+                _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
+            out[rows], seconds = temporal_attention(cache, layers=list(range(SHIFT_LAYER + 1, model.cfg.n_layers)))
+        profiles[name] = out
+    seconds = seconds[0]
+    inside = torch.stack([(seconds >= a) & (seconds < b) for *_, (a, b) in test])
+    mass = {k: ((p * inside).sum(-1) / p.sum(-1)).numpy() for k, p in profiles.items()}
+    hits = {k: np.array([interval_overlap(localise(profiles[k][r] - profiles["base"][r], seconds, WINDOW_S), it[3])
+                         for r, it in enumerate(test)]) for k in ("steered", "random")}
+    chance = np.mean([random_window_baseline(4.0, WINDOW_S, it[3], n=1000, seed=i) for i, it in enumerate(test)])
+    return test, mass, hits, chance
+
+
+# Measured on this split (148 pairs, 40 clips): mass inside X +0.036 steered vs -0.029 with the equal-norm random
+# vector (tutorial 05 section 4: paired +0.065 [+0.046, +0.083]; the question-naming design above: +0.019); the
+# window of largest change hits X on 0.365 of pairs, random 0.4 s windows 0.212, the random vector's change 0.29
+# with this draw (0.17 with the tutorial's).
+
+
+def test_steering_from_one_event_to_another_moves_attention_into_it_beyond_a_random_vector(shifted):
+    test, mass, _, _ = shifted
+    assert len(test) == 148
+    assert _boot_low((mass["steered"] - mass["base"]) - (mass["random"] - mass["base"])) > 0.02
+
+
+def test_steering_from_one_event_to_another_localises_beyond_random_windows(shifted):
+    _, _, hits, chance = shifted
+    assert hits["steered"].mean() > chance + 0.1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (148 pairs): steered change's window hits X on 0.365, the random vector's on 0.29 with this draw and "
+    "0.17 with tutorial 05's: the gap depends on the draw and is not 0.1 in both"))
+def test_steering_from_one_event_to_another_localises_beyond_the_random_vector(shifted):
+    _, _, hits, _ = shifted
+    assert hits["steered"].mean() > hits["random"].mean() + 0.1
