@@ -23,6 +23,25 @@ def _items(seed, n_clips):
     return [(c, name, (a, b)) for c in clips for name, a, b in c.events]
 
 
+def _steered_profiles(model, test, base_batch, vectors, targets, alpha, profile_layers):
+    """Temporal profiles of ``test`` (rows grouped by queried event, ``it[1]``) unsteered, steered with each event's
+    vector and with an equal-norm random vector per event."""
+    g = torch.Generator().manual_seed(0)
+    random_vectors = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=g)) for e, v in vectors.items()}
+    profiles = {}
+    for name, table in [("base", None), ("steered", vectors), ("random", random_vectors)]:
+        out = torch.full((len(test), 100), float("nan"))
+        for e in tasks.EVENT_NAMES:
+            rows = [i for i, it in enumerate(test) if it[1] == e]
+            batch = base_batch([test[i] for i in rows])
+            hooks = [] if table is None else instruction_steering_hooks(table[e], targets, alpha, batch)
+            with model.hooks(hooks):
+                _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
+            out[rows], seconds = temporal_attention(cache, layers=profile_layers)
+        profiles[name] = out
+    return profiles, seconds[0]
+
+
 @pytest.fixture(scope="module")
 def measured():
     torch.set_grad_enabled(False)
@@ -38,20 +57,8 @@ def measured():
     for e in tasks.EVENT_NAMES:
         sub = [it for it in fit if it[1] == e]
         vectors[e] = instruction_steering_vector(model, batch_of(sub, lambda e: f"focus on the {e} . "), batch_of(sub, lambda e: WHOLE), LAYER)
-    g = torch.Generator().manual_seed(0)
-    random_vectors = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=g)) for e, v in vectors.items()}
-    profiles = {}
-    for name, table in [("base", None), ("steered", vectors), ("random", random_vectors)]:
-        out = torch.full((len(test), 100), float("nan"))
-        for e in tasks.EVENT_NAMES:
-            rows = [i for i, it in enumerate(test) if it[1] == e]
-            batch = batch_of([test[i] for i in rows], lambda e: WHOLE)
-            hooks = [] if table is None else instruction_steering_hooks(table[e], TARGETS, ALPHA, batch)
-            with model.hooks(hooks):
-                _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
-            out[rows], seconds = temporal_attention(cache, layers=prof_layers)
-        profiles[name] = out
-    seconds = seconds[0]
+    profiles, seconds = _steered_profiles(model, test, lambda its: batch_of(its, lambda e: WHOLE), vectors, TARGETS, ALPHA,
+                                          prof_layers)
     inside = torch.stack([(seconds >= a) & (seconds < b) for _, _, (a, b) in test])
     mass = {k: ((p * inside).sum(-1) / p.sum(-1)).numpy() for k, p in profiles.items()}
     hits = {k: np.array([interval_overlap(localise(profiles[k][r] - profiles["base"][r], seconds, WINDOW_S), t)
@@ -140,20 +147,8 @@ def shifted():
     fit, test = pairs(101, 30), pairs(202, 40)
     vectors = {e: instruction_steering_vector(model, batch_of(sub, 1), batch_of(sub, 2), SHIFT_LAYER)
                for e in tasks.EVENT_NAMES for sub in [[it for it in fit if it[1] == e]]}
-    g = torch.Generator().manual_seed(0)
-    random_vectors = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=g)) for e, v in vectors.items()}
-    profiles = {}
-    for name, table in [("base", None), ("steered", vectors), ("random", random_vectors)]:
-        out = torch.full((len(test), 100), float("nan"))
-        for e in tasks.EVENT_NAMES:
-            rows = [i for i, it in enumerate(test) if it[1] == e]
-            batch = batch_of([test[i] for i in rows], 2)
-            hooks = [] if table is None else instruction_steering_hooks(table[e], targets, SHIFT_ALPHA, batch)
-            with model.hooks(hooks):
-                _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
-            out[rows], seconds = temporal_attention(cache, layers=list(range(SHIFT_LAYER + 1, model.cfg.n_layers)))
-        profiles[name] = out
-    seconds = seconds[0]
+    profiles, seconds = _steered_profiles(model, test, lambda its: batch_of(its, 2), vectors, targets, SHIFT_ALPHA,
+                                          list(range(SHIFT_LAYER + 1, model.cfg.n_layers)))
     inside = torch.stack([(seconds >= a) & (seconds < b) for *_, (a, b) in test])
     mass = {k: ((p * inside).sum(-1) / p.sum(-1)).numpy() for k, p in profiles.items()}
     hits = {k: np.array([interval_overlap(localise(profiles[k][r] - profiles["base"][r], seconds, WINDOW_S), it[3])
