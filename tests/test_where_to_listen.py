@@ -42,6 +42,16 @@ def _steered_profiles(model, test, base_batch, vectors, targets, alpha, profile_
     return profiles, seconds[0]
 
 
+def _mass_and_hits(profiles, seconds, intervals):
+    """Per row: the share of audio attention inside its interval (each profile), and whether the window of largest
+    change from the unsteered profile overlaps it (steered, random)."""
+    inside = torch.stack([(seconds >= a) & (seconds < b) for a, b in intervals])
+    mass = {k: ((p * inside).sum(-1) / p.sum(-1)).numpy() for k, p in profiles.items()}
+    hits = {k: np.array([interval_overlap(localise(profiles[k][r] - profiles["base"][r], seconds, WINDOW_S), t)
+                         for r, t in enumerate(intervals)]) for k in ("steered", "random")}
+    return mass, hits
+
+
 @pytest.fixture(scope="module")
 def measured():
     torch.set_grad_enabled(False)
@@ -59,10 +69,7 @@ def measured():
         vectors[e] = instruction_steering_vector(model, batch_of(sub, lambda e: f"focus on the {e} . "), batch_of(sub, lambda e: WHOLE), LAYER)
     profiles, seconds = _steered_profiles(model, test, lambda its: batch_of(its, lambda e: WHOLE), vectors, TARGETS, ALPHA,
                                           prof_layers)
-    inside = torch.stack([(seconds >= a) & (seconds < b) for _, _, (a, b) in test])
-    mass = {k: ((p * inside).sum(-1) / p.sum(-1)).numpy() for k, p in profiles.items()}
-    hits = {k: np.array([interval_overlap(localise(profiles[k][r] - profiles["base"][r], seconds, WINDOW_S), t)
-                         for r, (_, _, t) in enumerate(test)]) for k in ("steered", "random")}
+    mass, hits = _mass_and_hits(profiles, seconds, [it[-1] for it in test])
     ids = [model.to_single_token(p) for p in tasks.signals.POSITIONS]
     direct = batch_of(test, lambda e: "")
     third = model(direct)[torch.arange(len(test)), direct.last_positions][:, ids].argmax(-1)
@@ -149,10 +156,7 @@ def shifted():
                for e in tasks.EVENT_NAMES for sub in [[it for it in fit if it[1] == e]]}
     profiles, seconds = _steered_profiles(model, test, lambda its: batch_of(its, 2), vectors, targets, SHIFT_ALPHA,
                                           list(range(SHIFT_LAYER + 1, model.cfg.n_layers)))
-    inside = torch.stack([(seconds >= a) & (seconds < b) for *_, (a, b) in test])
-    mass = {k: ((p * inside).sum(-1) / p.sum(-1)).numpy() for k, p in profiles.items()}
-    hits = {k: np.array([interval_overlap(localise(profiles[k][r] - profiles["base"][r], seconds, WINDOW_S), it[3])
-                         for r, it in enumerate(test)]) for k in ("steered", "random")}
+    mass, hits = _mass_and_hits(profiles, seconds, [it[-1] for it in test])
     chance = np.mean([random_window_baseline(4.0, WINDOW_S, it[3], n=1000, seed=i) for i, it in enumerate(test)])
     return test, mass, hits, chance
 

@@ -49,20 +49,22 @@ def batch_of(items, instruction):
     return model.to_inputs(evaluate.encode(model.processor, samples))
 
 
-def profiles(items, vector_of=None, alpha=ALPHA, normalize=False):
-    """Temporal profiles over PROFILE_LAYERS under the whole-clip prompt, steered with vector_of(item) (or not)."""
+def profiles(items, vector_of=None, alpha=ALPHA, normalize=False, prompt=lambda its: batch_of(its, lambda e: WHOLE),
+             targets=TARGETS, profile_layers=PROFILE_LAYERS):
+    """Temporal profiles over profile_layers under prompt(items) (default: the whole-clip prompt), steered at
+    targets with vector_of(item) (or not)."""
     groups = {}
     for i, item in enumerate(items):
         key = None if vector_of is None else vector_of(item)[0]
         groups.setdefault(key, []).append(i)
     out = torch.full((len(items), 100), float("nan"))
     for key, rows in groups.items():
-        batch = batch_of([items[i] for i in rows], lambda e: WHOLE)
-        hooks = [] if key is None else instruction_steering_hooks(vector_of(items[rows[0]])[1], TARGETS, alpha, batch,
+        batch = prompt([items[i] for i in rows])
+        hooks = [] if key is None else instruction_steering_hooks(vector_of(items[rows[0]])[1], targets, alpha, batch,
                                                                   normalize=normalize)
         with model.hooks(hooks):
             _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
-        out[rows], seconds = temporal_attention(cache, layers=PROFILE_LAYERS)
+        out[rows], seconds = temporal_attention(cache, layers=profile_layers)
     return out, seconds[0]
 
 
@@ -159,10 +161,12 @@ plot_temporal_profiles(seconds, {"unsteered": base[row], "steered": steered[row]
 # random on Qwen2-Audio) is not reproduced on this organism.
 
 # %%
-def localisation(change):
-    wins = [localise(change[r], seconds, WINDOW_S) for r in range(len(test))]
-    return (np.array([interval_overlap(w, t, "hit") for w, (_, _, t) in zip(wins, test)]),
-            np.array([interval_overlap(w, t, "iou") for w, (_, _, t) in zip(wins, test)]))
+def localisation(change, items=None):
+    """Hit and IoU of each row's maximal-change window against its item's interval (default items: test)."""
+    items = test if items is None else items
+    wins = [localise(change[r], seconds, WINDOW_S) for r in range(len(items))]
+    return (np.array([interval_overlap(w, t, "hit") for w, (_, _, t) in zip(wins, items)]),
+            np.array([interval_overlap(w, t, "iou") for w, (_, _, t) in zip(wins, items)]))
 
 
 positions = list(tasks.signals.POSITIONS)
@@ -220,16 +224,9 @@ shift_random = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, gene
 
 
 def focus_profiles(table=None):
-    out = torch.full((len(test_pairs), 100), float("nan"))
-    for e in tasks.EVENT_NAMES:
-        rows = [i for i, p in enumerate(test_pairs) if p[1] == e]
-        batch = focus_batch([test_pairs[i] for i in rows], 2)
-        hooks = [] if table is None else instruction_steering_hooks(table[e], list(range(SHIFT_LAYER, model.cfg.n_layers)),
-                                                                    SHIFT_ALPHA, batch)
-        with model.hooks(hooks):
-            _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
-        out[rows], times = temporal_attention(cache, layers=list(range(SHIFT_LAYER + 1, model.cfg.n_layers)))
-    return out, times[0]
+    return profiles(test_pairs, None if table is None else lambda p: (p[1], table[p[1]]), alpha=SHIFT_ALPHA,
+                    prompt=lambda ps: focus_batch(ps, 2), targets=list(range(SHIFT_LAYER, model.cfg.n_layers)),
+                    profile_layers=list(range(SHIFT_LAYER + 1, model.cfg.n_layers)))
 
 
 focus_base, seconds = focus_profiles()
@@ -241,7 +238,7 @@ d_steered, d_random = mass_inside(focus_steered, seconds, as_items) - m_base, ma
 print(len(test_pairs), "pairs; mass inside X while focused on Y", round(float(m_base.mean()), 4))
 print("  steered toward X:", boot(d_steered), " random vector:", boot(d_random), " paired difference:", boot(d_steered - d_random))
 for name, p in [("steered", focus_steered), ("random vector", focus_random)]:
-    hits = [interval_overlap(localise(p[r] - focus_base[r], seconds, WINDOW_S), t) for r, (_, _, t) in enumerate(as_items)]
+    hits, _ = localisation(p - focus_base, as_items)
     print(f"  {name:>13} change, window hit on X: {wilson(hits)}")
 print("  random 0.4 s windows:", round(float(np.mean([random_window_baseline(4.0, WINDOW_S, t, n=1000, seed=i)
                                                        for i, (_, _, t) in enumerate(as_items)])), 3))
