@@ -47,7 +47,10 @@ N_WORDS = 6000  # most frequent words per language considered
 HELD_OUT_WORD_SHARE = 0.2
 NOISE_COLOURS = ("white", "pink", "brown")
 EVENT_NAMES = ("beep", "noise", "word", "sweep", "clicks")
-WHEN_INSTRUCTIONS = ("", "listen to the whole clip . ", "focus on the {event} . ")
+# "when" questions on multi-event clips; in the last the event is named only by the instruction, so the
+# instruction itself must steer where the model listens (what instruction steering needs to act on)
+WHEN_QUESTIONS = ("when does the {event} happen ?", "listen to the whole clip . when does the {event} happen ?",
+                  "focus on the {event} . when does the {event} happen ?", "focus on the {event} . when does it happen ?")
 ORDER_INSTRUCTIONS = ("", "listen to the whole clip . ")
 
 HINT_TEMPLATES = (
@@ -370,8 +373,7 @@ def _events_item(rng, split, kind: str, answer: str) -> Item:
     events = tuple(sorted(((str(name), s / signals.SAMPLE_RATE, e / signals.SAMPLE_RATE) for name, (s, e) in zip(names, taken)),
                           key=lambda ev: ev[1]))
     if kind == "when":
-        instruction = _pick(rng, WHEN_INSTRUCTIONS).format(event=asked)
-        question = instruction + f"when does the {asked} happen ?"
+        question = _pick(rng, WHEN_QUESTIONS).format(event=asked)
     else:
         question = _pick(rng, ORDER_INSTRUCTIONS) + f"what happens {kind} ?"
     return Item(_finish(clip, rng, split, min_snr=10.0), question, kind, events)
@@ -423,7 +425,7 @@ def vocabulary_words() -> list[str]:
     for task in TASKS:
         texts += [task.question, *task.answers]
     for event in EVENT_NAMES:
-        texts += [i.format(event=event) for i in WHEN_INSTRUCTIONS] + [f"when does the {event} happen ?"]
+        texts += [q.format(event=event) for q in WHEN_QUESTIONS]
     texts += [i for i in ORDER_INSTRUCTIONS] + ["what happens first ?", "what happens last ?"]
     words: list[str] = []
     for text in texts:

@@ -54,7 +54,7 @@ from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 TOY_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = TOY_DIR / "checkpoint"
 DEFAULT_OUTS = {"listener": DEFAULT_OUT, "textual": TOY_DIR / "checkpoint_textual"}
-DATA_VERSION = 2  # bump when the task generators change
+DATA_VERSION = 3  # bump when the task generators change
 FEATURES_VERSION = 2  # bump when what TeacherForcedSet stores changes
 DEFAULT_CACHE = Path.home() / ".cache" / "hooked_audio" / "toy_data"
 N_DECODER_LAYERS = 6
