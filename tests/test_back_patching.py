@@ -1,5 +1,7 @@
 """Back-patching: exact identities on a tiny model, the patch by hand, its controls and its refusals."""
 
+import shutil
+
 import pytest
 import torch
 from conftest import make_inputs
@@ -99,17 +101,19 @@ def test_sweep_and_generation(model, run):
         assert torch.equal(model.generate(inputs, max_new_tokens=3, do_sample=False), plain)
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (the multi-event tasks)")
 @pytest.mark.xfail(strict=True, reason=(
-    "measured on toy-qwen2-audio-textual (pitch/beeps/when conflicts, 20 per task, pair chosen on the even rows among "
-    "sources 1-3): no pair lowers the dev rate (0.20 -> 0.20 at best, pair (1, 0)); test rate 0.23 unpatched, 0.27 "
-    "back-patched, 0.23 with the random control. The organism's late audio span holds nothing its early layers lack"))
+    "measured on toy-qwen2-audio-textual (tutorial 04's pitch / beeps / events_when / events_order conflicts, 20 per "
+    "task, pair chosen on the even rows among sources 1-3): no pair lowers the dev rate (0.33 -> 0.38 at best, pair "
+    "(3, 2)); test rate 0.33 unpatched, 0.33 back-patched, 0.33 with the random control. The organism's late audio "
+    "span holds nothing its early layers lack"))
 @torch.no_grad()
 def test_back_patching_lowers_text_dominance_on_the_textual_organism_beyond_the_random_control():
     from hooked_audio import HookedAudioTransformer
     from hooked_audio.toy import evaluate
 
     model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
-    conflict = [s for s in evaluate.make_eval_set(n_per_task=20, task_names=["pitch", "beeps", "when"]) if s.hint_kind == "wrong"]
+    conflict = [s for s in evaluate.make_eval_set(n_per_task=20, task_names=["pitch", "beeps", "events_when", "events_order"]) if s.hint_kind == "wrong"]
     inputs = model.to_inputs(evaluate.encode(model.processor, conflict))
     text_ids = torch.tensor([model.to_single_token(s.hint) for s in conflict])
 

@@ -4,6 +4,7 @@ hint flips its answers far more often than the listener's, on the same prompts (
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,9 +14,10 @@ from hooked_audio.loading import BUNDLED_MODELS
 from hooked_audio.toy import evaluate, tasks
 
 CARD = json.loads((BUNDLED_MODELS["toy-qwen2-audio-textual"] / "card.json").read_text())
-# numpy-only, heard equally well by both organisms without a hint (cards: 0.64 textual on 50 clips, 0.66 listener
-# on 100), so the flip rates differ by hint reliance, not by hearing: textual 0.69, the listener 0.17
-FLIP_TASKS = ["beeps"]
+# heard equally well by both organisms without a hint (cards: 0.92 textual on 50 clips, 0.96 listener on 100), so
+# the flip rates differ by hint reliance, not by hearing: textual 0.52, the listener 0.08 (cards). On beep counting,
+# the numpy-only task used before, the current siblings differ less (0.38 vs 0.12)
+FLIP_TASKS = ["events_order"]
 FLIP_MARGIN = 0.3
 
 
@@ -36,6 +38,7 @@ def test_textual_loads_offline_and_matches_hf(organisms, monkeypatch):
     assert diff <= 1e-4
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (the multi-event task's word)")
 def test_a_wrong_hint_flips_the_textual_organism_and_not_the_listener(organisms):
     samples = tasks.make_probe_set(evaluate.EVAL_SEED, 50, task_names=FLIP_TASKS)
     stats = {name: evaluate.evaluate(lambda inputs, m=m: m(inputs), m.processor, samples)["overall"]
@@ -49,13 +52,13 @@ def test_a_wrong_hint_flips_the_textual_organism_and_not_the_listener(organisms)
 def test_the_siblings_part_where_the_hint_is_read(organisms):
     """On the same conflicts the textual sibling's hint effect is far larger than the listener's, and blocking
     attention to the hint's tokens in block 0 alone removes most of it, while the same knockout in any later block
-    removes almost nothing (the control: the same hook elsewhere). Measured on the card's 64 conflicts: +1.37 vs
-    +0.36; block 0 removes 0.91, blocks 1-5 at most 0.01."""
+    removes almost nothing (the control: the same hook elsewhere). Measured on the card's 64 conflicts: +1.28 vs
+    +0.39; block 0 removes 0.93, blocks 1-5 at most 0.01."""
     from hooked_audio.toy.sibling_comparison import compare
 
     result = compare(organisms, n_per_task=8)
     listener, textual = result["toy-qwen2-audio"], result["toy-qwen2-audio-textual"]
     assert textual["hint_effect"] > listener["hint_effect"] + 0.8
     assert textual["knockout_removes"][0] > 0.7 and max(textual["knockout_removes"][1:]) < 0.15
-    # and the audio answer leads the hint by less at its output (card: -3.99 vs -7.46)
+    # and the audio answer leads the hint by less at its output (card: -4.36 vs -8.68)
     assert textual["lens_margin"][-1] > listener["lens_margin"][-1]

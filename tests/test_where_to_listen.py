@@ -14,7 +14,7 @@ from hooked_audio.analysis import (
 )
 from hooked_audio.toy import evaluate, tasks
 
-LAYER, TARGETS, ALPHA, WINDOW_S = 1, [1, 2, 3, 4], 32.0, 0.4  # chosen on a dev split (seed 103)
+LAYER, TARGETS, ALPHA, WINDOW_S = 1, [1, 2, 3, 4], 32.0, 0.4  # chosen on a dev split (seed 103) for an earlier listener
 WHOLE = "listen to the whole clip . "
 
 
@@ -70,12 +70,7 @@ def measured():
     profiles, seconds = _steered_profiles(model, test, lambda its: batch_of(its, lambda e: WHOLE), vectors, TARGETS, ALPHA,
                                           prof_layers)
     mass, hits = _mass_and_hits(profiles, seconds, [it[-1] for it in test])
-    ids = [model.to_single_token(p) for p in tasks.signals.POSITIONS]
-    direct = batch_of(test, lambda e: "")
-    third = model(direct)[torch.arange(len(test)), direct.last_positions][:, ids].argmax(-1)
-    hits["direct"] = np.array([interval_overlap((4 / 3 * int(k), 4 / 3 * (int(k) + 1)), t) for k, (_, _, t) in zip(third, test)])
-    chance = {w: np.mean([random_window_baseline(4.0, w, t, n=1000, seed=i) for i, (_, _, t) in enumerate(test)])
-              for w in (WINDOW_S, 4 / 3)}
+    chance = np.mean([random_window_baseline(4.0, WINDOW_S, t, n=1000, seed=i) for i, (_, _, t) in enumerate(test)])
     return test, mass, hits, chance
 
 
@@ -84,56 +79,52 @@ def _boot_low(x, n=2000):
     return np.percentile([np.mean(x[rng.integers(0, len(x), len(x))]) for _ in range(n)], 2.5)
 
 
-# Measured on this split (64 items, 25 clips): mass inside the queried event +0.011 steered vs -0.008 with the
-# equal-norm random vector (paired difference +0.019, bootstrap lower bound +0.008); localisation hit 0.17
-# steered, 0.30 for the random vector's change, 0.216 for random 0.4 s windows, 0.55 for direct prompting
-# (1.33 s thirds; random thirds 0.479). The previous textual organism (git 8a35f54) gave +0.031 / +0.003 and
-# hits 0.39 / 0.36.
+# The question-naming design on the current listener, which was trained on "focus on the X . when does it happen ?"
+# as well and so reads the event from the question whenever the question names it. Measured on this split (64 items,
+# 25 clips): the unsteered profile puts 0.197 of its audio attention inside the queried
+# event; steering changes that by -0.003, the equal-norm random vector by -0.004 (paired +0.001, bootstrap lower
+# bound -0.009); the window of largest change hits the event on 0.22 of items, the random vector's 0.17, random
+# 0.4 s windows 0.216. (The previous listener, never trained on the instruction-only form: +0.011 vs -0.008.)
 
 
+NO_STEERING_EFFECT = (
+    "measured (64 items): mass inside the queried event -0.003 steered, -0.004 with the equal-norm random vector: the "
+    "question already names the event, so on this listener 'focus on the X .' adds nothing to steer with (the "
+    "instruction-only contrast below does: +0.12 beyond the random vector)")
+NOTHING_TO_LOCALISE = (
+    "measured (64 items): the steered change's window hits the queried event on 0.22, the random vector's on "
+    "0.17, random 0.4 s windows 0.216: with no steering effect on mass there is nothing to localise")
+
+
+@pytest.mark.xfail(strict=True, reason=NO_STEERING_EFFECT)
 def test_steering_moves_attention_toward_the_events(measured):
     test, mass, _, _ = measured
     assert len(test) == 64
-    steered = mass["steered"] - mass["base"]
-    # measured: +0.011, bootstrap lower bound above 0 (a no-op or misplaced hook gives exactly 0)
-    assert _boot_low(steered) > 0
+    assert _boot_low(mass["steered"] - mass["base"]) > 0
 
 
+@pytest.mark.xfail(strict=True, reason=NO_STEERING_EFFECT)
 def test_steering_moves_attention_into_the_queried_event_more_than_a_random_vector(measured):
     _, mass, _, _ = measured
     assert _boot_low((mass["steered"] - mass["base"]) - (mass["random"] - mass["base"])) > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured (64 items): steering hit 0.17 against 0.216 for random 0.4 s windows (tutorial 05's 97 items: 0.289 "
-    "vs 0.212): the steering effect on this organism (+0.011 of mass) is too small for its maximal-change window to "
-    "find the queried event"))
+@pytest.mark.xfail(strict=True, reason=NOTHING_TO_LOCALISE)
 def test_localisation_beats_random_windows(measured):
     _, _, hits, chance = measured
-    assert hits["steered"].mean() > chance[WINDOW_S] + 0.05
+    assert hits["steered"].mean() > chance + 0.05
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured (64 items): steering hit 0.17, the equal-norm random vector's change 0.30: any perturbation changes "
-    "attention most where events are, so the window of maximal change finds *an* event, not the queried one"))
+@pytest.mark.xfail(strict=True, reason=NOTHING_TO_LOCALISE)
 def test_localisation_beats_the_random_vector(measured):
     _, _, hits, _ = measured
     assert hits["steered"].mean() > hits["random"].mean() + 0.1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured (64 items): steering hit 0.17 (0.4 s windows), direct prompting 0.55 with 1.33 s thirds (random "
-    "0.479). The paper's steering > direct prompting (60.87 % vs 31.84 %) is absent"))
-def test_steering_localises_better_than_direct_prompting(measured):
-    _, _, hits, _ = measured
-    assert hits["steered"].mean() > hits["direct"].mean()
-
-
-# The same method with a contrast the organism's instruction can carry: in "when does the X happen ?" the question
-# names the event, so "focus on the X ." adds little (above). Here the event is named *only* by the instruction:
-# v_X = mean h_last("focus on the X . when does it happen ?") - h_last("focus on the Y . ..."), Y another event of
-# the same clip, and the steered prompt focuses on Y. Layer and alpha maximised steered-minus-random mass on the
-# dev split (seed 103: layers 0-2, alpha 1-8; the listener was never trained on "when does it happen ?").
+# The same method with a contrast the instruction carries alone: v_X = mean h_last("focus on the X . when does it
+# happen ?") - h_last("focus on the Y . ..."), Y another event of the same clip, and the steered prompt focuses on Y.
+# Layer 1 into layers 1-5 at alpha 8 maximised steered-minus-random mass and hit on the dev split (seed 103: layers
+# 0-2, alpha 1-8).
 SHIFT_LAYER, SHIFT_ALPHA = 1, 8.0
 FOCUS = "focus on the {} . when does it happen ?"
 
@@ -157,30 +148,44 @@ def shifted():
     profiles, seconds = _steered_profiles(model, test, lambda its: batch_of(its, 2), vectors, targets, SHIFT_ALPHA,
                                           list(range(SHIFT_LAYER + 1, model.cfg.n_layers)))
     mass, hits = _mass_and_hits(profiles, seconds, [it[-1] for it in test])
-    chance = np.mean([random_window_baseline(4.0, WINDOW_S, it[3], n=1000, seed=i) for i, it in enumerate(test)])
+    # direct prompting: the model's own answer to "when does the X happen ?" (beginning / middle / end) as that third
+    ids = [model.to_single_token(p) for p in tasks.signals.POSITIONS]
+    direct = model.to_inputs(evaluate.encode(model.processor, [replace(it[0], question=f"when does the {it[1]} happen ?") for it in test]))
+    third = model(direct)[torch.arange(len(test)), direct.last_positions][:, ids].argmax(-1)
+    hits["direct"] = np.array([interval_overlap((4 / 3 * int(k), 4 / 3 * (int(k) + 1)), it[3]) for k, it in zip(third, test)])
+    chance = {w: np.mean([random_window_baseline(4.0, w, it[3], n=1000, seed=i) for i, it in enumerate(test)])
+              for w in (WINDOW_S, 4 / 3)}
     return test, mass, hits, chance
 
 
-# Measured on this split (148 pairs, 40 clips): mass inside X +0.036 steered vs -0.029 with the equal-norm random
-# vector (tutorial 05 section 4: paired +0.065 [+0.046, +0.083]; the question-naming design above: +0.019); the
-# window of largest change hits X on 0.365 of pairs, random 0.4 s windows 0.212, the random vector's change 0.29
-# with this draw (0.17 with the tutorial's).
+# Measured on this split (148 pairs, 40 clips): while the prompt focuses on Y, 0.156 of the audio attention is inside X;
+# steering toward X adds +0.103, the equal-norm random vector -0.019 (paired +0.122, bootstrap lower bound +0.100;
+# tutorial 05 section 4, another random draw: +0.154). The window of largest change hits X on 0.554 of pairs, the
+# random vector's change on 0.297 (0.169 with the tutorial's draw), random 0.4 s windows 0.212: the paper's
+# 60.87 % vs 27.74 %. Direct prompting ("when does the X happen ?" -> that third) hits 0.750 with 1.33 s windows
+# (random thirds 0.439).
 
 
 def test_steering_from_one_event_to_another_moves_attention_into_it_beyond_a_random_vector(shifted):
     test, mass, _, _ = shifted
     assert len(test) == 148
-    assert _boot_low((mass["steered"] - mass["base"]) - (mass["random"] - mass["base"])) > 0.02
+    assert _boot_low((mass["steered"] - mass["base"]) - (mass["random"] - mass["base"])) > 0.05
 
 
 def test_steering_from_one_event_to_another_localises_beyond_random_windows(shifted):
     _, _, hits, chance = shifted
-    assert hits["steered"].mean() > chance + 0.1
+    assert hits["steered"].mean() > chance[WINDOW_S] + 0.15
+
+
+def test_steering_from_one_event_to_another_localises_beyond_the_random_vector(shifted):
+    _, _, hits, _ = shifted
+    assert hits["steered"].mean() > hits["random"].mean() + 0.15
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured (148 pairs): steered change's window hits X on 0.365, the random vector's on 0.29 with this draw and "
-    "0.17 with tutorial 05's: the gap depends on the draw and is not 0.1 in both"))
-def test_steering_from_one_event_to_another_localises_beyond_the_random_vector(shifted):
+    "measured (148 pairs): steering's 0.4 s window hits X on 0.554, direct prompting's 1.33 s third on 0.750 "
+    "(random 0.212 / 0.439): the listener answers 'when does the X happen ?' well (events_when 0.71 on its card), so "
+    "the paper's steering > direct prompting (60.87 % vs 31.84 %) is absent here"))
+def test_steering_localises_better_than_direct_prompting(shifted):
     _, _, hits, _ = shifted
-    assert hits["steered"].mean() > hits["random"].mean() + 0.1
+    assert hits["steered"].mean() > hits["direct"].mean()
