@@ -51,7 +51,7 @@ def audio_attention_by_head(cache: AudioActivationCache, n_layers: int) -> Float
 
 
 def top_heads(scores: Float[torch.Tensor, "layer head"], k: int) -> list[tuple[int, int]]:
-    """The ``k`` (layer, head) pairs with the highest scores, best first."""
+    """The ``k`` (layer, head) pairs with the highest scores, best first; ``-inf`` marks a head never to pick."""
     if scores.ndim != 2:
         raise ValueError(f"scores must be [layer, head], got shape {tuple(scores.shape)}")
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= scores.numel():
@@ -61,5 +61,9 @@ def top_heads(scores: Float[torch.Tensor, "layer head"], k: int) -> list[tuple[i
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN; a ranking of them would be arbitrary")
     flat = scores.flatten().topk(k).indices
+    if torch.isneginf(scores.flatten()[flat]).any():
+        eligible = int((~torch.isneginf(scores)).sum())
+        raise ValueError(f"only {eligible} heads have a score above -inf (excluded, e.g. by listening_head_scores' "
+                         f"min_attention); asked for {k}")
     n_heads = scores.shape[1]
     return [(int(i) // n_heads, int(i) % n_heads) for i in flat]

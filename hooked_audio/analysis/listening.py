@@ -96,13 +96,19 @@ def _separation(values: np.ndarray, correct: np.ndarray, method: str) -> float:
 
 def listening_head_scores(
     model, inputs, correct: Bool[torch.Tensor, " batch"], method: str = "pointbiserial",
-    attention: Float[torch.Tensor, "batch layer head"] | None = None,
+    attention: Float[torch.Tensor, "batch layer head"] | None = None, min_attention: float = 0.01,
 ) -> Float[torch.Tensor, "layer head"]:
     """Per decoder head, how well its audio attention from the last position separates correct (True) from
     wrong rows: point-biserial r (default), AUC (Mann-Whitney U / n1 n0; 0.5 = chance) or the difference of
-    means. ``attention`` reuses ``audio_attention_per_row`` output instead of running the model."""
+    means. ``attention`` reuses ``audio_attention_per_row`` output instead of running the model.
+
+    A head whose mean audio attention over the rows is below ``min_attention`` scores ``-inf`` (never ranked):
+    r and AUC are scale-free, so a head that barely glances at the audio can separate the rows by how it
+    glances, and would rank first without being a head that listens. ``min_attention=0`` gives the raw ranking."""
     if method not in ("pointbiserial", "auc", "diff"):
         raise ValueError(f"method must be 'pointbiserial', 'auc' or 'diff', got {method!r}")
+    if not 0 <= min_attention < 1:
+        raise ValueError(f"min_attention is a share of attention in [0, 1), got {min_attention!r}")
     correct = torch.as_tensor(correct).bool().cpu().numpy()
     if correct.all() or not correct.any():
         raise ValueError("correct must hold both correct and wrong rows to rank heads by separation")
@@ -111,8 +117,10 @@ def listening_head_scores(
         raise ValueError(f"correct has {len(correct)} rows but the attention has {attention.shape[0]}")
     values = attention.float().numpy()
     n_layers, n_heads = values.shape[1:]
-    scores = [[_separation(values[:, l, h], correct, method) for h in range(n_heads)] for l in range(n_layers)]
-    return torch.tensor(scores, dtype=torch.float32)
+    scores = torch.tensor([[_separation(values[:, l, h], correct, method) for h in range(n_heads)]
+                           for l in range(n_layers)], dtype=torch.float32)
+    scores[torch.from_numpy(values.mean(0)) < min_attention] = -float("inf")
+    return scores
 
 
 def listening_signal(

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .figures import finish, lines_by_layer  # noqa: E402
@@ -18,9 +19,9 @@ def plot_information_by_layer(curves: dict[str, torch.Tensor], n_labels: int | N
 
 
 def plot_head_scores(scores: torch.Tensor, title: str = "listening-head score", path=None):
-    """A [layer, head] heat map (e.g. ``listening_head_scores``)."""
+    """A [layer, head] heat map (e.g. ``listening_head_scores``); heads scored -inf (excluded) are left blank."""
     fig, ax = plt.subplots(figsize=(4, 3.2))
-    image = ax.imshow(torch.as_tensor(scores).float().numpy(), cmap="RdBu_r", aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(torch.as_tensor(scores).float().numpy()), cmap="RdBu_r", aspect="auto")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(title)
