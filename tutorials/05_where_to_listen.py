@@ -253,11 +253,11 @@ plot_temporal_profiles(seconds, {f"focus on the {y}": focus_base[row], f"steered
 # ## 4a. How layer and alpha were chosen (dev split, seed 103; set RUN_DEV_SWEEP = True, ~10 min on 1 CPU core)
 # Same fit vectors per layer, dev pairs of 30 other clips (112 pairs; random 0.4 s windows hit 0.210). Measured,
 # mass change steered / equal-norm random, and hit steered / random vector, at alpha 1 / 2 / 4 / 8:
-# - layer 0: +0.082 / +0.094 / +0.102 / +0.104 vs -0.013..-0.018; hit 0.50 / 0.61 / 0.63 / 0.63 vs 0.25-0.30
+# - layer 0: +0.082 / +0.094 / +0.102 / +0.104 vs -0.013..-0.019; hit 0.50 / 0.61 / 0.63 / 0.63 vs 0.25-0.30
 # - layer 1: +0.066 / +0.082 / +0.087 / +0.087 vs -0.030..-0.051; hit 0.455 / 0.509 / 0.580 / 0.580 vs 0.19-0.21
-# - layer 2: +0.044..+0.071 vs -0.011..+0.001; hit 0.41-0.46 vs 0.23-0.32
-# Layer 1 at alpha 4-8 has the largest steered-minus-random margin in both; alpha 8 was kept from the earlier
-# organism, where the same sweep had also chosen it.
+# - layer 2: +0.043..+0.071 vs -0.010..+0.001; hit 0.41-0.46 vs 0.23-0.32
+# Layer 1 at alpha 8 has the largest steered-minus-random margin in both (mass +0.138, hit +0.39; layer 0 at
+# alpha 4: +0.121, +0.35), as the same sweep had found on the earlier listener.
 
 # %%
 RUN_DEV_SWEEP = False
