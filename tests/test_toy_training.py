@@ -91,7 +91,7 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     # the time budget is out of reach, so the schedule follows the steps alone (progress = max(step, time
     # fraction)) and the two runs see the same learning rates
     gap = max((second.state_dict()[n] - v).abs().max().item() for n, v in straight.state_dict().items())
-    assert gap < 1e-6
+    assert gap < 1e-5  # float32 round-off only (MKL's sums depend on buffer alignment): measured 0 to 1.2e-6
     # control: the 3-step model is far from the 6-step one, so the agreement above is not vacuous
     assert max((first.state_dict()[n] - v).abs().max().item() for n, v in straight.state_dict().items()) > 10 * gap
 
