@@ -10,6 +10,7 @@ turns the checks off (to tell a shape failure from another one, or to time the s
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from jaxtyping import install_import_hook
@@ -43,6 +44,8 @@ from hooked_audio import HookedAudioTransformer  # noqa: E402
 # The test models are tiny: one thread is faster than two fighting over them (and CI has 2 cores). The modules
 # that run the toy organisms over hundreds of clips are about a fifth faster on both cores.
 torch.set_num_threads(1)
+HAVE_ESPEAK = shutil.which("espeak-ng") is not None
+needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng (the speech tasks and the multi-event task's word)")
 ORGANISM_MODULES = {
     "test_toy", "test_toy_tasks", "test_toy_textual", "test_toy_voxtral", "test_toy_depth", "test_where_to_listen",
     "test_fusion_tracing", "test_listening_heads", "test_text_dominance", "test_back_patching", "test_audiolens",

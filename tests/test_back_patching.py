@@ -1,10 +1,8 @@
 """Back-patching: exact identities on a tiny model, the patch by hand, its controls and its refusals."""
 
-import shutil
-
 import pytest
 import torch
-from conftest import make_inputs
+from conftest import make_inputs, needs_espeak
 
 from hooked_audio.analysis import back_patching_hooks, back_patching_sweep, patch_positions
 
@@ -101,7 +99,7 @@ def test_sweep_and_generation(model, run):
         assert torch.equal(model.generate(inputs, max_new_tokens=3, do_sample=False), plain)
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (the multi-event tasks)")
+@needs_espeak
 @pytest.mark.xfail(strict=True, reason=(
     "measured on toy-qwen2-audio-textual (tutorial 04's pitch / beeps / events_when / events_order conflicts, 20 per "
     "task, pair chosen on the even rows among sources 1-3): no pair lowers the dev rate (0.33 -> 0.38 at best, pair "

@@ -1,11 +1,9 @@
 """Text dominance: every number by hand on a tiny model, the text-free run built by cutting the hint, and on
 the text-reliant organism against the listener (the control that differs only in hint statistics)."""
 
-import shutil
-
 import pytest
 import torch
-from conftest import AUDIO_TOKEN_ID, VOCAB, make_inputs
+from conftest import AUDIO_TOKEN_ID, VOCAB, make_inputs, needs_espeak
 
 from hooked_audio.analysis import text_dominance, without_text
 
@@ -92,7 +90,7 @@ def conflict_set():
     return [s for s in samples if s.hint_kind == "wrong"]
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (the multi-event task's word)")
+@needs_espeak
 @torch.no_grad()
 def test_the_textual_organism_is_dominated_by_the_text_and_the_listener_much_less(conflict_set):
     """Measured on these 40 conflicts: flip rate 0.31 textual vs 0.13 listener, hint effect +2.46 vs +1.13 (the

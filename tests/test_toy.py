@@ -4,7 +4,6 @@ and a real ablation effect."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import needs_espeak
 
 from hooked_audio import HookedAudioTransformer, load_waveform
 from hooked_audio.analysis import audio_attention_by_head, random_heads, top_heads
 from hooked_audio.loading import BUNDLED_MODELS
 from hooked_audio.toy import evaluate, shortcuts, tasks
 
-HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 EXAMPLES = Path(tasks.__file__).parent / "examples"
 CARD = json.loads((BUNDLED_MODELS["toy-qwen2-audio"] / "card.json").read_text())
 ACCURACY_MARGIN = 0.05
@@ -52,7 +51,7 @@ def test_toy_loads_offline_and_matches_hf(toy, monkeypatch):
 @pytest.mark.parametrize(
     "task",
     [t.name for t in tasks.TASKS if not t.needs_espeak]
-    + [pytest.param(t.name, marks=pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng"))
+    + [pytest.param(t.name, marks=needs_espeak)
        for t in tasks.TASKS if t.needs_espeak],
 )
 def test_accuracy_on_both_splits_stays_near_the_card(toy, task):
@@ -76,21 +75,26 @@ def test_beep_count_does_not_follow_beep_duration(toy):
     assert result["0.4"]["single_beep_answered_one"]["rate"] >= 0.8
 
 
-@pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="the bundled listener fails it: X first 0.70, X second "
-                   "0.70, the other event's third answered 0.28 (chance 1/3, limit 0.2; CARD.md): right in both orders "
-                   "alike now, but still answering where the other event is on over a quarter of clips; issue 10 stays open")
-def test_event_timing_follows_the_asked_event_not_the_other_one(toy):
+@needs_espeak
+@pytest.mark.parametrize("name", [
+    pytest.param("toy-qwen2-audio", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+        "the bundled listener fails it: X first 0.70, X second 0.70, the other event's third answered 0.28 (chance "
+        "1/3, limit 0.2; CARD.md): right in both orders alike now, but still answering where the other event is on "
+        "over a quarter of clips; issue 10 stays open"))),
+    "toy-voxtral",  # card: X first 0.75, X second 0.87, the other event's third 0.13
+])
+def test_event_timing_follows_the_asked_event_not_the_other_one(toy, name):
     """Shortcut test: "when does the X happen ?" on two-event clips, X's order (first or second) varied alone. A
     model that finds X is right in both orders and rarely answers the other event's third; one that reports where
     an event is (the first, the last, the loudest) is right in one order and answers the other event's third."""
-    result = shortcuts.event_order(lambda inputs: toy(inputs), toy.processor)
+    model = toy if name == "toy-qwen2-audio" else HookedAudioTransformer.from_pretrained(name)
+    result = shortcuts.event_order(lambda inputs: model(inputs), model.processor)
     first, second = result["first"]["rate"], result["second"]["rate"]
     assert min(first, second) >= 0.7 and abs(first - second) <= 0.2, result
     assert result["answered_the_other_events_third"]["rate"] <= 0.2, result
 
 
-@pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
+@needs_espeak
 def test_language_holds_on_words_never_heard_in_training(toy):
     """Shortcut test: language on held-out words (never synthesized for training) is about as good as on
     training words, and far above chance (0.25); the previous toy fell to 0.39 on unseen words."""
@@ -105,7 +109,7 @@ def test_pitch_does_not_follow_tone_duration(toy):
     assert min(v["rate"] for v in result.values()) >= 0.9, result
 
 
-@pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
+@needs_espeak
 def test_text_dominance_where_the_audio_is_hard_and_not_where_it_is_easy(toy):
     """Language and beep counting (heard at 0.79 and 0.66) follow a wrong hint at times and flip answers they had
     right; pitch and noise colour, heard at 1.00, ignore hints. The same code on both: only the task differs.

@@ -4,16 +4,13 @@ held out, and the multi-event task's stored intervals agreeing with its answers.
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
+from conftest import HAVE_ESPEAK, needs_espeak
 from scipy.stats import kruskal
 
 from hooked_audio.toy import signals, tasks
-
-HAVE_ESPEAK = shutil.which("espeak-ng") is not None
-needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng")
 
 
 def test_held_out_words_are_disjoint_from_training_words_and_languages_do_not_share_words():

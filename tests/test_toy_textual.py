@@ -4,10 +4,10 @@ hint flips its answers far more often than the listener's, on the same prompts (
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
+from conftest import needs_espeak
 
 from hooked_audio import HookedAudioTransformer
 from hooked_audio.loading import BUNDLED_MODELS
@@ -38,7 +38,7 @@ def test_textual_loads_offline_and_matches_hf(organisms, monkeypatch):
     assert diff <= 1e-4
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian's espeak-ng (the multi-event task's word)")
+@needs_espeak
 def test_a_wrong_hint_flips_the_textual_organism_and_not_the_listener(organisms):
     samples = tasks.make_probe_set(evaluate.EVAL_SEED, 50, task_names=FLIP_TASKS)
     stats = {name: evaluate.evaluate(lambda inputs, m=m: m(inputs), m.processor, samples)["overall"]

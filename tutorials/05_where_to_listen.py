@@ -99,8 +99,15 @@ fit = query_items(101, 30)
 vectors = {e: instruction_steering_vector(model, batch_of(sub, lambda e: f"focus on the {e} . "), batch_of(sub, lambda e: WHOLE), LAYER)
            for e in tasks.EVENT_NAMES for sub in [[it for it in fit if it[1] == e]]}
 print({e: round(float(v.norm()), 2) for e, v in vectors.items()})
+
+
+def equal_norm_random(table, generator):
+    """The control: for each event a random direction with the norm of that event's steering vector."""
+    return {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=generator)) for e, v in table.items()}
+
+
 g = torch.Generator().manual_seed(0)
-random_vectors = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=g)) for e, v in vectors.items()}
+random_vectors = equal_norm_random(vectors, g)
 
 
 def other_event(item):
@@ -218,13 +225,14 @@ def event_pairs(seed, n_clips):
 fit_pairs, test_pairs = event_pairs(101, 30), event_pairs(202, 40)
 shift_vectors = {e: instruction_steering_vector(model, focus_batch(sub, 1), focus_batch(sub, 2), SHIFT_LAYER)
                  for e in tasks.EVENT_NAMES for sub in [[p for p in fit_pairs if p[1] == e]]}
-shift_random = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=g)) for e, v in shift_vectors.items()}
+shift_random = equal_norm_random(shift_vectors, g)
 
 
-def focus_profiles(table=None):
-    return profiles(test_pairs, None if table is None else lambda p: (p[1], table[p[1]]), alpha=SHIFT_ALPHA,
-                    prompt=lambda ps: focus_batch(ps, 2), targets=list(range(SHIFT_LAYER, model.cfg.n_layers)),
-                    profile_layers=list(range(SHIFT_LAYER + 1, model.cfg.n_layers)))
+def focus_profiles(table=None, pairs=None, layer=SHIFT_LAYER, alpha=SHIFT_ALPHA):
+    """Profiles of prompts focused on Y (default pairs: test), steered toward X with table[X] at layers layer..L-1."""
+    return profiles(test_pairs if pairs is None else pairs, None if table is None else lambda p: (p[1], table[p[1]]),
+                    alpha=alpha, prompt=lambda ps: focus_batch(ps, 2), targets=list(range(layer, model.cfg.n_layers)),
+                    profile_layers=list(range(layer + 1, model.cfg.n_layers)))
 
 
 focus_base, seconds = focus_profiles()
@@ -269,14 +277,11 @@ if RUN_DEV_SWEEP:
     for layer in (0, 1, 2):
         table = {e: instruction_steering_vector(model, focus_batch(sub, 1), focus_batch(sub, 2), layer)
                  for e in tasks.EVENT_NAMES for sub in [[p for p in fit_pairs if p[1] == e]]}
-        noise = {e: (lambda r: r / r.norm() * v.norm())(torch.randn(v.shape, generator=g_dev)) for e, v in table.items()}
-        run = lambda tab, alpha: profiles(dev_pairs, None if tab is None else lambda p: (p[1], tab[p[1]]), alpha=alpha,  # noqa: E731
-                                          prompt=lambda ps: focus_batch(ps, 2), targets=list(range(layer, model.cfg.n_layers)),
-                                          profile_layers=list(range(layer + 1, model.cfg.n_layers)))[0]
-        plain = run(None, 0.0)
+        noise = equal_norm_random(table, g_dev)
+        plain = focus_profiles(pairs=dev_pairs, layer=layer)[0]
         m_plain = mass_inside(plain, seconds, dev_items)
         for alpha in (1.0, 2.0, 4.0, 8.0):
-            s_, r_ = run(table, alpha), run(noise, alpha)
+            s_, r_ = (focus_profiles(t, dev_pairs, layer, alpha)[0] for t in (table, noise))
             print(f"layer {layer} alpha {alpha}: mass steered {np.mean(mass_inside(s_, seconds, dev_items) - m_plain):+.3f} "
                   f"random {np.mean(mass_inside(r_, seconds, dev_items) - m_plain):+.3f}; "
                   f"hit steered {hit_of(s_ - plain):.3f} random {hit_of(r_ - plain):.3f}")
