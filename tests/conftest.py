@@ -52,9 +52,23 @@ ORGANISM_MODULES = {
 }
 
 
+# The suite runs on pytest-xdist workers (``-n auto`` in pyproject.toml), one per core: then every worker keeps to
+# one thread. In one process (``python -m pytest -n 0``) the organism modules take both cores.
+IN_A_WORKER = "PYTEST_XDIST_WORKER" in os.environ
+
+
 @pytest.fixture(autouse=True)
 def _threads_for_the_module(request):
-    torch.set_num_threads(2 if request.module.__name__ in ORGANISM_MODULES else 1)
+    torch.set_num_threads(2 if request.module.__name__ in ORGANISM_MODULES and not IN_A_WORKER else 1)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per test module (its module-scoped fixtures, such as a toy organism's clips, are then built
+    by one worker only), except the tutorials: each is its own subprocess, so they spread over the workers."""
+    for item in items:
+        if item.module.__name__ != "test_tutorials":  # ungrouped items go to whichever worker is free
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 WORDS = "what is said in the audio ? answer yes no hello world one two three four five \n user assistant system".split(" ")
