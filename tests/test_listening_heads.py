@@ -1,5 +1,8 @@
 """Listening heads and the silence counterfactual: checks a broken implementation would fail, with controls."""
 
+import warnings
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -136,6 +139,30 @@ def test_toy_resampling_the_top_listening_heads_hurts_more_than_random_heads(toy
         random_heads(toy.cfg.n_layers, toy.cfg.n_heads, 6, exclude=heads, seed=s), "resample", donors=donors)).mean())
         for s in range(5)]
     assert top < min(random_draws)
+
+
+@torch.no_grad()
+def test_silence_steering_with_heads_the_audio_does_not_reach_is_refused(toy):
+    """Block 0 of the listener hardly attends to the audio, so s(x) built from its heads is ~0 (measured: 4e-7 to
+    1e-3 of the residual norm on 16 beeps/pitch clips; blocks 1-5 at least 0.19) and steering with them would
+    silently do nothing: refused. The control, a listening head's layer, steers; a batch with one clip replaced by
+    silence steers the rest and names that row."""
+    from hooked_audio.analysis import audio_silence_steering_hooks
+
+    from hooked_audio.toy import evaluate, tasks
+
+    samples = [s for s in tasks.make_probe_set(seed=11, n_per_task=8, task_names=["beeps"]) if s.hint is None]
+    batch = toy.to_inputs(evaluate.encode(toy.processor, samples))
+    with pytest.raises(ValueError, match="does not reach the last position"):
+        audio_silence_steering_hooks(toy, batch, [(0, 0), (0, 2)], beta=2.0)
+    assert len(audio_silence_steering_hooks(toy, batch, [(0, 0)], beta=2.0, min_relative_norm=0)) == 1  # on request
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        audio_silence_steering_hooks(toy, batch, [(3, 1)], beta=2.0)
+    silent_first = [replace(samples[0], waveform=np.zeros_like(samples[0].waveform))] + samples[1:]
+    mixed = toy.to_inputs(evaluate.encode(toy.processor, silent_first))
+    with pytest.warns(UserWarning, match=r"on rows \[0\]"):
+        audio_silence_steering_hooks(toy, mixed, [(3, 1)], beta=2.0)
 
 
 @torch.no_grad()

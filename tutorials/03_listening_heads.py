@@ -109,6 +109,13 @@ for beta in [0.5, 1.0]:
 # section 4, on the text-reliant sibling, are where it matters.
 with model.hooks(audio_silence_steering_hooks(model, test[:2], heads, 1.0)):
     print(model.to_string(model.generate(test[:2], max_new_tokens=2)[:, -2:]))
+# The raw ranking's block-0 heads give no direction to steer with: the audio does not reach block 0's last position,
+# so s(x) is ~0 (measured: at most 7.9e-4 of the residual norm on the 40 clips) and the hooks refuse to build
+# (``min_relative_norm=0`` would steer by ~0 regardless).
+try:
+    audio_silence_steering_hooks(model, test, raw, 1.0)
+except ValueError as refusal:
+    print("raw ranking:", str(refusal).split(":")[0])
 
 # %% [markdown]
 # ## 4. Steering toward the audio against a wrong hint (the text-reliant toy)

@@ -11,6 +11,7 @@ from wrongly answered items, the listening signal of an input, and the silence c
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -133,11 +134,17 @@ def listening_signal(
     return attention[:, list(layers), list(idx)].mean(-1)
 
 
-@torch.no_grad()
 def silence_direction(model, inputs, heads: list[tuple[int, int]], reference=None) -> Float[torch.Tensor, "batch d_model"]:
     """s(x) = mean over the heads' distinct layers l of h^l_last(x) - h^l_last(reference), per row
     (``blocks.{l}.hook_resid_post`` at each row's last real position). ``reference`` defaults to
     ``silence_like(x)``; any counterfactual with the same rows works (``matched_noise`` inputs, ``without_audio``)."""
+    return _silence_direction_and_relative_norm(model, inputs, heads, reference)[0]
+
+
+def _silence_direction_and_relative_norm(
+    model, inputs, heads: list[tuple[int, int]], reference=None,
+) -> tuple[Float[torch.Tensor, "batch d_model"], Float[torch.Tensor, " batch"]]:
+    """``silence_direction`` and, per row, its norm over the mean norm of h^l_last(x) at the same layers."""
     inputs = model.to_inputs(inputs)
     reference = silence_like(inputs) if reference is None else model.to_inputs(reference)
     if reference.shape[0] != inputs.shape[0]:
@@ -148,27 +155,44 @@ def silence_direction(model, inputs, heads: list[tuple[int, int]], reference=Non
     names = [f"blocks.{l}.hook_resid_post" for l in layers]
     rows = torch.arange(inputs.shape[0])
     last, reference_last = inputs.last_positions.cpu(), reference.last_positions.cpu()
-    diffs = []
-    _, real = model.run_with_cache(inputs, names_filter=names)
-    _, quiet = model.run_with_cache(reference, names_filter=names)
-    for name in names:
-        diffs.append(real[name].cpu()[rows, last] - quiet[name].cpu()[rows, reference_last])
-    return torch.stack(diffs).mean(0)
+    with torch.no_grad():
+        _, real = model.run_with_cache(inputs, names_filter=names)
+        _, quiet = model.run_with_cache(reference, names_filter=names)
+    real_last = torch.stack([real[name].cpu()[rows, last] for name in names])  # [layer, batch, d_model]
+    quiet_last = torch.stack([quiet[name].cpu()[rows, reference_last] for name in names])
+    direction = (real_last - quiet_last).mean(0)
+    return direction, direction.norm(dim=-1) / real_last.norm(dim=-1).mean(0)
 
 
 def audio_silence_steering_hooks(
     model, inputs, heads: list[tuple[int, int]], beta: float, adaptive: bool = False,
-    control: str | None = None, seed: int = 0, reference=None,
+    control: str | None = None, seed: int = 0, reference=None, min_relative_norm: float = 0.01,
 ) -> list[tuple]:
     """``fwd_hooks`` adding ``beta * s(x)`` (``silence_direction``) to the last decoder layer's output
     (``blocks.{L-1}.hook_resid_post``) at each row's last real position, and at every new position during
     ``generate``. ``adaptive=True`` scales beta per row by ``1 - listening signal`` of ``heads`` (a row whose
     heads already attend to the audio is steered less). ``control="random"``: a random direction of the
-    same norm per row instead of s(x) (seeded). ``reference``: the counterfactual of ``silence_direction``."""
+    same norm per row instead of s(x) (seeded). ``reference``: the counterfactual of ``silence_direction``.
+
+    Where s(x) is under ``min_relative_norm`` of the residual norm at the heads' layers, the audio does not
+    reach the last position there (e.g. heads of a layer that does not attend to the audio) and the steering
+    would add nothing: refused if that holds on every row, a warning naming the rows otherwise (a row whose
+    clip is already silent is one). ``min_relative_norm=0`` steers regardless."""
     if control not in (None, "random"):
         raise ValueError(f"control must be None or 'random', got {control!r}")
     inputs = model.to_inputs(inputs)
-    direction = silence_direction(model, inputs, heads, reference)
+    direction, relative = _silence_direction_and_relative_norm(model, inputs, heads, reference)
+    faint = (relative < min_relative_norm).nonzero().flatten().tolist()
+    if faint:
+        layers = sorted({int(l) for l, _ in heads})
+        what = (f"s(x) is under {min_relative_norm:g} of the residual norm at layers {layers} (largest "
+                f"{relative.max():.1e})")
+        if len(faint) == len(relative):
+            raise ValueError(
+                f"{what} on every row: the audio does not reach the last position there, so steering with these "
+                "heads would add ~0. Choose heads that attend to the audio (listening_head_scores scores heads under "
+                "min_attention -inf, top_heads skips them), or pass min_relative_norm=0 to steer anyway")
+        warnings.warn(f"{what} on rows {faint}: those rows are steered by ~0 (is their clip silent?)", stacklevel=2)
     if control == "random":
         noise = torch.randn(direction.shape, generator=torch.Generator().manual_seed(seed))
         direction = noise / noise.norm(dim=-1, keepdim=True) * direction.norm(dim=-1, keepdim=True)
