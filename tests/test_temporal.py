@@ -106,6 +106,8 @@ def test_instruction_steering_vector_and_hooks_by_hand(model):
     other = model.to_inputs(make_inputs([[100], [100]], seed=7))
     with pytest.raises(ValueError, match="different audio"):
         instruction_steering_vector(model, a, other, layer=1)
+    with pytest.raises(ValueError, match="same prompts"):
+        instruction_steering_vector(model, a, model.to_inputs(raw), layer=1)
     with pytest.raises(TypeError, match="AudioTextInput"):
         instruction_steering_hooks(vector, [0], 1.0, raw)
     # normalize=True: alpha is the norm added at every text position

@@ -29,13 +29,17 @@ def _same_audio(a, b) -> None:
 @torch.no_grad()
 def instruction_steering_vector(model, inputs_a, inputs_b, layer: int) -> Float[torch.Tensor, " d_model"]:
     """Mean over rows of ``blocks.{layer}.hook_resid_post`` at row i's last real position under instruction A
-    minus the same under instruction B (row i of both: the same clip). Refuses different audio."""
+    minus the same under instruction B (row i of both: the same clip). Refuses different audio, and the
+    same prompts under both names (a zero vector)."""
     inputs_a, inputs_b = model.to_inputs(inputs_a), model.to_inputs(inputs_b)
     if inputs_a.shape[0] != inputs_b.shape[0]:
         raise ValueError(f"inputs_a has {inputs_a.shape[0]} rows and inputs_b {inputs_b.shape[0]}: pair each clip")
     if not 0 <= layer < model.cfg.n_layers:
         raise ValueError(f"layer {layer} is outside 0..{model.cfg.n_layers - 1}")
     _same_audio(inputs_a, inputs_b)
+    if inputs_a.shape == inputs_b.shape and torch.equal(inputs_a.input_ids.cpu(), inputs_b.input_ids.cpu()):
+        raise ValueError("inputs_a and inputs_b are the same prompts, so the vector would be exactly zero: "
+                         "give the clips under two different instructions")
     name = f"blocks.{layer}.hook_resid_post"
     means = []
     for inputs in (inputs_a, inputs_b):
