@@ -62,6 +62,14 @@ def _threads_for_the_module(request):
     torch.set_num_threads(2 if request.module.__name__ in ORGANISM_MODULES and not IN_A_WORKER else 1)
 
 
+@pytest.fixture(autouse=True)
+def _grad_mode_restored():
+    """A test that turns autograd off globally must not turn it off for the next module on the same worker."""
+    enabled = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(enabled)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """One xdist group per test module (its module-scoped fixtures, such as a toy organism's clips, are then built

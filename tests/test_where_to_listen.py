@@ -53,8 +53,8 @@ def _mass_and_hits(profiles, seconds, intervals):
 
 
 @pytest.fixture(scope="module")
+@torch.no_grad()  # not set_grad_enabled(False): that leaks into the next module on the same xdist worker
 def measured():
-    torch.set_grad_enabled(False)
     model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
     prof_layers = list(range(TARGETS[0] + 1, model.cfg.n_layers))
 
@@ -130,8 +130,8 @@ FOCUS = "focus on the {} . when does it happen ?"
 
 
 @pytest.fixture(scope="module")
+@torch.no_grad()  # not set_grad_enabled(False): that leaks into the next module on the same xdist worker
 def shifted():
-    torch.set_grad_enabled(False)
     model = HookedAudioTransformer.from_pretrained("toy-qwen2-audio")
     targets = list(range(SHIFT_LAYER, model.cfg.n_layers))
 
