@@ -35,13 +35,13 @@ def test_beep_duration_is_drawn_independently_of_the_count_and_a_duration_counte
     calibrated on the training distribution, is wrong at some fixed beep duration (so the shortcut test in
     test_toy.py, accuracy at every fixed duration, would catch it)."""
     drawn = {}
-    real_train = signals.beep_train
+    real_train = signals.beep_train_with_intervals
 
     def recording_train(count, rng, **kwargs):
         drawn.setdefault(count, []).append(kwargs["beep_seconds"])
         return real_train(count, rng, **kwargs)
 
-    monkeypatch.setattr(tasks.signals, "beep_train", recording_train)
+    monkeypatch.setattr(tasks.signals, "beep_train_with_intervals", recording_train)
     monkeypatch.setattr(tasks, "_finish", lambda clip, rng, split, audible=None, min_snr=0: clip)  # clean clips
     rng = np.random.default_rng(0)
     totals = {count: [active_seconds(tasks.beep_clip(count, rng, "test")) for _ in range(60)] for count in range(1, 5)}
@@ -60,6 +60,27 @@ def test_beep_duration_is_drawn_independently_of_the_count_and_a_duration_counte
         accuracy[seconds] = np.mean([duration_counter(clip) == count for count, clip in clips])
     assert accuracy[0.24] >= 0.8  # it works where durations are typical ...
     assert min(accuracy[0.08], accuracy[0.4]) <= 0.5  # ... and fails at the ends: the shortcut test can fail
+
+
+def test_the_stored_beep_times_are_where_the_beeps_sound(monkeypatch):
+    """Each beep-count clip records one (start_s, end_s) per beep; on the clean clip (no noise, no reverb) the
+    tone sounds inside every interval and nowhere else (what the training-only beep-onset probe learns from)."""
+    monkeypatch.setattr(tasks, "_finish", lambda clip, rng, split, audible=None, min_snr=0: clip)
+    rng = np.random.default_rng(4)
+    for count in (1, 2, 3, 4):
+        for _ in range(5):
+            item = tasks.make_item(tasks.TASKS_BY_NAME["beeps"], tasks.DIGIT_WORDS[count], rng, "train")
+            assert len(item.beep_times) == count
+            assert all(a < b <= c for (a, b), (c, _) in zip(item.beep_times, item.beep_times[1:]))
+            inside = np.zeros(len(item.waveform), dtype=bool)
+            for start, end in item.beep_times:
+                inside[round(start * signals.SAMPLE_RATE) : round(end * signals.SAMPLE_RATE)] = True
+                assert np.abs(item.waveform[round(start * signals.SAMPLE_RATE) :][:400]).max() > 0.05  # it starts there
+            assert not item.waveform[~inside].any()
+    # the same draws as the waveform-only generator: the recorded times describe the clips beep_clip makes
+    item = tasks.beep_item(3, np.random.default_rng(9), "test")
+    np.testing.assert_array_equal(item.waveform, tasks.beep_clip(3, np.random.default_rng(9), "test"))
+    assert not tasks.make_item(tasks.TASKS_BY_NAME["pitch"], "low", rng).beep_times  # other tasks record none
 
 
 @needs_espeak

@@ -138,6 +138,40 @@ def test_event_frame_targets_mark_the_tokens_whose_centre_lies_in_each_event():
     assert not event_frame_targets((), 50).any()
 
 
+def test_beep_onset_targets_mark_the_token_in_which_each_beep_starts():
+    from hooked_audio.toy.deep_supervision import beep_onset_targets
+
+    # 100 tokens over 4 s: token t covers [0.04 t, 0.04 (t + 1)) s
+    targets = beep_onset_targets(((0.05, 0.3), (1.0, 1.2), (3.999, 4.0)), 100)
+    expected = torch.zeros(100, dtype=torch.long)
+    expected[[1, 25, 99]] = 1
+    torch.testing.assert_close(targets, expected, rtol=0, atol=0)
+    assert beep_onset_targets(((1.0, 1.2),), 50).nonzero().flatten().tolist() == [12]  # Voxtral: 80 ms tokens
+    assert not beep_onset_targets((), 100).any()
+
+
+def test_the_beep_onset_probe_scores_beep_clips_only():
+    """Rows of other tasks, and degraded beep clips (whose audio no longer matches the times), add nothing;
+    a clean beep clip is scored, and its loss reaches the encoder."""
+    from hooked_audio.toy.deep_supervision import BeepOnsetProbe
+
+    torch.manual_seed(0)
+    processor = train.build_processor()
+    samples = [s for s in tasks.make_probe_set(5, 2, task_names=["pitch", "beeps"]) if s.hint is None]
+    samples[-1].degraded = 0.5
+    data = train.TeacherForcedSet(processor, samples)
+    model = train.new_model(processor.tokenizer, n_layers=1)
+    onsets = BeepOnsetProbe(model)
+    model(**data.batch(torch.arange(len(data))))
+    timelines = data.beep_timelines(torch.arange(len(data)))
+    assert [t is not None for t in timelines] == [False, False, True, False]
+    assert onsets.loss([None] * len(data)).item() == 0.0
+    loss = onsets.loss(timelines)
+    assert loss.item() > 0
+    loss.backward()
+    assert model.model.audio_tower.layers[0].fc1.weight.grad.abs().max() > 0
+
+
 def test_the_probes_score_only_the_rows_they_are_given():
     """The pooled probe restricted to some rows is the cross-entropy over those rows alone; the event-frame
     probe ignores rows without a timeline, so a batch without one contributes nothing."""

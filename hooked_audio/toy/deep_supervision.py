@@ -13,6 +13,11 @@ dropped after training, so the checkpoint stays a plain HF model whose decoder a
   needs an encoder that says *where* each event is, which a clip-level target never asks for. Measured on
   30-minute warm restarts of the listener: multi-event accuracy stayed near 0.45 without it and reached 0.61
   ("when") / 0.88 ("first / last") with it, the other tasks as good or better.
+- ``BeepOnsetProbe`` predicts, at every audio token of a beep-count clip, whether a beep starts there. A
+  clip-level count target is met as well, on the training distribution, by total beep time (count times a
+  duration drawn independently of it), and the listener learnt that: it under-counted 0.08 s beeps and
+  over-counted 0.4 s ones. Onsets are what a count is made of, and their mean over the clip's tokens is
+  proportional to the count whatever the beeps' duration, so one uniform attention head can read it.
 """
 
 from __future__ import annotations
@@ -64,6 +69,21 @@ class PooledAudioProbe(_ProjectorProbe):
         return torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE)
 
 
+def _token_loss(head: torch.nn.Module, embeds: Float[torch.Tensor, "clip audio_tok d_model"],
+                targets: Int[torch.Tensor, "clip audio_tok"], weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Token-level cross-entropy of ``head`` on the embeddings, IGNORE targets skipped (zero if all are)."""
+    if (targets == IGNORE).all():
+        return embeds.sum() * 0.0
+    logits = head(embeds)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                             weight=weight, ignore_index=IGNORE)
+
+
+def _stack_targets(rows: list, n_tokens: int, make) -> Int[torch.Tensor, "clip audio_tok"]:
+    """``make(row, n_tokens)`` per row, IGNORE everywhere on a row that is None."""
+    return torch.stack([make(row, n_tokens) if row is not None else torch.full((n_tokens,), IGNORE) for row in rows])
+
+
 def event_frame_targets(events: tuple, n_tokens: int) -> Int[torch.Tensor, "audio_tok"]:
     """Per audio token of a clip: 1 + the index in EVENT_NAMES of the event sounding at the token's centre, 0
     where none does. ``events`` are (name, start_s, end_s); the clip's tokens cover CLIP_SECONDS evenly."""
@@ -84,11 +104,29 @@ class EventFrameProbe(_ProjectorProbe):
         """Token-level cross-entropy; ``events[i]`` is row i's (name, start_s, end_s) tuples, or None for a row
         without a trustworthy timeline (not a multi-event clip, or its audio degraded), which is skipped."""
         embeds = self.audio_embeds(len(events))
-        n_tokens = embeds.shape[1]
-        targets = torch.stack([event_frame_targets(e, n_tokens) if e is not None
-                               else torch.full((n_tokens,), IGNORE) for e in events])
-        if (targets == IGNORE).all():
-            return embeds.sum() * 0.0
-        logits = self.head(embeds)
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                 ignore_index=IGNORE)
+        return _token_loss(self.head, embeds, _stack_targets(events, embeds.shape[1], event_frame_targets))
+
+
+def beep_onset_targets(beep_times: tuple, n_tokens: int) -> Int[torch.Tensor, "audio_tok"]:
+    """Per audio token of a clip: 1 where a beep starts inside the token's stretch of time, else 0.
+    ``beep_times`` are (start_s, end_s) per beep; the clip's tokens cover CLIP_SECONDS evenly."""
+    targets = torch.zeros(n_tokens, dtype=torch.long)
+    for start, _ in beep_times:
+        targets[min(int(start * n_tokens / signals.CLIP_SECONDS), n_tokens - 1)] = 1
+    return targets
+
+
+class BeepOnsetProbe(_ProjectorProbe):
+    """Predicts whether a beep starts at every audio token of a beep-count clip (see the module docstring)."""
+
+    ONSET_WEIGHT = 10.0  # an onset is one token in tens: unweighted, "no onset anywhere" is already a low loss
+
+    def __init__(self, model):
+        super().__init__(model, 2)
+
+    def loss(self, beep_times: list[tuple | None]) -> torch.Tensor:
+        """Token-level cross-entropy; ``beep_times[i]`` is row i's beep intervals, or None for a row that is
+        not a beep-count clip (or whose audio was degraded), which is skipped."""
+        embeds = self.audio_embeds(len(beep_times))
+        return _token_loss(self.head, embeds, _stack_targets(beep_times, embeds.shape[1], beep_onset_targets),
+                           weight=torch.tensor([1.0, self.ONSET_WEIGHT]))

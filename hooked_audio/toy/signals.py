@@ -66,12 +66,23 @@ def beep_train(count: int, rng: np.random.Generator, frequency: float = 1000.0,
     Each beep lasts ``beep_seconds`` times a random factor in [1 - jitter, 1 + jitter]; each gap is drawn
     from ``gap_range``. Drawing ``beep_seconds`` independently of ``count`` (as the toy tasks do) keeps the
     total beep time from giving the count away."""
-    pieces = []
+    return beep_train_with_intervals(count, rng, frequency, beep_seconds, gap_range, jitter)[0]
+
+
+def beep_train_with_intervals(count: int, rng: np.random.Generator, frequency: float = 1000.0,
+                              beep_seconds: float = 0.2, gap_range: tuple[float, float] = (0.15, 0.35),
+                              jitter: float = 0.0) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """``beep_train``'s signal and each beep's (start, end) sample within it (the same random draws)."""
+    pieces, intervals, length = [], [], 0
     for index in range(count):
-        pieces.append(tone(frequency, beep_seconds * rng.uniform(1 - jitter, 1 + jitter)))
+        beep = tone(frequency, beep_seconds * rng.uniform(1 - jitter, 1 + jitter))
+        intervals.append((length, length + len(beep)))
+        pieces.append(beep)
+        length += len(beep)
         if index < count - 1:
             pieces.append(np.zeros(int(rng.uniform(*gap_range) * SAMPLE_RATE), dtype=np.float32))
-    return np.concatenate(pieces)
+            length += len(pieces[-1])
+    return np.concatenate(pieces), intervals
 
 
 def sweep(start_hz: float, end_hz: float, seconds: float, ramp_seconds: float = 0.01) -> np.ndarray:

@@ -98,6 +98,7 @@ class Item:
     question: str
     kind: str = ""
     events: tuple = ()  # ((name, start_s, end_s), ...) in time order
+    beep_times: tuple = ()  # beeps task: ((start_s, end_s), ...) of every beep, in time order
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Sample:
     hint_position: str = "after_audio"
     kind: str = ""  # question type: the task name, or when / first / last for the multi-event tasks
     events: tuple = ()
+    beep_times: tuple = ()
     item: int = -1  # index of the clip within its set: the same clip asked with and without hints
     degraded: float = 0.0  # difficulty of the audio degradation applied (0: none)
 
@@ -216,6 +218,11 @@ def _speak(text: str, language_code: str, variant: str, rng: np.random.Generator
 def _place(event: np.ndarray, rng: np.random.Generator, split: str) -> np.ndarray:
     """The event at a random offset inside an audible stretch of 2-4 s (the rest is digital silence, as
     the feature extractor's own padding would be): placement and clip length vary independently."""
+    return _place_and_start(event, rng, split)[0]
+
+
+def _place_and_start(event: np.ndarray, rng: np.random.Generator, split: str) -> tuple[np.ndarray, int]:
+    """``_place``'s clip and the sample at which the event starts in it."""
     length = int(rng.uniform(2.0, signals.CLIP_SECONDS) * signals.SAMPLE_RATE)
     length = max(length, min(len(event), signals.CLIP_SAMPLES))
     offset = int(rng.integers(0, signals.CLIP_SAMPLES - length + 1))
@@ -225,7 +232,7 @@ def _place(event: np.ndarray, rng: np.random.Generator, split: str) -> np.ndarra
     clip[start : start + len(event)] = event
     audible = np.zeros(signals.CLIP_SAMPLES, dtype=bool)
     audible[offset : offset + length] = True
-    return _finish(clip, rng, split, audible)
+    return _finish(clip, rng, split, audible), start
 
 
 def _finish(clip: np.ndarray, rng: np.random.Generator, split: str, audible: np.ndarray | None = None,
@@ -274,14 +281,21 @@ def _pitch(answer: str, rng, split) -> np.ndarray:
 def beep_clip(count: int, rng: np.random.Generator, split: str = "train", beep_seconds: float | None = None) -> np.ndarray:
     """``count`` beeps: duration 0.08-0.4 s (one per clip, +-15 % per beep), gaps 0.1-0.5 s, 500-2500 Hz
     (shifted: within 1.3x outside that range), each drawn independently of the count."""
+    return beep_item(count, rng, split, beep_seconds).waveform
+
+
+def beep_item(count: int, rng: np.random.Generator, split: str = "train", beep_seconds: float | None = None) -> Item:
+    """``beep_clip`` as an Item that also records each beep's (start_s, end_s) in the clip."""
     seconds = rng.uniform(0.08, 0.4) if beep_seconds is None else beep_seconds
-    beeps = signals.beep_train(count, rng, frequency=_frequency(rng, split, 500, 2500, 1.3),
-                               beep_seconds=seconds, gap_range=(0.1, 0.5), jitter=0.15)
-    return _place(beeps, rng, split)
+    beeps, intervals = signals.beep_train_with_intervals(count, rng, frequency=_frequency(rng, split, 500, 2500, 1.3),
+                                                         beep_seconds=seconds, gap_range=(0.1, 0.5), jitter=0.15)
+    clip, start = _place_and_start(beeps, rng, split)
+    times = tuple(((start + a) / signals.SAMPLE_RATE, (start + b) / signals.SAMPLE_RATE) for a, b in intervals)
+    return Item(clip, "", beep_times=times)
 
 
-def _beeps(answer: str, rng, split) -> np.ndarray:
-    return beep_clip(DIGIT_WORDS.index(answer), rng, split)
+def _beeps(answer: str, rng, split) -> Item:
+    return beep_item(DIGIT_WORDS.index(answer), rng, split)
 
 
 def _noise(answer: str, rng, split) -> np.ndarray:
@@ -398,7 +412,7 @@ TASKS: tuple[Task, ...] = (
     Task("gender", "is the speaker male or female ?", ("male", "female"), _simple(_gender), True),
     Task("language", "which language is spoken ?", tuple(LANGUAGES), _simple(_language), True),
     Task("pitch", "is the tone low or high ?", ("low", "high"), _simple(_pitch)),
-    Task("beeps", "how many beeps are there ?", ("one", "two", "three", "four"), _simple(_beeps)),
+    Task("beeps", "how many beeps are there ?", ("one", "two", "three", "four"), _beeps),
     Task("noise", "what colour is the noise ?", NOISE_COLOURS, _simple(_noise)),
     Task("when", "when does the beep happen ?", signals.POSITIONS, _simple(_when)),
     Task("events_when", "when does the sweep happen ?", signals.POSITIONS, _events_when, True),
@@ -450,7 +464,8 @@ def _wrong_answer(task: Task, answer: str, rng: np.random.Generator) -> str:
 
 
 def _sample(task: Task, item: Item, answer: str, index: int, **kwargs) -> Sample:
-    return Sample(task.name, item.waveform, item.question, answer, kind=item.kind, events=item.events, item=index, **kwargs)
+    return Sample(task.name, item.waveform, item.question, answer, kind=item.kind, events=item.events,
+                  beep_times=item.beep_times, item=index, **kwargs)
 
 
 def training_counts(n_per_task: int) -> dict[str, int]:

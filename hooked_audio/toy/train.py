@@ -47,15 +47,15 @@ from transformers.models.whisper.modeling_whisper import sinusoids
 from . import signals
 from . import shortcuts
 from .evaluate import EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, hint_style_names, make_eval_set
-from .deep_supervision import EventFrameProbe, PooledAudioProbe
+from .deep_supervision import BeepOnsetProbe, EventFrameProbe, PooledAudioProbe
 from .tasks import RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts, vocabulary_words
 from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 
 TOY_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = TOY_DIR / "checkpoint"
 DEFAULT_OUTS = {"listener": DEFAULT_OUT, "textual": TOY_DIR / "checkpoint_textual"}
-DATA_VERSION = 3  # bump when the task generators change
-FEATURES_VERSION = 2  # bump when what TeacherForcedSet stores changes
+DATA_VERSION = 4  # bump when the task generators change
+FEATURES_VERSION = 3  # bump when what TeacherForcedSet stores changes
 DEFAULT_CACHE = Path.home() / ".cache" / "hooked_audio" / "toy_data"
 N_DECODER_LAYERS = 6
 EXAMPLES_DIR = TOY_DIR / "examples"
@@ -243,7 +243,7 @@ def grow_from(model, tokenizer, old_dir: Path) -> dict:
 
 class TeacherForcedSet:
     """Token ids (unpadded) and float16 log-mel features of every training sample, computed once, with each
-    sample's multi-event timeline (for the event-frame probe) and degradation.
+    sample's multi-event and beep timelines (for the event-frame and beep-onset probes) and degradation.
     ``frame_mask``: batches carry a ``feature_attention_mask`` (Qwen2-Audio; Voxtral takes none)."""
 
     def __init__(self, processor, samples=(), frame_mask: bool = True):
@@ -251,6 +251,7 @@ class TeacherForcedSet:
         self.frame_mask = frame_mask
         self.ids: list[torch.Tensor] = []
         self.events = [s.events for s in samples]  # ((name, start_s, end_s), ...); () outside the multi-event task
+        self.beep_times = [s.beep_times for s in samples]  # ((start_s, end_s), ...); () outside the beeps task
         self.degraded = [s.degraded for s in samples]
         if not samples:
             self.features = torch.zeros(0)
@@ -264,14 +265,15 @@ class TeacherForcedSet:
         self.features = torch.cat(features)
 
     def save(self, path: Path) -> None:
-        torch.save({"ids": self.ids, "features": self.features, "events": self.events, "degraded": self.degraded}, path)
+        torch.save({"ids": self.ids, "features": self.features, "events": self.events, "beep_times": self.beep_times,
+                    "degraded": self.degraded}, path)
 
     @classmethod
     def load(cls, processor, path: Path, frame_mask: bool = True) -> "TeacherForcedSet":
         data = cls(processor, frame_mask=frame_mask)
         stored = torch.load(path)
         data.ids, data.features = stored["ids"], stored["features"]
-        data.events, data.degraded = stored["events"], stored["degraded"]
+        data.events, data.beep_times, data.degraded = stored["events"], stored["beep_times"], stored["degraded"]
         return data
 
     def __len__(self) -> int:
@@ -284,6 +286,10 @@ class TeacherForcedSet:
     def timelines(self, indices: torch.Tensor) -> list[tuple | None]:
         """Each row's event intervals where they describe the audio (multi-event, not degraded), else None."""
         return [self.events[i] if self.events[i] and not self.degraded[i] else None for i in indices.tolist()]
+
+    def beep_timelines(self, indices: torch.Tensor) -> list[tuple | None]:
+        """Each row's beep intervals where they describe the audio (beep-count clip, not degraded), else None."""
+        return [self.beep_times[i] if self.beep_times[i] and not self.degraded[i] else None for i in indices.tolist()]
 
     def batch(self, indices: torch.Tensor) -> dict:
         """Left-padded batch: every row ends with `answer <|im_end|>`, so targets sit at -2 and -1."""
@@ -319,23 +325,26 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.03, floor: flo
 
 def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size: int, peak_lr: float,
           seed: int, probe_weight: float, resume_path: Path | None = None, save_every: int = 250,
-          stop_after: int | None = None, event_frame_weight: float = 0.0) -> dict:
+          stop_after: int | None = None, event_frame_weight: float = 0.0, beep_onset_weight: float = 0.0) -> dict:
     """AdamW; progress is max(step fraction, time fraction) so the schedule always finishes in budget.
 
     The loss is answer_loss plus probe_weight times the PooledAudioProbe loss (0 turns the probe off) plus
     event_frame_weight times the EventFrameProbe loss; with the event-frame probe on, the pooled probe skips
-    the multi-event rows, where its target is ill-posed (see ``deep_supervision``).
+    the multi-event rows, where its target is ill-posed (see ``deep_supervision``), plus beep_onset_weight times
+    the BeepOnsetProbe loss on the beep-count rows.
     With ``resume_path``, the state (weights, optimizer, data order, step, training time so far) is saved
     there every ``save_every`` steps and, if the file exists, training continues from it. ``stop_after``
     stops at that step as an interruption would (for testing resumption)."""
     generator = torch.Generator().manual_seed(seed)
     probe = PooledAudioProbe(model) if probe_weight else None
     frame_probe = EventFrameProbe(model) if event_frame_weight else None
-    probes = [p for p in (probe, frame_probe) if p is not None]
+    onset_probe = BeepOnsetProbe(model) if beep_onset_weight else None
+    probes = [p for p in (probe, frame_probe, onset_probe) if p is not None]
     parameters = list(model.parameters()) + [w for p in probes for w in p.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=0.01, betas=(0.9, 0.98))
     step, order, cursor, recent, elapsed_before = 0, torch.randperm(len(data), generator=generator), 0, [], 0.0
     recent_frame: list[float] = []
+    recent_onset: list[float] = []
     resumed_from = None
     if resume_path is not None and resume_path.exists():
         state = torch.load(resume_path, weights_only=False)
@@ -344,6 +353,8 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
             probe.load_state_dict(state["probe"])
         if frame_probe:
             frame_probe.load_state_dict(state["frame_probe"])
+        if onset_probe:
+            onset_probe.load_state_dict(state["onset_probe"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         step, order, cursor, recent, elapsed_before = state["step"], state["order"], state["cursor"], state["recent"], state["elapsed"]
@@ -370,6 +381,10 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
             frame_loss = frame_probe.loss(data.timelines(indices))
             total = total + event_frame_weight * frame_loss
             recent_frame = (recent_frame + [frame_loss.item()])[-50:]
+        if onset_probe:
+            onset_loss = onset_probe.loss(data.beep_timelines(indices))
+            total = total + beep_onset_weight * onset_loss
+            recent_onset = (recent_onset + [onset_loss.item()])[-50:]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -378,10 +393,12 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(recent):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}",
-                        **({"frames": f"{np.mean(recent_frame):.3f}"} if frame_probe else {}))
+                        **({"frames": f"{np.mean(recent_frame):.3f}"} if frame_probe else {}),
+                        **({"onsets": f"{np.mean(recent_onset):.3f}"} if onset_probe else {}))
         if resume_path is not None and step % save_every == 0:
             torch.save({"model": model.state_dict(), "probe": probe.state_dict() if probe else None,
                         "frame_probe": frame_probe.state_dict() if frame_probe else None,
+                        "onset_probe": onset_probe.state_dict() if onset_probe else None,
                         "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
                         "order": order, "cursor": cursor, "recent": recent, "elapsed": time.time() - start},
                        resume_path)
@@ -394,6 +411,8 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
     record = {"steps": step, "seconds": round(time.time() - start, 1), "final_loss": round(float(np.mean(recent)), 4)}
     if frame_probe:
         record["final_event_frame_loss"] = round(float(np.mean(recent_frame)), 4)
+    if onset_probe:
+        record["final_beep_onset_loss"] = round(float(np.mean(recent_onset)), 4)
     if resumed_from is not None:
         record["resumed_at_step"] = resumed_from
     return record
@@ -484,6 +503,13 @@ def _event_frame_clause(training: dict) -> str:
             f" sounds there (weight {training['event_frame_weight']}, final loss {training.get('final_event_frame_loss')})")
 
 
+def _beep_onset_clause(training: dict) -> str:
+    if not training.get("beep_onset_weight"):
+        return ""
+    return (", and on the beep-count clips a linear probe on every audio embedding predicts whether a beep starts"
+            f" there (weight {training['beep_onset_weight']}, final loss {training.get('final_beep_onset_loss')})")
+
+
 def card_markdown(card: dict) -> str:
     """Human-readable CARD.md from the card dictionary."""
     t = card["training"]
@@ -511,7 +537,7 @@ def card_markdown(card: dict) -> str:
         f"Made by `{card['command']}` ({t.get('total_seconds')} s in all: data synthesis or cache, feature extraction,"
         " training, evaluation, on a shared 2-core machine). The encoder's position embeddings are Whisper's frozen"
         " sinusoids; during training only, a linear probe on the mean audio embedding adds a deep-supervision loss"
-        f" (weight {t.get('probe_weight')}){_event_frame_clause(t)}; the probes are discarded, and the checkpoint is a"
+        f" (weight {t.get('probe_weight')}){_event_frame_clause(t)}{_beep_onset_clause(t)}; the probes are discarded, and the checkpoint is a"
         f" plain {text['label']}."
         " Training stops after `--steps` or `--minutes` of training, whichever comes first.",
         "",
@@ -667,6 +693,8 @@ def main() -> None:
                         help="weight of the training-only pooled-audio probe loss (0: plain answer loss)")
     parser.add_argument("--event-frame-weight", type=float, default=0.0,
                         help="weight of the training-only event-frame probe loss on multi-event clips (0: off)")
+    parser.add_argument("--beep-onset-weight", type=float, default=0.0,
+                        help="weight of the training-only beep-onset probe loss on beep-count clips (0: off)")
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS_PER_TASK)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="synthesized-data cache ('' to disable)")
     parser.add_argument("--grow-from", type=Path, default=None,
@@ -704,7 +732,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     resume_path = out / "resume.pt"
     training = train(model, data, args.steps, args.minutes, args.batch_size, args.lr, args.seed, args.probe_weight,
-                     resume_path=resume_path, event_frame_weight=args.event_frame_weight)
+                     resume_path=resume_path, event_frame_weight=args.event_frame_weight,
+                     beep_onset_weight=args.beep_onset_weight)
     model.save_pretrained(out)
     processor.save_pretrained(out)
 
@@ -726,7 +755,7 @@ def main() -> None:
         "training": training | {
             "recipe": args.recipe, "seed": args.seed, "samples": len(data), "samples_per_task": training_counts(args.n_per_task),
             "batch_size": args.batch_size, "peak_lr": args.lr, "probe_weight": args.probe_weight,
-            "event_frame_weight": args.event_frame_weight,
+            "event_frame_weight": args.event_frame_weight, "beep_onset_weight": args.beep_onset_weight,
             "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
             "hint_reliability": recipe.hint_reliability, "degrade_fraction": recipe.degrade_fraction,
             "init_from": previous_training(args.init_from),
