@@ -9,7 +9,7 @@ import torch
 from conftest import make_inputs, make_processor
 from scipy.stats import mannwhitneyu
 
-from hooked_audio.analysis import audio_attention_per_row, listening_head_scores, listening_signal, silence_like
+from hooked_audio.analysis import audio_attention_per_row, listening_head_scores, listening_signal, listening_signal_auc, silence_like
 from hooked_audio.analysis import head_ablation_effects, head_ablation_hooks, random_heads, same_prompt_donors, top_heads
 
 TONE_TASKS = ["pitch", "noise", "beeps", "when"]
@@ -97,11 +97,8 @@ def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
     _, calib_correct, calib_att = run(11)
     _, test_correct, test_att = run(12)
     heads = top_heads(listening_head_scores(toy, None, calib_correct, attention=calib_att), 3)
-    signal = listening_signal(test_att, heads).numpy()
-    c = test_correct.numpy()
-    test = mannwhitneyu(signal[c], signal[~c], alternative="greater")
-    auc = test.statistic / (c.sum() * (~c).sum())
-    assert auc > 0.65 and test.pvalue < 0.05, (auc, test.pvalue, heads)
+    result = listening_signal_auc(listening_signal(test_att, heads), test_correct)
+    assert result.auc > 0.65 and result.p_value < 0.05, (result, heads)
 
 
 @torch.no_grad()
@@ -287,3 +284,24 @@ def test_head_ablation_effects_in_mean_mode_use_the_inputs_mask(model):
     by_hand = float(metric(model(inputs))) - float(metric(model.run_with_hooks(
         inputs, fwd_hooks=head_ablation_hooks([(1, 2)], "mean", inputs=inputs))))
     assert effects[1, 2] == pytest.approx(by_hand, abs=1e-6) and effects.abs().max() > 1e-4
+
+
+def test_listening_signal_auc_within_strata_credits_only_separation_inside_each_stratum():
+    """Two tasks: task A easy (mostly right) with high attention, task B hard (mostly wrong) with low attention.
+    A signal that only tells the tasks apart scores high pooled and at chance within tasks; a signal that
+    separates right from wrong inside each task scores 1 both ways. Without strata it is the rank test's AUC."""
+    rng = np.random.default_rng(0)
+    task = np.repeat(["A", "B"], 40)
+    correct = np.concatenate([rng.random(40) < 0.8, rng.random(40) < 0.2])
+    by_task = torch.tensor(np.where(task == "A", 0.8, 0.2) + 0.01 * rng.standard_normal(80))
+    pooled, within = listening_signal_auc(by_task, torch.tensor(correct)), listening_signal_auc(by_task, torch.tensor(correct), task)
+    assert pooled.auc > 0.75 and pooled.p_value < 1e-4
+    assert abs(within.auc - 0.5) < 0.15 and within.p_value > 0.05
+    assert within.pairs == sum(int((correct & (task == t)).sum() * (~correct & (task == t)).sum()) for t in "AB")
+    separating = torch.tensor(np.where(task == "A", 0.8, 0.2) + 0.1 * correct)
+    both = listening_signal_auc(separating, torch.tensor(correct), list(task))
+    assert both.auc == 1.0 and both.p_value < 0.01
+    u = mannwhitneyu(by_task.numpy()[correct], by_task.numpy()[~correct]).statistic
+    assert pooled.auc == pytest.approx(u / pooled.pairs)
+    with pytest.raises(ValueError, match="no stratum"):
+        listening_signal_auc(by_task, torch.tensor(task == "A"), task)  # each task all right or all wrong

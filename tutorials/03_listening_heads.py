@@ -8,12 +8,11 @@
 
 # %%
 import torch
-from scipy.stats import mannwhitneyu
 
 from hooked_audio import HookedAudioTransformer
 from hooked_audio.analysis import (
     audio_attention_per_row, audio_silence_steering_hooks, head_ablation_hooks, listening_head_scores,
-    listening_signal, random_heads, same_prompt_donors, silence_like, top_heads,
+    listening_signal, listening_signal_auc, random_heads, same_prompt_donors, silence_like, top_heads,
 )
 from hooked_audio.app.method_plots import plot_head_scores
 from hooked_audio.toy import evaluate, tasks
@@ -52,13 +51,11 @@ plot_head_scores(scores)
 heads = top_heads(scores, 3)
 calib_attention, test_attention = audio_attention_per_row(model, calib), audio_attention_per_row(model, test)
 raw = top_heads(listening_head_scores(model, calib, calib_correct, attention=calib_attention, min_attention=0), 3)
-c = test_correct.numpy()
 
 
 def held_out_auc(chosen):
     """AUC of the chosen heads' listening signal for right vs wrong answers on the held-out clips."""
-    signal = listening_signal(test_attention, chosen).numpy()
-    return round(float(mannwhitneyu(signal[c], signal[~c]).statistic / (c.sum() * (~c).sum())), 3)
+    return round(listening_signal_auc(listening_signal(test_attention, chosen), test_correct).auc, 3)
 
 
 for label, chosen in [("top heads", heads), ("raw ranking", raw)]:

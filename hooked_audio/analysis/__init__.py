@@ -33,8 +33,8 @@ from .ablation import head_ablation_effects, head_ablation_hooks, random_heads, 
 from .heads import audio_attention_by_head, top_heads
 from .counterfactuals import matched_noise, silence_like, without_audio
 from .listening import (
-    audio_attention_per_row, audio_silence_steering_hooks, generated_queries, listening_head_scores, listening_signal,
-    silence_direction,
+    SignalAUC, audio_attention_per_row, audio_silence_steering_hooks, generated_queries, listening_head_scores,
+    listening_signal, listening_signal_auc, silence_direction,
 )
 from .logit_lens import LogitLens, logit_lens
 from .steering import steering_hook
@@ -76,6 +76,8 @@ __all__ = [
     "audio_attention_per_row",
     "listening_head_scores",
     "listening_signal",
+    "listening_signal_auc",
+    "SignalAUC",
     "silence_like",
     "matched_noise",
     "without_audio",

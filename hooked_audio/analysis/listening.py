@@ -5,6 +5,8 @@ from wrongly answered items, the listening signal of an input, and the silence c
   generated token) to its audio, per head.
 - ``listening_head_scores``: per (layer, head), how well that mass separates correct from wrong rows.
 - ``listening_signal``: mean audio attention of chosen heads, per row.
+- ``listening_signal_auc``: how well a signal predicts correctness on held-out rows, optionally only within
+  strata (task, prompt layout), so that a signal that merely tells tasks or layouts apart is not credited.
 - ``silence_direction`` / ``audio_silence_steering_hooks``: the residual difference between the input and a
   counterfactual (silence by default; see ``counterfactuals``), added back at the last layer.
 """
@@ -12,7 +14,7 @@ from wrongly answered items, the listening signal of an input, and the silence c
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -132,6 +134,62 @@ def listening_signal(
         raise ValueError("heads is empty")
     layers, idx = zip(*heads)
     return attention[:, list(layers), list(idx)].mean(-1)
+
+
+@dataclass(frozen=True)
+class SignalAUC:
+    """``auc``: P(signal of a correct row > that of a wrong row), ties count half, over the compared pairs;
+    ``p_value``: one-sided, against no separation; ``pairs``: (correct, wrong) pairs compared."""
+
+    auc: float
+    p_value: float
+    pairs: int
+
+
+def _pair_auc(signal: np.ndarray, correct: np.ndarray, strata: np.ndarray) -> tuple[float, int]:
+    wins, pairs = 0.0, 0
+    for stratum in np.unique(strata):
+        rows = strata == stratum
+        right, wrong = signal[rows & correct], signal[rows & ~correct]
+        wins += float((right[:, None] > wrong[None]).sum() + 0.5 * (right[:, None] == wrong[None]).sum())
+        pairs += len(right) * len(wrong)
+    return wins / max(pairs, 1), pairs
+
+
+def listening_signal_auc(
+    signal: Float[torch.Tensor, " batch"], correct: Bool[torch.Tensor, " batch"], strata=None,
+    n_permutations: int = 2000, seed: int = 0,
+) -> SignalAUC:
+    """AUC of ``signal`` for correct vs wrong rows. With ``strata`` (one hashable label per row, e.g. (task, hint
+    position)), only rows of the same stratum are compared: pooled over a mix, a signal that is merely higher on
+    an easier task or prompt layout would score well without telling right from wrong on any one of them. The
+    p-value permutes ``correct`` within strata (``n_permutations`` draws; the rank test's without strata)."""
+    signal = torch.as_tensor(signal).float().cpu().numpy()
+    correct = torch.as_tensor(correct).bool().cpu().numpy()
+    if len(signal) != len(correct):
+        raise ValueError(f"signal has {len(signal)} rows but correct has {len(correct)}")
+    if strata is None:
+        if correct.all() or not correct.any():
+            raise ValueError("correct must hold both correct and wrong rows to measure an AUC")
+        test = mannwhitneyu(signal[correct], signal[~correct], alternative="greater")
+        n_pairs = int(correct.sum() * (~correct).sum())
+        return SignalAUC(float(test.statistic / n_pairs), float(test.pvalue), n_pairs)
+    if len(strata) != len(signal):
+        raise ValueError(f"strata has {len(strata)} labels but signal has {len(signal)} rows")
+    index: dict = {}
+    codes = np.array([index.setdefault(label, len(index)) for label in strata])
+    auc, n_pairs = _pair_auc(signal, correct, codes)
+    if n_pairs == 0:
+        raise ValueError("no stratum holds both a correct and a wrong row: nothing to compare within strata")
+    rng = np.random.default_rng(seed)
+    shuffled = correct.copy()
+    at_least = 0
+    for _ in range(n_permutations):
+        for stratum in np.unique(codes):
+            rows = np.flatnonzero(codes == stratum)
+            shuffled[rows] = rng.permutation(correct[rows])
+        at_least += _pair_auc(signal, shuffled, codes)[0] >= auc
+    return SignalAUC(auc, (1 + at_least) / (1 + n_permutations), n_pairs)
 
 
 def silence_direction(model, inputs, heads: list[tuple[int, int]], reference=None) -> Float[torch.Tensor, "batch d_model"]:
