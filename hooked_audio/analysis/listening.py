@@ -146,11 +146,11 @@ class SignalAUC:
     pairs: int
 
 
-def _pair_auc(signal: np.ndarray, correct: np.ndarray, strata: np.ndarray) -> tuple[float, int]:
+def _pair_auc(signal: np.ndarray, correct: np.ndarray, groups: list[np.ndarray]) -> tuple[float, int]:
+    """AUC over the (correct, wrong) pairs inside each group of row indices, and the number of such pairs."""
     wins, pairs = 0.0, 0
-    for stratum in np.unique(strata):
-        rows = strata == stratum
-        right, wrong = signal[rows & correct], signal[rows & ~correct]
+    for rows in groups:
+        right, wrong = signal[rows][correct[rows]], signal[rows][~correct[rows]]
         wins += float((right[:, None] > wrong[None]).sum() + 0.5 * (right[:, None] == wrong[None]).sum())
         pairs += len(right) * len(wrong)
     return wins / max(pairs, 1), pairs
@@ -178,17 +178,17 @@ def listening_signal_auc(
         raise ValueError(f"strata has {len(strata)} labels but signal has {len(signal)} rows")
     index: dict = {}
     codes = np.array([index.setdefault(label, len(index)) for label in strata])
-    auc, n_pairs = _pair_auc(signal, correct, codes)
+    groups = [np.flatnonzero(codes == code) for code in range(len(index))]
+    auc, n_pairs = _pair_auc(signal, correct, groups)
     if n_pairs == 0:
         raise ValueError("no stratum holds both a correct and a wrong row: nothing to compare within strata")
     rng = np.random.default_rng(seed)
     shuffled = correct.copy()
     at_least = 0
     for _ in range(n_permutations):
-        for stratum in np.unique(codes):
-            rows = np.flatnonzero(codes == stratum)
+        for rows in groups:
             shuffled[rows] = rng.permutation(correct[rows])
-        at_least += _pair_auc(signal, shuffled, codes)[0] >= auc
+        at_least += _pair_auc(signal, shuffled, groups)[0] >= auc
     return SignalAUC(auc, (1 + at_least) / (1 + n_permutations), n_pairs)
 
 

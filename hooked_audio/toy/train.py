@@ -283,13 +283,16 @@ class TeacherForcedSet:
         """Bool[batch]: the rows that are multi-event clips."""
         return torch.tensor([bool(self.events[i]) for i in indices.tolist()])
 
+    def _where_audio_matches(self, column: list[tuple], indices: torch.Tensor) -> list[tuple | None]:
+        return [column[i] if column[i] and not self.degraded[i] else None for i in indices.tolist()]
+
     def timelines(self, indices: torch.Tensor) -> list[tuple | None]:
         """Each row's event intervals where they describe the audio (multi-event, not degraded), else None."""
-        return [self.events[i] if self.events[i] and not self.degraded[i] else None for i in indices.tolist()]
+        return self._where_audio_matches(self.events, indices)
 
     def beep_timelines(self, indices: torch.Tensor) -> list[tuple | None]:
         """Each row's beep intervals where they describe the audio (beep-count clip, not degraded), else None."""
-        return [self.beep_times[i] if self.beep_times[i] and not self.degraded[i] else None for i in indices.tolist()]
+        return self._where_audio_matches(self.beep_times, indices)
 
     def batch(self, indices: torch.Tensor) -> dict:
         """Left-padded batch: every row ends with `answer <|im_end|>`, so targets sit at -2 and -1."""
