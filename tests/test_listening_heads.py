@@ -41,6 +41,44 @@ def test_separation_methods_on_a_hand_made_head(model):
     assert r[0, 0] > 0.9 and abs(r[0, 1]) < 0.5
 
 
+def test_head_ranking_within_strata_ignores_a_head_that_only_tells_the_tasks_apart(model):
+    """Two tasks, A mostly right and B mostly wrong. Head 0 attends more on A and is otherwise noise: pooled it
+    separates right from wrong well; head 1 attends a little more on right answers inside each task. Pooled,
+    head 0 ranks first by every method; within tasks head 1 does, and head 0 is near chance. The within-strata
+    r equals the correlation of the residuals after regressing both variables on task indicators (computed
+    here by least squares); a single stratum gives the pooled scores; a stratum of one class drops out."""
+    rng = np.random.default_rng(1)
+    task = np.repeat(["A", "B"], 50)
+    correct = np.concatenate([rng.random(50) < 0.8, rng.random(50) < 0.2])
+    attention = torch.zeros(100, 1, 2)
+    attention[:, 0, 0] = torch.tensor(np.where(task == "A", 0.6, 0.2) + 0.02 * rng.standard_normal(100))
+    attention[:, 0, 1] = torch.tensor(0.4 + 0.02 * correct + 0.02 * rng.standard_normal(100))
+    chance = {"pointbiserial": 0.0, "auc": 0.5, "diff": 0.0}
+    for method in ("pointbiserial", "auc", "diff"):
+        pooled = listening_head_scores(model, None, torch.tensor(correct), method, attention=attention)
+        within = listening_head_scores(model, None, torch.tensor(correct), method, attention=attention, strata=task)
+        assert pooled[0, 0] > pooled[0, 1] and top_heads(pooled, 1) == [(0, 0)], method
+        assert top_heads(within, 1) == [(0, 1)], method
+        assert abs(within[0, 0] - chance[method]) < abs(pooled[0, 0] - chance[method]) / 3, method
+        one = listening_head_scores(model, None, torch.tensor(correct), method, attention=attention, strata=["x"] * 100)
+        torch.testing.assert_close(one, pooled)
+    dummies = np.stack([task == "A", task == "B"], 1).astype(float)
+    residual = lambda y: y - dummies @ np.linalg.lstsq(dummies, y, rcond=None)[0]  # noqa: E731
+    expected = [np.corrcoef(residual(attention[:, 0, h].double().numpy()), residual(correct.astype(float)))[0, 1] for h in range(2)]
+    r = listening_head_scores(model, None, torch.tensor(correct), attention=attention, strata=task)
+    np.testing.assert_allclose(r[0].numpy(), expected, atol=1e-6)
+    # a third stratum whose rows are all right adds nothing to compare, and changes no score
+    extra = torch.cat([attention, torch.rand(10, 1, 2)])
+    with_c = listening_head_scores(model, None, torch.tensor(np.r_[correct, [True] * 10]), attention=extra,
+                                   strata=list(task) + ["C"] * 10, min_attention=0)
+    torch.testing.assert_close(with_c, listening_head_scores(model, None, torch.tensor(correct), attention=attention,
+                                                             strata=task, min_attention=0))
+    with pytest.raises(ValueError, match="no stratum"):
+        listening_head_scores(model, None, torch.tensor(task == "A"), attention=attention, strata=task)
+    with pytest.raises(ValueError, match="strata has 3 labels"):
+        listening_head_scores(model, None, torch.tensor(correct), attention=attention, strata=["A", "B", "A"])
+
+
 def test_heads_that_barely_attend_to_the_audio_are_never_ranked(model):
     """A head with almost no audio attention that still separates the rows perfectly (r and AUC are scale-free)
     scores -inf by default and ranks first only with min_attention=0; top_heads refuses to pick an excluded head."""
@@ -197,7 +235,9 @@ def test_audio_silence_steering_undoes_the_hint_effect_on_the_textual_organism_b
     """Conflict prompts of the text-reliant toy (tone tasks); heads ranked on audio-only calibration clips; beta = 2,
     chosen on the other half of the conflicts ([0::2]: hint effect 1.12 unsteered, 0.78 / 0.59 / 0.43 / 0.43 at
     beta 0.5 / 1 / 2 / 4). The steered hint effect must fall below half the unsteered one, and the random direction
-    of the same norm must not lower it. Measured on this half: 1.44 unsteered, 0.58 steered, 2.32 random."""
+    of the same norm must not lower it. Measured on this half: 1.44 unsteered, 0.58 steered, 2.32 random. Heads
+    ranked within task (strata=; all wrong calibration answers are beeps, so the pooled ranking is confounded
+    with the task) steer at least as well: -0.69."""
     from hooked_audio import HookedAudioTransformer
     from hooked_audio.analysis import audio_silence_steering_hooks, text_dominance
     from hooked_audio.toy import evaluate, tasks
@@ -208,13 +248,16 @@ def test_audio_silence_steering_undoes_the_hint_effect_on_the_textual_organism_b
     cal = textual.to_inputs(evaluate.encode(textual.processor, calibration))
     right = textual(cal)[torch.arange(len(calibration)), cal.last_positions].argmax(-1) == torch.tensor(
         [textual.to_single_token(s.answer) for s in calibration])
-    heads = top_heads(listening_head_scores(textual, cal, right), 3)
+    attention = audio_attention_per_row(textual, cal)
+    heads = top_heads(listening_head_scores(textual, cal, right, attention=attention), 3)
+    per_task = top_heads(listening_head_scores(textual, cal, right, attention=attention,
+                                               strata=[s.task for s in calibration]), 3)
     conflicts = [s for s in evaluate.make_eval_set(n_per_task=16, task_names=tone) if s.hint_kind == "wrong"][1::2]
     inputs = textual.to_inputs(evaluate.encode(textual.processor, conflicts))
 
-    def measure(control):
+    def measure(control, chosen=heads):
         hooks = () if control == "none" else (lambda chunk: audio_silence_steering_hooks(
-            textual, chunk, heads, 2.0, control=None if control == "steer" else control))
+            textual, chunk, chosen, 2.0, control=None if control == "steer" else control))
         return text_dominance(textual, inputs, [s.answer for s in conflicts], [s.hint for s in conflicts],
                               hints=[s.hint_text for s in conflicts], candidates="vocab", n_boot=100, fwd_hooks=hooks)
 
@@ -223,6 +266,7 @@ def test_audio_silence_steering_undoes_the_hint_effect_on_the_textual_organism_b
     assert steered["hint_effect_mean"] < plain["hint_effect_mean"] / 2
     assert random["hint_effect_mean"] > plain["hint_effect_mean"] - 0.5
     assert steered["flip_rate"] <= plain["flip_rate"]
+    assert per_task != heads and measure("steer", per_task)["hint_effect_mean"] <= steered["hint_effect_mean"]
 
 
 @torch.no_grad()

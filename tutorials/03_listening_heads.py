@@ -127,6 +127,15 @@ except ValueError as refusal:
 # the flip rate halves, 0.20 -> 0.10 (6 -> 3 answers of 30), and stays at 0.20 under the random direction.
 # Audio-only accuracy on the same clips: 0.94 under all three. Steering toward the audio undoes most of what the
 # hint does to the logits and turns back half the flipped answers, at no cost when there is no hint.
+#
+# A caveat on that ranking: on these calibration clips every wrong answer is a beep count (14 of 20 right; when,
+# pitch and noise 20 of 20), so the pooled r also rewards a head for attending more on the other three tasks.
+# `strata=` ranks within task instead (here: beeps rows only, the one task with both right and wrong answers) and
+# picks (4, 1), (2, 0), (1, 1). Their direction, averaged over layers 1, 2 and 4, steers harder at the same
+# beta 2: hint effect -0.69 [-1.21, -0.12] (it overshoots: the hint now lowers its word), flip rate 0.03 (1 of
+# 30), the random direction of the same norm +2.59; audio-only accuracy stays 0.94. On the dev half
+# the hint effect at beta 0.5 / 1 / 2 / 4 is +0.22 / -0.36 / -0.99 / -1.44: with these heads beta 0.5-1 would
+# cancel the hint rather than invert it. Rank within strata whenever the calibration set mixes tasks.
 
 # %%
 from hooked_audio.analysis import text_dominance  # noqa: E402
@@ -137,14 +146,19 @@ calibration = [s for s in tasks.make_probe_set(seed=31, n_per_task=20, task_name
 cal = textual.to_inputs(evaluate.encode(textual.processor, calibration))
 right = textual(cal)[torch.arange(len(calibration)), cal.last_positions].argmax(-1) == torch.tensor(
     [textual.to_single_token(s.answer) for s in calibration])
-textual_heads = top_heads(listening_head_scores(textual, cal, right), 3)
-print("textual sibling's top heads", textual_heads)
+cal_attention = audio_attention_per_row(textual, cal)
+textual_heads = top_heads(listening_head_scores(textual, cal, right, attention=cal_attention), 3)
+per_task_heads = top_heads(listening_head_scores(textual, cal, right, attention=cal_attention,
+                                                 strata=[s.task for s in calibration]), 3)
+print("textual sibling's top heads", textual_heads, "ranked within task", per_task_heads)
 conflicts = [s for s in evaluate.make_eval_set(n_per_task=16, task_names=TONE_TASKS) if s.hint_kind == "wrong"][1::2]
 conflict_inputs = textual.to_inputs(evaluate.encode(textual.processor, conflicts))
 BETA = 2.0
-for label, control in [("unsteered", None), (f"steered, beta {BETA:g}", "steer"), ("random direction", "random")]:
-    hooks = () if control is None else (lambda chunk, c=control: audio_silence_steering_hooks(
-        textual, chunk, textual_heads, BETA, control=None if c == "steer" else c))
+for label, control, chosen in [("unsteered", None, textual_heads), (f"steered, beta {BETA:g}", "steer", textual_heads),
+                               ("random direction", "random", textual_heads),
+                               ("within-task heads", "steer", per_task_heads), ("their random", "random", per_task_heads)]:
+    hooks = () if control is None else (lambda chunk, c=control, h=chosen: audio_silence_steering_hooks(
+        textual, chunk, h, BETA, control=None if c == "steer" else c))
     r = text_dominance(textual, conflict_inputs, [s.answer for s in conflicts], [s.hint for s in conflicts],
                        hints=[s.hint_text for s in conflicts], candidates="vocab", n_boot=300, fwd_hooks=hooks)
     print(f"{label:>17}: flip rate {r['flip_rate']:.2f} (of {r['n_right_without_text']}), hint effect "
@@ -154,7 +168,8 @@ audio_only = [s for s in evaluate.make_eval_set(n_per_task=16, task_names=TONE_T
 free_inputs = textual.to_inputs(evaluate.encode(textual.processor, audio_only))
 free_answers = torch.tensor([textual.to_single_token(s.answer) for s in audio_only])
 for label, hooks in [("unsteered", []), (f"steered, beta {BETA:g}", audio_silence_steering_hooks(textual, free_inputs, textual_heads, BETA)),
-                     ("random direction", audio_silence_steering_hooks(textual, free_inputs, textual_heads, BETA, control="random"))]:
+                     ("random direction", audio_silence_steering_hooks(textual, free_inputs, textual_heads, BETA, control="random")),
+                     ("within-task heads", audio_silence_steering_hooks(textual, free_inputs, per_task_heads, BETA))]:
     logits = textual.run_with_hooks(free_inputs, fwd_hooks=hooks)[torch.arange(len(audio_only)), free_inputs.last_positions]
     print(f"{label:>17}: audio-only accuracy {(logits.argmax(-1) == free_answers).float().mean():.2f}")
 

@@ -3,10 +3,13 @@ from wrongly answered items, the listening signal of an input, and the silence c
 
 - ``audio_attention_per_row``: attention mass from each row's query positions (the last real one, or every
   generated token) to its audio, per head.
-- ``listening_head_scores``: per (layer, head), how well that mass separates correct from wrong rows.
+- ``listening_head_scores``: per (layer, head), how well that mass separates correct from wrong rows,
+  optionally only within strata.
 - ``listening_signal``: mean audio attention of chosen heads, per row.
 - ``listening_signal_auc``: how well a signal predicts correctness on held-out rows, optionally only within
-  strata (task, prompt layout), so that a signal that merely tells tasks or layouts apart is not credited.
+  strata (task, prompt layout).
+On a mix of tasks or prompt layouts, both steps can credit a head that merely attends more where answers are
+easier; within strata only differences between right and wrong answers to the same kind of item count.
 - ``silence_direction`` / ``audio_silence_steering_hooks``: the residual difference between the input and a
   counterfactual (silence by default; see ``counterfactuals``), added back at the last layer.
 """
@@ -19,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
-from scipy.stats import mannwhitneyu, pointbiserialr
+from scipy.stats import mannwhitneyu
 
 from ..audio.inputs import AudioTextInput
 from .counterfactuals import silence_like
@@ -86,24 +89,67 @@ def audio_attention_per_row(
     return torch.stack(out, dim=1)
 
 
-def _separation(values: np.ndarray, correct: np.ndarray, method: str) -> float:
-    if np.ptp(values) == 0:
+def _strata_groups(strata, n_rows: int) -> list[np.ndarray]:
+    """Row indices of each stratum (one hashable label per row), in order of first appearance; one group of
+    every row without strata."""
+    if strata is None:
+        return [np.arange(n_rows)]
+    if len(strata) != n_rows:
+        raise ValueError(f"strata has {len(strata)} labels but there are {n_rows} rows")
+    index: dict = {}
+    codes = np.array([index.setdefault(label, len(index)) for label in strata])
+    return [np.flatnonzero(codes == code) for code in range(len(index))]
+
+
+def _pair_auc(signal: np.ndarray, correct: np.ndarray, groups: list[np.ndarray]) -> tuple[float, int]:
+    """AUC over the (correct, wrong) pairs inside each group of row indices, and the number of such pairs."""
+    wins, pairs = 0.0, 0
+    for rows in groups:
+        right, wrong = signal[rows][correct[rows]], signal[rows][~correct[rows]]
+        wins += float((right[:, None] > wrong[None]).sum() + 0.5 * (right[:, None] == wrong[None]).sum())
+        pairs += len(right) * len(wrong)
+    return wins / max(pairs, 1), pairs
+
+
+def _mixed_groups(strata, correct: np.ndarray) -> list[np.ndarray]:
+    """The strata's row groups that hold both a correct and a wrong row (only those can be compared)."""
+    groups = [rows for rows in _strata_groups(strata, len(correct)) if 0 < correct[rows].sum() < len(rows)]
+    if not groups:
+        raise ValueError("correct must hold both correct and wrong rows" if strata is None else
+                         "no stratum holds both a correct and a wrong row: nothing to compare within strata")
+    return groups
+
+
+def _separation(values: np.ndarray, correct: np.ndarray, method: str, groups: list[np.ndarray]) -> float:
+    """How well ``values`` separate correct from wrong rows inside each group (the groups hold both). One group
+    of every row gives the plain statistics; with several, only within-group differences count: AUC and
+    difference of means over the same-group (correct, wrong) pairs, r as the correlation of the values and
+    ``correct`` each centred on its group's mean (the point-biserial r with the group as a fixed effect)."""
+    if np.ptp(np.concatenate([values[rows] for rows in groups])) == 0:
         return 0.0
-    if method == "pointbiserial":
-        return float(pointbiserialr(correct, values).statistic)
     if method == "auc":
-        u = mannwhitneyu(values[correct], values[~correct]).statistic
-        return float(u / (correct.sum() * (~correct).sum()))
-    return float(values[correct].mean() - values[~correct].mean())
+        return _pair_auc(values, correct, groups)[0]
+    if method == "diff":
+        weighted = [(correct[rows].sum() * (~correct[rows]).sum(), values[rows][correct[rows]].mean()
+                     - values[rows][~correct[rows]].mean()) for rows in groups]
+        return float(sum(w * d for w, d in weighted) / sum(w for w, _ in weighted))
+    centred = [(values[rows] - values[rows].mean(), correct[rows] - correct[rows].mean()) for rows in groups]
+    v, c = (np.concatenate(parts) for parts in zip(*centred))
+    return 0.0 if not v.any() else float(v @ c / np.sqrt((v @ v) * (c @ c)))
 
 
 def listening_head_scores(
     model, inputs, correct: Bool[torch.Tensor, " batch"], method: str = "pointbiserial",
-    attention: Float[torch.Tensor, "batch layer head"] | None = None, min_attention: float = 0.01,
+    attention: Float[torch.Tensor, "batch layer head"] | None = None, min_attention: float = 0.01, strata=None,
 ) -> Float[torch.Tensor, "layer head"]:
     """Per decoder head, how well its audio attention from the last position separates correct (True) from
     wrong rows: point-biserial r (default), AUC (Mann-Whitney U / n1 n0; 0.5 = chance) or the difference of
     means. ``attention`` reuses ``audio_attention_per_row`` output instead of running the model.
+
+    ``strata`` (one hashable label per row, e.g. the task): rank by separation within strata only. On a mix of
+    tasks, a head that merely attends more on an easier task scores well pooled without telling right from
+    wrong on any one task; within strata it does not (see ``_separation``; strata whose rows are all right or
+    all wrong drop out). The same caveat as ``listening_signal_auc``'s, at the ranking step.
 
     A head whose mean audio attention over the rows is below ``min_attention`` scores ``-inf`` (never ranked):
     r and AUC are scale-free, so a head that barely glances at the audio can separate the rows by how it
@@ -113,14 +159,13 @@ def listening_head_scores(
     if not 0 <= min_attention < 1:
         raise ValueError(f"min_attention is a share of attention in [0, 1), got {min_attention!r}")
     correct = torch.as_tensor(correct).bool().cpu().numpy()
-    if correct.all() or not correct.any():
-        raise ValueError("correct must hold both correct and wrong rows to rank heads by separation")
+    groups = _mixed_groups(strata, correct)
     attention = audio_attention_per_row(model, inputs) if attention is None else attention
     if attention.shape[0] != len(correct):
         raise ValueError(f"correct has {len(correct)} rows but the attention has {attention.shape[0]}")
     values = attention.float().numpy()
     n_layers, n_heads = values.shape[1:]
-    scores = torch.tensor([[_separation(values[:, l, h], correct, method) for h in range(n_heads)]
+    scores = torch.tensor([[_separation(values[:, l, h], correct, method, groups) for h in range(n_heads)]
                            for l in range(n_layers)], dtype=torch.float32)
     scores[torch.from_numpy(values.mean(0)) < min_attention] = -float("inf")
     return scores
@@ -146,16 +191,6 @@ class SignalAUC:
     pairs: int
 
 
-def _pair_auc(signal: np.ndarray, correct: np.ndarray, groups: list[np.ndarray]) -> tuple[float, int]:
-    """AUC over the (correct, wrong) pairs inside each group of row indices, and the number of such pairs."""
-    wins, pairs = 0.0, 0
-    for rows in groups:
-        right, wrong = signal[rows][correct[rows]], signal[rows][~correct[rows]]
-        wins += float((right[:, None] > wrong[None]).sum() + 0.5 * (right[:, None] == wrong[None]).sum())
-        pairs += len(right) * len(wrong)
-    return wins / max(pairs, 1), pairs
-
-
 def listening_signal_auc(
     signal: Float[torch.Tensor, " batch"], correct: Bool[torch.Tensor, " batch"], strata=None,
     n_permutations: int = 2000, seed: int = 0,
@@ -168,20 +203,12 @@ def listening_signal_auc(
     correct = torch.as_tensor(correct).bool().cpu().numpy()
     if len(signal) != len(correct):
         raise ValueError(f"signal has {len(signal)} rows but correct has {len(correct)}")
+    groups = _mixed_groups(strata, correct)
     if strata is None:
-        if correct.all() or not correct.any():
-            raise ValueError("correct must hold both correct and wrong rows to measure an AUC")
         test = mannwhitneyu(signal[correct], signal[~correct], alternative="greater")
         n_pairs = int(correct.sum() * (~correct).sum())
         return SignalAUC(float(test.statistic / n_pairs), float(test.pvalue), n_pairs)
-    if len(strata) != len(signal):
-        raise ValueError(f"strata has {len(strata)} labels but signal has {len(signal)} rows")
-    index: dict = {}
-    codes = np.array([index.setdefault(label, len(index)) for label in strata])
-    groups = [np.flatnonzero(codes == code) for code in range(len(index))]
     auc, n_pairs = _pair_auc(signal, correct, groups)
-    if n_pairs == 0:
-        raise ValueError("no stratum holds both a correct and a wrong row: nothing to compare within strata")
     rng = np.random.default_rng(seed)
     shuffled = correct.copy()
     at_least = 0
