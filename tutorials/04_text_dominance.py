@@ -40,15 +40,16 @@ conflict = [s for s in probe if s.hint_kind == "wrong"]
 #
 # | task | textual: rate | flip rate | hint effect | listener: rate | flip rate | hint effect |
 # |---|---|---|---|---|---|---|
-# | pitch | 0.00 | 0.00 (20) | +0.18 | 0.00 | 0.00 (20) | +0.09 |
-# | beeps | 0.25 [0.05, 0.45] | 0.14 (14) | +2.52 [1.96, 2.94] | 0.10 [0.0, 0.25] | 0.08 (12) | +0.74 |
-# | events_when | 0.60 [0.35, 0.80] | 0.50 (12) | +2.40 [1.76, 2.96] | 0.40 [0.20, 0.60] | 0.18 (11) | +1.53 |
-# | events_order | 0.45 [0.25, 0.65] | 0.45 (20) | +3.58 [2.24, 5.09] | 0.25 [0.05, 0.45] | 0.26 (19) | +2.74 |
+# | pitch | 0.00 | 0.00 (20) | +0.30 | 0.00 | 0.00 (20) | +0.11 |
+# | beeps | 0.30 [0.12, 0.55] | 0.17 (12) | +2.57 [2.22, 2.86] | 0.15 [0.0, 0.33] | 0.08 (13) | +1.42 |
+# | events_when | 0.45 [0.25, 0.70] | 0.35 (17) | +2.76 [2.08, 3.51] | 0.30 [0.15, 0.55] | 0.18 (17) | +1.15 |
+# | events_order | 0.30 [0.10, 0.50] | 0.30 (20) | +3.14 [1.74, 4.53] | 0.00 | 0.00 (20) | +1.31 |
 #
-# The textual toy follows a wrong hint on about half the multi-event clips it gets right alone, and on one beeps
-# clip in seven; on pitch the hint moves its logits a little and its answers not at all (the within-model
+# The textual toy follows a wrong hint on about a third of the multi-event clips it gets right alone, and on one
+# beeps clip in six; on pitch the hint moves its logits a little and its answers not at all (the within-model
 # control). The listener is the between-model control: the same hints move it less on every task and flip fewer
-# answers, though on the multi-event questions, its weakest, a wrong hint still flips one in four or five.
+# answers, though a wrong hint still flips 3 of the 17 "when does the X happen ?" answers it gets right alone and
+# 1 of 13 beep counts (none of its "what happens first / last ?" answers).
 
 # %%
 for name, model in [("textual", textual), ("listener", listener)]:
@@ -63,21 +64,21 @@ for name, model in [("textual", textual), ("listener", listener)]:
 # %% [markdown]
 # ## 2. Where is the audio's answer lost? ("what happens first / last ?", textual toy)
 # Three views of the conflict, layer by layer (0 = the embedding):
-# - the AudioLens label lens at the last position: probability of A_a and of A_t among the three labels;
+# - the AudioLens label lens at the last position: probability of A_a and of A_t among the five labels;
 # - the cosine similarity of the audio span's and the text's mean residual (how far the streams have merged);
 # - a linear probe fit on *audio-only* prompts (other clips) that reads the answer at the last position,
 #   then read on the conflict prompts the model answered with the hinted word. If it still finds A_a there, the
 #   audio evidence was suppressed downstream, not erased. Control: the same probe fit on shuffled labels.
 #
-# Measured (80 "what happens first / last ?" conflicts, 36 answered with the hinted word; the probe fit on 60 other
-# audio-only clips): the lens favours A_t from layer 1 on (0.55 vs 0.12 at layer 1) and the two end close (0.41 vs
-# 0.45 at the output, averaged over all 80); the spans' cosine stays below 0.19. The probe reads the answer on
-# 0.81-0.86 of the text-free prompts from layer 2 on (chance 0.20, five events), and as well on the conflicts the
-# audio won (0.73-0.86). On the 36 lost conflicts it reads A_a on 0.14-0.22 at every layer, no better than the
-# shuffled-label control (0.08-0.17) or chance: when the hint wins here, the audio's answer is not at the last
-# position at any depth to be suppressed; the hint has taken its place by layer 2. (The previous textual sibling,
-# traced on single-beep timing, showed the opposite, A_a still readable mid-network on 6 of 7 lost conflicts;
-# that task now loses 1 conflict in 80, too few to trace.) Only the last position is probed.
+# Measured (80 "what happens first / last ?" conflicts, 18 answered with the hinted word; the probe fit on 60 other
+# audio-only clips): the lens favours A_t at layer 1 (0.45 vs 0.14) and A_a from layer 2 on (0.40 vs 0.34), ending
+# at 0.67 vs 0.22 at the output (averaged over all 80); the spans' cosine stays at or below 0.25. The probe reads
+# the answer on 0.82-0.89 of the text-free prompts from layer 2 on (chance 0.20, five events), and a little less
+# often on the conflicts the audio won (0.69-0.84). On the 18 lost conflicts it reads A_a on 0.00-0.11 from layer 2
+# on, below the shuffled-label control (0.11-0.39) and chance: when the hint wins here, the audio's answer is not at
+# the last position at any depth to be suppressed; the hint has taken its place by layer 2. (The previous textual
+# sibling, traced on single-beep timing, showed the opposite, A_a still readable mid-network on 6 of 7 lost
+# conflicts; that task now loses 1 conflict in 80, too few to trace.) Only the last position is probed.
 
 # %%
 TRACED = "events_order"  # heard at 0.92 without a hint, so a lost conflict is mostly the hint's doing
@@ -125,12 +126,13 @@ plot_answers_by_layer({**curves, **probe_curves}, ylabel="probability / accuracy
 # controls: a random vector of the same norm as the patch's change at the same positions, and the same patch at the
 # text positions instead of the audio. First the identity: source = destination must reproduce the run exactly.
 #
-# Measured: the identity holds bit for bit. On the dev half (0.32 unpatched) the best of the 15 pairs, (4, 3),
-# gives 0.35 (the worst 0.45); on the test half (0.32 unpatched) it gives 0.40, the random vector of the same norm
-# 0.32, and the same patch at the text positions 0.32. No pair lowers dominance: on this organism the late audio
-# span carries no evidence that the earlier layers lack, so there is nothing for back-patching to restore (section
-# 2: on lost conflicts the last position has lost the audio's answer by layer 2, whatever the audio span holds). A
-# negative result, stated as such.
+# Measured: the identity holds bit for bit. On the dev half (0.12 unpatched) the best of the 15 pairs, (3, 1),
+# gives 0.10 (the worst 0.28); on the test half (0.40 unpatched) it gives 0.40, the random vector of the same norm
+# 0.45, and the same patch at the text positions 0.35. No pair lowers dominance by more than one dev conflict (of
+# 40), and the chosen pair changes nothing on the test half, where both controls move it more (by two conflicts,
+# either way): on this organism the late audio span carries no evidence that the earlier layers lack, so there is
+# nothing for back-patching to restore (section 2: on lost conflicts the last position has lost the audio's answer
+# by layer 2, whatever the audio span holds). A negative result, stated as such.
 
 # %%
 inputs = textual.to_inputs(evaluate.encode(textual.processor, conflict))
