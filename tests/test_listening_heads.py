@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import make_inputs, make_processor
+from conftest import make_inputs, make_processor, needs_espeak
 from scipy.stats import mannwhitneyu
 
 from hooked_audio.analysis import audio_attention_per_row, listening_head_scores, listening_signal, listening_signal_auc, silence_like
@@ -237,44 +237,40 @@ def test_audio_silence_steering_adds_beta_times_the_silence_difference(model):
     assert steered.shape[0] == 2
 
 
+@needs_espeak
 @torch.no_grad()
 def test_audio_silence_steering_undoes_the_hint_effect_on_the_textual_organism_beyond_the_random_control():
-    """Conflict prompts of the text-reliant toy (tone tasks); heads ranked on audio-only calibration clips; beta = 2
-    (chosen on the other half of the conflicts, [0::2], for the previous sibling; on this one the dev hint effect
-    is 1.21 unsteered, 0.29 / -0.34 / -1.05 / -1.59 at beta 0.5 / 1 / 2 / 4). The steered hint effect must fall
-    below half the unsteered one, and the random direction of the same norm must not lower it. Measured on this
-    half: 1.63 unsteered, -0.42 steered, 2.53 random; the flip rate is 0.07 (2 of 28) in all three. Heads ranked
-    within task (strata=; all wrong calibration answers are beeps) are other heads on the same layers, so they
-    steer exactly alike."""
+    """Conflict prompts of the text-reliant toy's most hint-reliant tasks (beeps, "when does the X happen ?"); heads
+    ranked on audio-only tone-task calibration clips; beta = 4, chosen on the other half of the conflicts ([0::2])
+    as the strongest that leaves the hint effect >= 0 (dev: 2.85 unsteered, 2.27 / 1.81 / 1.16 / 0.48 / -0.04 at
+    beta 0.5 / 1 / 2 / 4 / 8; tutorial 03 runs the sweep). The steered hint effect must fall below half the
+    unsteered one and the flip rate below the unsteered one, while the random direction of the same norm lowers
+    neither. Measured on this half: hint effect 2.17 / 0.09 / 2.97, flip rate 0.31 / 0.06 / 0.44 (of 16)."""
     from hooked_audio import HookedAudioTransformer
     from hooked_audio.analysis import audio_silence_steering_hooks, text_dominance
     from hooked_audio.toy import evaluate, tasks
 
     textual = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
-    tone = ["beeps", "when", "pitch", "noise"]
-    calibration = [s for s in tasks.make_probe_set(seed=31, n_per_task=20, task_names=tone) if s.hint is None]
+    calibration = [s for s in tasks.make_probe_set(seed=31, n_per_task=20, task_names=TONE_TASKS) if s.hint is None]
     cal = textual.to_inputs(evaluate.encode(textual.processor, calibration))
     right = textual(cal)[torch.arange(len(calibration)), cal.last_positions].argmax(-1) == torch.tensor(
         [textual.to_single_token(s.answer) for s in calibration])
-    attention = audio_attention_per_row(textual, cal)
-    heads = top_heads(listening_head_scores(textual, cal, right, attention=attention), 3)
-    per_task = top_heads(listening_head_scores(textual, cal, right, attention=attention,
-                                               strata=[s.task for s in calibration]), 3)
-    conflicts = [s for s in evaluate.make_eval_set(n_per_task=16, task_names=tone) if s.hint_kind == "wrong"][1::2]
+    heads = top_heads(listening_head_scores(textual, cal, right), 3)
+    conflicts = [s for s in evaluate.make_eval_set(n_per_task=24, task_names=["beeps", "events_when"])
+                 if s.hint_kind == "wrong"][1::2]
     inputs = textual.to_inputs(evaluate.encode(textual.processor, conflicts))
 
-    def measure(control, chosen=heads):
+    def measure(control):
         hooks = () if control == "none" else (lambda chunk: audio_silence_steering_hooks(
-            textual, chunk, chosen, 2.0, control=None if control == "steer" else control))
+            textual, chunk, heads, 4.0, control=None if control == "steer" else control))
         return text_dominance(textual, inputs, [s.answer for s in conflicts], [s.hint for s in conflicts],
                               hints=[s.hint_text for s in conflicts], candidates="vocab", n_boot=100, fwd_hooks=hooks)
 
     plain, steered, random = measure("none"), measure("steer"), measure("random")
-    assert plain["hint_effect_mean"] > 1.0
+    assert plain["hint_effect_mean"] > 1.0 and plain["flip_rate"] >= 0.2
     assert steered["hint_effect_mean"] < plain["hint_effect_mean"] / 2
     assert random["hint_effect_mean"] > plain["hint_effect_mean"] - 0.5
-    assert steered["flip_rate"] <= plain["flip_rate"]
-    assert per_task != heads and measure("steer", per_task)["hint_effect_mean"] <= steered["hint_effect_mean"]
+    assert steered["flip_rate"] < plain["flip_rate"] <= random["flip_rate"]
 
 
 @torch.no_grad()

@@ -117,27 +117,24 @@ except ValueError as refusal:
 # %% [markdown]
 # ## 4. Steering toward the audio against a wrong hint (the text-reliant toy)
 # On `toy-qwen2-audio-textual`, rank heads on audio-only calibration clips of four tone tasks, then steer the
-# conflict prompts (audio says A, a wrong hint says B) with beta * s(x); `text_dominance(..., fwd_hooks=...)`
-# hooks the conflict run only, so the flip rate and the hint effect are measured against the unsteered text-free
-# run. The heads here, (1, 0), (1, 1), (3, 1), do attend to the audio. beta = 2 was chosen on the even conflicts of
-# the previous sibling; on this one's even conflicts (32 dev conflicts: hint effect +1.21 unsteered, +0.29 / -0.34
-# / -1.05 / -1.59 at beta 0.5 / 1 / 2 / 4, the random direction +1.32 / +1.58 / +2.25 / +3.30) it never stops
-# falling, and beta 0.5-1 would cancel the hint where beta 2 inverts it; the numbers below are the odd conflicts.
-# Measured (32 conflicts, 28 answered right without the hint): the hint effect falls from +1.63 [1.01, 2.29] to
-# -0.42 [-1.06, 0.38] logits (past zero), while the random direction of the same norm raises it to +2.53; the flip
-# rate is 0.07 (2 answers of 28) unsteered, steered and under the random direction alike. Audio-only accuracy on
-# the same clips: 0.88 unsteered, 0.91 steered, 0.88 under the random direction. Steering toward the audio undoes
-# what the hint does to the logits, at no cost when there is no hint; this sibling flips too few answers here (2)
-# for it to turn any back.
+# conflict prompts (audio says A, a wrong hint says B) of its two most hint-reliant tasks, beep counting and "when
+# does the X happen ?", with beta * s(x); `text_dominance(..., fwd_hooks=...)` hooks the conflict run only, so the
+# flip rate and the hint effect are measured against the unsteered text-free run. The heads, (1, 0), (1, 1),
+# (3, 1), do attend to the audio (0.89-0.94 of their attention). beta is chosen on the even conflicts by a rule
+# stated before looking at the odd ones: the strongest steering that leaves the dev hint effect >= 0 (cancel the
+# hint, do not invert it). Measured: dev hint effect +2.85 unsteered, +2.27 / +1.81 / +1.16 / +0.48 / -0.04 at
+# beta 0.5 / 1 / 2 / 4 / 8, so beta = 4. On the odd conflicts (24, 16 answered right without the hint) the hint
+# effect falls from +2.17 [1.71, 2.63] to +0.09 [-0.80, 0.92] logits and the flip rate from 0.31 to 0.06 (5 -> 1
+# of 16), while the random direction of the same norm raises them to +2.97 and 0.44. Audio-only accuracy on the
+# same tasks' clips: 0.67 unsteered, 0.62 steered (one clip of 24), 0.67 under the random direction. Steering
+# toward the audio undoes what the hint does, at a small cost when there is no hint. (On the dev half the flip
+# rate did not move, 5 of 19 at every beta: the odd half's 5 -> 1 is a small sample.)
 #
-# A caveat on that ranking: on these calibration clips every wrong answer is a beep count (17 of 20 right; when,
+# A caveat on the ranking: on these calibration clips every wrong answer is a beep count (17 of 20 right; when,
 # pitch and noise 20 of 20), so the pooled r also rewards a head for attending more on the other three tasks.
 # `strata=` ranks within task instead (here: beeps rows only, the one task with both right and wrong answers) and
-# picks (3, 1), (3, 0), (1, 0). s(x) depends only on the heads' layers, and these are the pooled heads' layers 1
-# and 3, so the direction is the same one and so are the numbers: hint effect -0.42 [-1.06, 0.38], flip rate 0.07
-# (2 of 28), the random direction of the same norm +2.53, audio-only accuracy 0.91 (and on the dev half the same
-# per beta). Here the two rankings differ in which heads they name, not in how they steer. Rank within strata
-# whenever the calibration set mixes tasks.
+# picks (3, 1), (3, 0), (1, 0): other heads, but on the same layers 1 and 3, and s(x) depends only on the heads'
+# layers, so the steering is identical. Rank within strata whenever the calibration set mixes tasks.
 
 # %%
 from hooked_audio.analysis import text_dominance  # noqa: E402
@@ -153,25 +150,39 @@ textual_heads = top_heads(listening_head_scores(textual, cal, right, attention=c
 per_task_heads = top_heads(listening_head_scores(textual, cal, right, attention=cal_attention,
                                                  strata=[s.task for s in calibration]), 3)
 print("textual sibling's top heads", textual_heads, "ranked within task", per_task_heads)
-conflicts = [s for s in evaluate.make_eval_set(n_per_task=16, task_names=TONE_TASKS) if s.hint_kind == "wrong"][1::2]
-conflict_inputs = textual.to_inputs(evaluate.encode(textual.processor, conflicts))
-BETA = 2.0
-for label, control, chosen in [("unsteered", None, textual_heads), (f"steered, beta {BETA:g}", "steer", textual_heads),
-                               ("random direction", "random", textual_heads),
-                               ("within-task heads", "steer", per_task_heads), ("their random", "random", per_task_heads)]:
-    hooks = () if control is None else (lambda chunk, c=control, h=chosen: audio_silence_steering_hooks(
-        textual, chunk, h, BETA, control=None if c == "steer" else c))
-    r = text_dominance(textual, conflict_inputs, [s.answer for s in conflicts], [s.hint for s in conflicts],
-                       hints=[s.hint_text for s in conflicts], candidates="vocab", n_boot=300, fwd_hooks=hooks)
+print("same layers, so the same steering direction:", sorted({l for l, _ in per_task_heads}) == sorted({l for l, _ in textual_heads}))
+
+STEER_TASKS = ["beeps", "events_when"]  # the sibling's most hint-reliant tasks (card flip rates 0.42 / 0.63)
+all_conflicts = [s for s in evaluate.make_eval_set(n_per_task=24, task_names=STEER_TASKS) if s.hint_kind == "wrong"]
+dev_conflicts, conflicts = all_conflicts[0::2], all_conflicts[1::2]
+
+
+def dominance(samples, hooks=()):
+    batch = textual.to_inputs(evaluate.encode(textual.processor, samples))
+    return text_dominance(textual, batch, [s.answer for s in samples], [s.hint for s in samples],
+                          hints=[s.hint_text for s in samples], candidates="vocab", n_boot=300, fwd_hooks=hooks)
+
+
+def steering(beta, control=None):  # per chunk: text_dominance runs the hooks on the conflict run only
+    return lambda chunk: audio_silence_steering_hooks(textual, chunk, textual_heads, beta, control=control)
+
+
+BETAS = [0.5, 1, 2, 4, 8]
+dev_effect = {beta: dominance(dev_conflicts, steering(beta))["hint_effect_mean"] for beta in BETAS}
+print("dev hint effect by beta:", {beta: round(effect, 2) for beta, effect in dev_effect.items()})
+# beta: the strongest steering that still leaves the dev hint effect >= 0 (cancel the hint, do not invert it)
+BETA = min((b for b in BETAS if dev_effect[b] >= 0), key=lambda b: dev_effect[b], default=BETAS[0])
+for label, hooks in [("unsteered", ()), (f"steered, beta {BETA:g}", steering(BETA)),
+                     ("random direction", steering(BETA, control="random"))]:
+    r = dominance(conflicts, hooks)
     print(f"{label:>17}: flip rate {r['flip_rate']:.2f} (of {r['n_right_without_text']}), hint effect "
           f"{r['hint_effect_mean']:+.2f} {tuple(round(x, 2) for x in r['hint_effect_ci'])}")
 
-audio_only = [s for s in evaluate.make_eval_set(n_per_task=16, task_names=TONE_TASKS) if s.hint is None][1::2]
+audio_only = [s for s in evaluate.make_eval_set(n_per_task=24, task_names=STEER_TASKS) if s.hint is None][1::2]
 free_inputs = textual.to_inputs(evaluate.encode(textual.processor, audio_only))
 free_answers = torch.tensor([textual.to_single_token(s.answer) for s in audio_only])
 for label, hooks in [("unsteered", []), (f"steered, beta {BETA:g}", audio_silence_steering_hooks(textual, free_inputs, textual_heads, BETA)),
-                     ("random direction", audio_silence_steering_hooks(textual, free_inputs, textual_heads, BETA, control="random")),
-                     ("within-task heads", audio_silence_steering_hooks(textual, free_inputs, per_task_heads, BETA))]:
+                     ("random direction", audio_silence_steering_hooks(textual, free_inputs, textual_heads, BETA, control="random"))]:
     logits = textual.run_with_hooks(free_inputs, fwd_hooks=hooks)[torch.arange(len(audio_only)), free_inputs.last_positions]
     print(f"{label:>17}: audio-only accuracy {(logits.argmax(-1) == free_answers).float().mean():.2f}")
 
