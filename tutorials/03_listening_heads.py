@@ -54,8 +54,9 @@ raw = top_heads(listening_head_scores(model, calib, calib_correct, attention=cal
 
 
 def held_out_auc(chosen):
-    """AUC of the chosen heads' listening signal for right vs wrong answers on the held-out clips."""
-    return round(listening_signal_auc(listening_signal(test_attention, chosen), test_correct).auc, 3)
+    """AUC (and one-sided p) of the chosen heads' listening signal for right vs wrong answers on the held-out clips."""
+    result = listening_signal_auc(listening_signal(test_attention, chosen), test_correct)
+    return f"{result.auc:.3f} (p = {result.p_value:.2f})"
 
 
 for label, chosen in [("top heads", heads), ("raw ranking", raw)]:
@@ -65,9 +66,10 @@ print("mean audio attention per block", calib_attention.mean((0, 2)).numpy().rou
 # Measured (40 held-out clips, accuracy 0.77): the top heads (5, 2), (1, 2), (3, 2) attend to the audio (0.82-1.00
 # of their attention) and their signal separates right from wrong counts at AUC 0.66 (on 9 wrong answers). The raw
 # ranking picks the same three: block 0's heads, which give the audio under 2e-3 of their attention (blocks 1-5:
-# 0.85-0.99 on average), come only fourth and sixth in it. The paper's predictive claim holds on this organism,
-# weakly, for heads that listen. Still check the attention before calling a head a listening head: the previous
-# listener's raw ranking put block 0's heads first (AUC 0.77, against 0.55 for its heads that attended to the audio).
+# 0.85-0.99 on average), come only fourth and sixth in it. The paper's predictive claim is not established here:
+# p = 0.07 (one-sided), and on 120 + 120 clips the same procedure gives 0.51 (tests/test_listening_heads.py). Still
+# check the attention before calling a head a listening head: the previous listener's raw ranking put block 0's
+# heads first (AUC 0.77, against 0.55 for its heads that attended to the audio).
 
 # %% [markdown]
 # ## 2. Resample-ablate the top heads vs random heads (5 draws)
@@ -120,9 +122,8 @@ except ValueError as refusal:
 # conflict prompts (audio says A, a wrong hint says B) of its two most hint-reliant tasks, beep counting and "when
 # does the X happen ?", with beta * s(x); `text_dominance(..., fwd_hooks=...)` hooks the conflict run only, so the
 # flip rate and the hint effect are measured against the unsteered text-free run. The heads, (1, 0), (1, 1),
-# (3, 1), do attend to the audio (0.89-0.94 of their attention). beta is chosen on the even conflicts by a rule
-# stated before looking at the odd ones: the strongest steering that leaves the dev hint effect >= 0 (cancel the
-# hint, do not invert it). Measured: dev hint effect +2.85 unsteered, +2.27 / +1.81 / +1.16 / +0.48 / -0.04 at
+# (3, 1), do attend to the audio (0.89-0.94 of their attention). beta is chosen on the even conflicts by a rule:
+# the strongest steering that leaves the dev hint effect >= 0 (cancel the hint, do not invert it). Measured: dev hint effect +2.85 unsteered, +2.27 / +1.81 / +1.16 / +0.48 / -0.04 at
 # beta 0.5 / 1 / 2 / 4 / 8, so beta = 4. On the odd conflicts (24, 16 answered right without the hint) the hint
 # effect falls from +2.17 [1.71, 2.63] to +0.09 [-0.80, 0.92] logits and the flip rate from 0.31 to 0.06 (5 -> 1
 # of 16), while the random direction of the same norm raises them to +2.97 and 0.44. Audio-only accuracy on the
