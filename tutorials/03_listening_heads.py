@@ -170,7 +170,8 @@ def steering(beta, control=None):  # per chunk: text_dominance runs the hooks on
 
 BETAS = [0.5, 1, 2, 4, 8]
 dev_effect = {beta: dominance(dev_conflicts, steering(beta))["hint_effect_mean"] for beta in BETAS}
-print("dev hint effect by beta:", {beta: round(effect, 2) for beta, effect in dev_effect.items()})
+print(f"dev hint effect: unsteered {dominance(dev_conflicts)['hint_effect_mean']:+.2f}, by beta",
+      {beta: round(effect, 2) for beta, effect in dev_effect.items()})
 # beta: the strongest steering that still leaves the dev hint effect >= 0 (cancel the hint, do not invert it)
 BETA = min((b for b in BETAS if dev_effect[b] >= 0), key=lambda b: dev_effect[b], default=BETAS[0])
 for label, hooks in [("unsteered", ()), (f"steered, beta {BETA:g}", steering(BETA)),
