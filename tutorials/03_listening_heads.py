@@ -158,8 +158,10 @@ all_conflicts = [s for s in evaluate.make_eval_set(n_per_task=24, task_names=STE
 dev_conflicts, conflicts = all_conflicts[0::2], all_conflicts[1::2]
 
 
-def dominance(samples, hooks=()):
-    batch = textual.to_inputs(evaluate.encode(textual.processor, samples))
+dev_batch, test_batch = (textual.to_inputs(evaluate.encode(textual.processor, part)) for part in (dev_conflicts, conflicts))
+
+
+def dominance(samples, batch, hooks=()):
     return text_dominance(textual, batch, [s.answer for s in samples], [s.hint for s in samples],
                           hints=[s.hint_text for s in samples], candidates="vocab", n_boot=300, fwd_hooks=hooks)
 
@@ -169,14 +171,14 @@ def steering(beta, control=None):  # per chunk: text_dominance runs the hooks on
 
 
 BETAS = [0.5, 1, 2, 4, 8]
-dev_effect = {beta: dominance(dev_conflicts, steering(beta))["hint_effect_mean"] for beta in BETAS}
-print(f"dev hint effect: unsteered {dominance(dev_conflicts)['hint_effect_mean']:+.2f}, by beta",
+dev_effect = {beta: dominance(dev_conflicts, dev_batch, steering(beta))["hint_effect_mean"] for beta in BETAS}
+print(f"dev hint effect: unsteered {dominance(dev_conflicts, dev_batch)['hint_effect_mean']:+.2f}, by beta",
       {beta: round(effect, 2) for beta, effect in dev_effect.items()})
 # beta: the strongest steering that still leaves the dev hint effect >= 0 (cancel the hint, do not invert it)
 BETA = min((b for b in BETAS if dev_effect[b] >= 0), key=lambda b: dev_effect[b], default=BETAS[0])
 for label, hooks in [("unsteered", ()), (f"steered, beta {BETA:g}", steering(BETA)),
                      ("random direction", steering(BETA, control="random"))]:
-    r = dominance(conflicts, hooks)
+    r = dominance(conflicts, test_batch, hooks)
     print(f"{label:>17}: flip rate {r['flip_rate']:.2f} (of {r['n_right_without_text']}), hint effect "
           f"{r['hint_effect_mean']:+.2f} {tuple(round(x, 2) for x in r['hint_effect_ci'])}")
 
