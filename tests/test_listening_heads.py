@@ -73,6 +73,12 @@ def test_head_ranking_within_strata_ignores_a_head_that_only_tells_the_tasks_apa
                                    strata=list(task) + ["C"] * 10, min_attention=0)
     torch.testing.assert_close(with_c, listening_head_scores(model, None, torch.tensor(correct), attention=attention,
                                                              strata=task, min_attention=0))
+    # the same strata as a tensor of codes (tensor elements hash by identity; their values must be compared)
+    codes = torch.tensor(task == "B").long()
+    torch.testing.assert_close(listening_head_scores(model, None, torch.tensor(correct), attention=attention,
+                                                     strata=codes), r)
+    torch.testing.assert_close(listening_head_scores(model, None, torch.tensor(correct), attention=attention,
+                                                     strata=torch.stack([codes, codes], 1)), r)
     with pytest.raises(ValueError, match="no stratum"):
         listening_head_scores(model, None, torch.tensor(task == "A"), attention=attention, strata=task)
     with pytest.raises(ValueError, match="strata has 3 labels"):
