@@ -81,7 +81,7 @@ def test_head_ranking_within_strata_ignores_a_head_that_only_tells_the_tasks_apa
                                                      strata=torch.stack([codes, codes], 1)), r)
     with pytest.raises(ValueError, match="no stratum"):
         listening_head_scores(model, None, torch.tensor(task == "A"), attention=attention, strata=task)
-    with pytest.raises(ValueError, match="strata has 3 labels"):
+    with pytest.raises(ValueError, match="strata has 3 labels but there are 100 rows"):
         listening_head_scores(model, None, torch.tensor(correct), attention=attention, strata=["A", "B", "A"])
 
 

@@ -45,6 +45,16 @@ def test_every_number_by_hand(model):
     # candidates: the whole vocabulary's argmax decides instead of the pair
     vocab = text_dominance(model, conflict, audio_answer, text_answer, candidates="vocab", n_boot=200)
     assert vocab["rate"] == pytest.approx(float((with_text.argmax(-1) == yes).float().mean()))
+    # by_group: each group's numbers are those of its rows alone; a tensor of labels groups by value
+    labels = ["a", "a", "b", "a", "b", "b"]
+    for groups in (labels, torch.tensor([0, 0, 1, 0, 1, 1])):
+        by_group = text_dominance(model, conflict, audio_answer, text_answer, text_free=free, groups=groups,
+                                  n_boot=200)["by_group"]
+        assert len(by_group) == 2
+        for key, name in zip(sorted(by_group), "ab"):
+            rows = [r for r, label in enumerate(labels) if label == name]
+            assert by_group[key]["rate"] == pytest.approx(float((diff[rows] > 0).float().mean()))
+            assert by_group[key]["hint_effect_mean"] == pytest.approx(float(result["hint_effect"][rows].mean()))
 
 
 @torch.no_grad()

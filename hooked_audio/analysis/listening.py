@@ -26,6 +26,7 @@ from scipy.stats import mannwhitneyu
 
 from ..audio.inputs import AudioTextInput
 from .counterfactuals import silence_like
+from .row_labels import row_labels
 
 
 def generated_queries(
@@ -90,16 +91,12 @@ def audio_attention_per_row(
 
 
 def _strata_groups(strata, n_rows: int) -> list[np.ndarray]:
-    """Row indices of each stratum (one hashable label per row, or a tensor/array of labels: one row or one
-    label vector per row), in order of first appearance; one group of every row without strata."""
+    """Row indices of each stratum (see ``row_labels``), in order of first appearance; one group of every row
+    without strata."""
     if strata is None:
         return [np.arange(n_rows)]
-    if len(strata) != n_rows:
-        raise ValueError(f"strata has {len(strata)} labels but there are {n_rows} rows")
-    if isinstance(strata, (torch.Tensor, np.ndarray)):  # tensor elements hash by identity: compare their values
-        strata = [tuple(label) if isinstance(label, list) else label for label in strata.tolist()]
     index: dict = {}
-    codes = np.array([index.setdefault(label, len(index)) for label in strata])
+    codes = np.array([index.setdefault(label, len(index)) for label in row_labels(strata, n_rows, "strata")])
     return [np.flatnonzero(codes == code) for code in range(len(index))]
 
 

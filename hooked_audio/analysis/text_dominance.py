@@ -18,6 +18,7 @@ from scipy.stats import bootstrap
 
 from ..audio.inputs import AudioTextInput
 from .audiolens import label_token_ids
+from .row_labels import row_labels
 
 
 def _token_ids(model, answers, n_rows: int, what: str) -> Int[torch.Tensor, " batch"]:
@@ -181,8 +182,8 @@ def text_dominance(
         raise ValueError("pass either text_free= or hints=, not both")
     if hints is not None:
         text_free = without_text(model, inputs, hints)
-    if groups is not None and len(groups) != n:
-        raise ValueError(f"groups must give one label per row ({n}), got {len(groups)}")
+    if groups is not None:
+        groups = row_labels(groups, n, "groups")
 
     rows = torch.arange(n)
     logits = _last_logits(model, inputs, batch_size, fwd_hooks)
