@@ -237,6 +237,22 @@ def test_audio_silence_steering_adds_beta_times_the_silence_difference(model):
     delta = (seen["h"][rows, last] - h[rows, last]) / 2.0
     torch.testing.assert_close(delta.norm(dim=-1), s.norm(dim=-1), atol=1e-4, rtol=1e-4)
     assert torch.nn.functional.cosine_similarity(delta, s).abs().max() < 0.9
+    # heads as a [k, 2] tensor are the same heads; an index the model lacks or a negative one is refused
+    # (listening_signal would take a negative head from the end, and the direction looks only at the layers)
+    adaptive = audio_silence_steering_hooks(model, inputs, heads, 2.0, adaptive=True)
+    seen.clear()
+    model.run_with_hooks(inputs, fwd_hooks=adaptive + record)
+    steered_by_list = seen["h"]
+    seen.clear()
+    model.run_with_hooks(inputs, fwd_hooks=audio_silence_steering_hooks(model, inputs, torch.tensor(heads), 2.0,
+                                                                        adaptive=True) + record)
+    torch.testing.assert_close(seen["h"], steered_by_list)
+    attention = audio_attention_per_row(model, inputs)
+    for bad, message in (([(0, 1), (1, 4)], "out of range"), ([(0, 1), (1, -1)], "negative"), ([(2, 0)], "out of range")):
+        with pytest.raises(ValueError, match=message):
+            audio_silence_steering_hooks(model, inputs, bad, 2.0)
+        with pytest.raises(ValueError, match=message):
+            listening_signal(attention, bad)
     # during generate the hook steers every new token and runs
     with model.hooks(audio_silence_steering_hooks(model, inputs, heads, 2.0)):
         steered = model.generate(inputs, max_new_tokens=2)

@@ -25,6 +25,7 @@ from jaxtyping import Bool, Float, Int
 from scipy.stats import mannwhitneyu
 
 from ..audio.inputs import AudioTextInput
+from .ablation import _check_head
 from .counterfactuals import silence_like
 from .row_labels import row_labels
 
@@ -174,10 +175,22 @@ def listening_signal(
     attention: Float[torch.Tensor, "batch layer head"], heads: list[tuple[int, int]]
 ) -> Float[torch.Tensor, " batch"]:
     """Mean audio attention of the selected heads, per row."""
-    if not heads:
-        raise ValueError("heads is empty")
+    heads = _checked_heads(heads)
+    _, n_layers, n_heads = attention.shape
+    outside = [pair for pair in heads if pair[0] >= n_layers or pair[1] >= n_heads]
+    if outside:
+        raise ValueError(f"heads {outside} are out of range: the attention holds {n_layers} layers x {n_heads} heads")
     layers, idx = zip(*heads)
     return attention[:, list(layers), list(idx)].mean(-1)
+
+
+def _checked_heads(heads, model=None) -> list[tuple[int, int]]:
+    """``heads`` as (layer, head) integer pairs (a list, or a ``[k, 2]`` tensor as ``top_heads`` pairs come),
+    each checked against the model's decoder when given; empty is refused."""
+    heads = [_check_head(pair, model, "") for pair in heads]
+    if not heads:
+        raise ValueError("heads is empty")
+    return heads
 
 
 @dataclass(frozen=True)
@@ -233,9 +246,7 @@ def _silence_direction_and_relative_norm(
     reference = silence_like(inputs) if reference is None else model.to_inputs(reference)
     if reference.shape[0] != inputs.shape[0]:
         raise ValueError(f"reference has {reference.shape[0]} rows but the inputs have {inputs.shape[0]}")
-    layers = sorted({int(l) for l, _ in heads})
-    if not layers:
-        raise ValueError("heads is empty")
+    layers = sorted({layer for layer, _ in _checked_heads(heads, model)})
     names = [f"blocks.{l}.hook_resid_post" for l in layers]
     rows = torch.arange(inputs.shape[0])
     last, reference_last = inputs.last_positions.cpu(), reference.last_positions.cpu()
@@ -265,10 +276,11 @@ def audio_silence_steering_hooks(
     if control not in (None, "random"):
         raise ValueError(f"control must be None or 'random', got {control!r}")
     inputs = model.to_inputs(inputs)
+    heads = _checked_heads(heads, model)
     direction, relative = _silence_direction_and_relative_norm(model, inputs, heads, reference)
     faint = (relative < min_relative_norm).nonzero().flatten().tolist()
     if faint:
-        layers = sorted({int(l) for l, _ in heads})
+        layers = sorted({layer for layer, _ in heads})
         what = (f"s(x) is under {min_relative_norm:g} of the residual norm at layers {layers} (largest "
                 f"{relative.max():.1e})")
         if len(faint) == len(relative):
