@@ -259,20 +259,51 @@ class AudioActivationCache(ActivationCache):
 
 def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
     """Refuse a hook that carries activations cached from a run whose audio sits elsewhere: patching them by
-    position into this run would put audio where text is (or a 2 s clip over a 4 s one) without an error."""
+    position into this run would put audio where text is (or a 2 s clip over a 4 s one) without an error.
+    Likewise a hook built for other inputs (a ``functools.partial`` holding an ``AudioTextInput``: masking,
+    enrichment, steering at text positions), which would act on that input's positions, not this run's."""
     ours = inputs.audio_mask.cpu()
     for fn in hook_fns:
         for value in [*getattr(fn, "args", ()), *getattr(fn, "keywords", {}).values()]:
-            theirs = _source_audio_mask(value)
-            if theirs is None or (theirs.shape == ours.shape and torch.equal(theirs, ours)):
+            if isinstance(value, AudioTextInput):
+                _check_built_for(value, inputs)
                 continue
-            raise ValueError(
-                "a hook patches in activations cached from a run whose audio positions differ from this run's "
-                f"(cached: {theirs.shape[1]} positions, audio at {_describe(theirs)}; this run: {ours.shape[1]} "
-                f"positions, audio at {_describe(ours)}). Patching by position would misalign audio and text: use "
-                "clean and corrupted inputs with the same prompt and clip lengths (e.g. replace each clip by "
-                "silence or noise of the same length)"
-            )
+            theirs = _source_audio_mask(value)
+            if theirs is not None:
+                _check_same_audio_positions(
+                    theirs, ours, "a hook patches in activations cached from a run whose audio positions differ from "
+                    "this run's", ("cached", "this run"))
+
+
+def check_same_audio_positions(source: AudioTextInput, target: AudioTextInput) -> None:
+    """Refuse a pair of runs (clean and corrupted) whose audio placeholders sit at different positions, which
+    position-wise patching or its estimate would misalign."""
+    _check_same_audio_positions(source.audio_mask.cpu(), target.audio_mask.cpu(),
+                                "the clean and corrupted inputs' audio positions differ", ("clean", "corrupted"))
+
+
+def _check_same_audio_positions(theirs: torch.Tensor, ours: torch.Tensor, what: str, names: tuple[str, str]) -> None:
+    if theirs.shape == ours.shape and torch.equal(theirs, ours):
+        return
+    raise ValueError(
+        f"{what} ({names[0]}: {theirs.shape[1]} positions, audio at {_describe(theirs)}; {names[1]}: {ours.shape[1]} "
+        f"positions, audio at {_describe(ours)}). Patching by position would misalign audio and text: use "
+        "clean and corrupted inputs with the same prompt and clip lengths (e.g. replace each clip by "
+        "silence or noise of the same length)"
+    )
+
+
+def _check_built_for(built_for: AudioTextInput, inputs: AudioTextInput) -> None:
+    if built_for.shape == inputs.shape and all(
+        torch.equal(getattr(built_for, mask).cpu(), getattr(inputs, mask).cpu()) for mask in ("audio_mask", "text_mask")
+    ):
+        return
+    raise ValueError(
+        f"a hook was built for other inputs ({built_for.shape[0]} rows x {built_for.shape[1]} positions, audio at "
+        f"{_describe(built_for.audio_mask.cpu())}) than this run's ({inputs.shape[0]} x {inputs.shape[1]}, audio at "
+        f"{_describe(inputs.audio_mask.cpu())}): it would act on that input's positions. Build the hooks from the "
+        "inputs you run (e.g. audio_masking_hooks(inputs) for these inputs, or per batch)"
+    )
 
 
 def _describe(audio_mask: Bool[torch.Tensor, "batch pos"]) -> str:

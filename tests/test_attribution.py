@@ -63,6 +63,9 @@ def test_refusals(model, clean):
     with pytest.raises(ValueError, match="scalar"):
         attribution_patching(model, clean, silence_like(clean), lambda logits: logits[:, -1, :3])
     with pytest.raises(ValueError, match="selects no hook"):
-        attribution_patching(model, clean, silence_like(clean), METRIC, names_filter=["no_such_hook"])
+        attribution_patching(model, clean, silence_like(clean), METRIC, names_filter=lambda name: False)
+    with pytest.raises(ValueError, match=r"lacks: \['blocks.0.hook_resid_Pre'\]"):  # a typo is not dropped
+        attribution_patching(model, clean, silence_like(clean), METRIC,
+                             names_filter=["blocks.0.hook_resid_pre", "blocks.0.hook_resid_Pre"])
     with pytest.raises(ValueError, match="cells"):
         attribution_vs_activation_patching(model, clean, silence_like(clean), METRIC, cells="neuron")

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from scipy.stats import pearsonr
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
 from ..evaluation.scoring import first_token_ids
+from .indices import checked_layers, index_tensor, is_index
 
 _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 
@@ -35,7 +37,9 @@ _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 def label_token_ids(model, labels: list[str], leading_space: bool = False) -> Int[torch.Tensor, " label"]:
     """The first token id of each label (with a leading space if ``leading_space``): distinct and known ids,
     checked as the evaluation's restricted scoring checks its choices (``first_token_ids``)."""
-    if not labels:
+    if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+        raise TypeError(f"labels must be a list of label strings, got {labels!r}")
+    if len(labels) == 0:
         raise ValueError("labels is empty")
     prefix = " " if leading_space else ""
     return torch.tensor(first_token_ids(model._require_tokenizer(), [prefix + label for label in labels]))
@@ -49,9 +53,15 @@ def _row_positions(cache: AudioActivationCache, positions) -> Int[torch.Tensor, 
         if positions == "penultimate":
             return last - 1
         raise ValueError(f"positions must be 'last', 'penultimate' or one index per row, got {positions!r}")
-    index = torch.as_tensor(positions).cpu().long()
+    index = index_tensor(positions, "positions").cpu()
     if index.shape != last.shape:
         raise ValueError(f"positions must give one index per row ({len(last)}), got shape {tuple(index.shape)}")
+    mask = cache.inputs.attention_mask
+    n_pos = cache.inputs.shape[1]
+    if mask is not None and bool(((index >= 0) & (index < n_pos)).all()):
+        padded = torch.nonzero(~mask.cpu().bool()[torch.arange(len(index)), index]).flatten().tolist()
+        if padded:
+            raise ValueError(f"positions {index[padded].tolist()} of rows {padded} are padding: give real token positions")
     return index
 
 
@@ -85,7 +95,7 @@ def _label_log_probs_at(model, cache, labels, positions_list, leading_space) -> 
 
 def _label_indices(answers, n_rows: int, n_labels: int) -> Int[torch.Tensor, " batch"]:
     """``answers`` as a long tensor of label indices, one per row, each in ``0..n_labels-1`` (else ValueError)."""
-    answers = torch.as_tensor(answers).long().cpu()
+    answers = index_tensor(answers, "answers (label indices)").cpu()
     if answers.shape != (n_rows,):
         raise ValueError(f"answers must give one label index per row ({n_rows}), got shape {tuple(answers.shape)}")
     if bool(((answers < 0) | (answers >= n_labels)).any()):
@@ -106,9 +116,13 @@ def information_scores(
 def critical_layer(scores: Float[torch.Tensor, " layer"], n_labels: int, alpha: float = 0.2) -> float:
     """``sum(s_l * l) / sum(s_l)`` with ``s_l = max(0, I_l - (1 + alpha) / n_labels)`` (layers numbered from 0,
     as the rows of ``label_log_probs``: 0 = embedding). NaN when no layer is above (1+alpha)*chance."""
-    if n_labels < 2:
-        raise ValueError(f"n_labels must be >= 2, got {n_labels}")
+    if not is_index(n_labels) or n_labels < 2:
+        raise ValueError(f"n_labels must be an integer >= 2, got {n_labels!r}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0 (the margin above chance), got {alpha}")
     scores = torch.as_tensor(scores, dtype=torch.float64)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be one information score per layer [layer], got shape {tuple(scores.shape)}")
     s = (scores - (1 + alpha) / n_labels).clamp(min=0)
     if float(s.sum()) == 0:
         return math.nan
@@ -117,39 +131,47 @@ def critical_layer(scores: Float[torch.Tensor, " layer"], n_labels: int, alpha: 
 
 def audio_masking_hooks(
     inputs: AudioTextInput, layers: list[int] | None = None, query: str = "last",
-    keys: Bool[torch.Tensor, "batch pos"] | None = None,
+    keys: Bool[torch.Tensor, "batch pos"] | None = None, n_layers: int | None = None,
 ) -> list[tuple]:
     """``fwd_hooks`` adding the dtype's minimum to ``hook_attn_scores`` from the query positions ("last": each
     row's last real position; "all": every position) to every audio key, at ``layers`` (all decoder layers
     when None). Other attention is unchanged. Hooking the scores switches those layers from SDPA to the
     explicit path, so this works whatever path the model would otherwise take. During ``generate`` (scores
     over fewer queries than the prompt) the newest position is the query. ``keys``: knock out attention to
-    these positions instead of the audio (e.g. a text hint's tokens)."""
+    these positions instead of the audio (e.g. a text hint's tokens). ``layers`` are distinct layer indices
+    (checked against ``n_layers`` when given). The hooks refuse to run on inputs other than ``inputs``."""
     if query not in ("last", "all"):
         raise ValueError(f"query must be 'last' or 'all', got {query!r}")
     audio = inputs.audio_mask.cpu() if keys is None else torch.as_tensor(keys).cpu().bool()
     if audio.shape != inputs.shape:
         raise ValueError(f"keys is {tuple(audio.shape)} but the inputs are {tuple(inputs.shape)} [batch, pos]")
-    last = inputs.last_positions.cpu().long()
-    n_prompt = audio.shape[1]
-
-    def block(scores: torch.Tensor, hook) -> torch.Tensor:
-        batch, _, n_q, n_k = scores.shape
-        keys = torch.zeros(batch, n_k, dtype=torch.bool)
-        keys[:, : min(n_k, n_prompt)] = audio[:, : min(n_k, n_prompt)]
-        queries = torch.zeros(batch, n_q, dtype=torch.bool)
-        if query == "all":
-            queries[:] = True
-        elif n_q == n_prompt:
-            queries[torch.arange(batch), last] = True
-        else:
-            queries[:, -1] = True
-        blocked = (queries[:, :, None] & keys[:, None, :])[:, None].to(scores.device)
-        return scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
-
+    hook = functools.partial(_block_audio_keys, built_for=inputs, keys=audio, query=query)
     if layers is None:
-        return [(lambda name: bool(_DECODER_SCORES.match(name)), block)]
-    return [(f"blocks.{int(l)}.attn.hook_attn_scores", block) for l in layers]
+        return [(lambda name: bool(_DECODER_SCORES.match(name)), hook)]
+    return [(f"blocks.{l}.attn.hook_attn_scores", hook) for l in checked_layers(layers, n_layers)]
+
+
+def _block_audio_keys(scores: torch.Tensor, hook, *, built_for: AudioTextInput, keys: torch.Tensor, query: str
+                      ) -> torch.Tensor:
+    """``audio_masking_hooks``' hook: the blocked (query, key) pairs of each row set to the dtype's minimum."""
+    batch, _, n_q, n_k = scores.shape
+    n_prompt = keys.shape[1]
+    if batch != keys.shape[0] or n_k < n_prompt:
+        raise ValueError(
+            f"{hook.name} has {batch} rows x {n_k} positions but the masking hooks were built for "
+            f"{keys.shape[0]} x {n_prompt}: build audio_masking_hooks from the inputs you run"
+        )
+    blocked_keys = torch.zeros(batch, n_k, dtype=torch.bool)
+    blocked_keys[:, : min(n_k, n_prompt)] = keys[:, : min(n_k, n_prompt)]
+    queries = torch.zeros(batch, n_q, dtype=torch.bool)
+    if query == "all":
+        queries[:] = True
+    elif n_q == n_prompt:
+        queries[torch.arange(batch), built_for.last_positions.cpu().long()] = True
+    else:
+        queries[:, -1] = True
+    blocked = (queries[:, :, None] & blocked_keys[:, None, :])[:, None].to(scores.device)
+    return scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
 
 
 def enrichment_hook(
@@ -161,34 +183,41 @@ def enrichment_hook(
     the last layer is the target; when target == source the hook scales by ``1 + lam``). ``source_layer`` is one
     layer, or one per row (the random-layer baseline). ``last``: each row's last real position from ``inputs``
     (else the final position, i.e. left padding)."""
-    per_row = not isinstance(source_layer, int)
-    sources = torch.as_tensor(source_layer).long().reshape(-1)
-    if per_row and (inputs is None or len(sources) != inputs.shape[0]):
+    per_row = not is_index(source_layer)
+    sources = index_tensor(source_layer, "source_layer").reshape(-1)
+    if per_row and (inputs is None or sources.ndim != 1 or len(sources) != inputs.shape[0]):
         raise ValueError("a source layer per row needs inputs= with one row per source layer")
     if int(sources.min()) < 0 or int(sources.max()) >= n_layers:
         raise ValueError(f"source_layer {source_layer} is outside 0..{n_layers - 1}")
-    targets = (sources + k).clamp(max=n_layers - 1)
-    last = None if inputs is None else inputs.last_positions.cpu().long()
-    saved = {}
-
-    def hook(resid, hook):
-        layer, n = int(hook.name.split(".")[1]), resid.shape[0]
-        if per_row and n != len(sources):
-            raise ValueError(f"the enrichment hooks were built for {len(sources)} rows, the batch has {n}")
-        src, tgt = (sources, targets) if per_row else (sources.expand(n), targets.expand(n))
-        rows = torch.arange(n)
-        pos = last if last is not None and resid.shape[1] == inputs.shape[1] else torch.full((n,), resid.shape[1] - 1)
-        if (src == layer).any():
-            saved[layer] = resid[rows, pos].clone()
-        if (tgt == layer).any():
-            resid = resid.clone()
-            for source in sorted({int(s) for s in src[tgt == layer]}):
-                chosen = (src == source) & (tgt == layer)
-                resid[rows[chosen], pos[chosen]] += lam * saved[source][chosen].to(resid.dtype)
-        return resid
-
+    if not is_index(k) or k < 0:
+        raise ValueError(f"k (target = source + k) must be an integer >= 0, got {k!r}")
+    if not math.isfinite(lam):
+        raise ValueError(f"lam must be a finite number, got {lam}")
+    targets = (sources + int(k)).clamp(max=n_layers - 1)
+    hook = functools.partial(_enrich, built_for=inputs, sources=sources, targets=targets, per_row=per_row, lam=lam,
+                             saved={})
     layers = sorted({int(l) for l in sources} | {int(l) for l in targets})
     return [(f"blocks.{layer}.hook_resid_post", hook) for layer in layers]
+
+
+def _enrich(resid, hook, *, built_for: AudioTextInput | None, sources, targets, per_row: bool, lam: float, saved: dict):
+    """``enrichment_hook``'s hook: saves h[source][last] at the source layers and adds it at the targets."""
+    layer, n = int(hook.name.split(".")[1]), resid.shape[0]
+    if (per_row and n != len(sources)) or (built_for is not None and n != built_for.shape[0]):
+        raise ValueError(f"the enrichment hooks were built for {len(sources) if per_row else built_for.shape[0]} "
+                         f"rows, the batch has {n}: build them from the inputs you run")
+    src, tgt = (sources, targets) if per_row else (sources.expand(n), targets.expand(n))
+    rows = torch.arange(n)
+    prompt = built_for is not None and resid.shape[1] == built_for.shape[1]
+    pos = built_for.last_positions.cpu().long() if prompt else torch.full((n,), resid.shape[1] - 1)
+    if (src == layer).any():
+        saved[layer] = resid[rows, pos].clone()
+    if (tgt == layer).any():
+        resid = resid.clone()
+        for source in sorted({int(s) for s in src[tgt == layer]}):
+            chosen = (src == source) & (tgt == layer)
+            resid[rows[chosen], pos[chosen]] += lam * saved[source][chosen].to(resid.dtype)
+    return resid
 
 
 def _lens_names(name: str) -> bool:
@@ -221,6 +250,9 @@ class AttributeInformation:
     def scores(self, position: str = "last", rows: str = "all") -> Float[torch.Tensor, " layer"]:
         """Information scores at the ``"last"`` or ``"penultimate"`` position over ``"all"``, ``"correct"`` or
         ``"wrong"`` rows."""
+        if position not in ("last", "penultimate") or rows not in ("all", "correct", "wrong"):
+            raise ValueError(f"position must be 'last' or 'penultimate' and rows 'all', 'correct' or 'wrong'; got "
+                             f"{position!r}, {rows!r}")
         lp = {"last": self.log_probs, "penultimate": self.log_probs_penultimate}[position]
         keep = {"all": torch.ones_like(self.correct), "correct": self.correct, "wrong": ~self.correct}[rows]
         if not keep.any():
@@ -244,6 +276,8 @@ def attribute_information(
     ``batch_size`` (only the residual stream is cached)."""
     inputs = model.to_inputs(inputs)
     answers = _label_indices(answers, inputs.shape[0], len(labels))
+    if not is_index(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     last, penultimate = [], []
     for start in range(0, inputs.shape[0], batch_size):
         chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))
@@ -297,6 +331,8 @@ def enrichment_sweep(
     n_layers = model.cfg.n_layers
     if n_layers < 2:
         raise ValueError("enrichment needs at least 2 decoder layers")
+    if not is_index(n_seeds) or n_seeds < 1:
+        raise ValueError(f"n_seeds (random-layer baseline draws) must be a positive integer, got {n_seeds!r}")
     probe = attribute_information(model, probe_inputs, labels, probe_answers)
     wrong = probe.scores("last", "wrong")
     if torch.isnan(wrong).any():

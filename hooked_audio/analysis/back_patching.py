@@ -10,6 +10,7 @@ audio evidence that is present late but ignored can win once it is available ear
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import torch
@@ -17,25 +18,26 @@ from jaxtyping import Bool, Float
 
 from ..cache import AudioActivationCache
 from ..kv_cache import position_offset
+from .indices import as_bool_mask, checked_layers, position_indices
 
 
 def patch_positions(cache: AudioActivationCache, positions="audio", seconds: tuple[float, float] | None = None
                     ) -> Bool[torch.Tensor, "batch pos"]:
-    """The positions to patch: "audio", "text" (real text tokens), a bool mask [batch, pos], or position
-    indices for every row; ``seconds=(start, end)`` keeps only audio tokens whose centre lies in that window."""
+    """The positions to patch: "audio", "text" (real text tokens), a bool mask [batch, pos] (a tensor, array
+    or nested list of bools), or integer position indices for every row; ``seconds=(start, end)`` keeps only audio tokens whose centre lies in that window."""
     inputs = cache.inputs
     if isinstance(positions, str):
         if positions not in ("audio", "text"):
             raise ValueError(f"positions must be 'audio', 'text', a bool mask or indices, got {positions!r}")
         mask = (inputs.audio_mask if positions == "audio" else inputs.text_mask).cpu()
-    elif isinstance(positions, torch.Tensor) and positions.dtype == torch.bool:
-        mask = positions.cpu()
+    elif (mask := as_bool_mask(positions)) is not None:
+        mask = mask.cpu()
         if mask.shape != inputs.shape:
             raise ValueError(f"a positions mask must be {tuple(inputs.shape)} (batch, pos), got {tuple(mask.shape)}")
     else:
-        index = torch.as_tensor(positions).long().reshape(-1)
+        index = position_indices(positions)
         n_pos = inputs.shape[1]
-        if len(index) == 0 or bool(((index < -n_pos) | (index >= n_pos)).any()):
+        if bool(((index < -n_pos) | (index >= n_pos)).any()):
             raise ValueError(f"positions {index.tolist()} must be non-empty indices in -{n_pos}..{n_pos - 1}")
         mask = torch.zeros(inputs.shape, dtype=torch.bool)
         mask[:, index % n_pos] = True
@@ -49,7 +51,7 @@ def patch_positions(cache: AudioActivationCache, positions="audio", seconds: tup
 
 
 def _patch(resid: torch.Tensor, hook, *, source: torch.Tensor, mask: torch.Tensor, mode: str, scale: float,
-           control: str | None, seed: int) -> torch.Tensor:
+           control: str | None, seed: int, built_for=None) -> torch.Tensor:
     offset, n_new = position_offset(), resid.shape[1]
     if resid.shape[0] != source.shape[0] or resid.shape[-1] != source.shape[-1]:
         raise ValueError(
@@ -99,14 +101,15 @@ def back_patching_hooks(
     if control not in (None, "random"):
         raise ValueError(f"control must be None or 'random', got {control!r}")
     n_layers = cache.model.cfg.n_layers
-    for layer in (source_layer, dest_layer):
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer {layer} is outside 0..{n_layers - 1}")
+    (source_layer,) = checked_layers([source_layer], n_layers, "source_layer")
+    (dest_layer,) = checked_layers([dest_layer], n_layers, "dest_layer")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be a finite number, got {scale}")
     name = f"blocks.{source_layer}.hook_resid_post"
     cache.require("back-patching", [name])
     hook = functools.partial(
         _patch, source=cache[name], mask=patch_positions(cache, positions, seconds), mode=mode,
-        scale=float(scale), control=control, seed=seed,
+        scale=float(scale), control=control, seed=seed, built_for=cache.inputs,
     )
     return [(f"blocks.{dest_layer}.hook_resid_post", hook)]
 

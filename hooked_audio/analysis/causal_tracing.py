@@ -20,6 +20,7 @@ from jaxtyping import Bool, Float
 
 from ..audio.inputs import AudioTextInput
 from .back_patching import back_patching_hooks
+from .indices import checked_layers
 from .listening import silence_like
 
 
@@ -142,9 +143,7 @@ def causal_tracing(
         ):
             raise ValueError("the corrupted inputs are the clean inputs: the recovery rate would be 0 / 0")
     n_layers = model.cfg.n_layers
-    layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
-    if not layers or any(not 0 <= l < n_layers for l in layers):
-        raise ValueError(f"layers must be a non-empty list in 0..{n_layers - 1}, got {layers}")
+    layers = checked_layers(layers, n_layers)
     if by == "layer":
         masks = {"text": clean_inputs.text_mask.cpu()}
     else:

@@ -21,6 +21,7 @@ from jaxtyping import Float
 
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
+from .indices import checked_layers
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
@@ -64,9 +65,7 @@ def encoder_patching(
     corrupted = model.to_inputs(corrupted)
     _check_same_audio_layout(clean_cache.inputs, corrupted, model)
     n_layers = model.cfg.audio.n_layers
-    layers = list(range(n_layers)) if layers is None else list(layers)
-    if any(not 0 <= layer < n_layers for layer in layers):
-        raise ValueError(f"encoder layers must be in 0..{n_layers - 1}, got {layers}")
+    layers = checked_layers(layers, n_layers, "encoder layers")
     names = [f"audio_encoder.blocks.{layer}.{activation}" for layer in layers]
     missing = [n for n in names if n not in clean_cache.cache_dict]
     if missing:

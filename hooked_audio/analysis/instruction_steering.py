@@ -7,10 +7,13 @@ same audio, added back at later layers' text positions to move where the model l
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from jaxtyping import Float
 
 from ..audio.inputs import AudioTextInput
+from .indices import checked_layers
 from .steering import steering_hook
 
 
@@ -34,8 +37,7 @@ def instruction_steering_vector(model, inputs_a, inputs_b, layer: int) -> Float[
     inputs_a, inputs_b = model.to_inputs(inputs_a), model.to_inputs(inputs_b)
     if inputs_a.shape[0] != inputs_b.shape[0]:
         raise ValueError(f"inputs_a has {inputs_a.shape[0]} rows and inputs_b {inputs_b.shape[0]}: pair each clip")
-    if not 0 <= layer < model.cfg.n_layers:
-        raise ValueError(f"layer {layer} is outside 0..{model.cfg.n_layers - 1}")
+    (layer,) = checked_layers([layer], model.cfg.n_layers, "layer")
     _same_audio(inputs_a, inputs_b)
     if inputs_a.shape == inputs_b.shape and torch.equal(inputs_a.input_ids.cpu(), inputs_b.input_ids.cpu()):
         raise ValueError("inputs_a and inputs_b are the same prompts, so the vector would be exactly zero: "
@@ -57,8 +59,7 @@ def instruction_steering_hooks(
     alone (the prompt's text positions are steered, as in the paper). ``normalize=True`` scales the vector to
     unit norm first, so ``alpha`` is the norm added: vectors of different instructions (whose norms can differ by
     orders of magnitude) then push equally hard."""
-    if not layers:
-        raise ValueError("layers is empty")
+    layers = checked_layers(layers, None)
     if not isinstance(inputs, AudioTextInput):
         raise TypeError("inputs must be an AudioTextInput (model.to_inputs(...)): its text positions are steered")
     if normalize:
@@ -66,5 +67,15 @@ def instruction_steering_hooks(
         if norm == 0:
             raise ValueError("the steering vector is zero: there is no direction to normalize")
         vector = torch.as_tensor(vector) / norm
-    hook = steering_hook(vector, alpha, positions=inputs.text_mask)
-    return [(f"blocks.{int(l)}.hook_resid_post", hook) for l in layers]
+    hook = functools.partial(_steer_rows_built_for, built_for=inputs,
+                             add=steering_hook(vector, alpha, positions=inputs.text_mask))
+    return [(f"blocks.{l}.hook_resid_post", hook) for l in layers]
+
+
+def _steer_rows_built_for(resid: torch.Tensor, hook, *, built_for: AudioTextInput, add) -> torch.Tensor:
+    """The steering hook, on a batch of exactly the rows it was built for (a one-row mask would otherwise steer
+    that row's text positions in every row)."""
+    if resid.shape[0] != built_for.shape[0]:
+        raise ValueError(f"the instruction-steering hooks were built for {built_for.shape[0]} rows but {hook.name} "
+                         f"has {resid.shape[0]}: build them from the inputs you run")
+    return add(resid, hook)

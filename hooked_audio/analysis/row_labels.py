@@ -10,6 +10,8 @@ import torch
 
 def row_labels(labels, n_rows: int, name: str) -> list:
     """``labels`` as a list of hashable Python values, one per row; a wrong length is refused."""
+    if isinstance(labels, str):
+        raise TypeError(f"{name} is one string {labels!r}: give a list with one label per row")
     if len(labels) != n_rows:
         raise ValueError(f"{name} has {len(labels)} labels but there are {n_rows} rows: give one label per row")
     if isinstance(labels, (torch.Tensor, np.ndarray)):

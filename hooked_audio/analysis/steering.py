@@ -6,10 +6,13 @@ speaker) added at the audio positions of layer ``l`` to push the model's reading
 
 from __future__ import annotations
 
+import math
+
 import torch
 from jaxtyping import Bool, Float, Int
 
 from ..kv_cache import position_offset
+from .indices import as_bool_mask, position_indices
 
 
 def steering_hook(
@@ -19,8 +22,9 @@ def steering_hook(
 ):
     """A hook adding ``scale * direction`` at ``positions`` (every position when None).
 
-    ``positions`` is a bool mask ``[batch, pos]`` (e.g. ``inputs.audio_mask``; one row ``[1, pos]`` or
-    ``[pos]`` applies to every row) or a list of position indices applied to every row. An integer
+    ``positions`` is a bool mask ``[batch, pos]`` (e.g. ``inputs.audio_mask``, or the same as an array or
+    nested list of bools; one row ``[1, pos]`` or ``[pos]`` applies to every row) or a list of integer
+    position indices applied to every row. An integer
     0/1 tensor is refused (it would be read as indices). Positions are absolute columns of the token
     sequence (``kv_cache.position_offset()`` says where the current forward starts), so the hook steers the
     same tokens during ``generate`` with or without the KV cache: a mask leaves positions past its length
@@ -30,30 +34,16 @@ def steering_hook(
         raise ValueError(f"direction must be one vector [d_model], got shape {tuple(direction.shape)}")
     if not torch.isfinite(direction).all():
         raise ValueError("direction has NaN or inf entries")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be a finite number, got {scale}")
     mask_rows, indices = None, None
     if positions is not None:
-        if isinstance(positions, torch.Tensor) and positions.dtype == torch.bool:
-            mask_rows = positions[None] if positions.ndim == 1 else positions
+        if (mask := as_bool_mask(positions)) is not None:
+            mask_rows = mask[None] if mask.ndim == 1 else mask
             if mask_rows.ndim != 2:
-                raise ValueError(f"a positions mask must be [batch, pos] or [pos], got shape {tuple(positions.shape)}")
+                raise ValueError(f"a positions mask must be [batch, pos] or [pos], got shape {tuple(mask.shape)}")
         else:
-            indices = torch.as_tensor(positions)
-            if (
-                isinstance(positions, torch.Tensor) and not indices.is_floating_point() and indices.numel() > 2
-                and int(indices.min()) >= 0 and int(indices.max()) <= 1
-            ):
-                raise TypeError(
-                    "positions is an integer tensor of 0s and 1s (an attention mask?): pass a bool mask "
-                    "(positions.bool()) or the position indices themselves"
-                )
-            if indices.ndim != 1 or indices.is_floating_point():
-                raise ValueError(
-                    f"positions must be a bool mask [batch, pos] (e.g. inputs.audio_mask) or a list of position indices, "
-                    f"got {indices.dtype} of shape {tuple(indices.shape)}"
-                )
-            if len(indices) == 0:
-                raise ValueError("positions is empty: the hook would steer nothing")
-            indices = indices.long()
+            indices = position_indices(positions)
 
     def add(resid: torch.Tensor, hook) -> torch.Tensor:
         if resid.shape[-1] != direction.shape[0]:

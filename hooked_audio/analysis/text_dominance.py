@@ -18,16 +18,19 @@ from scipy.stats import bootstrap
 
 from ..audio.inputs import AudioTextInput
 from .audiolens import label_token_ids
+from .indices import index_tensor, is_index
 from .row_labels import row_labels
 
 
 def _token_ids(model, answers, n_rows: int, what: str) -> Int[torch.Tensor, " batch"]:
-    if isinstance(answers, torch.Tensor):
-        ids = answers.long().reshape(-1).cpu()
+    if isinstance(answers, (torch.Tensor, np.ndarray)):
+        ids = index_tensor(answers, f"{what} (token ids)").cpu()
     else:
         answers = list(answers)
-        ids = torch.tensor([int(a) if isinstance(a, (int, np.integer)) else int(label_token_ids(model, [a])[0])
-                            for a in answers], dtype=torch.long)
+        if not all(is_index(a) or isinstance(a, str) for a in answers):
+            raise TypeError(f"{what} must be answer strings or integer token ids, got {answers!r}")
+        ids = torch.tensor([int(a) if is_index(a) else int(label_token_ids(model, [a])[0]) for a in answers],
+                           dtype=torch.long)
     if ids.shape != (n_rows,):
         raise ValueError(f"{what} must give one answer per row ({n_rows}), got {tuple(ids.shape)}")
     if bool(((ids < 0) | (ids >= model.cfg.d_vocab)).any()):
@@ -96,6 +99,8 @@ def text_positions(model, inputs, texts: list[str]) -> Bool[torch.Tensor, "batch
 
 @torch.no_grad()
 def _last_logits(model, inputs: AudioTextInput, batch_size: int, fwd_hooks=()) -> Float[torch.Tensor, "batch vocab"]:
+    if not is_index(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     out = []
     for start in range(0, inputs.shape[0], batch_size):
         chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))
