@@ -11,7 +11,7 @@ Three ways to take a head out, answering different questions:
   information it carries is removed: the right test for "is this an audio-reading head?".
 
 Heads are checked before anything runs: a negative, non-integer or (with ``model=``) out-of-range layer
-or head index is an error, never a silent "last head" or a no-op.
+or head index, an empty list or a repeated head is an error, never a silent "last head" or a no-op.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from jaxtyping import Bool, Float, Int
 
 from ..audio.inputs import AudioTextInput
 from ..kv_cache import position_offset
+from .indices import is_index
 
 MODES = ("zero", "mean", "resample")
 
@@ -48,7 +49,8 @@ def head_ablation_hooks(
     a bool mask ``[batch, pos]``); it is required when the batch has more than one row. Positions past the
     mask (tokens added by ``generate``) count as real. ``prefix="audio_encoder."`` targets the audio
     encoder's heads instead of the decoder's (its mean mode needs a ``[clips, frames]`` mask of real
-    frames). ``model=`` checks every layer and head index against the model before anything runs."""
+    frames). ``model=`` checks every layer and head index against the model before anything runs. ``heads``
+    must be non-empty and name each head once (a repeat would ablate fewer heads than were listed)."""
     if mode not in MODES:
         raise ValueError(f"mode must be 'zero', 'mean' or 'resample', got {mode!r}")
     if (mode == "resample") != (donors is not None):
@@ -58,11 +60,15 @@ def head_ablation_hooks(
     real = _real_positions_mask(inputs, prefix)
     if donors is not None:
         donors = _check_donors(donors)
+    checked = [_check_head(pair, model, prefix) for pair in heads]
+    if not checked:
+        raise ValueError("heads is empty: the hooks would ablate nothing; pass at least one (layer, head) pair")
+    repeated = sorted({pair for pair in checked if checked.count(pair) > 1})
+    if repeated:
+        raise ValueError(f"heads {repeated} are named more than once (fewer heads would be ablated than listed); pass each once")
     by_layer: dict[int, list[int]] = defaultdict(list)
-    for pair in heads:
-        layer, head = _check_head(pair, model, prefix)
-        if head not in by_layer[layer]:
-            by_layer[layer].append(head)
+    for layer, head in checked:
+        by_layer[layer].append(head)
 
     def make_hook(layer: int, layer_heads: list[int]):
         def ablate(z: torch.Tensor, hook) -> torch.Tensor:
@@ -120,20 +126,12 @@ def head_ablation_effects(
     return effects
 
 
-def _is_index(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, torch.Tensor):
-        return value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
-    return isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, float))
-
-
 def _check_head(pair, model, prefix: str) -> tuple[int, int]:
     try:
         layer, head = pair
     except (TypeError, ValueError):
         raise ValueError(f"heads must be (layer, head) pairs, got {pair!r}") from None
-    if not (_is_index(layer) and _is_index(head)):
+    if not (is_index(layer) and is_index(head)):
         raise TypeError(f"(layer, head) must be integers, got {pair!r}")
     layer, head = int(layer), int(head)
     if layer < 0 or head < 0:
@@ -218,10 +216,17 @@ def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch
 def random_heads(
     n_layers: int, n_heads: int, k: int, exclude: list[tuple[int, int]] = (), seed: int = 0
 ) -> list[tuple[int, int]]:
-    """``k`` distinct random (layer, head) pairs not in ``exclude`` (the control for a head ranking)."""
+    """``k`` distinct random (layer, head) pairs not in ``exclude`` (the control for a head ranking); an
+    ``exclude`` pair outside ``n_layers x n_heads`` is refused (it would exclude nothing)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise ValueError(f"k must be a whole number >= 0, got {k!r}")
-    excluded = {(int(l), int(h)) for l, h in exclude}
+    if not (is_index(n_layers) and is_index(n_heads) and n_layers > 0 and n_heads > 0):
+        raise ValueError(f"n_layers and n_heads must be whole numbers >= 1, got {n_layers!r} and {n_heads!r}")
+    excluded = {_check_head(pair, None, "") for pair in exclude}
+    outside = sorted(pair for pair in excluded if pair[0] >= n_layers or pair[1] >= n_heads)
+    if outside:
+        raise ValueError(f"exclude names {outside}, outside the {n_layers} layers x {n_heads} heads drawn from (it "
+                         "would exclude nothing): pass the n_layers and n_heads of the model the heads come from")
     pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in excluded]
     if k > len(pool):
         raise ValueError(

@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from jaxtyping import Float, Int
 
 from ..cache import AudioActivationCache
+from .indices import index_tensor, is_index
 
 
 def _resid_names(n_layers: int) -> list[str]:
@@ -50,15 +53,29 @@ class LinearProbe:
     here are a few hundred rows; the fit is exact to the optimiser's tolerance)."""
 
     def __init__(self, l2: float = 1e-2, max_iter: int = 200):
-        self.l2, self.max_iter = l2, max_iter
+        if not (isinstance(l2, numbers.Real) and not isinstance(l2, bool) and 0 <= l2 < float("inf")):
+            raise ValueError(f"l2 is the penalty's weight, a finite number >= 0 (0: none), got {l2!r}")
+        if not (is_index(max_iter) and max_iter > 0):
+            raise ValueError(f"max_iter must be a whole number of L-BFGS iterations >= 1, got {max_iter!r}")
+        self.l2, self.max_iter = float(l2), int(max_iter)
 
     def fit(self, x: Float[torch.Tensor, "n d"], y: Int[torch.Tensor, " n"], n_classes: int | None = None) -> "LinearProbe":
-        x, y = torch.as_tensor(x).double(), torch.as_tensor(y).long()
+        """Labels are class indices ``0..n_classes-1`` (default: the largest label + 1); floats and bools are
+        refused, as are non-finite features (they would make the standardisation NaN)."""
+        x, y = torch.as_tensor(x).double(), index_tensor(y, "labels y")
         if x.ndim != 2 or y.shape != (x.shape[0],):
             raise ValueError(f"need features [n, d] and one label per row, got {tuple(x.shape)} and {tuple(y.shape)}")
-        n_classes = int(y.max()) + 1 if n_classes is None else n_classes
+        if not bool(torch.isfinite(x).all()):
+            rows = torch.nonzero(~torch.isfinite(x).all(-1)).flatten().tolist()
+            raise ValueError(f"features have NaN or inf in rows {rows[:10]}: drop those rows (or fix the features) before fitting")
         if len(torch.unique(y)) < 2:
             raise ValueError("the probe needs at least two classes in its training rows")
+        if n_classes is not None and not (is_index(n_classes) and n_classes >= 2):
+            raise ValueError(f"n_classes must be a whole number >= 2, got {n_classes!r}")
+        n_classes = int(y.max()) + 1 if n_classes is None else int(n_classes)
+        if int(y.min()) < 0 or int(y.max()) >= n_classes:
+            raise ValueError(f"labels must be class indices in 0..{n_classes - 1}, got labels from {int(y.min())} to "
+                             f"{int(y.max())} (pass n_classes= the number of classes, map labels to 0..n_classes-1)")
         self.mean, self.std = x.mean(0), x.std(0).clamp(min=1e-8)
         z = (x - self.mean) / self.std
         self.weight = torch.zeros(x.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
@@ -79,8 +96,17 @@ class LinearProbe:
     def predict(self, x: Float[torch.Tensor, "n d"]) -> Int[torch.Tensor, " n"]:
         if not hasattr(self, "weight"):
             raise ValueError("fit the probe before predicting")
-        z = (torch.as_tensor(x).double() - self.mean) / self.std
-        return (z @ self.weight + self.bias).argmax(-1)
+        x = torch.as_tensor(x).double()
+        if x.ndim != 2 or x.shape[1] != self.weight.shape[0]:
+            raise ValueError(f"need features [n, {self.weight.shape[0]}] as in fit, got {tuple(x.shape)} (one row: x[None])")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("features have NaN or inf: the prediction there would be arbitrary; drop those rows")
+        return (((x - self.mean) / self.std) @ self.weight + self.bias).argmax(-1)
 
     def accuracy(self, x: Float[torch.Tensor, "n d"], y: Int[torch.Tensor, " n"]) -> float:
-        return float((self.predict(x) == torch.as_tensor(y).long()).double().mean())
+        """Share of rows whose prediction is the label; ``y``: 1-D class indices, one per row of ``x``."""
+        predicted, y = self.predict(x), index_tensor(y, "labels y")
+        if y.shape != predicted.shape:
+            raise ValueError(f"need one label per row of x: x has {len(predicted)} rows, y is {tuple(y.shape)} "
+                             "(labels are 1-D, not [n, 1], and are not broadcast)")
+        return float((predicted == y.cpu()).double().mean())

@@ -27,15 +27,24 @@ from scipy.stats import mannwhitneyu
 from ..audio.inputs import AudioTextInput
 from .ablation import _check_head
 from .counterfactuals import silence_like
+from .indices import is_index
 from .row_labels import row_labels
 
 
 def generated_queries(
-    inputs: AudioTextInput, tokens: Int[torch.Tensor, "batch total"], eos_token_ids: list[int]
+    inputs: AudioTextInput, tokens: Int[torch.Tensor, "batch total"], eos_token_ids: list[int] | int
 ) -> tuple[AudioTextInput, Bool[torch.Tensor, "batch total"]]:
     """The prompt extended by what ``generate`` returned (``tokens``: prompt plus continuation), and the mask of
     the positions whose next-token prediction produced a generated token: the prompt's last position and each
-    generated token up to the one before the row's first stop token. Tokens after a row's stop token are padding."""
+    generated token up to the one before the row's first stop token. Tokens after a row's stop token are padding.
+    ``eos_token_ids``: the stop token ids (one id or a list)."""
+    eos_token_ids = [eos_token_ids] if is_index(eos_token_ids) else eos_token_ids
+    try:
+        eos_token_ids = list(eos_token_ids)
+    except TypeError:
+        raise TypeError(f"eos_token_ids must be a token id or a list of them, got {eos_token_ids!r}") from None
+    if not all(is_index(t) for t in eos_token_ids):
+        raise TypeError(f"eos_token_ids must be integer token ids, got {eos_token_ids!r}")
     n_prompt = inputs.shape[1]
     if tokens.shape[0] != inputs.shape[0] or tokens.shape[1] <= n_prompt or not torch.equal(
             tokens[:, :n_prompt].cpu(), inputs.input_ids.cpu()):
@@ -43,7 +52,7 @@ def generated_queries(
     if inputs.attention_mask is not None and not bool(inputs.attention_mask[:, -1].all()):
         raise ValueError("generated queries need left-padded inputs (as generate does)")
     new = tokens[:, n_prompt:].cpu()
-    stopped = torch.isin(new, torch.as_tensor(list(eos_token_ids), dtype=new.dtype))
+    stopped = torch.isin(new, torch.as_tensor([int(t) for t in eos_token_ids], dtype=new.dtype))
     # a new token is real up to and including the first stop token
     real_new = (stopped.long().cumsum(-1) - stopped.long()) == 0
     prompt_mask = torch.ones(inputs.shape, dtype=torch.long) if inputs.attention_mask is None else inputs.attention_mask.cpu().long()
@@ -61,7 +70,8 @@ def audio_attention_per_row(
     """Attention mass to each row's audio tokens, every decoder layer and head, from each row's last real position
     (``query="last"``) or averaged over the positions of a ``Bool[batch, pos]`` query mask (e.g. every generated
     token: ``inputs, query = generated_queries(inputs, model.generate(inputs), model.cfg.eos_token_ids)``).
-    ``keys``: the mass to these positions instead of the audio (e.g. a text hint's tokens)."""
+    ``keys``: the mass to these positions instead of the audio (e.g. a text hint's tokens). Query positions on
+    padding (attention mask 0) are refused."""
     inputs = model.to_inputs(inputs)
     audio = inputs.audio_mask.cpu() if keys is None else torch.as_tensor(keys).cpu().bool()
     if audio.shape != inputs.shape:
@@ -81,6 +91,7 @@ def audio_attention_per_row(
     empty = [r for r in range(query.shape[0]) if not query[r].any()]
     if empty or bool((query & audio).any()):
         raise ValueError(f"every row needs at least one query position, none of them a key (rows without: {empty})")
+    _refuse_padding_queries(query, inputs)
     _, cache = model.run_with_cache(
         inputs, names_filter=lambda n: n.startswith("blocks.") and n.endswith("attn.hook_pattern"))
     weights = query.float() / query.sum(-1, keepdim=True)  # [batch, q]: mean over each row's queries
@@ -89,6 +100,34 @@ def audio_attention_per_row(
         to_audio = (cache["pattern", layer].float().cpu() * audio[:, None, None, :]).sum(-1)  # [batch, head, q]
         out.append(torch.einsum("bhq,bq->bh", to_audio, weights))
     return torch.stack(out, dim=1)
+
+
+def _refuse_padding_queries(query: Bool[torch.Tensor, "batch pos"], inputs: AudioTextInput) -> None:
+    """A query on a padding position (attention mask 0) would average attention the model never uses."""
+    if inputs.attention_mask is None:
+        return
+    on_padding = torch.nonzero((query.cpu() & ~inputs.attention_mask.cpu().bool()).any(-1)).flatten().tolist()
+    if on_padding:
+        raise ValueError(
+            f"the query mask includes padding positions (attention mask 0) in rows {on_padding}: "
+            "queries must be real positions; restrict it, e.g. query & inputs.attention_mask.bool()")
+
+
+def _correct_flags(correct) -> np.ndarray:
+    """``correct`` as a 1-D numpy bool array: bools, or numbers that are all 0 or 1 (a probability is refused)."""
+    flags = torch.as_tensor(correct).cpu()
+    if flags.ndim != 1:
+        raise ValueError(f"correct must be 1-D, one bool per row, got shape {tuple(flags.shape)}")
+    if flags.dtype != torch.bool and not bool(((flags == 0) | (flags == 1)).all()):
+        raise ValueError("correct must be bools (or 0/1), one per row; threshold scores or probabilities first")
+    return flags.bool().numpy()
+
+
+def _attention_table(attention) -> Float[torch.Tensor, "batch layer head"]:
+    attention = torch.as_tensor(attention)
+    if attention.ndim != 3:
+        raise ValueError(f"attention must be [batch, layer, head] (audio_attention_per_row's output), got shape {tuple(attention.shape)}")
+    return attention
 
 
 def _strata_groups(strata, n_rows: int) -> list[np.ndarray]:
@@ -158,12 +197,12 @@ def listening_head_scores(
         raise ValueError(f"method must be 'pointbiserial', 'auc' or 'diff', got {method!r}")
     if not 0 <= min_attention < 1:
         raise ValueError(f"min_attention is a share of attention in [0, 1), got {min_attention!r}")
-    correct = torch.as_tensor(correct).bool().cpu().numpy()
+    correct = _correct_flags(correct)
     groups = _mixed_groups(strata, correct)
-    attention = audio_attention_per_row(model, inputs) if attention is None else attention
+    attention = audio_attention_per_row(model, inputs) if attention is None else _attention_table(attention)
     if attention.shape[0] != len(correct):
         raise ValueError(f"correct has {len(correct)} rows but the attention has {attention.shape[0]}")
-    values = attention.float().numpy()
+    values = attention.float().cpu().numpy()
     n_layers, n_heads = values.shape[1:]
     scores = torch.tensor([[_separation(values[:, l, h], correct, method, groups) for h in range(n_heads)]
                            for l in range(n_layers)], dtype=torch.float32)
@@ -174,8 +213,8 @@ def listening_head_scores(
 def listening_signal(
     attention: Float[torch.Tensor, "batch layer head"], heads: list[tuple[int, int]]
 ) -> Float[torch.Tensor, " batch"]:
-    """Mean audio attention of the selected heads, per row."""
-    heads = _checked_heads(heads)
+    """Mean audio attention of the selected (distinct) heads, per row."""
+    heads, attention = _checked_heads(heads), _attention_table(attention)
     _, n_layers, n_heads = attention.shape
     outside = [pair for pair in heads if pair[0] >= n_layers or pair[1] >= n_heads]
     if outside:
@@ -186,10 +225,13 @@ def listening_signal(
 
 def _checked_heads(heads, model=None) -> list[tuple[int, int]]:
     """``heads`` as (layer, head) integer pairs (a list, or a ``[k, 2]`` tensor as ``top_heads`` pairs come),
-    each checked against the model's decoder when given; empty is refused."""
+    each checked against the model's decoder when given; empty and repeated heads are refused."""
     heads = [_check_head(pair, model, "") for pair in heads]
     if not heads:
         raise ValueError("heads is empty")
+    repeated = sorted({pair for pair in heads if heads.count(pair) > 1})
+    if repeated:
+        raise ValueError(f"heads {repeated} are named more than once (they would be weighted twice); pass each head once")
     return heads
 
 
@@ -210,9 +252,17 @@ def listening_signal_auc(
     """AUC of ``signal`` for correct vs wrong rows. With ``strata`` (one hashable label per row, e.g. (task, hint
     position)), only rows of the same stratum are compared: pooled over a mix, a signal that is merely higher on
     an easier task or prompt layout would score well without telling right from wrong on any one of them. The
-    p-value permutes ``correct`` within strata (``n_permutations`` draws; the rank test's without strata)."""
-    signal = torch.as_tensor(signal).float().cpu().numpy()
-    correct = torch.as_tensor(correct).bool().cpu().numpy()
+    p-value permutes ``correct`` within strata (``n_permutations`` draws; the rank test's without strata).
+    ``signal`` is 1-D and finite (a NaN would count as a loss in one path and poison the other)."""
+    if not (is_index(n_permutations) and n_permutations > 0):
+        raise ValueError(f"n_permutations must be a whole number >= 1, got {n_permutations!r}")
+    signal = torch.as_tensor(signal).float().cpu()
+    if signal.ndim != 1:
+        raise ValueError(f"signal must be 1-D, one value per row (listening_signal's output), got shape {tuple(signal.shape)}")
+    if not bool(torch.isfinite(signal).all()):
+        raise ValueError(f"signal has NaN or inf in rows {torch.nonzero(~torch.isfinite(signal)).flatten().tolist()}: "
+                         "drop those rows (and their correct flags) first")
+    signal, correct = signal.numpy(), _correct_flags(correct)
     if len(signal) != len(correct):
         raise ValueError(f"signal has {len(signal)} rows but correct has {len(correct)}")
     groups = _mixed_groups(strata, correct)

@@ -10,11 +10,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from jaxtyping import Bool, Float
 
 from ..cache import AudioActivationCache
+from .indices import checked_heads, checked_layers, is_index
+from .listening import _refuse_padding_queries
 
 
 def _query_mask(cache: AudioActivationCache, query) -> Bool[torch.Tensor, "batch pos"]:
@@ -32,6 +36,7 @@ def _query_mask(cache: AudioActivationCache, query) -> Bool[torch.Tensor, "batch
         raise ValueError("every row of the query mask needs at least one query position")
     if bool((mask & cache.inputs.audio_mask.cpu()).any()):
         raise ValueError("the query mask includes audio positions; queries are text positions (e.g. the answer tokens)")
+    _refuse_padding_queries(mask, cache.inputs)
     return mask
 
 
@@ -42,19 +47,14 @@ def temporal_attention(
     """``(profile, seconds)``: attention from the query (each row's last real position, or the mean over a bool
     mask of query positions such as the answer tokens) to each of the row's audio tokens, summed over
     ``layers`` and ``heads`` (all decoder layers / heads when None), and the centre of each token in its
-    clip, in seconds. A row's audio tokens are in sequence order (several clips follow each other); rows
-    with fewer audio tokens than the longest are NaN-padded in both tensors.
+    clip, in seconds. ``layers`` and ``heads`` are distinct indices. A row's audio tokens are in sequence order
+    (several clips follow each other); rows with fewer audio tokens than the longest are NaN-padded in both tensors.
+    A query mask may not include padding positions.
 
     Needs ``blocks.{l}.attn.hook_pattern`` for those layers in a full-position cache with its batch dim."""
     inputs = cache.inputs
     n_layers, n_heads = cache.model.cfg.n_layers, cache.model.cfg.n_heads
-    layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
-    heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
-    if not layers or not heads:
-        raise ValueError("layers and heads must not be empty (None means all)")
-    bad = [l for l in layers if not 0 <= l < n_layers] + [h for h in heads if not 0 <= h < n_heads]
-    if bad:
-        raise ValueError(f"layers must be in 0..{n_layers - 1} and heads in 0..{n_heads - 1}; got {bad}")
+    layers, heads = checked_layers(layers, n_layers), checked_heads(heads, n_heads)
     audio = inputs.audio_mask.cpu()
     if not bool(audio.any(-1).all()):
         missing = [r for r in range(audio.shape[0]) if not audio[r].any()]
@@ -81,7 +81,9 @@ def localise(
 ) -> tuple[float, float]:
     """``(start_s, end_s)`` of the ``window_s``-long window whose tokens (by centre time) carry the largest sum
     of ``profile_change``; candidate windows start at every token's start and end inside the audio. NaN entries
-    (padding) are ignored. Ties go to the earliest window. One row at a time (``profile_change[row]``, ``seconds[row]``)."""
+    (padding) are ignored, inf ones refused. Ties go to the earliest window. ``window_s`` must exceed half the
+    token spacing (each window then holds a token centre). One row at a time (``profile_change[row]``,
+    ``seconds[row]``)."""
     change, times = torch.as_tensor(profile_change).double(), torch.as_tensor(seconds).double()
     if change.ndim != 1 or change.shape != times.shape:
         raise ValueError(f"need one row: profile_change and seconds of equal 1-D shape, got {tuple(change.shape)} and {tuple(times.shape)}")
@@ -91,9 +93,14 @@ def localise(
     change, times = change[keep], times[keep]
     if len(times) == 0:
         raise ValueError("the profile has no audio tokens (all NaN)")
+    if not bool(torch.isfinite(change).all()):
+        raise ValueError("profile_change has inf entries: every window holding one would tie or win regardless of the rest")
     if len(times) > 1 and bool((times[1:] < times[:-1]).any()):
         raise ValueError("seconds must increase along the row (one clip at a time: pass that clip's tokens)")
     half = float(times[1] - times[0]) / 2 if len(times) > 1 else 0.0
+    if window_s <= half:
+        raise ValueError(f"window_s={window_s} holds no token centre: the tokens are {2 * half:.4g} s apart and a window "
+                         f"starts at a token's start, so it must be longer than {half:.4g} s (half the spacing)")
     starts, end = times - half, float(times[-1]) + half
     slack = 1e-5  # seconds: float32 time axes are off by ~1e-7 s; tokens are tens of ms apart
     if window_s > end - float(starts[0]) + slack:
@@ -106,10 +113,9 @@ def localise(
 
 def interval_overlap(predicted: tuple[float, float], truth: tuple[float, float], kind: str = "hit") -> float:
     """``"hit"``: 1.0 when the predicted window overlaps the ground-truth interval at all, else 0.0 (averaged
-    over items, the share of events found); ``"iou"``: intersection over union of the two intervals."""
-    (a, b), (c, d) = predicted, truth
-    if b < a or d < c:
-        raise ValueError(f"intervals must be (start, end) with start <= end, got {predicted} and {truth}")
+    over items, the share of events found); ``"iou"``: intersection over union of the two intervals. Intervals
+    are finite ``(start, end)`` pairs with start <= end."""
+    (a, b), (c, d) = _interval(predicted, "predicted"), _interval(truth, "truth")
     intersection = max(0.0, min(b, d) - max(a, c))
     if kind == "hit":
         return float(intersection > 0)
@@ -119,11 +125,24 @@ def interval_overlap(predicted: tuple[float, float], truth: tuple[float, float],
     raise ValueError(f"kind must be 'hit' or 'iou', got {kind!r}")
 
 
+def _interval(interval, name: str) -> tuple[float, float]:
+    try:
+        start, end = (float(t) for t in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (start_s, end_s) pair of numbers, got {interval!r}") from None
+    if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+        raise ValueError(f"{name} must be a finite (start, end) interval with start <= end, got {interval!r}")
+    return start, end
+
+
 def random_window_baseline(
     duration_s: float, window_s: float, truth: tuple[float, float], kind: str = "hit", n: int = 2000, seed: int = 0,
 ) -> float:
     """Mean ``interval_overlap`` of ``n`` windows of ``window_s`` placed uniformly in ``[0, duration_s]``."""
-    if not 0 < window_s <= duration_s:
-        raise ValueError(f"need 0 < window_s <= duration_s, got {window_s} and {duration_s}")
+    if not 0 < window_s <= duration_s < float("inf"):
+        raise ValueError(f"need 0 < window_s <= duration_s, both finite, got {window_s} and {duration_s}")
+    if not (is_index(n) and n > 0):
+        raise ValueError(f"n is the number of random windows, a whole number >= 1, got {n!r}")
+    _interval(truth, "truth")
     starts = np.random.default_rng(seed).uniform(0, duration_s - window_s, n)
     return float(np.mean([interval_overlap((s, s + window_s), truth, kind) for s in starts]))
