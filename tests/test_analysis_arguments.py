@@ -10,7 +10,8 @@ import torch
 from conftest import make_inputs
 
 from hooked_audio.analysis import (
-    attribute_information, attribution_patching, audio_masking_hooks, back_patching_hooks, causal_tracing,
+    attribute_information, attribution_patching, audio_masking_hooks, back_patching_hooks, back_patching_sweep,
+    causal_tracing, head_ablation_effects, logit_lens,
     critical_layer, enrichment_hook, information_scores, instruction_steering_hooks, instruction_steering_vector,
     label_log_probs, patch_positions, silence_like, steering_hook, text_dominance,
 )
@@ -189,3 +190,24 @@ def test_critical_layer_refuses_a_margin_or_label_count_it_cannot_mean():
         critical_layer(scores, 2.5)
     with pytest.raises(ValueError, match=r"one information score per layer"):
         critical_layer(scores[None], 3)
+
+
+@torch.no_grad()
+def test_sweeps_refuse_a_metric_with_one_value_per_row(model, batch):
+    per_row = lambda logits: logits[:, -1, 0]  # noqa: E731
+    with pytest.raises(ValueError, match=r"must return one number, got a tensor of shape \(3,\)"):
+        head_ablation_effects(model, batch, per_row)
+    with pytest.raises(ValueError, match="must return one number"):
+        back_patching_sweep(model, batch, per_row, pairs=[(1, 0)])
+    total = lambda logits: logits[:, -1, 0].sum()  # noqa: E731  control: the reduced metric is the patched run's
+    _, cache = model.run_with_cache(batch, names_filter=lambda name: name.endswith("hook_resid_post"))
+    by_hand = float(total(model.run_with_hooks(batch, fwd_hooks=back_patching_hooks(cache, 1, 0))))
+    assert float(back_patching_sweep(model, batch, total, pairs=[(1, 0)])[1, 0]) == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_the_lens_refuses_a_position_given_as_a_word(model, batch):
+    _, cache = model.run_with_cache(batch)
+    with pytest.raises(TypeError, match="got the string 'last'"):
+        logit_lens(model, cache, positions="last")
+    torch.testing.assert_close(logit_lens(model, cache, positions=[-1]).log_probs,
+                               logit_lens(model, cache).log_probs[:, :, -1:], rtol=0, atol=0)

@@ -28,6 +28,7 @@ from jaxtyping import Bool, Float, Int
 from ..audio.inputs import AudioTextInput
 from ..kv_cache import position_offset
 from .indices import is_index
+from .metric_value import metric_value
 
 MODES = ("zero", "mean", "resample")
 
@@ -117,12 +118,12 @@ def head_ablation_effects(
     cfg = model.cfg.audio if encoder else model.cfg
     if mode == "mean" and mask is None and not encoder:
         mask = inputs
-    clean = float(metric(model(inputs)))
+    clean = metric_value(metric(model(inputs)))
     effects = torch.zeros(cfg.n_layers, cfg.n_heads)
     for layer in range(cfg.n_layers):
         for head in range(cfg.n_heads):
             hooks = head_ablation_hooks([(layer, head)], mode, prefix, donors, inputs=mask, model=model)
-            effects[layer, head] = clean - float(metric(model.run_with_hooks(inputs, fwd_hooks=hooks)))
+            effects[layer, head] = clean - metric_value(metric(model.run_with_hooks(inputs, fwd_hooks=hooks)))
     return effects
 
 

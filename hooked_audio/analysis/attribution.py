@@ -17,6 +17,7 @@ from transformer_lens import patching
 
 from ..cache import check_same_audio_positions
 from ..model import _names_filter_fn, model_lock
+from .metric_value import metric_value
 
 # Activations whose every entry is a cell (no feature axis to sum over).
 _ELEMENTWISE = ("hook_pattern", "hook_attn_scores")
@@ -105,7 +106,7 @@ def attribution_vs_activation_patching(
         attribution = torch.stack([scores[n].sum(0) for n in names])  # [layer, pos]
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(clean, names_filter=lambda n: n.endswith(suffix))
-        corrupted_value = float(metric(model(corrupted)))
+        corrupted_value = metric_value(metric(model(corrupted)))
         effect = sweep(model, corrupted, clean_cache, metric).cpu() - corrupted_value
     attribution = attribution.cpu().to(effect.dtype)
     rho = spearmanr(attribution.flatten().numpy(), effect.flatten().numpy()).statistic

@@ -19,6 +19,7 @@ from jaxtyping import Bool, Float
 from ..cache import AudioActivationCache
 from ..kv_cache import position_offset
 from .indices import as_bool_mask, checked_layers, position_indices
+from .metric_value import metric_value
 
 
 def patch_positions(cache: AudioActivationCache, positions="audio", seconds: tuple[float, float] | None = None
@@ -127,5 +128,5 @@ def back_patching_sweep(
     out = torch.full((n_layers, n_layers), float("nan"))
     for source, dest in pairs:
         logits = model.run_with_hooks(inputs, fwd_hooks=back_patching_hooks(cache, source, dest, **kwargs))
-        out[source, dest] = float(metric(logits))
+        out[source, dest] = metric_value(metric(logits))
     return out

@@ -22,6 +22,7 @@ from jaxtyping import Float
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
 from .indices import checked_layers
+from .metric_value import metric_value
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
@@ -90,14 +91,14 @@ def encoder_patching(
         raise ValueError(f"by must be 'time' or 'head', got {by!r}")
 
     with torch.no_grad():
-        clean_value = float(metric(model(clean_cache.inputs)))
-        corrupted_value = float(metric(model(corrupted)))
+        clean_value = metric_value(metric(model(clean_cache.inputs)))
+        corrupted_value = metric_value(metric(model(corrupted)))
         values = torch.zeros(len(layers), len(cells))
         for i, name in enumerate(names):
             clean_act = clean_cache.cache_dict[name]
             for j, cell in enumerate(cells):
                 hook = _time_patch(clean_act, cell, n_rows_per_window) if by == "time" else _head_patch(clean_act, cell)
-                values[i, j] = float(metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, hook)])))
+                values[i, j] = metric_value(metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, hook)])))
     return EncoderPatchingResult(values, by, start_s, end_s, clean_value, corrupted_value)
 
 

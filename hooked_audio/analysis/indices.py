@@ -59,6 +59,8 @@ def _distinct_indices(values, n: int | None, name: str, unit: str) -> list[int]:
 def index_tensor(values, name: str) -> Int[torch.Tensor, "..."]:
     """``values`` (list, array or tensor of integers) as a long tensor; float and bool values are refused
     rather than truncated or read as 0/1."""
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be integers, got the string {values!r}")
     if isinstance(values, (list, tuple)) and values and not all(is_index(v) for v in np.ravel(np.asarray(values, dtype=object))):
         raise TypeError(f"{name} must be integers, got {values!r}")
     tensor = torch.as_tensor(np.asarray(values) if isinstance(values, (list, tuple)) else values)

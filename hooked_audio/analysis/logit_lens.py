@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..cache import AudioActivationCache
+from .indices import index_tensor
 
 
 @dataclass
@@ -58,8 +59,8 @@ def logit_lens(model, cache: AudioActivationCache, positions: slice | list[int] 
         if isinstance(positions, slice):
             kept = torch.arange(n_pos)[positions]
         else:
-            kept = torch.as_tensor(positions)
-            if kept.ndim != 1 or kept.is_floating_point() or kept.dtype == torch.bool:
+            kept = index_tensor(positions, "positions (a slice or a list of position indices)")
+            if kept.ndim != 1:
                 raise ValueError(f"positions must be a slice or a list of position indices, got {positions!r}")
             out_of_range = kept[(kept < -n_pos) | (kept >= n_pos)]
             if len(out_of_range):
