@@ -27,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 
 from ..audio.inputs import AudioTextInput
 from ..kv_cache import position_offset
-from .indices import is_index
+from ..indices import is_index
 from .metric_value import metric_value
 
 MODES = ("zero", "mean", "resample")

@@ -29,7 +29,7 @@ from scipy.stats import pearsonr
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
 from ..evaluation.scoring import first_token_ids
-from .indices import checked_layers, index_tensor, is_index
+from ..indices import checked_layers, index_tensor, is_index
 
 _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 

@@ -18,7 +18,7 @@ from jaxtyping import Bool, Float
 
 from ..cache import AudioActivationCache
 from ..kv_cache import position_offset
-from .indices import as_bool_mask, checked_layers, position_indices
+from ..indices import as_bool_mask, checked_layers, position_indices
 from .metric_value import metric_value
 
 

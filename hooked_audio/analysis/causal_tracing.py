@@ -20,7 +20,7 @@ from jaxtyping import Bool, Float
 
 from ..audio.inputs import AudioTextInput
 from .back_patching import back_patching_hooks
-from .indices import checked_layers
+from ..indices import checked_layers
 from .listening import silence_like
 
 

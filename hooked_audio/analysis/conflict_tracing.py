@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..cache import AudioActivationCache
-from .indices import index_tensor, is_index
+from ..indices import index_tensor, is_index
 
 
 def _resid_names(n_layers: int) -> list[str]:

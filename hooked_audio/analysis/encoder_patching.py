@@ -21,7 +21,7 @@ from jaxtyping import Float
 
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
-from .indices import checked_layers
+from ..indices import checked_layers
 from .metric_value import metric_value
 
 Metric = Callable[[torch.Tensor], torch.Tensor]

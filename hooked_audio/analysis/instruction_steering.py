@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 
 from ..audio.inputs import AudioTextInput
-from .indices import checked_layers
+from ..indices import checked_layers
 from .steering import steering_hook
 
 

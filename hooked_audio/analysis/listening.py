@@ -27,7 +27,7 @@ from scipy.stats import mannwhitneyu
 from ..audio.inputs import AudioTextInput
 from .ablation import _check_head
 from .counterfactuals import silence_like
-from .indices import is_index
+from ..indices import is_index
 from .row_labels import row_labels
 
 

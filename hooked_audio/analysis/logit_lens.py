@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..cache import AudioActivationCache
-from .indices import index_tensor
+from ..indices import index_tensor
 
 
 @dataclass

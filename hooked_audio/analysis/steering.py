@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..kv_cache import position_offset
-from .indices import as_bool_mask, position_indices
+from ..indices import as_bool_mask, position_indices
 
 
 def steering_hook(

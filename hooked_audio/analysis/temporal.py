@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from ..cache import AudioActivationCache
-from .indices import checked_heads, checked_layers, is_index
+from ..indices import checked_heads, checked_layers, is_index
 from .listening import _refuse_padding_queries
 
 

@@ -18,7 +18,7 @@ from scipy.stats import bootstrap
 
 from ..audio.inputs import AudioTextInput
 from .audiolens import label_token_ids
-from .indices import index_tensor, is_index
+from ..indices import index_tensor, is_index
 from .row_labels import row_labels
 
 

@@ -1,4 +1,5 @@
-"""Layer lists, index arrays and position masks given to the analysis helpers, checked before use.
+"""Layer lists, index arrays and position masks given to the analysis helpers (and row indices of an activation
+store), checked before use.
 
 The shapes of mistake they catch all return a plausible number otherwise: a float layer (1.7) truncated to
 layer 1, a negative layer or duplicated layer, a float or bool answer index taken as 0/1, and a bool mask
@@ -17,6 +18,8 @@ def is_index(value) -> bool:
         return False
     if isinstance(value, torch.Tensor):
         return value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    if isinstance(value, np.ndarray):  # arrays have __index__ (it works only on 0-d integer ones)
+        return value.ndim == 0 and value.dtype.kind in "iu"
     return isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, float))
 
 
