@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 
 from .audio.inputs import AudioTextInput
 from .cache import activation_layout, position_dims
+from .indices import as_bool_mask, index_tensor, is_index
 
 FORMAT = "hooked_audio.activation_store"
 FORMAT_VERSION = 1
@@ -302,11 +303,17 @@ class ActivationView:
                 return self[torch.arange(start, stop, step)]
             rows = self.store.load(self.name, start, stop)
             return rows[::step] if step != 1 else rows
-        if isinstance(index, int):
+        if is_index(index):
+            index = int(index)
             if not -n <= index < n:
                 raise IndexError(f"row {index} is outside the store's {n} rows")
             return self.store.load(self.name, index % n, index % n + 1)[0]
-        index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        if (mask := as_bool_mask(index)) is not None:  # a mask selects rows; it is not the indices 0 and 1
+            if mask.shape != (n,):
+                raise IndexError(f"a bool mask over the store's rows must have shape ({n},), got {tuple(mask.shape)}")
+            index = torch.nonzero(mask).flatten()
+        else:
+            index = index_tensor(index, "rows").reshape(-1)
         if bool(((index < -n) | (index >= n)).any()):
             raise IndexError(f"rows {index.tolist()} are outside the store's {n} rows")
         index = index % n

@@ -70,7 +70,12 @@ def generate(
         )
     eos = eos_token_id if eos_token_id is not None else list(model.cfg.eos_token_ids)
     eos = torch.as_tensor([eos] if isinstance(eos, int) else list(eos), dtype=torch.long, device=ids.device)
-    pad = pad_token_id if pad_token_id is not None else (model.cfg.pad_token_id or (int(eos[0]) if len(eos) else 0))
+    if pad_token_id is not None:
+        pad = pad_token_id
+    elif model.cfg.pad_token_id is not None:  # may be 0, a real id
+        pad = model.cfg.pad_token_id
+    else:
+        pad = int(eos[0]) if len(eos) else 0
     generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     step_logits: list[torch.Tensor] = []

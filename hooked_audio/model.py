@@ -182,7 +182,10 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         elif isinstance(input, torch.Tensor):
             kwargs["input_ids"] = input
         elif isinstance(input, (str, list)):
-            kwargs["input_ids"] = self.to_tokens(input)
+            tokens = self._tokenize(input)
+            kwargs["input_ids"] = tokens["input_ids"]
+            if kwargs.get("attention_mask") is None:  # the padding of a batch of prompts is known: mask it
+                kwargs["attention_mask"] = tokens["attention_mask"]
         elif input is not None:
             raise TypeError(f"unsupported input of type {type(input).__name__}")
         kwargs = {k: v for k, v in kwargs.items() if v is not None and k not in _IGNORED_INPUT_KEYS}
@@ -362,29 +365,32 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             "processor or `model.build_inputs(...)`, which expand the placeholders."
         )
 
-    @staticmethod
-    def text_loss(logits: torch.Tensor, inputs: AudioTextInput) -> torch.Tensor:
+    def text_loss(self, logits: torch.Tensor, inputs: AudioTextInput) -> torch.Tensor:
         """Mean next-token cross-entropy over real text targets (audio placeholders and padding excluded)."""
-        return HookedAudioTransformer.loss_fn(logits, inputs)
+        return self.loss_fn(logits, inputs)
 
-    @staticmethod
     def loss_fn(
+        self,
         logits: Float[torch.Tensor, "batch pos d_vocab"],
         tokens: AudioTextInput | Int[torch.Tensor, "batch pos"],
         attention_mask: Int[torch.Tensor, "batch pos"] | None = None,
         per_token: bool = False,
     ) -> Float[torch.Tensor, ""] | Float[torch.Tensor, "batch pos_minus_1"]:
         """TransformerLens's ``loss_fn``: next-token cross-entropy on text targets. ``per_token=True`` gives
-        ``[batch, pos - 1]`` with NaN where the target is an audio placeholder or padding (so a careless
-        mean cannot hide them); the default is the mean over real text targets."""
+        ``[batch, pos - 1]`` with NaN where the target is an audio placeholder or padding, or is predicted from
+        padding (so a careless mean cannot hide them); the default is the mean over the other targets. With a token tensor, the audio
+        placeholders are found by the model's ``audio_token_id`` and padding by ``attention_mask``."""
         if isinstance(tokens, AudioTextInput):
-            keep, ids = tokens.text_mask, tokens.input_ids
+            ids, attention_mask, audio = tokens.input_ids, tokens.attention_mask, tokens.audio_mask
         else:
-            ids = tokens
-            keep = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+            ids, audio = tokens, tokens == self.cfg.audio_token_id
+        real = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         if logits.shape[:2] != ids.shape:
             raise ValueError(f"logits {tuple(logits.shape[:2])} and tokens {tuple(ids.shape)} disagree on batch/pos")
-        targets, keep = ids[:, 1:].to(logits.device), keep[:, 1:].to(logits.device)
+        # a target counts when it is real text and is predicted from a real position (as TransformerLens's
+        # loss: the first token of a left-padded row is not scored from the padding before it)
+        keep = real[:, 1:] & real[:, :-1] & ~audio[:, 1:]
+        targets, keep = ids[:, 1:].to(logits.device), keep.to(logits.device)
         losses = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, reduction="none")
         if per_token:
             return losses.masked_fill(~keep, float("nan"))
@@ -586,6 +592,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         """Tokenize text (no audio), as TransformerLens's ``to_tokens``; a list becomes a padded batch (left by
         default, as generation needs). ``prepend_bos`` defaults to ``cfg.default_prepend_bos`` (False: the
         supported checkpoints' tokenizers add no BOS, and their chat templates start with their own tokens)."""
+        return self._tokenize(text, prepend_bos, padding_side)["input_ids"]
+
+    def _tokenize(self, text: str | list[str], prepend_bos: bool | None = None,
+                  padding_side: Literal["left", "right"] | None = None) -> dict[str, torch.Tensor]:
+        """``to_tokens``' ids with their attention mask (0 on the padding of a batch of prompts)."""
         tokenizer = self._require_tokenizer()
         texts = [text] if isinstance(text, str) else list(text)
         if not texts or any(not isinstance(t, str) for t in texts):
@@ -600,7 +611,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             texts = [tokenizer.bos_token + t for t in texts]
         previous, tokenizer.padding_side = tokenizer.padding_side, padding_side
         try:
-            return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)["input_ids"]
+            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
+                                return_attention_mask=True)
+            return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         finally:
             tokenizer.padding_side = previous
 

@@ -199,11 +199,12 @@ def test_manifest_jsonl(tmp_path):
         json.dumps(["a", "list"]),
         "",
         json.dumps({"audio": "clips/a.wav", "question": "q", "answer": "x", "choices": ["y", "z"]}),
+        json.dumps({"audio": "clips/a.wav", "question": "q", "answer": "low", "id": None}),  # null: the row number
     ]
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(lines) + "\n")
     ds = load_dataset(f"manifest:{path}")
-    assert [i.id for i in ds] == ["0", "custom"]  # default id: the row number
+    assert [i.id for i in ds] == ["0", "custom", "7"]  # default id: the record number (a null id too; was "None")
     assert ds.items[0].choices == ("low", "high") and ds.items[0].metadata["task"] == "pitch"
     assert ds.items[1].choices is None and ds.items[1].audio == str(absolute)
     assert ds.skip_summary()["skipped"] == 5

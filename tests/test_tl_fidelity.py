@@ -162,7 +162,9 @@ def test_loss_and_tokens_follow_transformer_lens(model):
     inputs = model.to_inputs(**make_inputs([[100], [40]]))
     logits = model(inputs)
     per_token = model.loss_fn(logits, inputs, per_token=True)
-    keep = inputs.text_mask[:, 1:]
+    real = inputs.attention_mask.bool()
+    keep = inputs.text_mask[:, 1:] & real[:, :-1]  # real text targets predicted from real positions
+    assert not real[1, 0] and keep[1].sum() < inputs.text_mask[1, 1:].sum()  # the padded row loses its first target
     assert torch.isnan(per_token[~keep]).all() and not torch.isnan(per_token[keep]).any()
     torch.testing.assert_close(model.loss_fn(logits, inputs), per_token[keep].mean())
     torch.testing.assert_close(model(inputs, return_type="loss"), per_token[keep].mean())

@@ -113,6 +113,13 @@ def build_inputs(
             f"the text has {n_placeholders} audio placeholder(s) ({placeholder!r}) but {len(clips)} clip(s) were "
             f"given; put one placeholder where each clip goes, in order"
         )
+    adjacent = [row for row, text in enumerate(texts) if placeholder * 2 in text]
+    if adjacent:
+        raise ValueError(
+            f"prompt {adjacent[0]} has two audio placeholders side by side ({placeholder * 2!r}): their clips' tokens "
+            "would form one run, which positions, times and clip numbers would read as one clip; put text between "
+            "them (e.g. the chat template's <|audio_eos|><|audio_bos|>, or messages=)"
+        )
     rates = _rate_per_clip(sampling_rate, clips, own_rates)
 
     feature_extractor = processor.feature_extractor

@@ -87,5 +87,7 @@ def load_manifest(path: str, spec: str | None = None, strict: bool = False) -> E
         audio = os.path.expanduser(record["audio"])
         audio = audio if os.path.isabs(audio) else os.path.normpath(os.path.join(folder, audio))
         metadata = {k: v for k, v in record.items() if k not in (*REQUIRED, "choices", "id")}
-        rows.add(where, str(record.get("id", index)), audio, record["question"], record["answer"], choices, metadata)
+        given_id = record.get("id")
+        item_id = str(index) if given_id is None or not str(given_id).strip() else str(given_id)  # null / "" -> row number
+        rows.add(where, item_id, audio, record["question"], record["answer"], choices, metadata)
     return rows.finish({"kind": "manifest", "path": path, "sha256": sha256_of(path), "n_rows": n_rows})

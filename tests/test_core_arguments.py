@@ -1,0 +1,84 @@
+"""Core entry points given inputs they used to misread without a word (a batch of prompt strings run with
+its padding unmasked, audio placeholders scored as text, a pad id of 0 taken for "none", a bool row mask
+read as rows 0 and 1, two clips' placeholders side by side read as one clip): each is now read as meant or
+refused, next to the valid neighbouring call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import AUDIO_TOKEN_ID, make_inputs, sine
+
+from hooked_audio.activation_store import stream_activations
+
+TEXTS = ["what is said in the audio", "yes no"]
+
+
+@torch.no_grad()
+def test_a_batch_of_prompt_strings_masks_its_padding(model):
+    inputs = model.to_inputs(TEXTS)
+    tokens = model.to_tokens(TEXTS)
+    assert torch.equal(inputs.input_ids, tokens)
+    n_pad = tokens.shape[1] - model.to_tokens(TEXTS[1]).shape[1]
+    assert n_pad > 0 and inputs.attention_mask[1, :n_pad].sum() == 0 and inputs.attention_mask[1, n_pad:].all()
+    batched, alone = model(TEXTS), model(TEXTS[1])
+    torch.testing.assert_close(batched[1, -1], alone[0, -1], atol=1e-4, rtol=0)  # was off by 0.27
+    loss_alone = [float(model(text, return_type="loss")) for text in TEXTS]
+    n_targets = [len(model.to_tokens(text)[0]) - 1 for text in TEXTS]
+    expected = sum(loss * n for loss, n in zip(loss_alone, n_targets)) / sum(n_targets)
+    assert float(model(TEXTS, return_type="loss")) == pytest.approx(expected, abs=1e-5)
+
+
+@torch.no_grad()
+def test_loss_of_a_token_tensor_leaves_the_audio_placeholders_out(model):
+    raw = make_inputs([[100], [60]])
+    inputs = model.to_inputs(raw)
+    logits = model(inputs)
+    by_tensor = model.loss_fn(logits, raw["input_ids"], raw["attention_mask"], per_token=True)
+    by_inputs = model.loss_fn(logits, inputs, per_token=True)
+    torch.testing.assert_close(by_tensor, by_inputs, equal_nan=True)
+    assert torch.isnan(by_tensor[raw["input_ids"][:, 1:] == AUDIO_TOKEN_ID]).all()
+    assert float(model.loss_fn(logits, raw["input_ids"], raw["attention_mask"])) == pytest.approx(
+        float(model(raw, return_type="loss")), abs=1e-6)
+
+
+@torch.no_grad()
+def test_finished_rows_are_padded_with_the_models_pad_id_even_when_it_is_0(model):
+    inputs = make_inputs([[100], [40]], seed=2)
+    n_prompt = inputs["input_ids"].shape[1]
+    plain = model.generate(**inputs, max_new_tokens=6, eos_token_id=[])
+    stop = int(plain[0, n_prompt + 1])
+    previous, model.cfg.pad_token_id = model.cfg.pad_token_id, 0
+    try:
+        tokens = model.generate(**inputs, max_new_tokens=6, eos_token_id=[stop])
+    finally:
+        model.cfg.pad_token_id = previous
+    first = int((tokens[0, n_prompt:] == stop).nonzero()[0])
+    assert first < 5 and (tokens[0, n_prompt + first + 1:] == 0).all()  # was the stop token again
+    explicit = model.generate(**inputs, max_new_tokens=6, eos_token_id=[stop], pad_token_id=0)
+    assert torch.equal(tokens, explicit)
+
+
+def test_a_bool_mask_selects_store_rows(model, tmp_path):
+    batches = [make_inputs([[100], [60]]), make_inputs([[80]], seed=1)]
+    store = stream_activations(model, batches, ["blocks.0.hook_resid_post"], tmp_path / "s", positions="audio")
+    view = store["blocks.0.hook_resid_post"]
+    mask = store.metadata()["item"] == 1
+    assert 0 < int(mask.sum()) < len(view)
+    for given in (mask, mask.numpy(), mask.tolist()):
+        torch.testing.assert_close(view[given], view[:][mask], rtol=0, atol=0)  # was rows 0 and 1, repeated
+    torch.testing.assert_close(view[np.int64(3)], view[3], rtol=0, atol=0)
+    with pytest.raises(IndexError, match="bool mask over the store's rows"):
+        view[mask[:-1]]
+    with pytest.raises(TypeError, match="rows must be integers"):
+        view[[1.5]]
+
+
+def test_two_placeholders_side_by_side_are_refused(model):
+    clips = [sine(440, 0.5), sine(880, 0.5)]
+    placeholder = model.processor.audio_token
+    with pytest.raises(ValueError, match="side by side"):
+        model.build_inputs(placeholder * 2 + " what", clips, sampling_rate=16000)
+    apart = model.build_inputs(f"{placeholder} and {placeholder} what", clips, sampling_rate=16000)
+    assert [span.clip for span in apart.audio_spans[0]] == [0, 1]  # control: two spans, two clips
