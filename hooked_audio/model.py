@@ -203,7 +203,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             bad = input_ids[(input_ids < 0) | (input_ids >= self.cfg.d_vocab)][0]
             raise ValueError(f"token id {int(bad)} is outside the vocabulary (0..{self.cfg.d_vocab - 1})")
         attention_mask = kwargs.pop("attention_mask", None)
-        if attention_mask is not None:
+        if attention_mask is None:
+            self._refuse_unmasked_padding(input_ids)
+        else:
             if attention_mask.ndim == 1:
                 attention_mask = attention_mask[None]
             if attention_mask.shape != input_ids.shape:
@@ -228,6 +230,24 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             position_ids=position_ids,
         )
         return replace(inputs, window_rows=self.window_rows(inputs))
+
+    def _refuse_unmasked_padding(self, input_ids: Int[torch.Tensor, "batch pos"]) -> None:
+        """Token rows without an attention mask where some rows start (or end) with the pad token and others do
+        not look padded: run unmasked, the padding would be attended and scored as text."""
+        pad = self.cfg.pad_token_id
+        if pad is None and self.tokenizer is not None:
+            pad = self.tokenizer.pad_token_id
+        if pad is None or input_ids.shape[0] < 2:
+            return
+        for edge in (0, -1):
+            starts = input_ids[:, edge] == pad
+            if bool(starts.any()) and not bool(starts.all()):
+                rows = torch.nonzero(starts).flatten().tolist()
+                raise ValueError(
+                    f"rows {rows} {'start' if edge == 0 else 'end'} with the pad token ({pad}) and others do not: they look "
+                    "padded, and without attention_mask the padding would be read as text. Pass attention_mask= (e.g. "
+                    "model.to_inputs(list_of_prompts) builds it), or an all-ones mask if those tokens are real"
+                )
 
     def window_rows(self, inputs: AudioTextInput) -> Int[torch.Tensor, "window"] | None:
         """The batch row each audio feature row (window) belongs to, from the tokens each window yields and

@@ -82,3 +82,14 @@ def test_two_placeholders_side_by_side_are_refused(model):
         model.build_inputs(placeholder * 2 + " what", clips, sampling_rate=16000)
     apart = model.build_inputs(f"{placeholder} and {placeholder} what", clips, sampling_rate=16000)
     assert [span.clip for span in apart.audio_spans[0]] == [0, 1]  # control: two spans, two clips
+
+
+def test_padded_token_rows_without_a_mask_are_refused(model):
+    tokens = model.to_tokens(TEXTS)  # left-padded: row 1 starts with the pad token
+    with pytest.raises(ValueError, match=r"rows \[1\] start with the pad token"):
+        model(tokens)
+    right = model.to_tokens(TEXTS, padding_side="right")
+    with pytest.raises(ValueError, match=r"rows \[1\] end with the pad token"):
+        model(right)
+    torch.testing.assert_close(model(tokens, attention_mask=model.to_inputs(TEXTS).attention_mask), model(TEXTS))
+    model(tokens, attention_mask=torch.ones_like(tokens))  # the escape: the user says every token is real
