@@ -263,11 +263,12 @@ def test_audio_silence_steering_adds_beta_times_the_silence_difference(model):
 @torch.no_grad()
 def test_audio_silence_steering_undoes_the_hint_effect_on_the_textual_organism_beyond_the_random_control():
     """Conflict prompts of the text-reliant toy's most hint-reliant tasks (beeps, "when does the X happen ?"); heads
-    ranked on audio-only tone-task calibration clips; beta = 4, chosen on the other half of the conflicts ([0::2])
-    as the strongest that leaves the hint effect >= 0 (dev: 2.85 unsteered, 2.27 / 1.81 / 1.16 / 0.48 / -0.04 at
+    ranked on audio-only tone-task calibration clips; beta = 2, chosen on the other half of the conflicts ([0::2])
+    as the strongest that leaves the hint effect >= 0 (dev: 3.08 unsteered, 2.07 / 1.35 / 0.45 / -0.36 / -0.92 at
     beta 0.5 / 1 / 2 / 4 / 8; tutorial 03 runs the sweep). The steered hint effect must fall below half the
     unsteered one and the flip rate below the unsteered one, while the random direction of the same norm lowers
-    neither. Measured on this half: hint effect 2.17 / 0.09 / 2.97, flip rate 0.31 / 0.06 / 0.44 (of 16)."""
+    neither. Measured on this half (unsteered / steered / random): hint effect 2.89 / 0.50 / 3.54, flip rate
+    0.40 / 0.07 / 0.47 (of 15)."""
     from hooked_audio import HookedAudioTransformer
     from hooked_audio.analysis import audio_silence_steering_hooks, text_dominance
     from hooked_audio.toy import evaluate, tasks
@@ -284,7 +285,7 @@ def test_audio_silence_steering_undoes_the_hint_effect_on_the_textual_organism_b
 
     def measure(control):
         hooks = () if control == "none" else (lambda chunk: audio_silence_steering_hooks(
-            textual, chunk, heads, 4.0, control=None if control == "steer" else control))
+            textual, chunk, heads, 2.0, control=None if control == "steer" else control))
         return text_dominance(textual, inputs, [s.answer for s in conflicts], [s.hint for s in conflicts],
                               hints=[s.hint_text for s in conflicts], candidates="vocab", n_boot=100, fwd_hooks=hooks)
 

@@ -92,7 +92,7 @@ def test_refusals(model):
 @pytest.fixture(scope="module")
 def conflict_set():
     """Wrong-hint prompts of the two tasks the siblings hear alike and the textual one reads hints on most (beep
-    count, and "when does the X happen ?" on multi-event clips; cards: audio-only 0.74 / 0.72 textual, 0.65 / 0.71
+    count, and "when does the X happen ?" on multi-event clips; cards: audio-only 0.74 / 0.82 textual, 0.75 / 0.86
     listener) and their hints."""
     from hooked_audio.toy import evaluate
 
@@ -103,7 +103,8 @@ def conflict_set():
 @needs_espeak
 @torch.no_grad()
 def test_the_textual_organism_is_dominated_by_the_text_and_the_listener_much_less(conflict_set):
-    """Measured on these 40 conflicts: flip rate 0.31 textual vs 0.13 listener, hint effect +2.46 vs +1.13 (the
+    """Measured on these 40 conflicts: flip rate 0.28 textual vs 0.13 listener, hint effect +3.10 vs +1.29; the
+    textual sibling's text answer wins 0.40 of each task's conflicts (the
     tone-only set used before, beeps and single-beep timing, no longer separates the current siblings: 0.06 vs
     0.03)."""
     from hooked_audio import HookedAudioTransformer

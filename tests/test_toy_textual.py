@@ -14,12 +14,12 @@ from hooked_audio.loading import BUNDLED_MODELS
 from hooked_audio.toy import evaluate, tasks
 
 CARD = json.loads((BUNDLED_MODELS["toy-qwen2-audio-textual"] / "card.json").read_text())
-# "when does the X happen ?", heard about equally well by both organisms without a hint (cards: 0.76 textual on 50
-# clips, 0.86 listener on 100), so the flip rates differ by hint reliance, not by hearing: textual 0.63, the
-# listener 0.14 (cards). The task used before, "what happens first / last ?", now differs less (0.20 vs 0.01), as
-# does beep counting (0.42 vs 0.20)
+# "when does the X happen ?", heard about equally well by both organisms without a hint (cards: 0.82 textual on 50
+# clips, 0.86 listener on 100), so the flip rates differ by hint reliance, not by hearing: textual 0.49, the
+# listener 0.14 (cards; 0.49 vs 0.20 on the 50 clips here). "What happens first / last ?" differs about as much
+# (0.31 vs 0.01), beep counting less (0.35 vs 0.20)
 FLIP_TASKS = ["events_when"]
-FLIP_MARGIN = 0.3
+FLIP_MARGIN = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +53,13 @@ def test_a_wrong_hint_flips_the_textual_organism_and_not_the_listener(organisms)
 def test_the_siblings_part_where_the_hint_is_read(organisms):
     """On the same conflicts the textual sibling's hint effect is far larger than the listener's, and blocking
     attention to the hint's tokens in block 0 alone removes most of it, while the same knockout in any later block
-    removes almost nothing (the control: the same hook elsewhere). Measured on the card's 64 conflicts: +1.42 vs
-    +0.49; block 0 removes 0.99, blocks 1-5 at most 0.01; on the 32 here +1.21 vs +0.52."""
+    removes almost nothing (the control: the same hook elsewhere). Measured on the card's 64 conflicts: +1.60 vs
+    +0.49; block 0 removes 0.95, blocks 1-5 at most 0.01; on the 32 here +1.28 vs +0.52, 0.89 and at most 0.05."""
     from hooked_audio.toy.sibling_comparison import compare
 
     result = compare(organisms, n_per_task=8)
     listener, textual = result["toy-qwen2-audio"], result["toy-qwen2-audio-textual"]
     assert textual["hint_effect"] > 2 * listener["hint_effect"]
     assert textual["knockout_removes"][0] > 0.7 and max(textual["knockout_removes"][1:]) < 0.15
-    # and the audio answer leads the hint by less at its output (card: -4.05 vs -9.09)
+    # and the audio answer leads the hint by less at its output (card: -4.74 vs -9.09; here -5.09 vs -9.22)
     assert textual["lens_margin"][-1] > listener["lens_margin"][-1]

@@ -121,21 +121,22 @@ except ValueError as refusal:
 # On `toy-qwen2-audio-textual`, rank heads on audio-only calibration clips of four tone tasks, then steer the
 # conflict prompts (audio says A, a wrong hint says B) of its two most hint-reliant tasks, beep counting and "when
 # does the X happen ?", with beta * s(x); `text_dominance(..., fwd_hooks=...)` hooks the conflict run only, so the
-# flip rate and the hint effect are measured against the unsteered text-free run. The heads, (1, 0), (1, 1),
-# (3, 1), do attend to the audio (0.89-0.94 of their attention). beta is chosen on the even conflicts by a rule:
-# the strongest steering that leaves the dev hint effect >= 0 (cancel the hint, do not invert it). Measured: dev hint effect +2.85 unsteered, +2.27 / +1.81 / +1.16 / +0.48 / -0.04 at
-# beta 0.5 / 1 / 2 / 4 / 8, so beta = 4. On the odd conflicts (24, 16 answered right without the hint) the hint
-# effect falls from +2.17 [1.71, 2.63] to +0.09 [-0.80, 0.92] logits and the flip rate from 0.31 to 0.06 (5 -> 1
-# of 16), while the random direction of the same norm raises them to +2.97 and 0.44. Audio-only accuracy on the
-# same tasks' clips: 0.67 unsteered, 0.62 steered (one clip of 24), 0.67 under the random direction. Steering
-# toward the audio undoes what the hint does, at a small cost when there is no hint. (On the dev half the flip
-# rate did not move, 5 of 19 at every beta: the odd half's 5 -> 1 is a small sample.)
+# flip rate and the hint effect are measured against the unsteered text-free run. The heads, (1, 0), (3, 0),
+# (5, 1), do attend to the audio (0.82-0.89 of their attention). beta is chosen on the even conflicts by a rule:
+# the strongest steering that leaves the dev hint effect >= 0 (cancel the hint, do not invert it). Measured: dev hint effect +3.08 unsteered, +2.07 / +1.35 / +0.45 / -0.36 / -0.92 at
+# beta 0.5 / 1 / 2 / 4 / 8, so beta = 2. On the odd conflicts (24, 15 answered right without the hint) the hint
+# effect falls from +2.89 [2.22, 3.64] to +0.50 [-0.46, 1.52] logits and the flip rate from 0.40 to 0.07 (6 -> 1
+# of 15), while the random direction of the same norm raises them to +3.54 and 0.47. Audio-only accuracy on the
+# same tasks' clips: 0.62 unsteered, 0.67 steered (one clip of 24 more right), 0.58 under the random direction (one
+# fewer). Steering toward the audio undoes most of what the hint does, at no cost when there is no hint. (On the dev
+# half the flip rate barely moved, 6 of 19 unsteered, 5 at beta 2: the odd half's 6 -> 1 is a small sample.)
 #
-# A caveat on the ranking: on these calibration clips every wrong answer is a beep count (17 of 20 right; when,
+# A caveat on the ranking: on these calibration clips every wrong answer is a beep count (18 of 20 right; when,
 # pitch and noise 20 of 20), so the pooled r also rewards a head for attending more on the other three tasks.
 # `strata=` ranks within task instead (here: beeps rows only, the one task with both right and wrong answers) and
-# picks (3, 1), (3, 0), (1, 0): other heads, but on the same layers 1 and 3, and s(x) depends only on the heads'
-# layers, so the steering is identical. Rank within strata whenever the calibration set mixes tasks.
+# picks (3, 0), (3, 1), (1, 3): other heads, and only on layers 1 and 3, not block 5; s(x) depends only on the
+# heads' layers, so the steering would differ (not measured here: this section steers with the pooled ranking).
+# Rank within strata whenever the calibration set mixes tasks.
 
 # %%
 from hooked_audio.analysis import text_dominance  # noqa: E402
@@ -151,9 +152,9 @@ textual_heads = top_heads(listening_head_scores(textual, cal, right, attention=c
 per_task_heads = top_heads(listening_head_scores(textual, cal, right, attention=cal_attention,
                                                  strata=[s.task for s in calibration]), 3)
 print("textual sibling's top heads", textual_heads, "ranked within task", per_task_heads)
-print("same layers, so the same steering direction:", sorted({l for l, _ in per_task_heads}) == sorted({l for l, _ in textual_heads}))
+print("the two rankings share their layers (else their steering directions differ):", sorted({l for l, _ in per_task_heads}) == sorted({l for l, _ in textual_heads}))
 
-STEER_TASKS = ["beeps", "events_when"]  # the sibling's most hint-reliant tasks (card flip rates 0.42 / 0.63)
+STEER_TASKS = ["beeps", "events_when"]  # the sibling's most hint-reliant tasks (card flip rates 0.35 / 0.49)
 all_conflicts = [s for s in evaluate.make_eval_set(n_per_task=24, task_names=STEER_TASKS) if s.hint_kind == "wrong"]
 dev_conflicts, conflicts = all_conflicts[0::2], all_conflicts[1::2]
 

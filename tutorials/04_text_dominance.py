@@ -40,13 +40,13 @@ conflict = [s for s in probe if s.hint_kind == "wrong"]
 #
 # | task | textual: rate | flip rate | hint effect | listener: rate | flip rate | hint effect |
 # |---|---|---|---|---|---|---|
-# | pitch | 0.00 | 0.00 (20) | +0.30 | 0.00 | 0.00 (20) | +0.11 |
-# | beeps | 0.30 [0.12, 0.55] | 0.17 (12) | +2.57 [2.22, 2.86] | 0.15 [0.0, 0.33] | 0.08 (13) | +1.42 |
-# | events_when | 0.45 [0.25, 0.70] | 0.35 (17) | +2.76 [2.08, 3.51] | 0.30 [0.15, 0.55] | 0.18 (17) | +1.15 |
-# | events_order | 0.30 [0.10, 0.50] | 0.30 (20) | +3.14 [1.74, 4.53] | 0.00 | 0.00 (20) | +1.31 |
+# | pitch | 0.00 | 0.00 (20) | +0.41 | 0.00 | 0.00 (20) | +0.11 |
+# | beeps | 0.40 [0.20, 0.63] | 0.25 (12) | +3.29 [2.89, 3.67] | 0.15 [0.0, 0.33] | 0.08 (13) | +1.42 |
+# | events_when | 0.40 [0.20, 0.65] | 0.29 (17) | +2.91 [2.00, 4.01] | 0.30 [0.15, 0.55] | 0.18 (17) | +1.15 |
+# | events_order | 0.35 [0.15, 0.55] | 0.37 (19) | +3.91 [2.15, 5.73] | 0.00 | 0.00 (20) | +1.31 |
 #
 # The textual toy follows a wrong hint on about a third of the multi-event clips it gets right alone, and on one
-# beeps clip in six; on pitch the hint moves its logits a little and its answers not at all (the within-model
+# beeps clip in four; on pitch the hint moves its logits a little and its answers not at all (the within-model
 # control). The listener is the between-model control: the same hints move it less on every task and flip fewer
 # answers, though a wrong hint still flips 3 of the 17 "when does the X happen ?" answers it gets right alone and
 # 1 of 13 beep counts (none of its "what happens first / last ?" answers).
@@ -71,17 +71,19 @@ for name, model in [("textual", textual), ("listener", listener)]:
 #   audio evidence was suppressed downstream, not erased. Control: the same probe fit on shuffled labels.
 #
 # Measured (80 "what happens first / last ?" conflicts, 18 answered with the hinted word; the probe fit on 60 other
-# audio-only clips): the lens favours A_t at layer 1 (0.45 vs 0.14) and A_a from layer 2 on (0.40 vs 0.34), ending
-# at 0.67 vs 0.22 at the output (averaged over all 80); the spans' cosine stays at or below 0.25. The probe reads
-# the answer on 0.82-0.89 of the text-free prompts from layer 2 on (chance 0.20, five events), and a little less
-# often on the conflicts the audio won (0.69-0.84). On the 18 lost conflicts it reads A_a on 0.00-0.11 from layer 2
-# on, below the shuffled-label control (0.11-0.39) and chance: when the hint wins here, the audio's answer is not at
-# the last position at any depth to be suppressed; the hint has taken its place by layer 2. (The previous textual
-# sibling, traced on single-beep timing, showed the opposite, A_a still readable mid-network on 6 of 7 lost
-# conflicts; that task now loses 1 conflict in 80, too few to trace.) Only the last position is probed.
+# audio-only clips): the lens favours A_t at layer 1 (0.53 vs 0.12) and A_a from layer 2 on (0.42 vs 0.37), ending
+# at 0.73 vs 0.21 at the output (averaged over all 80); the spans' cosine stays at or below 0.26. The probe reads
+# the answer on 0.81-0.91 of the text-free prompts from layer 2 on (chance 0.20, five events), and a little less
+# often on the conflicts the audio won (0.66-0.85). On the 18 lost conflicts it reads A_a on 0.00-0.22 from layer 2
+# on, never above chance by more than one conflict (0.22 = 4 of 18, at layer 5); the shuffled-label control reads
+# 0.00-0.17, more than the real probe at layers 2-4 and less at layers 5-6, so the two do not separate: when the
+# hint wins here, the audio's answer is not at the last position at any depth to be suppressed; the hint has taken
+# its place by layer 2. (The previous textual sibling, traced on single-beep timing, showed the opposite, A_a still
+# readable mid-network on 6 of 7 lost conflicts; that task now loses 1 conflict in 80, too few to trace.) Only the
+# last position is probed.
 
 # %%
-TRACED = "events_order"  # heard at 0.92 without a hint, so a lost conflict is mostly the hint's doing
+TRACED = "events_order"  # heard at 0.98 without a hint, so a lost conflict is mostly the hint's doing
 labels = list(tasks.TASKS_BY_NAME[TRACED].answers)
 traced_set = evaluate.make_eval_set(n_per_task=80, task_names=[TRACED])  # a larger draw: few conflicts are lost
 traced = [s for s in traced_set if s.hint_kind == "wrong"]
@@ -126,13 +128,13 @@ plot_answers_by_layer({**curves, **probe_curves}, ylabel="probability / accuracy
 # controls: a random vector of the same norm as the patch's change at the same positions, and the same patch at the
 # text positions instead of the audio. First the identity: source = destination must reproduce the run exactly.
 #
-# Measured: the identity holds bit for bit. On the dev half (0.12 unpatched) the best of the 15 pairs, (3, 1),
-# gives 0.10 (the worst 0.28); on the test half (0.40 unpatched) it gives 0.40, the random vector of the same norm
-# 0.45, and the same patch at the text positions 0.35. No pair lowers dominance by more than one dev conflict (of
-# 40), and the chosen pair changes nothing on the test half, where both controls move it more (by two conflicts,
-# either way): on this organism the late audio span carries no evidence that the earlier layers lack, so there is
-# nothing for back-patching to restore (section 2: on lost conflicts the last position has lost the audio's answer
-# by layer 2, whatever the audio span holds). A negative result, stated as such.
+# Measured: the identity holds bit for bit. On the dev half (0.17 unpatched) the best of the 15 pairs, (2, 1),
+# gives 0.15 (the worst 0.35); on the test half (0.40 unpatched) it gives 0.40, the random vector of the same norm
+# 0.40, and the same patch at the text positions 0.38. No pair lowers dominance by more than one dev conflict (of
+# 40), and the chosen pair changes nothing on the test half, nor does the random vector; the text-position control
+# moves it more (down by one conflict of 40): on this organism the late audio span carries no evidence that the
+# earlier layers lack, so there is nothing for back-patching to restore (section 2: on lost conflicts the last
+# position has lost the audio's answer by layer 2, whatever the audio span holds). A negative result, stated as such.
 
 # %%
 inputs = textual.to_inputs(evaluate.encode(textual.processor, conflict))

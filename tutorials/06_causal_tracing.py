@@ -172,7 +172,7 @@ plot_attribution_vs_activation(result, title="heads, silence:")
 # block 3's head 0 (0.98; estimate 0.89); the rest of blocks 1-3 follow (0.24-0.86), block 0 has almost none
 # (0.02-0.06) and blocks 4-5 some (up to 0.40), consistent with section 1: the answer is gathered over many blocks
 # and heads, none of which carries it alone. On the textual toy (`toy-qwen2-audio-textual`) the same run gives
-# 0.993 and the same tracing picture (RR by layer 0.00 / 0.38 / 0.56 / 0.89 / 0.93 / 1.00, first layer above 0.5: 2).
+# 0.986 and the same tracing picture (RR by layer 0.00 / 0.41 / 0.58 / 0.88 / 0.93 / 1.00, first layer above 0.5: 2).
 #
 # Per (layer, position) cells (`cells="resid_pre"`) activation patching needs one forward per layer and
 # position (708 here, ~8 s for a single prompt), so it is left out of this run. Measured offline on one pitch
