@@ -29,6 +29,7 @@ import torch
 from jaxtyping import Float, Int
 
 from .audio.inputs import AudioTextInput
+from .indices import is_index
 from .kv_cache import KVCache, position_offset
 
 __all__ = ["generate", "position_offset"]
@@ -69,7 +70,10 @@ def generate(
             "generation needs left padding (every row's last position real): set tokenizer.padding_side = 'left'"
         )
     eos = eos_token_id if eos_token_id is not None else list(model.cfg.eos_token_ids)
-    eos = torch.as_tensor([eos] if isinstance(eos, int) else list(eos), dtype=torch.long, device=ids.device)
+    eos = [eos] if is_index(eos) else list(eos)
+    if not all(is_index(t) for t in eos):
+        raise TypeError(f"eos_token_id must be a token id or a list of them, got {eos!r}")
+    eos = torch.as_tensor([int(t) for t in eos], dtype=torch.long, device=ids.device)
     if pad_token_id is not None:
         pad = pad_token_id
     elif model.cfg.pad_token_id is not None:  # may be 0, a real id

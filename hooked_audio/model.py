@@ -279,6 +279,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         """Logits ``[batch, pos, d_vocab]`` (HF keyword names: ``input_ids``, ``attention_mask``, the
         family's audio feature kwargs, ``position_ids``). ``return_type="loss"`` is the next-token loss
         on real text targets (audio placeholders and padding excluded)."""
+        if return_type not in ("logits", "loss", "both", None):
+            raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
         inputs = self.to_inputs(input, **kwargs)
         with model_lock(self):
             logits = self.forward_inputs(inputs)

@@ -93,3 +93,19 @@ def test_padded_token_rows_without_a_mask_are_refused(model):
         model(right)
     torch.testing.assert_close(model(tokens, attention_mask=model.to_inputs(TEXTS).attention_mask), model(TEXTS))
     model(tokens, attention_mask=torch.ones_like(tokens))  # the escape: the user says every token is real
+
+
+@torch.no_grad()
+def test_rows_stop_ids_and_return_types_are_read_as_meant(model):
+    inputs = model.to_inputs(make_inputs([[100], [60], [80]]))
+    logits = model(inputs)
+    torch.testing.assert_close(model(inputs.select_rows([-2, -1])), logits[1:], atol=1e-5, rtol=0)  # kept their audio
+    with pytest.raises(IndexError, match="outside the batch's 3 rows"):
+        inputs.select_rows([3])
+    with pytest.raises(TypeError):  # "integer row indices" (the suite's jaxtyping checks answer first)
+        inputs.select_rows([1.0])
+    with pytest.raises((ValueError, TypeError)):  # was the (logits, loss) pair; the suite's jaxtyping checks answer first
+        model(inputs, return_type="Loss")
+    as_list = model.generate(inputs, max_new_tokens=3, eos_token_id=[5])
+    for stop in (np.int64(5), torch.tensor(5)):
+        assert torch.equal(model.generate(inputs, max_new_tokens=3, eos_token_id=stop), as_list)

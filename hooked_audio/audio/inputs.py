@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from jaxtyping import Bool, Float, Int
 
+from ..indices import is_index
+
 
 @dataclass(frozen=True)
 class AudioSpan:
@@ -64,7 +66,16 @@ class AudioTextInput:
         return self.select_rows(torch.arange(self.shape[0])[rows].reshape(-1).tolist())
 
     def select_rows(self, rows: list[int]) -> "AudioTextInput":
-        """The input of some batch rows (in increasing order), each keeping its own audio feature rows."""
+        """The input of some batch rows (in increasing order; negative rows count from the end), each keeping its
+        own audio feature rows."""
+        n, rows = self.shape[0], list(rows)
+        if not all(is_index(r) for r in rows):
+            raise TypeError(f"rows must be integer row indices, got {rows!r}")
+        rows = [int(r) for r in rows]
+        outside = [r for r in rows if not -n <= r < n]
+        if outside:
+            raise IndexError(f"rows {outside} are outside the batch's {n} rows")
+        rows = [r % n for r in rows]
         if sorted(set(rows)) != list(rows):
             raise ValueError(f"rows must be increasing and distinct, got {rows}")
         index = torch.as_tensor(rows, dtype=torch.long)
