@@ -400,8 +400,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
     ) -> Float[torch.Tensor, ""] | Float[torch.Tensor, "batch pos_minus_1"]:
         """TransformerLens's ``loss_fn``: next-token cross-entropy on text targets. ``per_token=True`` gives
         ``[batch, pos - 1]`` with NaN where the target is an audio placeholder or padding, or is predicted from
-        padding (so a careless mean cannot hide them); the default is the mean over the other targets. With a token tensor, the audio
-        placeholders are found by the model's ``audio_token_id`` and padding by ``attention_mask``."""
+        padding (so a careless mean cannot hide them); the default is the mean over the other targets. With a
+        token tensor, the audio placeholders are found by the model's ``audio_token_id`` and padding by
+        ``attention_mask``."""
         if isinstance(tokens, AudioTextInput):
             ids, attention_mask, audio = tokens.input_ids, tokens.attention_mask, tokens.audio_mask
         else:

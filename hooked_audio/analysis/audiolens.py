@@ -162,7 +162,7 @@ def _block_audio_keys(scores: torch.Tensor, hook, *, built_for: AudioTextInput, 
             f"{keys.shape[0]} x {n_prompt}: build audio_masking_hooks from the inputs you run"
         )
     blocked_keys = torch.zeros(batch, n_k, dtype=torch.bool)
-    blocked_keys[:, : min(n_k, n_prompt)] = keys[:, : min(n_k, n_prompt)]
+    blocked_keys[:, :n_prompt] = keys
     queries = torch.zeros(batch, n_q, dtype=torch.bool)
     if query == "all":
         queries[:] = True
