@@ -13,7 +13,7 @@ from hooked_audio.analysis import (
     attribute_information, attribution_patching, audio_masking_hooks, back_patching_hooks, back_patching_sweep,
     causal_tracing, head_ablation_effects, logit_lens,
     critical_layer, enrichment_hook, information_scores, instruction_steering_hooks, instruction_steering_vector,
-    label_log_probs, patch_positions, silence_like, steering_hook, text_dominance,
+    label_log_probs, matched_noise, patch_positions, silence_like, steering_hook, text_dominance,
 )
 
 LABELS = ["yes", "no", "hello"]
@@ -211,3 +211,15 @@ def test_the_lens_refuses_a_position_given_as_a_word(model, batch):
         logit_lens(model, cache, positions="last")
     torch.testing.assert_close(logit_lens(model, cache, positions=[-1]).log_probs,
                                logit_lens(model, cache).log_probs[:, :, -1:], rtol=0, atol=0)
+
+
+def test_counterfactual_builders_name_what_was_wrong(batch):
+    with pytest.raises(ValueError, match="features_key 'input_feature' is not one of the audio tensors"):
+        silence_like(batch, features_key="input_feature")
+    key = [k for k, v in batch.audio.items() if v.is_floating_point()][0]
+    assert torch.equal(silence_like(batch, features_key=key).audio[key], silence_like(batch).audio[key])
+    wave = np.sin(np.linspace(0, 100, 1600)).astype(np.float32)
+    with pytest.raises(TypeError, match="one waveform"):
+        matched_noise(wave)
+    (noise,) = matched_noise([wave])
+    assert noise.shape == wave.shape and np.sqrt(np.mean(noise**2)) == pytest.approx(np.sqrt(np.mean(wave**2)), rel=1e-5)

@@ -36,6 +36,8 @@ def silence_like(inputs: AudioTextInput, silence_value: float = WHISPER_SILENCE,
         if len(floats) != 1:
             raise ValueError(f"pass features_key= (audio tensors: {sorted(inputs.audio)})")
         features_key = floats[0]
+    elif features_key not in inputs.audio:
+        raise ValueError(f"features_key {features_key!r} is not one of the audio tensors {sorted(inputs.audio)}")
     audio = dict(inputs.audio)
     audio[features_key] = torch.full_like(audio[features_key], silence_value)
     return replace(inputs, audio=audio)
@@ -46,6 +48,8 @@ def matched_noise(clips, seed: int = 0) -> list[Float[np.ndarray, " sample"]]:
     A silent clip gives silence. Gaussian peaks reach about 4 x RMS, so a loud clip's noise can exceed 1.0
     (``build_inputs`` warns; it is passed on unclipped to keep the RMS). Build the counterfactual with the same prompt:
     ``model.build_inputs(prompt, matched_noise(clips), sampling_rate=...)``."""
+    if isinstance(clips, (np.ndarray, torch.Tensor)) and clips.ndim == 1:
+        raise TypeError("clips is one waveform: pass a list of clips, e.g. matched_noise([clip])")
     rng = np.random.default_rng(seed)
     out = []
     for index, clip in enumerate(clips):
