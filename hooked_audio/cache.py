@@ -207,11 +207,18 @@ class AudioActivationCache(ActivationCache):
         """Per row, the runs of audio tokens among this cache's positions, numbered by clip as in the run."""
         full = self.inputs.audio_spans
         spans = []
-        for row, row_mask in enumerate(self._view(self.inputs.audio_mask)):
+        for row in range(len(full)):
             clip_at = {pos: span.clip for span in full[row] for pos in range(span.start, span.end)}
-            spans.append([
-                AudioSpan(start, end, clip_at[int(self.positions[start])]) for start, end in spans_of(row_mask.tolist())
-            ])
+            clips = [clip_at.get(int(pos)) for pos in self.positions]  # None at text positions
+            row_spans = []
+            for index, clip in enumerate(clips):  # a new span where the clip changes, even between adjacent positions
+                if clip is None:
+                    continue
+                if index and clips[index - 1] == clip:
+                    row_spans[-1] = AudioSpan(row_spans[-1].start, index + 1, clip)
+                else:
+                    row_spans.append(AudioSpan(index, index + 1, clip))
+            spans.append(row_spans)
         return self._per_row(spans)
 
     @property

@@ -265,8 +265,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         token_rows = torch.nonzero(inputs.audio_mask.cpu())[:, 0]
         if int(tokens.sum()) != len(token_rows) or len(token_rows) == 0:
             return None
-        first_token = (torch.cumsum(tokens, 0) - tokens).clamp(max=len(token_rows) - 1)
-        return token_rows[first_token]
+        ends = torch.cumsum(tokens, 0)
+        # a window's row is its first token's; a window that yields no token (a clip's last few mel frames)
+        # belongs to the clip before it, so to the row of the previous window's last token
+        owner = torch.where(tokens > 0, ends - tokens, (ends - 1).clamp(min=0)).clamp(max=len(token_rows) - 1)
+        return token_rows[owner]
 
     # --- forward -------------------------------------------------------------------------------------
     def forward(

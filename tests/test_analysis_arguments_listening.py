@@ -122,6 +122,9 @@ def test_generated_queries_take_one_stop_id_or_a_list(model, padded):
     assert query.sum(1).tolist() == [2, 1, 2]
     with pytest.raises(TypeError, match="eos_token_ids"):
         generated_queries(inputs, tokens, 7.0)
+    placeholder = torch.cat([inputs.input_ids, torch.tensor([[5, 7], [inputs.audio_token_id, 7], [5, 5]])], dim=1)
+    with pytest.raises(ValueError, match=r"rows \[1\] generated the audio placeholder id"):  # would be a new "clip"
+        generated_queries(inputs, placeholder, [7])
 
 
 # temporal

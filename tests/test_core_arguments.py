@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import AUDIO_TOKEN_ID, make_inputs, sine
 
+from hooked_audio import AudioSpan, HookedAudioTransformer
 from hooked_audio.activation_store import stream_activations
 
 TEXTS = ["what is said in the audio", "yes no"]
@@ -75,11 +76,12 @@ def test_a_bool_mask_selects_store_rows(model, tmp_path):
         view[[1.5]]
 
 
-def test_two_placeholders_side_by_side_are_refused(model):
+@pytest.mark.parametrize("between", ["", " "])  # this tokenizer drops the space: one run either way
+def test_two_placeholders_side_by_side_are_refused(model, between):
     clips = [sine(440, 0.5), sine(880, 0.5)]
     placeholder = model.processor.audio_token
-    with pytest.raises(ValueError, match="side by side"):
-        model.build_inputs(placeholder * 2 + " what", clips, sampling_rate=16000)
+    with pytest.raises(ValueError, match="no token between them"):
+        model.build_inputs(placeholder + between + placeholder + " what", clips, sampling_rate=16000)
     apart = model.build_inputs(f"{placeholder} and {placeholder} what", clips, sampling_rate=16000)
     assert [span.clip for span in apart.audio_spans[0]] == [0, 1]  # control: two spans, two clips
 
@@ -109,3 +111,41 @@ def test_rows_stop_ids_and_return_types_are_read_as_meant(model):
     as_list = model.generate(inputs, max_new_tokens=3, eos_token_id=[5])
     for stop in (np.int64(5), torch.tensor(5)):
         assert torch.equal(model.generate(inputs, max_new_tokens=3, eos_token_id=stop), as_list)
+
+
+def test_a_position_restricted_cache_keeps_adjacent_clips_apart(model):
+    inputs = model.to_inputs(make_inputs([[100, 52]]))
+    first, second = inputs.audio_spans[0]
+    _, cache = model.run_with_cache(inputs, positions="audio")  # the clips' tokens become neighbours
+    n = len(first)
+    assert cache.audio_spans == [[AudioSpan(0, n, first.clip), AudioSpan(n, n + len(second), second.clip)]]
+    torch.testing.assert_close(cache.token_times()[0], inputs.token_times()[0][inputs.audio_mask[0]])
+
+
+def test_time_to_position_reads_token_start_times_and_boundaries_as_that_token(model):
+    inputs = model.to_inputs(make_inputs([[100, 52]]))
+    times = inputs.token_times()[0]
+    for clip_in_row, span in enumerate(inputs.audio_spans[0]):
+        for pos in range(span.start, span.end):  # float32 start times, a hair below the boundary
+            assert inputs.time_to_position(0, float(times[pos, 0]), clip_in_row) == pos
+    start = inputs.audio_spans[0][0].start
+    assert inputs.time_to_position(0, 0.12) == start + 3  # 0.12 / 0.04 = 2.9999999999999996
+    with pytest.raises(ValueError, match="finite time >= 0"):
+        inputs.time_to_position(0, -0.01)  # was token 0
+    with pytest.raises(ValueError, match="row 0 has 2 clip"):
+        inputs.time_to_position(0, 0.1, clip_in_row=2)
+
+
+def test_a_window_that_yields_no_token_belongs_to_the_clip_before_it():
+    from family_harness import build_pair, noise_clips
+    from test_family_audioflamingo3 import SPEC, make_processor
+
+    hf, _ = build_pair(SPEC)
+    model = HookedAudioTransformer.from_hf_model(hf, processor=make_processor())
+    # 1.02 s: one full 1 s window and a 2-frame window that yields no audio token
+    inputs = model.build_inputs(["a <sound> b", "c <sound> d"], audio=noise_clips(0, [16320, 9600]), sampling_rate=16000)
+    frames = inputs.audio["input_features_mask"].sum(-1).tolist()
+    assert frames[1] <= 2 and model.audio_encoder.output_lengths(torch.tensor(frames))[1] == 0
+    assert inputs.window_rows.tolist() == [0, 0, 1]  # was [0, 1, 1]
+    # each row keeps its own windows (row 1 used to carry row 0's empty tail window)
+    assert [inputs[row].audio["input_features_mask"].sum(-1).tolist() for row in (0, 1)] == [frames[:2], frames[2:]]

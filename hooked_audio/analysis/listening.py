@@ -52,6 +52,10 @@ def generated_queries(
     if inputs.attention_mask is not None and not bool(inputs.attention_mask[:, -1].all()):
         raise ValueError("generated queries need left-padded inputs (as generate does)")
     new = tokens[:, n_prompt:].cpu()
+    if bool((new == inputs.audio_token_id).any()):  # it would read as a new clip's token in spans and times
+        rows = torch.nonzero((new == inputs.audio_token_id).any(-1)).flatten().tolist()
+        raise ValueError(f"rows {rows} generated the audio placeholder id {inputs.audio_token_id}: the extended inputs "
+                         "would read it as audio; generate with that id suppressed, or cut those rows")
     stopped = torch.isin(new, torch.as_tensor([int(t) for t in eos_token_ids], dtype=new.dtype))
     # a new token is real up to and including the first stop token
     real_new = (stopped.long().cumsum(-1) - stopped.long()) == 0

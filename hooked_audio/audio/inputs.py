@@ -10,6 +10,7 @@ it positionally to ``model.run_with_hooks`` and both runs carry their audio.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -179,9 +180,16 @@ class AudioTextInput:
         return times
 
     def time_to_position(self, row: int, seconds: float, clip_in_row: int = 0) -> int:
-        """The decoder position of the audio token covering ``seconds`` of a row's ``clip_in_row``-th clip."""
-        span = self.audio_spans[row][clip_in_row]
-        offset = int(seconds / self.seconds_per_token)
+        """The decoder position of the audio token covering ``seconds`` of a row's ``clip_in_row``-th clip (a
+        time on a boundary between two tokens is the later token's start)."""
+        spans = self.audio_spans[row]
+        if not 0 <= clip_in_row < len(spans):
+            raise ValueError(f"row {row} has {len(spans)} clip(s); clip_in_row={clip_in_row} is not one of them")
+        span = spans[clip_in_row]
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"seconds must be a finite time >= 0 within the clip, got {seconds}")
+        # floor with a tolerance far below a token (float32 start times and 2.32 / 0.08 = 28.999...)
+        offset = math.floor(seconds / self.seconds_per_token + 1e-4)
         if not 0 <= offset < len(span):
             raise ValueError(
                 f"{seconds} s is outside clip {clip_in_row} of row {row}, "

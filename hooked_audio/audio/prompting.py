@@ -113,13 +113,6 @@ def build_inputs(
             f"the text has {n_placeholders} audio placeholder(s) ({placeholder!r}) but {len(clips)} clip(s) were "
             f"given; put one placeholder where each clip goes, in order"
         )
-    adjacent = [row for row, text in enumerate(texts) if placeholder * 2 in text]
-    if adjacent:
-        raise ValueError(
-            f"prompt {adjacent[0]} has two audio placeholders side by side ({placeholder * 2!r}): their clips' tokens "
-            "would form one run, which positions, times and clip numbers would read as one clip; put text between "
-            "them (e.g. the chat template's <|audio_eos|><|audio_bos|>, or messages=)"
-        )
     rates = _rate_per_clip(sampling_rate, clips, own_rates)
 
     feature_extractor = processor.feature_extractor
@@ -146,7 +139,21 @@ def build_inputs(
         batch = process(processor, texts, waveforms, target_rate)
     finally:
         tokenizer.padding_side = previous_side
-    return model.to_inputs(batch)
+    inputs = model.to_inputs(batch)
+    _check_one_run_per_clip(inputs, texts, placeholder)
+    return inputs
+
+
+def _check_one_run_per_clip(inputs, texts: list[str], placeholder: str) -> None:
+    """Two placeholders with nothing between them once tokenized make one run of audio tokens, which positions,
+    times and clip numbers would read as one clip: refused."""
+    for row, text in enumerate(texts):
+        if len(inputs.audio_spans[row]) < text.count(placeholder):
+            raise ValueError(
+                f"prompt {row} has audio placeholders ({placeholder!r}) with no token between them: their clips' "
+                "tokens would form one run, which positions, times and clip numbers would read as one clip; put text "
+                "between them (e.g. the chat template's <|audio_eos|><|audio_bos|>, or messages=)"
+            )
 
 
 def max_audio_seconds(processor) -> float:
