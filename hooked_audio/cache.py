@@ -301,9 +301,9 @@ def _check_same_audio_positions(theirs: torch.Tensor, ours: torch.Tensor, what: 
 
 
 def _check_built_for(built_for: AudioTextInput, inputs: AudioTextInput) -> None:
-    if built_for.shape == inputs.shape and all(
+    if built_for is inputs or (built_for.shape == inputs.shape and all(
         torch.equal(getattr(built_for, mask).cpu(), getattr(inputs, mask).cpu()) for mask in ("audio_mask", "text_mask")
-    ):
+    )):
         return
     raise ValueError(
         f"a hook was built for other inputs ({built_for.shape[0]} rows x {built_for.shape[1]} positions, audio at "

@@ -59,6 +59,14 @@ def _distinct_indices(values, n: int | None, name: str, unit: str) -> list[int]:
     return values
 
 
+def checked_count(value, name: str) -> int:
+    """A count (a batch size, a number of draws or iterations) as an int >= 1; floats, bools, 0 and negatives are
+    refused (they would run nothing, or return NaN)."""
+    if not is_index(value) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (a whole number >= 1), got {value!r}")
+    return int(value)
+
+
 def index_tensor(values, name: str) -> Int[torch.Tensor, "..."]:
     """``values`` (list, array or tensor of integers) as a long tensor; float and bool values are refused
     rather than truncated or read as 0/1."""

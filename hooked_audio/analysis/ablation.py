@@ -61,12 +61,7 @@ def head_ablation_hooks(
     real = _real_positions_mask(inputs, prefix)
     if donors is not None:
         donors = _check_donors(donors)
-    checked = [_check_head(pair, model, prefix) for pair in heads]
-    if not checked:
-        raise ValueError("heads is empty: the hooks would ablate nothing; pass at least one (layer, head) pair")
-    repeated = sorted({pair for pair in checked if checked.count(pair) > 1})
-    if repeated:
-        raise ValueError(f"heads {repeated} are named more than once (fewer heads would be ablated than listed); pass each once")
+    checked = checked_head_pairs(heads, model, prefix)
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in checked:
         by_layer[layer].append(head)
@@ -125,6 +120,19 @@ def head_ablation_effects(
             hooks = head_ablation_hooks([(layer, head)], mode, prefix, donors, inputs=mask, model=model)
             effects[layer, head] = clean - metric_value(metric(model.run_with_hooks(inputs, fwd_hooks=hooks)))
     return effects
+
+
+def checked_head_pairs(heads, model=None, prefix: str = "") -> list[tuple[int, int]]:
+    """``heads`` (a list of pairs, or a ``[k, 2]`` tensor as ``top_heads`` gives them) as distinct (layer, head)
+    int pairs, each checked as ``_check_head`` checks it; an empty list and repeated heads are refused (nothing
+    would be hooked; a repeat would be counted twice, or fewer heads ablated than listed)."""
+    checked = [_check_head(pair, model, prefix) for pair in heads]
+    if not checked:
+        raise ValueError("heads is empty: nothing would be hooked; pass at least one (layer, head) pair")
+    repeated = sorted({pair for pair in checked if checked.count(pair) > 1})
+    if repeated:
+        raise ValueError(f"heads {repeated} are named more than once (they would count twice); pass each head once")
+    return checked
 
 
 def _check_head(pair, model, prefix: str) -> tuple[int, int]:

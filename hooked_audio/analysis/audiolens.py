@@ -29,7 +29,7 @@ from scipy.stats import pearsonr
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
 from ..evaluation.scoring import first_token_ids
-from ..indices import checked_layers, index_tensor, is_index
+from ..indices import checked_count, checked_layers, index_tensor, is_index
 
 _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 
@@ -145,15 +145,17 @@ def audio_masking_hooks(
     audio = inputs.audio_mask.cpu() if keys is None else torch.as_tensor(keys).cpu().bool()
     if audio.shape != inputs.shape:
         raise ValueError(f"keys is {tuple(audio.shape)} but the inputs are {tuple(inputs.shape)} [batch, pos]")
-    hook = functools.partial(_block_audio_keys, built_for=inputs, keys=audio, query=query)
+    hook = functools.partial(_block_audio_keys, built_for=inputs, keys=audio, query=query,
+                             last=inputs.last_positions.cpu().long())
     if layers is None:
         return [(lambda name: bool(_DECODER_SCORES.match(name)), hook)]
     return [(f"blocks.{l}.attn.hook_attn_scores", hook) for l in checked_layers(layers, n_layers)]
 
 
-def _block_audio_keys(scores: torch.Tensor, hook, *, built_for: AudioTextInput, keys: torch.Tensor, query: str
-                      ) -> torch.Tensor:
-    """``audio_masking_hooks``' hook: the blocked (query, key) pairs of each row set to the dtype's minimum."""
+def _block_audio_keys(scores: torch.Tensor, hook, *, built_for: AudioTextInput, keys: torch.Tensor, query: str,
+                      last: torch.Tensor) -> torch.Tensor:
+    """``audio_masking_hooks``' hook: the blocked (query, key) pairs of each row set to the dtype's minimum
+    (``built_for`` is held for ``run_with_hooks``' check that the hook runs on the inputs it was built for)."""
     batch, _, n_q, n_k = scores.shape
     n_prompt = keys.shape[1]
     if batch != keys.shape[0] or n_k < n_prompt:
@@ -167,7 +169,7 @@ def _block_audio_keys(scores: torch.Tensor, hook, *, built_for: AudioTextInput, 
     if query == "all":
         queries[:] = True
     elif n_q == n_prompt:
-        queries[torch.arange(batch), built_for.last_positions.cpu().long()] = True
+        queries[torch.arange(batch), last] = True
     else:
         queries[:, -1] = True
     blocked = (queries[:, :, None] & blocked_keys[:, None, :])[:, None].to(scores.device)
@@ -194,13 +196,15 @@ def enrichment_hook(
     if not math.isfinite(lam):
         raise ValueError(f"lam must be a finite number, got {lam}")
     targets = (sources + int(k)).clamp(max=n_layers - 1)
-    hook = functools.partial(_enrich, built_for=inputs, sources=sources, targets=targets, per_row=per_row, lam=lam,
-                             saved={})
+    last = None if inputs is None else inputs.last_positions.cpu().long()
+    hook = functools.partial(_enrich, built_for=inputs, last=last, sources=sources, targets=targets, per_row=per_row,
+                             lam=lam, saved={})
     layers = sorted({int(l) for l in sources} | {int(l) for l in targets})
     return [(f"blocks.{layer}.hook_resid_post", hook) for layer in layers]
 
 
-def _enrich(resid, hook, *, built_for: AudioTextInput | None, sources, targets, per_row: bool, lam: float, saved: dict):
+def _enrich(resid, hook, *, built_for: AudioTextInput | None, last, sources, targets, per_row: bool, lam: float,
+            saved: dict):
     """``enrichment_hook``'s hook: saves h[source][last] at the source layers and adds it at the targets."""
     layer, n = int(hook.name.split(".")[1]), resid.shape[0]
     if (per_row and n != len(sources)) or (built_for is not None and n != built_for.shape[0]):
@@ -209,7 +213,7 @@ def _enrich(resid, hook, *, built_for: AudioTextInput | None, sources, targets, 
     src, tgt = (sources, targets) if per_row else (sources.expand(n), targets.expand(n))
     rows = torch.arange(n)
     prompt = built_for is not None and resid.shape[1] == built_for.shape[1]
-    pos = built_for.last_positions.cpu().long() if prompt else torch.full((n,), resid.shape[1] - 1)
+    pos = last if prompt else torch.full((n,), resid.shape[1] - 1)
     if (src == layer).any():
         saved[layer] = resid[rows, pos].clone()
     if (tgt == layer).any():
@@ -276,8 +280,7 @@ def attribute_information(
     ``batch_size`` (only the residual stream is cached)."""
     inputs = model.to_inputs(inputs)
     answers = _label_indices(answers, inputs.shape[0], len(labels))
-    if not is_index(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = checked_count(batch_size, "batch_size")
     last, penultimate = [], []
     for start in range(0, inputs.shape[0], batch_size):
         chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))
@@ -331,8 +334,7 @@ def enrichment_sweep(
     n_layers = model.cfg.n_layers
     if n_layers < 2:
         raise ValueError("enrichment needs at least 2 decoder layers")
-    if not is_index(n_seeds) or n_seeds < 1:
-        raise ValueError(f"n_seeds (random-layer baseline draws) must be a positive integer, got {n_seeds!r}")
+    n_seeds = checked_count(n_seeds, "n_seeds (random-layer baseline draws)")
     probe = attribute_information(model, probe_inputs, labels, probe_answers)
     wrong = probe.scores("last", "wrong")
     if torch.isnan(wrong).any():

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..cache import AudioActivationCache
-from ..indices import index_tensor, is_index
+from ..indices import checked_count, index_tensor, is_index
 
 
 def _resid_names(n_layers: int) -> list[str]:
@@ -55,9 +55,7 @@ class LinearProbe:
     def __init__(self, l2: float = 1e-2, max_iter: int = 200):
         if not (isinstance(l2, numbers.Real) and not isinstance(l2, bool) and 0 <= l2 < float("inf")):
             raise ValueError(f"l2 is the penalty's weight, a finite number >= 0 (0: none), got {l2!r}")
-        if not (is_index(max_iter) and max_iter > 0):
-            raise ValueError(f"max_iter must be a whole number of L-BFGS iterations >= 1, got {max_iter!r}")
-        self.l2, self.max_iter = float(l2), int(max_iter)
+        self.l2, self.max_iter = float(l2), checked_count(max_iter, "max_iter (L-BFGS iterations)")
 
     def fit(self, x: Float[torch.Tensor, "n d"], y: Int[torch.Tensor, " n"], n_classes: int | None = None) -> "LinearProbe":
         """Labels are class indices ``0..n_classes-1`` (default: the largest label + 1); floats and bools are

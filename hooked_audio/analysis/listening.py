@@ -25,9 +25,9 @@ from jaxtyping import Bool, Float, Int
 from scipy.stats import mannwhitneyu
 
 from ..audio.inputs import AudioTextInput
-from .ablation import _check_head
+from ..indices import checked_count, is_index
+from .ablation import checked_head_pairs
 from .counterfactuals import silence_like
-from ..indices import is_index
 from .row_labels import row_labels
 
 
@@ -218,25 +218,13 @@ def listening_signal(
     attention: Float[torch.Tensor, "batch layer head"], heads: list[tuple[int, int]]
 ) -> Float[torch.Tensor, " batch"]:
     """Mean audio attention of the selected (distinct) heads, per row."""
-    heads, attention = _checked_heads(heads), _attention_table(attention)
+    heads, attention = checked_head_pairs(heads), _attention_table(attention)
     _, n_layers, n_heads = attention.shape
     outside = [pair for pair in heads if pair[0] >= n_layers or pair[1] >= n_heads]
     if outside:
         raise ValueError(f"heads {outside} are out of range: the attention holds {n_layers} layers x {n_heads} heads")
     layers, idx = zip(*heads)
     return attention[:, list(layers), list(idx)].mean(-1)
-
-
-def _checked_heads(heads, model=None) -> list[tuple[int, int]]:
-    """``heads`` as (layer, head) integer pairs (a list, or a ``[k, 2]`` tensor as ``top_heads`` pairs come),
-    each checked against the model's decoder when given; empty and repeated heads are refused."""
-    heads = [_check_head(pair, model, "") for pair in heads]
-    if not heads:
-        raise ValueError("heads is empty")
-    repeated = sorted({pair for pair in heads if heads.count(pair) > 1})
-    if repeated:
-        raise ValueError(f"heads {repeated} are named more than once (they would be weighted twice); pass each head once")
-    return heads
 
 
 @dataclass(frozen=True)
@@ -258,8 +246,7 @@ def listening_signal_auc(
     an easier task or prompt layout would score well without telling right from wrong on any one of them. The
     p-value permutes ``correct`` within strata (``n_permutations`` draws; the rank test's without strata).
     ``signal`` is 1-D and finite (a NaN would count as a loss in one path and poison the other)."""
-    if not (is_index(n_permutations) and n_permutations > 0):
-        raise ValueError(f"n_permutations must be a whole number >= 1, got {n_permutations!r}")
+    n_permutations = checked_count(n_permutations, "n_permutations")
     signal = torch.as_tensor(signal).float().cpu()
     if signal.ndim != 1:
         raise ValueError(f"signal must be 1-D, one value per row (listening_signal's output), got shape {tuple(signal.shape)}")
@@ -300,7 +287,7 @@ def _silence_direction_and_relative_norm(
     reference = silence_like(inputs) if reference is None else model.to_inputs(reference)
     if reference.shape[0] != inputs.shape[0]:
         raise ValueError(f"reference has {reference.shape[0]} rows but the inputs have {inputs.shape[0]}")
-    layers = sorted({layer for layer, _ in _checked_heads(heads, model)})
+    layers = sorted({layer for layer, _ in checked_head_pairs(heads, model)})
     names = [f"blocks.{l}.hook_resid_post" for l in layers]
     rows = torch.arange(inputs.shape[0])
     last, reference_last = inputs.last_positions.cpu(), reference.last_positions.cpu()
@@ -330,7 +317,7 @@ def audio_silence_steering_hooks(
     if control not in (None, "random"):
         raise ValueError(f"control must be None or 'random', got {control!r}")
     inputs = model.to_inputs(inputs)
-    heads = _checked_heads(heads, model)
+    heads = checked_head_pairs(heads, model)
     direction, relative = _silence_direction_and_relative_norm(model, inputs, heads, reference)
     faint = (relative < min_relative_norm).nonzero().flatten().tolist()
     if faint:

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from ..cache import AudioActivationCache
-from ..indices import checked_heads, checked_layers, is_index
+from ..indices import checked_count, checked_heads, checked_layers
 from .listening import _refuse_padding_queries
 
 
@@ -141,8 +141,7 @@ def random_window_baseline(
     """Mean ``interval_overlap`` of ``n`` windows of ``window_s`` placed uniformly in ``[0, duration_s]``."""
     if not 0 < window_s <= duration_s < float("inf"):
         raise ValueError(f"need 0 < window_s <= duration_s, both finite, got {window_s} and {duration_s}")
-    if not (is_index(n) and n > 0):
-        raise ValueError(f"n is the number of random windows, a whole number >= 1, got {n!r}")
+    n = checked_count(n, "n (the number of random windows)")
     _interval(truth, "truth")
     starts = np.random.default_rng(seed).uniform(0, duration_s - window_s, n)
     return float(np.mean([interval_overlap((s, s + window_s), truth, kind) for s in starts]))

@@ -18,7 +18,7 @@ from scipy.stats import bootstrap
 
 from ..audio.inputs import AudioTextInput
 from .audiolens import label_token_ids
-from ..indices import index_tensor, is_index
+from ..indices import checked_count, index_tensor, is_index
 from .row_labels import row_labels
 
 
@@ -99,8 +99,7 @@ def text_positions(model, inputs, texts: list[str]) -> Bool[torch.Tensor, "batch
 
 @torch.no_grad()
 def _last_logits(model, inputs: AudioTextInput, batch_size: int, fwd_hooks=()) -> Float[torch.Tensor, "batch vocab"]:
-    if not is_index(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = checked_count(batch_size, "batch_size")
     out = []
     for start in range(0, inputs.shape[0], batch_size):
         chunk = inputs.select_rows(list(range(start, min(start + batch_size, inputs.shape[0]))))
