@@ -79,11 +79,16 @@ class AudioInputSpec:
 
     ``position_ids``: ``"index"`` numbers every position ``0..pos-1`` (Qwen2-Audio and most families);
     ``"real_tokens"`` counts real tokens only, so a left-padded row starts at 0 (Qwen-Omni's MRoPE
-    without images reduces to this)."""
+    without images reduces to this).
+
+    ``windowed_clips``: a clip longer than one encoder window comes as several full windows (feature rows)
+    whose tokens fill one run of placeholders (Audio Flamingo 3, Voxtral, GLM-ASR); otherwise every
+    feature row is one clip with its own run."""
 
     features: str = "input_features"
     frame_mask: str | None = "feature_attention_mask"  # per-mel-frame validity; None: every frame is real
     position_ids: Literal["index", "real_tokens"] = "index"
+    windowed_clips: bool = False
 
 
 @dataclass

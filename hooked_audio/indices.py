@@ -7,6 +7,8 @@ that arrives as a Python list or numpy array and would be read as the position i
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from jaxtyping import Bool, Int
@@ -21,6 +23,14 @@ def is_index(value) -> bool:
     if isinstance(value, np.ndarray):  # arrays have __index__ (it works only on 0-d integer ones)
         return value.ndim == 0 and value.dtype.kind in "iu"
     return isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, float))
+
+
+def whole_number_from_text(text: str) -> int:
+    """A whole number written in decimal digits (``"12"``, ``"-1"``), for command lines and SPEC strings. Python's
+    ``int`` would also read ``"1_0"`` as 10; that and anything else not plain digits raises ValueError."""
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
 
 
 def checked_layers(layers, n_layers: int | None, name: str = "layers") -> list[int]:

@@ -265,11 +265,35 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         token_rows = torch.nonzero(inputs.audio_mask.cpu())[:, 0]
         if int(tokens.sum()) != len(token_rows) or len(token_rows) == 0:
             return None
+        full_window = int(self.audio_encoder.output_lengths(torch.tensor([features.shape[2]]))[0])
+        self._refuse_merged_clips(inputs, tokens, full_window)
         ends = torch.cumsum(tokens, 0)
         # a window's row is its first token's; a window that yields no token (a clip's last few mel frames)
         # belongs to the clip before it, so to the row of the previous window's last token
         owner = torch.where(tokens > 0, ends - tokens, (ends - 1).clamp(min=0)).clamp(max=len(token_rows) - 1)
         return token_rows[owner]
+
+    def _refuse_merged_clips(self, inputs: AudioTextInput, tokens: Int[torch.Tensor, "window"], full_window: int) -> None:
+        """Two clips whose placeholders touch make one run, which spans, times and clip numbers would read as one
+        clip (HF's splice is the same, so nothing else would show it). A window boundary inside a run is allowed
+        only where a family continues a long clip: after a full window, in a ``windowed_clips`` family."""
+        placeholders = torch.nonzero(inputs.audio_mask.cpu())  # (row, pos) in HF's splice order
+        same_run = (placeholders[1:, 0] == placeholders[:-1, 0]) & (placeholders[1:, 1] == placeholders[:-1, 1] + 1)
+        ends = torch.cumsum(tokens, 0)
+        for window in range(len(tokens) - 1):
+            boundary = int(ends[window])
+            if tokens[window + 1] == 0 or boundary == 0 or not bool(same_run[boundary - 1]):
+                continue
+            if self.cfg.audio_inputs.windowed_clips and int(tokens[window]) == full_window:
+                continue  # a long clip's next window
+            row, pos = placeholders[boundary].tolist()
+            raise ValueError(
+                f"the placeholders of audio window {window + 1} start at position {pos} of row {row}, right after "
+                f"window {window}'s {int(tokens[window])} tokens with no token between"
+                f"{'' if self.cfg.audio_inputs.windowed_clips else ' (one clip per window in this family)'}: the run "
+                "would be read as one clip (spans, times and clip numbers wrong). Put a token between clips, e.g. the "
+                "family's audio start/end tokens, as its chat template writes them (build_inputs(messages=...) does)"
+            )
 
     # --- forward -------------------------------------------------------------------------------------
     def forward(

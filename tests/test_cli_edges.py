@@ -43,6 +43,7 @@ def no_loading(monkeypatch):
         (["ask", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
         (["ask", "--top-k", "-3"], "argument --top-k: must be at least 1, got -3"),
         (["ask", "--top-k", "two"], "argument --top-k: 'two' is not a whole number"),
+        (["ask", "--top-k", "1_0"], "argument --top-k: '1_0' is not a whole number"),
         (["ask", "--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1, got 0"),
         (["heads", "--top-k", "0"], "argument --top-k: must be at least 1"),
         (["ask", "--top-k", str(TOY_VOCAB + 1)], f"argument --top-k: {TOY_VOCAB + 1} is more than the vocabulary \\({TOY_VOCAB} tokens\\)"),

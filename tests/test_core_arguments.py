@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import AUDIO_TOKEN_ID, make_inputs, sine
+from conftest import AUDIO_TOKEN_ID, N_CTX, N_MELS, VOCAB, left_padded, make_inputs, n_audio_tokens, padded_features, sine
 
 from hooked_audio import AudioSpan, HookedAudioTransformer
 from hooked_audio.activation_store import stream_activations
@@ -80,10 +80,28 @@ def test_a_bool_mask_selects_store_rows(model, tmp_path):
 def test_two_placeholders_side_by_side_are_refused(model, between):
     clips = [sine(440, 0.5), sine(880, 0.5)]
     placeholder = model.processor.audio_token
-    with pytest.raises(ValueError, match="no token between them"):
+    with pytest.raises(ValueError, match="no token between"):
         model.build_inputs(placeholder + between + placeholder + " what", clips, sampling_rate=16000)
     apart = model.build_inputs(f"{placeholder} and {placeholder} what", clips, sampling_rate=16000)
     assert [span.clip for span in apart.audio_spans[0]] == [0, 1]  # control: two spans, two clips
+
+
+@pytest.mark.parametrize("separated", [False, True])
+def test_processor_output_with_touching_clips_is_refused(model, separated):
+    """Two clips whose placeholder runs touch look like one clip to every span: refused from token ids too."""
+    gen = torch.Generator().manual_seed(0)
+    between = [VOCAB["<|audio_eos|>"], VOCAB["<|audio_bos|>"]] if separated else []
+    row = [5, VOCAB["<|audio_bos|>"]] + [AUDIO_TOKEN_ID] * n_audio_tokens(100) + between
+    row += [AUDIO_TOKEN_ID] * n_audio_tokens(60) + [VOCAB["<|audio_eos|>"], 7]
+    ids, mask = left_padded([row])
+    features, frame_mask = padded_features([100, 60], N_MELS, 2 * N_CTX, gen)
+    batch = {"input_ids": ids, "attention_mask": mask, "input_features": features, "feature_attention_mask": frame_mask}
+    if not separated:
+        with pytest.raises(ValueError, match="window 1 start at position 27 of row 0, right after window 0's 25 tokens"):
+            model.to_inputs(batch)
+        return
+    spans = model.to_inputs(batch).audio_spans[0]  # control: the same clips apart give two spans
+    assert [(len(span), span.clip) for span in spans] == [(n_audio_tokens(100), 0), (n_audio_tokens(60), 1)]
 
 
 def test_padded_token_rows_without_a_mask_are_refused(model):

@@ -206,9 +206,12 @@ def test_bad_specs_are_usage_errors_before_loading(data, tmp_path, no_model_load
         (f"file={pt}", "missing layer"),
         ("layer=0", "missing file"),
         (f"layer=zero,file={pt}", "not a whole number"),
+        (f"layer=1_0,file={pt}", "layer='1_0' is not a whole number"),  # int() would read layer 10
+        (f"layer=1.0,file={pt}", "not a whole number"),
         (f"layer=-1,file={pt}", ">= 0"),
         (f"layer=6,file={pt}", "layer=6 is out of range: the model has layers 0..5"),
         (f"layer=0,file={pt},scale=big", "not a number"),
+        (f"layer=0,file={pt},scale=1_0", "scale='1_0' is not a number"),
         (f"layer=0,file={pt},scale=nan", "finite"),
         (f"layer=0,file={pt},positions=middle", "positions='middle' is not one of audio|text|last|all"),
         (f"layer=0,file={pt},hook=attn", "hook='attn'"),

@@ -140,6 +140,15 @@ def test_processor_splits_long_audio_into_windows_and_matches_hf():
         assert_logits_match(model(batch), hf(**batch).logits, batch["attention_mask"])
 
 
+def test_touching_clips_are_told_apart_from_a_long_clip(pair):
+    """A run continues one clip only after a full window: a short window followed by more placeholders is two
+    clips with nothing between them, refused; a full window then a short one is one long clip (the control)."""
+    _, model = pair
+    with pytest.raises(ValueError, match="right after window 0's 15 tokens with no token between"):
+        model.to_inputs(make_inputs([[[60, 100]]]))  # a 0.6 s clip, then a 1 s clip in the same run
+    assert [len(span) for span in model.to_inputs(make_inputs([[[100, 60]]])).audio_spans[0]] == [25 + 15]
+
+
 def test_bad_inputs_fail_clearly(pair):
     _, model = pair
     inputs = make_inputs([[[100, 100]]])

@@ -35,10 +35,12 @@ def whole_number(minimum: int):
     """An argparse type: a whole number of at least ``minimum``."""
 
     def parse(text: str) -> int:
+        from ..indices import whole_number_from_text
+
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            value = whole_number_from_text(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..indices import whole_number_from_text
+
 KEYS = ("layer", "file", "scale", "positions", "hook", "key")
 POSITIONS = ("audio", "text", "last", "all")
 HOOKS = ("resid_post", "resid_pre", "resid_mid")
@@ -162,11 +164,14 @@ def parse_steer(text: str) -> Steer:
     if missing:
         raise SteerError(f"missing {' and '.join(missing)} (a SPEC looks like {EXAMPLE})")
     try:
-        layer = int(pairs["layer"])
+        layer = whole_number_from_text(pairs["layer"])
     except ValueError:
         raise SteerError(f"layer={pairs['layer']!r} is not a whole number") from None
+    scale_text = pairs.get("scale", "1")
     try:
-        scale = float(pairs.get("scale", "1"))
+        if "_" in scale_text:  # float() would read "1_0" as 10
+            raise ValueError(scale_text)
+        scale = float(scale_text)
     except ValueError:
         raise SteerError(f"scale={pairs['scale']!r} is not a number") from None
     positions, hook = pairs.get("positions", "all"), pairs.get("hook", "resid_post")

@@ -21,7 +21,7 @@ from .base import QWEN2_TEXT, WHISPER_AUDIO_RENAMED, ModelFamily, check_gelu_pro
 from .qwen2_audio import QWEN2_AUDIO
 from .qwen2_audio import config_from_hf as qwen2_audio_config_from_hf
 
-AUDIO_INPUTS = AudioInputSpec(frame_mask="input_features_mask")
+AUDIO_INPUTS = AudioInputSpec(frame_mask="input_features_mask", windowed_clips=True)
 HANDLED = {
     "": frozenset({"audio_token_id", "projector_hidden_act", "projector_bias"}),
     "text_config": QWEN2_TEXT,

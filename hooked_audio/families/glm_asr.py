@@ -58,7 +58,7 @@ def config_from_hf(hf_config) -> HookedAudioConfig:
         **llama_decoder_fields_from_hf(text, tied_embeddings(hf_config)),
         audio=encoder_config_from_hf(hf_config.audio_config),
         projector=MLPProjectorConfig(d_hidden=2 * text.hidden_size),
-        audio_inputs=AudioInputSpec(frame_mask="input_features_mask"),
+        audio_inputs=AudioInputSpec(frame_mask="input_features_mask", windowed_clips=True),
         audio_token_id=hf_config.audio_token_id,
         family="glm_asr",
     )

@@ -39,7 +39,7 @@ def config_from_hf(hf_config) -> HookedAudioConfig:
         **llama_decoder_fields_from_hf(hf_config.text_config, tied_embeddings(hf_config)),
         audio=audio,
         projector=MLPProjectorConfig(d_hidden=hf_config.text_config.hidden_size, bias=False),
-        audio_inputs=AudioInputSpec(frame_mask=None),
+        audio_inputs=AudioInputSpec(frame_mask=None, windowed_clips=True),
         audio_token_id=hf_config.audio_token_id,
         family="voxtral",
     )
