@@ -239,6 +239,24 @@ def assert_parity_and_audio_matters(
     assert_audio_moves_logits(model, inputs, ours, factor)
 
 
+def assert_several_clips_per_text_match_hf(hf: torch.nn.Module, processor) -> None:
+    """For a processor that takes one clip per text: ``build_inputs`` with two clips in one prompt gives the
+    tokens the processor gives each clip alone, in order (checked on one-clip prompts against the processor
+    itself), two spans, and HF's logits on the assembled batch."""
+    model, token = HookedAudioTransformer.from_hf_model(hf, processor=processor), processor.audio_token
+    clips = noise_clips(3, [8000, 40000, 5000])  # the second is longer than one window
+    alone = processor(text=[f"hello {token} and", f"{token} yes"], audio=clips[:2], sampling_rate=16000, return_tensors="pt")
+    split = model.build_inputs([f"hello {token} and", f"{token} yes"], clips[:2], sampling_rate=16000)
+    assert torch.equal(split.input_ids, alone["input_ids"])  # one clip per prompt: the processor's own output
+    inputs = model.build_inputs([f"hello {token} and {token} what", f"{token} yes"], clips, sampling_rate=16000)
+    first, second = inputs.audio_spans[0]
+    run = lambda row: alone["input_ids"][row][alone["input_ids"][row] == model.cfg.audio_token_id]  # noqa: E731
+    assert (len(first), len(second), second.clip) == (len(run(0)), len(run(1)), 1)
+    batch = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask, **inputs.audio}
+    with torch.no_grad():
+        assert_logits_match(model(inputs), hf(**batch).logits, inputs.attention_mask)
+
+
 def assert_generate_matches_hf(
     hf: torch.nn.Module, model: HookedAudioTransformer, inputs: dict, eos_token_id: int, pad_token_id: int
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from family_harness import (
-    FamilySpec, TokenTimes, assert_logits_match, build_pair, build_tiny_hf_model, first_windows, left_padded,
+    assert_several_clips_per_text_match_hf, FamilySpec, TokenTimes, assert_logits_match, build_pair, build_tiny_hf_model, first_windows, left_padded,
     n_audio_tokens, noise_clips, padded_features, random_words, tiny_feature_extractor, word_level_tokenizer,
 )
 from transformers import (
@@ -124,6 +124,11 @@ def test_config_reads_as_qwen2_audio_plus_differences(pair):
     )
     assert (cfg.n_heads, cfg.n_key_value_heads, cfg.audio.pooling, cfg.audio.encoder) == (4, 2, AvgPooling(2), "whisper")
     assert cfg.audio_inputs.frame_mask == "input_features_mask" and cfg.audio_time_rotary is None
+
+
+def test_several_clips_per_prompt_match_hf(pair):
+    """HF's processor takes one clip per text; build_inputs assembles several from its per-clip output."""
+    assert_several_clips_per_text_match_hf(pair[0], make_processor())
 
 
 def test_processor_splits_long_audio_into_windows_and_matches_hf():

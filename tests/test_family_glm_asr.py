@@ -14,7 +14,7 @@ import copy
 import pytest
 import torch
 from family_harness import (
-    TOL, FamilySpec, TokenTimes, assert_logits_match, assert_matches_hf, build_pair, build_tiny_hf_model,
+    assert_several_clips_per_text_match_hf, TOL, FamilySpec, TokenTimes, assert_logits_match, assert_matches_hf, build_pair, build_tiny_hf_model,
     first_windows, left_padded, max_diff, noise_clips, padded_features, random_words, real_config,
     tiny_feature_extractor, word_level_tokenizer,
 )
@@ -163,6 +163,11 @@ def test_encoder_rotates_only_the_first_half_of_each_head(pair):
     torch.testing.assert_close(rot_q[..., 8:], q[..., 8:])
     torch.testing.assert_close(rot_q[:, 0], q[:, 0])  # position 0 is not rotated
     assert (rot_q[:, 1:, :, :8] - q[:, 1:, :, :8]).abs().max() > 1e-3
+
+
+def test_several_clips_per_prompt_match_hf(pair):
+    """HF's processor takes one clip per text; build_inputs assembles several from its per-clip output."""
+    assert_several_clips_per_text_match_hf(pair[0], make_processor())
 
 
 def test_processor_splits_long_audio_into_windows_and_matches_hf():

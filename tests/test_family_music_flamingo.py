@@ -14,7 +14,7 @@ import torch
 from functools import partial
 
 from family_harness import (
-    TOL, assert_logits_match, build_pair, first_windows, max_diff, n_audio_tokens, noise_clips,
+    assert_several_clips_per_text_match_hf, TOL, assert_logits_match, build_pair, first_windows, max_diff, n_audio_tokens, noise_clips,
     real_config,
 )
 from test_family_audioflamingo3 import SPEC as AF3_SPEC
@@ -112,6 +112,11 @@ def test_processor_wraps_clips_and_matches_hf():
     assert ids[start + 1 : start + 1 + 57] == [SOUND] * 57 and ids[start + 1 + 57] == SOUND_EOS
     with torch.no_grad():
         assert_logits_match(model(batch), hf(**batch).logits, batch["attention_mask"])
+
+
+def test_several_clips_per_prompt_match_hf(pair):
+    """HF's processor takes one clip per text; build_inputs assembles several from its per-clip output."""
+    assert_several_clips_per_text_match_hf(pair[0], make_processor("musicflamingo"))
 
 
 def test_window_and_placeholder_mismatch_fails_clearly(pair):

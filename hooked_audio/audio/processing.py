@@ -1,4 +1,5 @@
-"""Running an HF processor on texts and clips, including processors whose ``__call__`` takes no audio.
+"""Running an HF processor on texts and clips, including processors whose ``__call__`` takes no audio and
+processors that take exactly one clip per text.
 
 HF's ``VoxtralProcessor`` leaves audio to mistral_common; for a Voxtral checkpoint that ships it with an
 ordinary tokenizer (the bundled ``toy-voxtral``), ``process`` does what mistral_common does: each clip is padded
@@ -18,6 +19,12 @@ def takes_no_audio(processor) -> bool:
     return type(processor).__name__ == "VoxtralProcessor"
 
 
+def one_clip_per_text(processor) -> bool:
+    """Whether the processor refuses any text that does not hold exactly one clip (HF's Audio Flamingo 3, Music
+    Flamingo and GLM-ASR processors; their models take any number of clips per row)."""
+    return type(processor).__name__ in ("AudioFlamingo3Processor", "MusicFlamingoProcessor", "GlmAsrProcessor")
+
+
 def chat_templater(processor):
     """What renders a chat to text: the processor, or its tokenizer where the processor's template tokenizes
     audio itself (Voxtral's, through mistral_common)."""
@@ -26,6 +33,9 @@ def chat_templater(processor):
 
 def process(processor, texts: list[str], waveforms: list[np.ndarray], sampling_rate: int) -> dict[str, Any]:
     """``input_ids``, ``attention_mask`` and the audio features for texts holding one placeholder per clip."""
+    token = processor.audio_token
+    if one_clip_per_text(processor) and waveforms and any(text.count(token) != 1 for text in texts):
+        return _process_clip_by_clip(processor, texts, waveforms, sampling_rate)
     if not takes_no_audio(processor):
         return processor(text=texts, audio=waveforms or None, sampling_rate=sampling_rate, return_tensors="pt", padding=True)
     extractor, token = processor.feature_extractor, processor.audio_token
@@ -47,3 +57,34 @@ def process(processor, texts: list[str], waveforms: list[np.ndarray], sampling_r
             pad_to_multiple_of=window, return_tensors="pt",
         )
     return out
+
+
+def _process_clip_by_clip(processor, texts: list[str], waveforms: list[np.ndarray], sampling_rate: int) -> dict[str, Any]:
+    """Texts with any number of clips, for a processor that takes one per text: the processor expands a bare
+    placeholder for each clip (features and that clip's tokens, wrappers included), and each text, tokenized as
+    it is, has its placeholder tokens replaced by those expansions, in order."""
+    import torch
+
+    tokenizer, token = processor.tokenizer, processor.audio_token
+    added = tokenizer("").input_ids  # tokens the tokenizer adds to every text (none for the supported ones)
+    if added:
+        raise NotImplementedError(
+            f"{type(processor).__name__} takes one clip per text and its tokenizer adds {added} to every text: "
+            "several clips per text cannot be assembled; give each clip its own prompt"
+        )
+    bare = processor(text=[token] * len(waveforms), audio=waveforms, sampling_rate=sampling_rate, return_tensors="pt", padding=True)
+    expansions = [ids[mask.bool()].tolist() for ids, mask in zip(bare["input_ids"], bare["attention_mask"])]
+    placeholder = tokenizer.convert_tokens_to_ids(token)
+    clips = iter(expansions)
+    rows = []
+    for text in texts:
+        ids = tokenizer(text).input_ids
+        if ids.count(placeholder) != text.count(token):
+            raise ValueError(f"{text!r} does not tokenize its {token!r} placeholders as one token each")
+        rows.append([t for i in ids for t in (next(clips) if i == placeholder else [i])])
+    width = max(len(row) for row in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows])
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
+    audio = {k: v for k, v in bare.items() if k not in ("input_ids", "attention_mask")}
+    return {"input_ids": input_ids, "attention_mask": attention_mask, **audio}
