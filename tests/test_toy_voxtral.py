@@ -72,6 +72,19 @@ def test_matches_hf_on_a_padded_batch_of_two(toy, hf):
             torch.testing.assert_close(toy(batch)[row, -1], toy(alone)[0, -1], atol=1e-4, rtol=0)
 
 
+def test_a_clip_longer_than_one_window_becomes_several_windows_of_one_run(toy, hf):
+    """Voxtral cuts long audio into whole windows (mistral_common pads the last one): a 1.5-window clip through
+    build_inputs is two feature rows, one run of placeholders twice a window's tokens, and HF's logits."""
+    window = toy.processor.feature_extractor.n_samples
+    wave = (0.1 * np.random.default_rng(0).standard_normal(window + window // 2)).astype(np.float32)
+    inputs = toy.build_inputs(messages=[{"role": "user", "content": [
+        {"type": "audio", "audio": wave, "sampling_rate": 16000}, {"type": "text", "text": "what ?"}]}])
+    assert inputs.audio["input_features"].shape[0] == 2 and inputs.window_rows.tolist() == [0, 0]
+    assert [len(span) for span in inputs.audio_spans[0]] == [2 * 50]  # 50 tokens per 4 s window
+    batch = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask, **inputs.audio}
+    assert max_logit_diff(toy, hf, batch) <= 1e-4
+
+
 @pytest.mark.parametrize("task", ["pitch", "noise"])
 def test_it_listens_and_silence_does_not_answer(toy, task):
     """Fresh audio-only clips of a tone task: accuracy's 95 % interval lies above chance; the same prompts with

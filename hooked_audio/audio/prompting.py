@@ -3,8 +3,9 @@
 Audio may be file paths, numpy arrays, torch tensors or ``datasets`` audio dicts, at any sample rate,
 mono or stereo; each clip is validated and resampled by ``audio.load_waveform`` and turned into log-mel
 features by the checkpoint's own HF processor, which also expands every audio placeholder to the clip's
-number of audio tokens. A clip longer than the encoder's window raises (``on_too_long="truncate"`` keeps
-its start, with a warning); a clip too short to make one audio token raises. Batches are left-padded, as
+number of audio tokens. A clip longer than the processor takes (one encoder window, or more where the family
+cuts long audio into windows: Audio Flamingo, Voxtral) raises (``on_too_long="truncate"`` keeps its start, with
+a warning); a clip too short to make one audio token raises. Batches are left-padded, as
 generation needs.
 
 Everything is checked before any feature is computed: an input the library would have to guess about
@@ -24,7 +25,7 @@ import numpy as np
 
 from .inputs import AudioTextInput
 from .io import ON_TOO_LONG, load_waveform
-from .processing import chat_templater, process
+from .processing import chat_templater, process, takes_no_audio
 
 Conversation = list[dict[str, Any]]
 
@@ -156,9 +157,16 @@ def _check_one_run_per_clip(inputs, texts: list[str], placeholder: str) -> None:
             )
 
 
+# Voxtral's documented limit for audio understanding (a 32k-token context at 12.5 audio tokens per second).
+VOXTRAL_MAX_SECONDS = 40 * 60.0
+
+
 def max_audio_seconds(processor) -> float:
     """The longest clip the processor accepts: its own limit where it splits audio into windows (Audio
-    Flamingo's ``max_audio_len``), else the feature extractor's single window."""
+    Flamingo's ``max_audio_len``; Voxtral's, whose clips mistral_common cuts into windows), else the feature
+    extractor's single window."""
+    if takes_no_audio(processor):
+        return VOXTRAL_MAX_SECONDS
     feature_extractor = processor.feature_extractor
     return float(getattr(processor, "max_audio_len", None) or feature_extractor.n_samples / feature_extractor.sampling_rate)
 
