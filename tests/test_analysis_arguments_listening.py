@@ -8,7 +8,7 @@ import torch
 from conftest import make_inputs
 
 from hooked_audio.analysis import (
-    LinearProbe, audio_attention_per_row, generated_queries, head_ablation_hooks, interval_overlap, listening_head_scores,
+    LinearProbe, audio_attention_per_row, audio_silence_steering_hooks, generated_queries, head_ablation_hooks, interval_overlap, listening_head_scores,
     listening_signal, listening_signal_auc, localise, random_heads, random_window_baseline, temporal_attention,
 )
 
@@ -100,6 +100,14 @@ def test_listening_head_scores_and_signal_refuse_malformed_arguments(model):
     torch.testing.assert_close(listening_signal(attention, heads), (attention[:, 0, 1] + attention[:, 1, 2]) / 2)
     with pytest.raises(ValueError, match=r"heads \[\(0, 1\)\] are named more than once"):
         listening_signal(attention, [(0, 1), (0, 1), (1, 2)])
+
+
+def test_silence_steering_refuses_a_non_finite_beta(model, padded):
+    inputs, _ = padded
+    assert len(audio_silence_steering_hooks(model, inputs, [(1, 0)], beta=2.0, min_relative_norm=0)) == 1  # control
+    for beta in (float("nan"), float("inf")):  # each made every steered logit NaN
+        with pytest.raises(ValueError, match="beta must be a finite number"):
+            audio_silence_steering_hooks(model, inputs, [(1, 0)], beta=beta)
 
 
 @torch.no_grad()

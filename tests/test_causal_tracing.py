@@ -56,6 +56,9 @@ def test_noise_corruption_zero_noise_and_the_clean_run_as_its_own_corruption(mod
     assert torch.equal(noisy.patched, again.patched)  # seeded
     with pytest.raises(ValueError, match="0 / 0"):
         causal_tracing(model, inputs, METRIC, corrupt=inputs)
+    for scale in (-1.0, float("nan"), float("inf")):  # inf noise made every corrupted logit NaN
+        with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
+            causal_tracing(model, inputs, METRIC, corrupt="noise", noise_scale=scale)
 
 
 def test_groups_and_refusals(model, inputs):

@@ -56,3 +56,6 @@ def test_different_audio_layouts_are_refused(model):
         encoder_patching(model, other, cache, metric)
     with pytest.raises(ValueError, match="by must be"):
         encoder_patching(model, clean, cache, metric, by="frame")
+    for window_s in (0.0, -0.2, float("nan"), float("inf")):  # each was one frame per cell, or a NaN crash
+        with pytest.raises(ValueError, match="window_s must be a positive number of seconds"):
+            encoder_patching(model, clean, cache, metric, window_s=window_s)

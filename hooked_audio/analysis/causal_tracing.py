@@ -12,6 +12,7 @@ where the audio's information already sits in the text positions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -128,8 +129,8 @@ def causal_tracing(
         if corrupt == "silence":
             corrupt_inputs = silence_like(clean_inputs)
         elif corrupt == "noise":
-            if not noise_scale >= 0:
-                raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+            if not 0 <= noise_scale < math.inf:
+                raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
             corrupt_inputs = clean_inputs
             corrupt_hooks = _noise_hook(model, clean_inputs, noise_scale, seed)
         else:

@@ -75,6 +75,8 @@ def encoder_patching(
     n_rows_per_window = example.shape[0] // len(clean_cache.inputs.window_rows)
     frames_per_row = example.shape[1]
     if by == "time":
+        if isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or not 0 < window_s < math.inf:
+            raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
         total = n_rows_per_window * frames_per_row
         step = model.cfg.audio.seconds_per_frame
         frames_per_cell = max(1, round(window_s / step))

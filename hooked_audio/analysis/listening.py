@@ -16,6 +16,7 @@ easier; within strata only differences between right and wrong answers to the sa
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, replace
 
@@ -316,6 +317,8 @@ def audio_silence_steering_hooks(
     clip is already silent is one). ``min_relative_norm=0`` steers regardless."""
     if control not in (None, "random"):
         raise ValueError(f"control must be None or 'random', got {control!r}")
+    if not math.isfinite(float(beta)):
+        raise ValueError(f"beta must be a finite number, got {beta}")
     inputs = model.to_inputs(inputs)
     heads = checked_head_pairs(heads, model)
     direction, relative = _silence_direction_and_relative_norm(model, inputs, heads, reference)
