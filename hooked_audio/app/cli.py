@@ -283,9 +283,8 @@ def cmd_eval(args) -> dict:
 
     from ..datasets import DatasetError, load_dataset
     from ..evaluation.runner import (
-        DEFAULT_MAX_NEW_TOKENS, ResumeError, check_resumable, check_scoring, default_prompt_format, default_scoring,
-        evaluate, hooks_for,
-        prompt_template, run_config,
+        DEFAULT_MAX_NEW_TOKENS, ResumeError, check_resumable, check_scoring, check_template, default_prompt_format,
+        default_scoring, evaluate, hooks_for, prompt_template, run_config,
     )
     from ..evaluation.steer import SteerError, check_steers
     from ..evaluation.summary import format_table, write_summary
@@ -311,7 +310,7 @@ def cmd_eval(args) -> dict:
         max_new_tokens = 0 if scoring == "restricted" else DEFAULT_MAX_NEW_TOKENS
     try:
         check_scoring(dataset, scoring)
-        prompt_template(args.prompt_format)
+        check_template(dataset, prompt_template(args.prompt_format))
     except ValueError as error:
         args._error(str(error))
     if scoring != "restricted" and max_new_tokens < 1:

@@ -2,9 +2,10 @@
 
 A loader never drops a row silently. A problem with the dataset as a whole (no metadata file, a missing
 column, a JSON file that is not a list, duplicate ids) raises :class:`DatasetError` with the fix; a
-problem with one row (an empty question, an answer outside its choices, a missing or unreadable audio
-file, an empty clip) skips that row, logs it and records it in :attr:`EvalDataset.skipped`, so the
-summary can say how many rows were left out and why. ``strict=True`` turns every skip into an error.
+problem with one row (an empty or non-text question, an empty or repeated choice (also one that differs
+from another only in case, spacing or punctuation), an answer outside its choices, ``aliases`` that are not a
+list of texts, a missing or unreadable audio file, an empty clip) skips that row, logs it and records it
+in :attr:`EvalDataset.skipped`, so the summary can say how many rows were left out and why. ``strict=True`` turns every skip into an error.
 Clips at a rate other than 16 kHz are kept (``hooked_audio.audio.load_waveform`` resamples them) and
 counted in :meth:`EvalDataset.skip_summary` under ``resampled``.
 """
@@ -104,6 +105,9 @@ class RowCollector:
                 f"{row}: id {item_id!r} is also the id of {self._ids[item_id]}; ids must be unique (results are "
                 "resumed by id)"
             )
+        for name, value in (("question", question), ("answer", answer)):
+            if not isinstance(value, str):
+                return self.skip(row, f"malformed row: {name} is not text ({value!r})")
         if not str(question).strip():
             return self.skip(row, "malformed row: empty question")
         if not str(answer).strip():
@@ -112,10 +116,22 @@ class RowCollector:
             choices = tuple(str(c).strip() for c in choices)
             if len(choices) < 2:
                 return self.skip(row, f"malformed row: {len(choices)} choice(s); a closed set needs at least 2")
+            if not all(choices):
+                return self.skip(row, f"malformed row: an empty choice in {list(choices)}")
             if len(set(choices)) != len(choices):
                 return self.skip(row, f"malformed row: repeated choices {list(choices)}")
+            from ..evaluation.scoring import normalise  # here: evaluation imports this module
+
+            folded = [normalise(c) for c in choices]
+            if len(set(folded)) != len(folded):  # "Dog" and "dog.": one answer, which exact match cannot tell apart
+                return self.skip(row, f"malformed row: repeated choices {list(choices)} (they differ only in case, "
+                                      "spacing or punctuation)")
             if answer.strip() not in choices:
                 return self.skip(row, f"malformed row: answer {answer.strip()!r} is not among the choices {list(choices)}")
+        aliases = (metadata or {}).get("aliases", [])
+        if not isinstance(aliases, (list, tuple)) or not all(isinstance(a, str) and a.strip() for a in aliases):
+            return self.skip(row, f"malformed row: aliases must be a list of non-empty texts, got {aliases!r} "
+                                  '(write ["doggy", "puppy"]; a bare text would make each of its letters an alias)')
         if not os.path.exists(audio):
             return self.skip(row, f"missing audio: no file at {audio}")
         try:

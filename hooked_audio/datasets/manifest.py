@@ -1,8 +1,10 @@
-"""A generic manifest: one row per question, JSONL (``.jsonl``/``.json``) or CSV (``.csv``).
+"""A generic manifest: one row per question, JSONL (``.jsonl``/``.json``; a ``.json`` file may also hold one
+JSON list of the records) or CSV (``.csv``).
 
 Fields: ``audio`` (a path, relative to the manifest's folder or absolute), ``question``, ``answer``,
-optional ``choices`` (a JSON list; in a CSV cell the JSON text of a list, e.g. ``["low", "high"]``) and
-optional ``id`` (default: the row number, from 0). Any other field goes into the item's metadata, so a
+optional ``choices`` (a JSON list; in a CSV cell the JSON text of a list, e.g. ``["low", "high"]``),
+optional ``aliases`` (other spellings exact match accepts; a list, written like ``choices``) and
+optional ``id`` (a text or whole number; default: the row number, from 0). Any other field goes into the item's metadata, so a
 ``task`` or ``difficulty`` column is grouped by in the summary.
 """
 
@@ -15,6 +17,7 @@ import os
 from .items import DatasetError, EvalDataset, RowCollector, sha256_of
 
 REQUIRED = ("audio", "question", "answer")
+LIST_FIELDS = ("choices", "aliases")  # in a CSV cell: the JSON text of a list
 
 
 def _records(path: str):
@@ -32,21 +35,43 @@ def _records(path: str):
                 if None in record or any(record[c] is None for c in columns):
                     yield f"{name}:{index + 2}", index, None, "malformed row: its cells do not match the columns"
                     continue
-                if record.get("choices", "").strip():
-                    try:
-                        record["choices"] = json.loads(record["choices"])
-                    except json.JSONDecodeError:
-                        yield f"{name}:{index + 2}", index, None, (
-                            f"malformed row: choices {record['choices']!r} is not a JSON list (write [\"a\", \"b\"])")
-                        continue
-                else:
-                    record.pop("choices", None)
+                problem = None
+                for key in LIST_FIELDS:
+                    if record.get(key, "").strip():
+                        try:
+                            record[key] = json.loads(record[key])
+                        except json.JSONDecodeError:
+                            problem = f"malformed row: {key} {record[key]!r} is not a JSON list (write [\"a\", \"b\"])"
+                            break
+                        if not isinstance(record[key], list):
+                            problem = f"malformed row: {key} {record[key]!r} is not a JSON list (write [\"a\", \"b\"])"
+                            break
+                    else:
+                        record.pop(key, None)
+                if problem:
+                    yield f"{name}:{index + 2}", index, None, problem
+                    continue
                 if not record.get("id", "").strip():
                     record.pop("id", None)
                 yield f"{name}:{index + 2}", index, record, None
         return
     if not path.lower().endswith((".jsonl", ".json", ".ndjson")):
         raise DatasetError(f"manifest: {path} is neither .jsonl nor .csv; name it by its format")
+    if path.lower().endswith(".json"):  # one JSON list of records, or JSON lines under a .json name
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None
+        if isinstance(whole, list):
+            for index, record in enumerate(whole):
+                where = f"{name}[{index}]"
+                if isinstance(record, dict):
+                    yield where, index, record, None
+                else:
+                    yield where, index, None, f"malformed row: a JSON {type(record).__name__}, not an object"
+            return
     with open(path, encoding="utf-8") as handle:
         index = 0
         for line_no, line in enumerate(handle, start=1):
@@ -88,6 +113,9 @@ def load_manifest(path: str, spec: str | None = None, strict: bool = False) -> E
         audio = audio if os.path.isabs(audio) else os.path.normpath(os.path.join(folder, audio))
         metadata = {k: v for k, v in record.items() if k not in (*REQUIRED, "choices", "id")}
         given_id = record.get("id")
+        if given_id is not None and (isinstance(given_id, bool) or not isinstance(given_id, (str, int))):
+            rows.skip(where, f"malformed row: id is not a text or whole number ({given_id!r})")
+            continue
         item_id = str(index) if given_id is None or not str(given_id).strip() else str(given_id)  # null / "" -> row number
         rows.add(where, item_id, audio, record["question"], record["answer"], choices, metadata)
     return rows.finish({"kind": "manifest", "path": path, "sha256": sha256_of(path), "n_rows": n_rows})

@@ -39,6 +39,9 @@ def load_mmau(path: str, spec: str | None = None, strict: bool = False) -> EvalD
         if missing:
             rows.skip(where, f"malformed row: no {missing}")
             continue
+        if isinstance(record["id"], bool) or not isinstance(record["id"], (str, int)) or not str(record["id"]).strip():
+            rows.skip(where, f"malformed row: id is not a text or whole number ({record['id']!r})")
+            continue
         choices, answer = record["choices"], record["answer"]
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
             rows.skip(where, f"malformed row: choices is not a list of strings ({choices!r})")
@@ -58,5 +61,5 @@ def load_mmau(path: str, spec: str | None = None, strict: bool = False) -> EvalD
         else:
             audio = str(record["audio_id"])
             audio = audio if os.path.isabs(audio) else os.path.normpath(os.path.join(folder, audio))
-            rows.add(where, str(record["id"]), audio, str(record["question"]), answer, choices, metadata)
+            rows.add(where, str(record["id"]), audio, record["question"], answer, choices, metadata)
     return rows.finish({"kind": "mmau", "path": path, "sha256": sha256_of(path), "n_records": len(records)})

@@ -55,13 +55,23 @@ def track_dirs(root: str, track: str | None = None) -> dict[str, str]:
 
 
 def parse_options(instruction: str) -> list[tuple[str, str]]:
-    """``[(letter, text), ...]`` of the ``(a) text (b) text`` options listed in an instruction."""
-    options = []
+    """``[(letter, text), ...]`` of the ``(a) text (b) text`` options listed in an instruction: the first run of
+    at least two options lettered ``(a), (b), (c), ...`` in order. A parenthesised letter elsewhere (``speaker(s)``,
+    a ``(b)`` quoted in the question) is text, not an option."""
+    found = []
     for letter, text in _OPTION.findall(instruction):
         text = text.strip().rstrip(".;,").strip()
         text = re.split(r"[.?!]\s", text)[0].strip()  # text after the last option ("... Answer with ...")
-        options.append((letter.lower(), text))
-    return options
+        found.append((letter.lower(), text))
+    for start, (letter, _) in enumerate(found):
+        if letter != "a":
+            continue
+        end = start + 1
+        while end < len(found) and found[end][0] == chr(ord("a") + end - start):
+            end += 1
+        if end - start >= 2:
+            return found[start:end]
+    return []
 
 
 def load_sakura(root: str, track: str | None = None, hop: str = "single", spec: str | None = None,
@@ -97,6 +107,10 @@ def load_sakura(root: str, track: str | None = None, hop: str = "single", spec: 
                 matched = _ANSWER.match(raw_answer)
                 letter, answer = (matched.group(1).lower(), matched.group(2)) if matched else (None, raw_answer)
                 options = parse_options(instruction)
+                if not options and any(letter.lower() == "a" for letter, _ in _OPTION.findall(instruction)):
+                    rows.skip(where, "malformed row: the instruction's options are not lettered (a), (b), ... in order "
+                                     f"({instruction!r})")
+                    continue
                 choices = [text for _, text in options] or None
                 option = dict(options).get(letter) if choices is not None and letter is not None else None
                 if option is not None and option != answer:

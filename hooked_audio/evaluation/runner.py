@@ -10,7 +10,9 @@ fsynced, so an interrupted run loses at most the batch in flight and never write
 Resuming: run again with the same ``out``. Items whose id is already in the file are skipped; a final
 line cut short by the interruption is removed (with a warning). A file made with other settings (model,
 dataset and its version, prompt format, scoring, max new tokens, hooks, steering) is refused, as is a
-results file without its ``.meta.json``.
+results file without its ``.meta.json``. The model is recorded by ``model_name`` and by
+:func:`model_fingerprint` (a hash of its weights and dtype), so another model under the same name is refused too;
+``fwd_hooks`` without a ``hooks_spec`` naming them cannot be compared, so such a run writes a new file only.
 
 Steering (``steer=``, the command's ``--steer SPEC``; see :mod:`hooked_audio.evaluation.steer`): the hooks
 are built for each batch from its inputs (audio and text positions differ between batches) and are active
@@ -22,12 +24,14 @@ An item whose inputs cannot be built (e.g. a clip too short for one audio token)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Any
 
 import soundfile
@@ -35,7 +39,7 @@ import torch
 
 from ..audio.prompting import max_audio_seconds
 from ..datasets import EvalDataset, EvalItem
-from .scoring import exact_match, first_token_ids, mmau_match, restricted_choice
+from .scoring import exact_match, first_token_ids, mmau_match, normalise, restricted_choice, words
 from .steer import Steer, as_steers, check_steers, steer_config, steering_hooks
 
 logger = logging.getLogger("hooked_audio.evaluation")
@@ -67,6 +71,25 @@ def default_prompt_format(dataset: EvalDataset) -> str:
     return "choices" if dataset.source.get("kind") == "mmau" else "plain"
 
 
+def check_items(dataset: EvalDataset) -> None:
+    """What the loaders guarantee, checked again for a dataset built by hand: unique ids (results are keyed
+    and resumed by id), and closed sets of at least two distinct non-empty choices that contain the answer."""
+    seen: set[str] = set()
+    for item in dataset.items:
+        if item.id in seen:
+            raise ValueError(f"{dataset.spec}: id {item.id!r} is used by two items; ids must be unique "
+                             "(results are written and resumed by id)")
+        seen.add(item.id)
+        if item.choices is None:
+            continue
+        choices = list(item.choices)
+        if len(choices) < 2 or len(set(choices)) != len(choices) or not all(str(c).strip() for c in choices):
+            raise ValueError(f"item {item.id!r}: choices {choices} are not at least two distinct non-empty texts")
+        if item.answer not in choices:
+            raise ValueError(f"item {item.id!r}: answer {item.answer!r} is not among its choices {choices}, so it "
+                             "could never be scored right; fix the item (the loaders skip such rows)")
+
+
 def check_scoring(dataset: EvalDataset, scoring: str) -> None:
     if scoring not in SCORINGS:
         raise ValueError(f"scoring {scoring!r} is not one of {SCORINGS}")
@@ -77,6 +100,17 @@ def check_scoring(dataset: EvalDataset, scoring: str) -> None:
                 f"--scoring {scoring} needs choices, and {len(without)} item(s) have none (e.g. {without[:3]}); "
                 "add choices to the manifest or use --scoring exact"
             )
+    if scoring in ("mmau", "exact"):  # both ignore punctuation: an answer of punctuation only is never matched
+        def matchable(item: EvalItem) -> bool:
+            if scoring == "mmau":
+                return bool(words(item.answer))
+            return any(normalise(a) for a in (item.answer, *item.metadata.get("aliases", ())))
+
+        empty = [item.id for item in dataset.items if not matchable(item)]
+        if empty:
+            raise ValueError(f"--scoring {scoring}: the answers of {len(empty)} item(s) (e.g. {empty[:3]}) have no "
+                             "words, only punctuation, so no prediction could match them; reword them or use "
+                             "--scoring restricted")
 
 
 def prompt_template(prompt_format: str) -> str:
@@ -94,19 +128,52 @@ def prompt_template(prompt_format: str) -> str:
     return template
 
 
+def check_template(dataset: EvalDataset, template: str) -> None:
+    """A template that shows ``{choices}`` needs every item to have them (it would show an empty list)."""
+    if "{choices" not in template:
+        return
+    without = [item.id for item in dataset.items if not item.choices]
+    if without:
+        raise ValueError(f"the prompt format fills in {{choices}}, but {len(without)} item(s) have none (e.g. "
+                         f"{without[:3]}), so their prompt would show an empty list; use --prompt-format plain "
+                         "or add choices to those rows")
+
+
 def render_prompt(item: EvalItem, template: str) -> str:
     return template.format(question=item.question, choices=", ".join(item.choices or ()))
 
 
+FINGERPRINT_SAMPLES = 256  # values read from each weight tensor
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of the model's weights as stored: each state-dict tensor's name, shape, dtype and a fixed
+    sample of its values (exact bytes, no sums, so the same on every device). Another checkpoint, a fine-tune or
+    another dtype gives another fingerprint; an edit of a few single weights may fall between the samples (give
+    such a model its own ``model_name``)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        n = flat.numel()
+        if n > FINGERPRINT_SAMPLES:
+            flat = flat[torch.arange(FINGERPRINT_SAMPLES, device=flat.device) * (n - 1) // (FINGERPRINT_SAMPLES - 1)]
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(flat.contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
 def run_config(model_name: str, dataset: EvalDataset, scoring: str, prompt_format: str, max_new_tokens: int,
-               hooks: str | None, steer: Sequence[Steer] = ()) -> dict[str, Any]:
+               hooks: str | None, steer: Sequence[Steer] = (), fingerprint: str | None = None) -> dict[str, Any]:
     """What decides the results: a resumed run must match it exactly. ``steer`` is recorded only when
-    given (so files written before steering existed still resume)."""
+    given (so files written before steering existed still resume). ``fingerprint``: :func:`model_fingerprint`
+    (``evaluate`` records it; the command checks the other settings before the model is loaded)."""
     source = {k: v for k, v in dataset.source.items() if k in ("kind", "path", "sha256", "tracks", "hop")}
     config = {"format_version": FORMAT_VERSION, "model": model_name, "dataset": dataset.spec, "dataset_source": source,
               "scoring": scoring, "prompt_format": prompt_format, "max_new_tokens": max_new_tokens, "hooks": hooks}
     if steer:
         config["steer"] = steer_config(steer)
+    if fingerprint is not None:
+        config["model_fingerprint"] = fingerprint
     return config
 
 
@@ -159,10 +226,15 @@ def check_resumable(out: str, config: dict) -> bool:
         raise ResumeError(f"{out} exists but {meta} does not, so its settings are unknown; choose another --out")
     with open(meta) as handle:
         stored = json.load(handle).get("config", {})
-    differ = {k: (stored.get(k), config.get(k)) for k in set(stored) | set(config) if stored.get(k) != config.get(k)}
+    keys = set(stored) | set(config)
+    if "model_fingerprint" not in config:  # checked before the model is loaded; evaluate() checks it
+        keys.discard("model_fingerprint")
+    differ = {k: (stored.get(k), config.get(k)) for k in keys if stored.get(k) != config.get(k)}
     if differ:
         lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(differ.items()))
-        raise ResumeError(f"{out} was made with other settings ({lines}); rerun with those or choose another --out")
+        why = (" (model_fingerprint: the weights or dtype differ from those that wrote the file, or the file "
+               "predates fingerprints)" if "model_fingerprint" in differ else "")
+        raise ResumeError(f"{out} was made with other settings ({lines}){why}; rerun with those or choose another --out")
     return True
 
 
@@ -302,6 +374,14 @@ def run_batch(model, items: list[EvalItem], template: str, scoring: str, max_new
     return [scored.get(item.id) or bad[item.id] for item in items]
 
 
+def _check_whole(name: str, value, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}" + (" (or None)" if optional else "")
+                         + f", got {value!r}")
+
+
 def evaluate(
     model,
     dataset: EvalDataset,
@@ -333,22 +413,38 @@ objects, stacked; their hooks are built per batch and recorded in the settings. 
     ``rank``/``world_size`` (under torchrun, with the process group joined): this process evaluates the
     batches ``i % world_size == rank`` into its rank file, and rank 0 merges them into ``out`` and returns
     the summary (see :mod:`hooked_audio.evaluation.distributed`); other ranks return ``{"rank": r, ...}``."""
+    _check_whole("batch_size", batch_size, 1)
+    _check_whole("max_new_tokens", max_new_tokens, 0, optional=True)
+    _check_whole("limit", limit, 0, optional=True)
+    _check_whole("world_size", world_size, 1)
+    _check_whole("rank", rank, 0)
+    if rank >= world_size:
+        raise ValueError(f"rank {rank} is not below world_size {world_size}: ranks are 0 .. world_size - 1")
+    check_items(dataset)
     scoring = scoring or default_scoring(dataset)
     prompt_format = prompt_format or default_prompt_format(dataset)
     check_scoring(dataset, scoring)
     template = prompt_template(prompt_format)
+    check_template(dataset, template)
     if max_new_tokens is None:
         max_new_tokens = 0 if scoring == "restricted" else DEFAULT_MAX_NEW_TOKENS
     if scoring != "restricted" and max_new_tokens < 1:
         raise ValueError(f"--scoring {scoring} scores generated text: --max-new-tokens must be at least 1")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    fwd_hooks = list(fwd_hooks)
+    unnamed_hooks = bool(fwd_hooks) and hooks_spec is None
+    if unnamed_hooks:  # recorded by hook point only: their functions cannot be compared on a resume
+        hooks_spec = f"unnamed fwd_hooks at {sorted({str(name) for name, _ in fwd_hooks})}"
     steer = as_steers(steer)
     check_steers(steer, model.cfg.n_layers, model.cfg.d_model)
     missing = [s.hook_name for s in steer if s.hook_name not in model.hook_dict]
     if missing:
         raise ValueError(f"steering names hook points the model does not have: {missing}")
-    config = run_config(model_name, dataset, scoring, prompt_format, max_new_tokens, hooks_spec, steer)
+    config = run_config(model_name, dataset, scoring, prompt_format, max_new_tokens, hooks_spec, steer,
+                        model_fingerprint(model))
+    if unnamed_hooks and check_resumable(out, config):
+        raise ResumeError(f"{out} holds results of a run with fwd_hooks but no hooks_spec, so whether these hooks are "
+                          "the same cannot be checked; pass hooks_spec='a name for the hooks' (it is recorded), or "
+                          "choose another out")
 
     choice_ids: dict[str, list[int]] = {}
     if scoring == "restricted":
@@ -387,7 +483,7 @@ objects, stacked; their hooks are built per batch and recorded in the settings. 
 
     bar = tqdm(total=n_todo, unit="item", desc=f"eval {dataset.spec}", disable=not progress, dynamic_ncols=True)
     written, started = 0, time.perf_counter()
-    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)), open(write_to, "a", encoding="utf-8") as handle:
+    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks), open(write_to, "a", encoding="utf-8") as handle:
         for index, batch in enumerate(todo):
             if limit is not None and written >= limit:
                 break

@@ -7,13 +7,15 @@
   MMAU's script): the prediction is right when every word of the answer occurs in it and no word of a
   wrong choice does (words a wrong choice shares with the answer do not count against it).
 - :func:`exact_match`: the prediction equals the answer (or one of its aliases) after normalising
-  case, whitespace and punctuation.
+  case, whitespace and punctuation (any Unicode punctuation: ``"Dog。"`` and ``"it’s"`` as ``"Dog."`` and
+  ``"it's"``; full-width letters and digits as their ASCII forms).
 """
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Sequence
 
 import torch
@@ -28,8 +30,9 @@ def words(text: str) -> set[str]:
 
 
 def normalise(text: str) -> str:
-    """Lower case, punctuation to spaces, whitespace collapsed."""
-    return " ".join(text.lower().translate(_PUNCT).split())
+    """NFKC, lower case, punctuation (ASCII, and every Unicode punctuation character) to spaces, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).lower().translate(_PUNCT)
+    return " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in text).split())
 
 
 def exact_match(prediction: str, answer: str, aliases: Sequence[str] = ()) -> bool:
@@ -38,7 +41,10 @@ def exact_match(prediction: str, answer: str, aliases: Sequence[str] = ()) -> bo
 
 
 def mmau_match(prediction: str, answer: str, choices: Sequence[str] | None) -> bool:
-    """Every word of ``answer`` in ``prediction`` and no word of a wrong choice (beyond the answer's own)."""
+    """Every word of ``answer`` in ``prediction`` and no word of a wrong choice (beyond the answer's own).
+
+    MMAU's own rule, kept so that scores compare with published ones: a wrong choice with exactly the answer's
+    words in another order (``"cat then dog"`` for ``"dog then cat"``) cannot be told apart by it."""
     predicted, wanted = words(prediction), words(answer)
     if not predicted or not wanted:
         return False

@@ -1,0 +1,250 @@
+"""Silent wrong answers in the dataset loaders and the evaluation runner: each input below used to be accepted
+and scored (or resumed) wrongly; it is now refused or skipped with a reason, next to a valid control."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from hooked_audio.datasets import EvalDataset, EvalItem, load_dataset
+from hooked_audio.datasets.sakura import parse_options
+from hooked_audio.evaluation.runner import (
+    ResumeError, check_resumable, check_scoring, evaluate, model_fingerprint, run_config,
+)
+from hooked_audio.evaluation.scoring import exact_match
+from hooked_audio.toy.tasks import make_probe_set
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from hooked_audio.loading import from_pretrained
+
+    return from_pretrained("toy-qwen2-audio")
+
+
+@pytest.fixture(scope="module")
+def pitch(tmp_path_factory):
+    """Four toy pitch clips with their answers, as a manifest and as its loaded dataset."""
+    folder = tmp_path_factory.mktemp("pitch_args")
+    samples = [s for s in make_probe_set(7, 4, task_names=["pitch"]) if s.hint is None]
+    rows = []
+    for i, sample in enumerate(samples):
+        soundfile.write(folder / f"clip{i}.wav", sample.waveform, 16000)
+        rows.append({"audio": str(folder / f"clip{i}.wav"), "question": sample.question, "answer": sample.answer,
+                     "choices": ["low", "high"]})
+    path = folder / "pitch.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"rows": rows, "path": path, "ds": load_dataset(f"manifest:{path}")}
+
+
+def lines(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def write_manifest(folder, rows, name="m.jsonl"):
+    path = folder / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def clip(tmp_path):
+    soundfile.write(tmp_path / "a.wav", np.full(8000, 0.01, dtype=np.float32), 16000)
+    return "a.wav"
+
+
+# --- resuming -----------------------------------------------------------------------------------------------
+
+
+def test_resume_with_another_model_under_the_same_name_is_refused(toy, pitch, tmp_path):
+    """Was: a run of other weights (same default model_name) resumed the file, mixing two models' results."""
+    ds, out = pitch["ds"], str(tmp_path / "r.jsonl")
+    evaluate(toy, ds, out, batch_size=2, progress=False, limit=2)
+    other = copy.deepcopy(toy)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.5)
+    assert model_fingerprint(other) != model_fingerprint(toy)
+    with pytest.raises(ResumeError, match="model_fingerprint.*weights or dtype differ"):
+        evaluate(other, ds, out, batch_size=2, progress=False)
+    # the command checks the other settings before the model is loaded: a config without a fingerprint passes
+    assert check_resumable(out, run_config("model", ds, "restricted", "plain", 0, None))
+    summary = evaluate(toy, ds, out, batch_size=2, progress=False)  # control: the same model resumes
+    assert summary["complete"] and summary["this_run"]["items"] == 2
+    assert json.load(open(out + ".meta.json"))["config"]["model_fingerprint"] == model_fingerprint(toy)
+
+
+def test_unnamed_fwd_hooks_are_recorded_and_never_resumed(toy, pitch, tmp_path):
+    """Was: fwd_hooks without hooks_spec were recorded as no hooks, so a run without them resumed the file."""
+    ds, out = pitch["ds"], str(tmp_path / "h.jsonl")
+
+    def zero_audio(value, hook):
+        return value * 0
+
+    evaluate(toy, ds, out, batch_size=2, progress=False, limit=2, fwd_hooks=[("hook_audio_embeds", zero_audio)])
+    assert "hook_audio_embeds" in json.load(open(out + ".meta.json"))["config"]["hooks"]
+    with pytest.raises(ResumeError, match="hooks: was"):
+        evaluate(toy, ds, out, batch_size=2, progress=False)
+    with pytest.raises(ResumeError, match="no hooks_spec"):
+        evaluate(toy, ds, out, batch_size=2, progress=False, fwd_hooks=[("hook_audio_embeds", zero_audio)])
+    named = str(tmp_path / "named.jsonl")  # control: named hooks resume
+    evaluate(toy, ds, named, batch_size=2, progress=False, limit=2, fwd_hooks=[("hook_audio_embeds", zero_audio)],
+             hooks_spec="zero_audio")
+    summary = evaluate(toy, ds, named, batch_size=2, progress=False, fwd_hooks=[("hook_audio_embeds", zero_audio)],
+                       hooks_spec="zero_audio")
+    assert summary["complete"] and summary["this_run"]["items"] == 2
+
+
+# --- arguments ----------------------------------------------------------------------------------------------
+
+
+def test_rank_and_whole_number_arguments(toy, pitch, tmp_path):
+    """Was: rank 3 of 2 wrote nothing and returned; limit=1.5 ran two batches; batch_size=True ran batches of 1."""
+    ds, out = pitch["ds"], str(tmp_path / "a.jsonl")
+    with pytest.raises(ValueError, match="rank 3 is not below world_size 2"):
+        evaluate(toy, ds, out, progress=False, rank=3, world_size=2)
+    for name, value in (("batch_size", True), ("batch_size", 2.0), ("limit", 1.5), ("max_new_tokens", True),
+                        ("world_size", 0), ("rank", -1)):
+        with pytest.raises(ValueError, match=f"{name} must be a whole number"):
+            evaluate(toy, ds, out, progress=False, **{name: value})
+    summary = evaluate(toy, ds, out, batch_size=np.int64(2), limit=2, progress=False)  # control
+    assert summary["this_run"]["items"] == 2
+
+
+def test_hand_built_dataset_is_checked(toy, pitch, tmp_path):
+    """Was: two items with one id got the same record; an answer outside its choices was scored wrong every time."""
+    items = pitch["ds"].items
+    dup = EvalDataset("by-hand", [items[0], EvalItem(items[0].id, items[1].audio, "q", "low", ("low", "high"),
+                                                     dict(items[1].metadata))], [], {})
+    with pytest.raises(ValueError, match="used by two items; ids must be unique"):
+        evaluate(toy, dup, str(tmp_path / "d.jsonl"), progress=False)
+    outside = EvalDataset("by-hand", [EvalItem("x", items[0].audio, "q", "Low", ("low", "high"))], [], {})
+    with pytest.raises(ValueError, match="'Low' is not among its choices"):
+        evaluate(toy, outside, str(tmp_path / "o.jsonl"), progress=False)
+    fine = EvalDataset("by-hand", list(items[:2]), [], {})  # control
+    assert evaluate(toy, fine, str(tmp_path / "f.jsonl"), progress=False)["overall"]["n"] == 2
+
+
+def test_choices_prompt_needs_choices(toy, pitch, tmp_path):
+    """Was: prompt format "choices" on items without choices prompted "...\\nChoices: ."."""
+    free = write_manifest(tmp_path, [{k: v for k, v in r.items() if k != "choices"} for r in pitch["rows"][:2]])
+    ds = load_dataset(f"manifest:{free}")
+    with pytest.raises(ValueError, match=r"fills in \{choices\}.*--prompt-format plain"):
+        evaluate(toy, ds, str(tmp_path / "c.jsonl"), prompt_format="choices", max_new_tokens=2, progress=False)
+    summary = evaluate(toy, ds, str(tmp_path / "p.jsonl"), prompt_format="plain", max_new_tokens=2, progress=False)
+    assert summary["config"]["scoring"] == "exact" and summary["overall"]["n"] == 2  # control
+
+
+def test_answers_of_punctuation_only_are_refused_by_text_scorings(clip, tmp_path):
+    """Was: an answer of punctuation only ("?") was scored wrong whatever the prediction (exact, mmau)."""
+    dots = load_dataset(f"manifest:{write_manifest(tmp_path, [{'audio': clip, 'question': 'q', 'answer': '?', 'choices': ['?', 'no']}], 'p.jsonl')}")
+    for scoring in ("exact", "mmau"):
+        with pytest.raises(ValueError, match=f"--scoring {scoring}: .*only punctuation"):
+            check_scoring(dots, scoring)
+    check_scoring(dots, "restricted")  # restricted argmax compares the choices' tokens: fine
+    plain = load_dataset(f"manifest:{write_manifest(tmp_path, [{'audio': clip, 'question': 'q', 'answer': 'low', 'choices': ['low', 'high']}], 'l.jsonl')}")
+    check_scoring(plain, "mmau")  # control
+    check_scoring(plain, "exact")
+
+
+def test_exact_match_ignores_unicode_punctuation():
+    """Was: "Dog。" and "it’s a dog" were wrong where "Dog." and "it's a dog" were right."""
+    assert exact_match("Dog。", "dog") and exact_match("it’s a dog", "it's a dog") and exact_match("ｄｏｇ", "dog")
+    assert exact_match("Dog.", "dog") and not exact_match("dogs。", "dog")  # control
+
+
+# --- loaders ------------------------------------------------------------------------------------------------
+
+
+def test_manifest_choices_and_aliases_are_checked(clip, tmp_path):
+    """Was: an empty choice, choices differing only in case or punctuation, and ``"aliases": "doggy"`` (each
+    letter an alias: the prediction "d" was right) were accepted; a non-text id became "True" / "[1]"."""
+    base = {"audio": clip, "question": "q", "answer": "low"}
+    rows = [
+        dict(base, choices=["", "low"]),
+        dict(base, choices=["Low", "low"]),
+        dict(base, choices=["low", "low."]),
+        dict(base, answer="dog", aliases="doggy"),
+        dict(base, id=True),
+        dict(base, id=[1]),
+        dict(base, choices=["low", "high"], id=12),  # control
+        dict(base, answer="dog", aliases=["doggy"]),  # control
+    ]
+    ds = load_dataset(f"manifest:{write_manifest(tmp_path, rows)}")
+    assert [(i.id, i.choices) for i in ds] == [("12", ("low", "high")), ("7", None)]
+    reasons = [s.reason for s in ds.skipped]
+    assert len(reasons) == 6
+    assert "an empty choice" in reasons[0]
+    assert "differ only in case, spacing or punctuation" in reasons[1] and "differ only" in reasons[2]
+    assert "aliases must be a list" in reasons[3]
+    assert "id is not a text or whole number" in reasons[4] and "id is not a text" in reasons[5]
+    alias_item = [i for i in ds if i.answer == "dog"][0]
+    assert exact_match("doggy", "dog", alias_item.metadata["aliases"])
+    assert not exact_match("d", "dog", alias_item.metadata["aliases"])
+
+
+def test_csv_list_cells_are_json_lists(clip, tmp_path):
+    """Was: a CSV ``aliases`` cell "doggy" made every letter an alias, and a ``choices`` cell "null" dropped the
+    choices (the row became an open question)."""
+    path = tmp_path / "m.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["audio", "question", "answer", "choices", "aliases"])
+        writer.writerow([clip, "q", "dog", "", "doggy"])
+        writer.writerow([clip, "q", "dog", "null", ""])
+        writer.writerow([clip, "q", "dog", '["dog", "cat"]', '["doggy", "puppy"]'])  # control
+    ds = load_dataset(f"manifest:{path}")
+    assert [i.id for i in ds] == ["2"] and ds.items[0].metadata["aliases"] == ["doggy", "puppy"]
+    assert ds.items[0].choices == ("dog", "cat") and exact_match("puppy", "dog", ds.items[0].metadata["aliases"])
+    assert [s.row for s in ds.skipped] == ["m.csv:2", "m.csv:3"]
+    assert all("is not a JSON list" in s.reason for s in ds.skipped)
+
+
+def test_json_manifest_holding_one_list(clip, tmp_path):
+    """Was: a pretty-printed JSON list in a .json manifest kept its last record only (the others: "not JSON")."""
+    rows = [{"audio": clip, "question": "q", "answer": "a", "id": f"r{i}"} for i in range(3)]
+    path = tmp_path / "list.json"
+    path.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
+    ds = load_dataset(f"manifest:{path}")
+    assert [i.id for i in ds] == ["r0", "r1", "r2"] and not ds.skipped
+    lines_json = tmp_path / "lines.json"  # control: JSON lines under a .json name still read
+    lines_json.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [i.id for i in load_dataset(f"manifest:{lines_json}")] == ["r0", "r1", "r2"]
+
+
+def test_mmau_record_fields_must_be_text(clip, tmp_path):
+    """Was: ``"question": null`` became the question "None", and ``"id": null`` the id "None"."""
+    record = {"id": "m0", "audio_id": clip, "question": "which ?", "choices": ["a b", "c d"], "answer": "a b"}
+    path = tmp_path / "mmau.json"
+    path.write_text(json.dumps([dict(record, question=None), dict(record, id=None), dict(record, id=True), record]))
+    ds = load_dataset(f"mmau:{path}")
+    assert [i.id for i in ds] == ["m0"] and ds.items[0].question == "which ?"
+    reasons = [s.reason for s in ds.skipped]
+    assert "question is not text (None)" in reasons[0]
+    assert "id is not a text or whole number (None)" in reasons[1] and "(True)" in reasons[2]
+
+
+def test_sakura_options_are_the_lettered_run(tmp_path):
+    """Was: "speaker(s)? (a) male (b) female" gave the choices ['?', 'male', 'female']."""
+    assert parse_options("What is the gender of the speaker(s)? (a) male (b) female") == [("a", "male"), ("b", "female")]
+    assert parse_options("What animal? (a) dog (b) cat (c) bird. Answer with (a), (b) or (c).") == [
+        ("a", "dog"), ("b", "cat"), ("c", "bird")]
+    assert parse_options("What? (a) dog (c) cat") == []
+    track = tmp_path / "data" / "Gender"
+    track.mkdir(parents=True)
+    soundfile.write(track / "x.wav", np.full(8000, 0.01, dtype=np.float32), 16000)
+    with open(track / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "attribute_label", "single_instruction", "single_answer", "multi_instruction",
+                         "multi_answer"])
+        writer.writerow(["x.wav", "male", "The speaker(s)? (a) male (b) female", "(a) male", "q (a) x (b) y", "(a) x"])
+        writer.writerow(["y.wav", "male", "What? (a) male (c) female", "(a) male", "q (a) x (b) y", "(a) x"])
+    ds = load_dataset(f"sakura:{tmp_path}")
+    assert [(i.id, i.choices, i.answer) for i in ds] == [("Gender/single/x.wav", ("male", "female"), "male")]
+    assert "not lettered (a), (b), ... in order" in ds.skipped[0].reason
