@@ -35,26 +35,34 @@ from .audio.inputs import AudioSpan, AudioTextInput, spans_of
 
 Layout = Literal["batch", "audio_token", "window"]
 
-# Every tensor handed out by a full-position cache, by id, with the audio layout of the run it came from, so
-# that a hook holding one (as ``transformer_lens.patching``'s do) can be checked against the run it patches
-# (``check_patch_alignment``). Entries go when their tensor does.
-_SOURCES: dict[int, tuple["weakref.ref[torch.Tensor]", Bool[torch.Tensor, "batch pos"]]] = {}
+# Every tensor handed out by a cache, by id, with the audio layout of the run it came from and, for a cache
+# restricted to some positions, those positions, so that a hook holding one (as ``transformer_lens.patching``'s
+# do) can be checked against the run it patches (``check_patch_alignment``). Entries go when their tensor does.
+_SOURCES: dict[int, tuple["weakref.ref[torch.Tensor]", Bool[torch.Tensor, "batch pos"], torch.Tensor | None]] = {}
 
 
-def _remember(tensor: torch.Tensor, audio_mask: torch.Tensor) -> None:
+def _remember(tensor: torch.Tensor, audio_mask: torch.Tensor, positions: torch.Tensor | None = None) -> None:
     key = id(tensor)
-    _SOURCES[key] = (weakref.ref(tensor, lambda _, key=key: _SOURCES.pop(key, None)), audio_mask)
+    _SOURCES[key] = (weakref.ref(tensor, lambda _, key=key: _SOURCES.pop(key, None)), audio_mask, positions)
 
 
-def _source_audio_mask(value) -> torch.Tensor | None:
+def _source(value) -> tuple[Bool[torch.Tensor, "batch pos"], torch.Tensor | None] | None:
+    """(audio mask of the run, kept positions or None) of a tensor a cache handed out, else None."""
     entry = _SOURCES.get(id(value)) if isinstance(value, torch.Tensor) else None
-    return entry[1] if entry is not None and entry[0]() is value else None
+    return (entry[1], entry[2]) if entry is not None and entry[0]() is value else None
+
+
+def _activation_name(name: str) -> str:
+    """The hook point a cache key belongs to: ``incl_bwd``'s ``name + "_grad"`` has its activation's layout."""
+    return name[: -len("_grad")] if name.endswith("_grad") else name
 
 
 def activation_layout(name: str) -> Layout:
     """Decoder hook points (``hook_embed``, ``blocks.*``, ``ln_final.*``) are per batch row;
     ``hook_audio_embeds`` is per audio token; every other point is on the audio side (the encoder, Music
-    Flamingo's time rotary, a projector's own hooks) and is per feature row."""
+    Flamingo's time rotary, a projector's own hooks) and is per feature row. A gradient (``*_grad``) has the
+    layout of its activation."""
+    name = _activation_name(name)
     if name == "hook_embed" or name.startswith(("blocks.", "ln_final.")):
         return "batch"
     if name == "hook_audio_embeds":
@@ -63,8 +71,8 @@ def activation_layout(name: str) -> Layout:
 
 
 def position_dims(name: str) -> tuple[int, ...]:
-    """The decoder-position axes of a ``batch``-layout activation (with its batch axis)."""
-    return (2, 3) if name.endswith(("hook_pattern", "hook_attn_scores")) else (1,)
+    """The decoder-position axes of a ``batch``-layout activation or its gradient (with its batch axis)."""
+    return (2, 3) if _activation_name(name).endswith(("hook_pattern", "hook_attn_scores")) else (1,)
 
 
 class AudioActivationCache(ActivationCache):
@@ -92,10 +100,27 @@ class AudioActivationCache(ActivationCache):
                 raise KeyError(f"{name!r} is not cached: a full run_with_cache() leaves hook_result out, as "
                                "TransformerLens does; call model.set_use_attn_result(True) first, or name it in "
                                "names_filter") from None
+            if isinstance(name, str) and _activation_name(name).endswith("mlp.hook_post") and self._has_moe_mlp(name):
+                raise KeyError(f"{name!r} does not exist: this decoder's MLPs are mixtures of experts, which have no "
+                               "per-neuron activations (each expert sees other tokens). Decompose by MLP layer "
+                               "(get_full_resid_decomposition(expand_neurons=False), decompose_resid) or by expert "
+                               "slot (blocks.{l}.mlp.hook_expert_out)") from None
             raise
-        if isinstance(value, torch.Tensor) and len(self.positions) == self.inputs.shape[1]:
-            _remember(value, self.inputs.audio_mask.cpu())
+        if isinstance(value, torch.Tensor):
+            if len(self.positions) == self.inputs.shape[1]:
+                _remember(value, self.inputs.audio_mask.cpu())
+            elif activation_layout(next((n for n, v in self.cache_dict.items() if v is value), "")) != "window":
+                _remember(value, self.inputs.audio_mask.cpu(), self.positions)  # refused as a patch source
         return value
+
+    def _has_moe_mlp(self, name: str) -> bool:
+        from .components.moe import MoEMLP
+
+        parts = name.split(".")
+        blocks = getattr(self.model, "blocks", None)
+        if parts[0] != "blocks" or blocks is None or not parts[1].isdigit() or int(parts[1]) >= len(blocks):
+            return False
+        return isinstance(blocks[int(parts[1])].mlp, MoEMLP)
 
     def require(self, user: str, names: list[str] | tuple[str, ...] = ()) -> None:
         """Refuse, naming ``user``, a cache an analysis cannot read right: without its batch dimension, restricted
@@ -161,7 +186,9 @@ class AudioActivationCache(ActivationCache):
                 keep[name] = act[torch.isin(owner, rows).to(act.device)]
         if not torch.equal(rows.sort().values, rows):
             raise ValueError(f"batch rows must be in increasing order to keep the audio aligned, got {rows.tolist()}")
-        return AudioActivationCache(keep, self.model, self.inputs.select_rows(rows.tolist()), True, self.positions)
+        sliced = AudioActivationCache(keep, self.model, self.inputs.select_rows(rows.tolist()), True, self.positions)
+        # an int takes one row and drops the batch axis, as TransformerLens (a list or slice keeps it)
+        return sliced.remove_batch_dim() if batch_slice.mode == "int" else sliced
 
     def restrict_positions(self, positions: Int[torch.Tensor, "pos"]) -> "AudioActivationCache":
         """Keep only some decoder positions (of this cache) in every activation with a position axis, and the
@@ -260,8 +287,24 @@ class AudioActivationCache(ActivationCache):
             layer = n_layers
         if recompute_ln and layer == n_layers:  # TL ran the real ln_final, weight included
             return out
-        norm = self.model.ln_final if layer == n_layers else getattr(self.model.blocks[layer], "ln2" if mlp_input else "ln1")
-        return out * norm.w.to(out.dtype)
+        return out * self._norm_weight(layer, mlp_input).to(out.dtype)
+
+    def _norm_weight(self, layer: int | None, mlp_input: bool) -> Float[torch.Tensor, "d_model"]:
+        """The weight of the norm that reads the residual stream at ``layer`` (``n_layers``/None: ``ln_final``)."""
+        n_layers = self.model.cfg.n_layers
+        if layer is None or layer == -1 or layer == n_layers:
+            return self.model.ln_final.w
+        return getattr(self.model.blocks[layer], "ln2" if mlp_input else "ln1").w
+
+    def _stack_neuron_results_apply_ln_projected(self, layer, pos_slice, neuron_slice, project_2d, mlp_input=False):
+        """TransformerLens's fused norm-and-project path of ``stack_neuron_results(apply_ln=True,
+        project_output_onto=...)`` (also under ``get_full_resid_decomposition``) divides by the cached scale
+        only; the norm's weight goes into the projection, ``(x / s * w) @ p = (x / s) @ (w * p)``, so that it is
+        exact without folding, as ``apply_ln_to_stack`` is."""
+        weight = self._norm_weight(layer, mlp_input).to(device=project_2d.device, dtype=project_2d.dtype)
+        return super()._stack_neuron_results_apply_ln_projected(
+            layer, pos_slice, neuron_slice, weight[:, None] * project_2d, mlp_input
+        )
 
 
 def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
@@ -275,11 +318,21 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
             if isinstance(value, AudioTextInput):
                 _check_built_for(value, inputs)
                 continue
-            theirs = _source_audio_mask(value)
-            if theirs is not None:
-                _check_same_audio_positions(
-                    theirs, ours, "a hook patches in activations cached from a run whose audio positions differ from "
-                    "this run's", ("cached", "this run"))
+            source = _source(value)
+            if source is None:
+                continue
+            theirs, kept = source
+            if kept is not None:
+                raise ValueError(
+                    f"a hook patches in activations from a cache restricted to {len(kept)} of its run's "
+                    f"{theirs.shape[1]} positions (run_with_cache(positions=...); it holds positions "
+                    f"{kept[:4].tolist()}{'...' if len(kept) > 4 else ''}), so patching it by position would put "
+                    "each activation at the wrong position. Patch from a cache of every position "
+                    "(run_with_cache without positions=), or index the activation yourself and hold a copy (.clone())"
+                )
+            _check_same_audio_positions(
+                theirs, ours, "a hook patches in activations cached from a run whose audio positions differ from "
+                "this run's", ("cached", "this run"))
 
 
 def check_same_audio_positions(source: AudioTextInput, target: AudioTextInput) -> None:

@@ -529,8 +529,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         reset_hooks_end: bool = True,
         clear_contexts: bool = False,
         return_type: str | None = "logits",
+        return_cache_object: bool = True,
         **kwargs,
-    ) -> tuple[Float[torch.Tensor, "batch pos d_vocab"] | Any, AudioActivationCache]:
+    ) -> tuple[Float[torch.Tensor, "batch pos d_vocab"] | Any, AudioActivationCache | dict[str, torch.Tensor]]:
         """Run once, caching activations (all by default; ``names_filter`` narrows by name), as
         TransformerLens's ``run_with_cache``. As there, the default set leaves out ``hook_result`` unless
         ``set_use_attn_result(True)``; name it in ``names_filter`` to cache it alone.
@@ -542,8 +543,13 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         axes), and the audio tokens at them; encoder activations are kept whole. The cache then describes
         its own positions (``cache.audio_positions`` etc.; ``cache.positions`` maps back to the run).
         ``incl_bwd`` also caches gradients (``name + "_grad"``) of the output, which must then be a scalar
-        (``return_type="loss"``), as in TransformerLens.
+        (``return_type="loss"``), as in TransformerLens. ``return_cache_object=False`` returns the plain dict of
+        activations (TransformerLens's option) instead of the cache object.
         """
+        unsupported = sorted({"stop_at_layer", "start_at_layer"} & set(kwargs))
+        if unsupported:
+            raise TypeError(f"run_with_cache does not take TransformerLens's {unsupported}: it runs every layer; "
+                            "read the layers you need from the cache (names_filter= narrows it)")
         inputs = self.to_inputs(input, **kwargs)
         if pos_slice is not None:
             if not (isinstance(positions, str) and positions == "all"):
@@ -563,6 +569,12 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if names_filter is None and not self.cfg.use_attn_result:  # TransformerLens's default set
             names_filter = lambda name: not name.endswith("attn.hook_result")  # noqa: E731
         cached = [(name, hp) for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
+        if callable(names_filter) and not cached:
+            raise ValueError(
+                f"names_filter matches none of the model's {len(self.hook_dict)} hook points, so nothing would be "
+                "cached: check it against model.hook_dict.keys() (full names such as 'blocks.0.hook_resid_post'; "
+                "transformer_lens.utils.get_act_name('resid_post', 0) makes one from TransformerLens's short name)"
+            )
         bwd_hooks = [(name, _grad_saver(cache_dict, name, device, cache_dtype)) for name, _ in cached] if incl_bwd else []
         # A part built with TransformerLens's own HookPoint (no direct cache route) is cached by a module hook.
         fwd_hooks = [
@@ -591,7 +603,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             cache = cache.restrict_positions(kept)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
-        return out, cache
+        return out, (cache if return_cache_object else cache.cache_dict)
 
     @staticmethod
     def _positions_to_index(inputs: AudioTextInput, positions) -> torch.Tensor | None:

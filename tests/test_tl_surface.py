@@ -1,0 +1,155 @@
+"""Probing TransformerLens's surface for silent wrong answers on audio inputs (left padding, several clips):
+gradients cached by ``incl_bwd`` follow their activation's layout, the fused norm-and-project neuron path is
+exact without folding, an int batch slice drops the batch axis, patching from a positions-restricted cache is
+refused, and ``run_with_cache``'s TransformerLens options are honoured or refused."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from conftest import make_hf_model, make_inputs, make_processor
+from transformer_lens import patching
+
+from hooked_audio import HookedAudioTransformer
+
+ATOL = dict(atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def gqa_model():
+    """As loaded by default (norm weights not folded, and random), grouped-query attention, qkv biases."""
+    return HookedAudioTransformer.from_hf_model(make_hf_model(n_kv_heads=2, seed=3), processor=make_processor())
+
+
+@pytest.fixture(scope="module")
+def inputs(gqa_model):
+    return gqa_model.to_inputs(**make_inputs([[100], [60, 40]]))  # row 0 left-padded, row 1 two clips
+
+
+def test_gradients_keep_their_activations_layout(gqa_model, inputs):
+    """``name_grad`` used to be read as an encoder activation: ``positions=`` cut a pattern's gradient along its
+    head axis and left ``hook_embed_grad`` whole, and a batch slice emptied ``hook_embed_grad``."""
+    model = gqa_model
+    names = ["hook_embed", "hook_audio_embeds", "blocks.0.attn.hook_pattern", "blocks.1.hook_resid_post"]
+    kw = dict(names_filter=names, incl_bwd=True, return_type="loss")
+    _, full = model.run_with_cache(inputs, **kw)
+    model.zero_grad()
+    keep = [0, 5, 36]
+    _, part = model.run_with_cache(inputs, positions=keep, **kw)
+    model.zero_grad()
+    pattern_grad = full["blocks.0.attn.hook_pattern_grad"]
+    # was cut along the head axis: an IndexError here, a silently wrong (2, 3, 37, 37) for positions [0, 1, 2]
+    assert part["blocks.0.attn.hook_pattern_grad"].shape == (2, model.cfg.n_heads, 3, 3)
+    torch.testing.assert_close(part["blocks.0.attn.hook_pattern_grad"], pattern_grad[:, :, keep][:, :, :, keep])
+    torch.testing.assert_close(part["hook_embed_grad"], full["hook_embed_grad"][:, keep])  # was all 37 positions
+    assert part["hook_audio_embeds_grad"].shape == part["hook_audio_embeds"].shape == (1, model.cfg.d_model)
+    # control: the activations themselves were always cut right
+    torch.testing.assert_close(part["blocks.0.attn.hook_pattern"], full["blocks.0.attn.hook_pattern"][:, :, keep][:, :, :, keep])
+
+    # a batch whose second row is text only: its row of hook_embed_grad was dropped (0 rows)
+    other = model.to_inputs(**make_inputs([[60], [], [100]]))
+    _, cache = model.run_with_cache(other, **kw)
+    model.zero_grad()
+    for rows in ([1], [2], [0, 2]):
+        sliced = cache.apply_slice_to_batch_dim(rows)
+        torch.testing.assert_close(sliced["hook_embed_grad"], cache["hook_embed_grad"][rows])
+        torch.testing.assert_close(sliced["hook_embed"], cache["hook_embed"][rows])  # control
+    # row 2's 25 audio tokens come after row 0's 15 (the gradient used to be split evenly by window)
+    row_2 = cache.apply_slice_to_batch_dim([2])
+    torch.testing.assert_close(row_2["hook_audio_embeds_grad"], cache["hook_audio_embeds_grad"][15:])
+    torch.testing.assert_close(row_2["hook_audio_embeds"], cache["hook_audio_embeds"][15:])
+    one = model.to_inputs(**make_inputs([[60, 40]]))
+    _, single = model.run_with_cache(one, remove_batch_dim=True, **kw)
+    model.zero_grad()
+    assert single["hook_embed_grad"].shape == single["hook_embed"].shape == (one.shape[1], model.cfg.d_model)
+
+
+def test_projected_neuron_decomposition_applies_the_norm_weight(gqa_model, inputs):
+    """``project_output_onto`` with ``apply_ln=True`` takes TransformerLens's fused path, which divided by the
+    cached scale only: the neuron stack missed ln_final's weight (off by up to ~0.009 in a logit here)."""
+    model = gqa_model
+    assert not torch.allclose(model.ln_final.w, torch.ones_like(model.ln_final.w))
+    logits, cache = model.run_with_cache(inputs)
+    direction = model.W_U[:, 7]
+    parts = cache.get_full_resid_decomposition(apply_ln=True, project_output_onto=direction)
+    torch.testing.assert_close(parts.sum(0), logits[..., 7], **ATOL)
+    for layer, mlp_input in ((model.cfg.n_layers, False), (1, True), (1, False)):
+        stack = cache.stack_neuron_results(layer, apply_ln=True, mlp_input=mlp_input)  # control: the unfused path
+        fused = cache.stack_neuron_results(layer, apply_ln=True, mlp_input=mlp_input, project_output_onto=direction)
+        torch.testing.assert_close(fused, stack @ direction, **ATOL)
+    torch.testing.assert_close(cache.get_full_resid_decomposition(apply_ln=True).sum(0),
+                               cache["ln_final.hook_normalized"], **ATOL)
+
+
+def test_an_int_batch_slice_drops_the_batch_axis_as_transformer_lens(gqa_model, inputs):
+    """``apply_slice_to_batch_dim(1)`` kept a batch axis of 1 (TransformerLens drops it), so ``[..., -1]``-style
+    indexing read another axis than the user meant."""
+    _, cache = gqa_model.run_with_cache(inputs)
+    row = cache.apply_slice_to_batch_dim(1)
+    assert not row.has_batch_dim
+    torch.testing.assert_close(row["resid_post", 1], cache["resid_post", 1][1])
+    torch.testing.assert_close(row["pattern", 0], cache["pattern", 0][1])
+    torch.testing.assert_close(row["hook_audio_embeds"], cache["hook_audio_embeds"][25:])  # row 1's two clips
+    assert torch.equal(row.audio_positions, cache.audio_positions[1])
+    parts = row.decompose_resid(apply_ln=True)
+    torch.testing.assert_close(parts.sum(0), row["ln_final.hook_normalized"], **ATOL)
+    # control: a list keeps the axis
+    kept = cache.apply_slice_to_batch_dim([1])
+    assert kept.has_batch_dim and kept["resid_post", 1].shape == (1, *cache["resid_post", 1].shape[1:])
+
+
+def test_patching_from_a_positions_cache_is_refused(gqa_model, inputs):
+    """TransformerLens's patching indexes the clean activation by the corrupted run's positions: from a cache
+    of the last position only, position 0 received the last position's activation, silently."""
+    model = gqa_model.eval()
+    raw = make_inputs([[100], [60, 40]])
+    corrupt = model.to_inputs(**dict(raw, input_features=torch.full_like(raw["input_features"], -0.8)))
+    metric = lambda logits: logits[:, -1, 7].sum()  # noqa: E731
+    cells = pd.DataFrame({"layer": [1], "pos": [0]})
+    _, last = model.run_with_cache(inputs, positions="last")
+    with pytest.raises(ValueError, match="restricted to 1 of its run's 37 positions"):
+        patching.generic_activation_patch(model, corrupt, last, metric, patching.layer_pos_patch_setter, "resid_pre",
+                                          index_df=cells)
+    # control: the full cache patches, and an encoder activation of the restricted cache (kept whole) is usable
+    _, full = model.run_with_cache(inputs)
+    result = patching.generic_activation_patch(model, corrupt, full, metric, patching.layer_pos_patch_setter,
+                                               "resid_pre", index_df=cells)
+
+    def patch(x, hook):
+        x = x.clone()
+        x[:, 0] = full[hook.name][:, 0]
+        return x
+
+    by_hand = metric(model.run_with_hooks(corrupt, fwd_hooks=[("blocks.1.hook_resid_pre", patch)]))
+    assert abs(result.item() - by_hand.item()) < 1e-5
+    clean_audio = last["audio_encoder.hook_out"]
+    patched = model.run_with_hooks(corrupt, fwd_hooks=[("audio_encoder.hook_out", lambda x, hook: clean_audio)])
+    torch.testing.assert_close(patched, model(inputs), **ATOL)
+    own_copy = last["resid_post", 1][:, 0].clone()  # indexed by the user: no longer a cache tensor
+    model.run_with_hooks(corrupt, fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: x + 0 * own_copy[:, None])])
+
+
+def test_run_with_cache_honours_or_refuses_transformer_lens_options(gqa_model, inputs):
+    model = gqa_model
+    logits, plain = model.run_with_cache(inputs, names_filter="blocks.0.hook_resid_post", return_cache_object=False)
+    assert type(plain) is dict and list(plain) == ["blocks.0.hook_resid_post"]  # was "keyword inputs, not both"
+    _, cache = model.run_with_cache(inputs, names_filter="blocks.0.hook_resid_post")
+    torch.testing.assert_close(plain["blocks.0.hook_resid_post"], cache["resid_post", 0])
+    with pytest.raises(ValueError, match="matches none of the model's"):  # was an empty cache
+        model.run_with_cache(inputs, names_filter=lambda name: name == "resid_post")
+    with pytest.raises(TypeError, match="stop_at_layer"):
+        model.run_with_cache(inputs, stop_at_layer=1)
+    _, some = model.run_with_cache(inputs, names_filter=lambda name: name.endswith("ln_final.hook_scale"))  # control
+    assert list(some.keys()) == ["ln_final.hook_scale"]
+
+
+def test_neurons_of_a_mixture_of_experts_decoder_are_refused_clearly():
+    from test_family_qwen3_omni import inputs_for, make_hf_model as make_moe
+
+    model = HookedAudioTransformer.from_hf_model(make_moe(seed=2))
+    _, cache = model.run_with_cache(**inputs_for([[100], [37]]))
+    with pytest.raises(KeyError, match="mixtures of experts"):
+        cache.get_full_resid_decomposition()  # TransformerLens's default expands neurons
+    parts = cache.get_full_resid_decomposition(expand_neurons=False)  # control
+    torch.testing.assert_close(parts.sum(0), cache["resid_post", -1], **ATOL)
