@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 
 from .audio.inputs import AudioTextInput
 from .cache import activation_layout, position_dims
+from .fingerprint import model_fingerprint
 from .indices import as_bool_mask, index_tensor, is_index
 
 FORMAT = "hooked_audio.activation_store"
@@ -71,7 +72,7 @@ def stream_activations(
     encoder activations are refused. ``dtype``: the stored floating dtype (None: the model's), cast as each
     activation is cached. Shards hold about ``shard_size_mb`` MB each. A non-empty ``out_dir`` is refused
     unless ``overwrite=True`` (which deletes the store's own files there) or ``resume=True`` with the same
-    model, names, positions, dtype and shard size: a finished store is returned as it is; an interrupted one
+    model (config and weights' fingerprint), names, positions, dtype and shard size: a finished store is returned as it is; an interrupted one
     continues after the last batch whose rows all reached a shard (pass the same ``batches`` again: the batches
     already stored are checked against their fingerprints and skipped, not recomputed).
     Returns the ``ActivationStore`` on ``out_dir``.
@@ -528,6 +529,7 @@ def _model_summary(model) -> dict:
         "model_name", "family", "n_layers", "d_model", "n_heads", "n_key_value_heads", "d_head", "d_mlp", "d_vocab")}
     summary["dtype"] = _dtype_name(next(model.parameters()).dtype)
     summary["seconds_per_audio_token"] = cfg.audio.seconds_per_token if cfg.audio is not None else None
+    summary["weights_fingerprint"] = model_fingerprint(model)  # a fine-tune or sibling shares everything above
     return summary
 
 

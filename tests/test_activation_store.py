@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -207,6 +208,11 @@ def test_overwrite_resume_and_single_batch(model, tmp_path):
     assert len(resumed) == 1 and torch.equal(resumed.load(RESID), first.load(RESID))
     with pytest.raises(FileExistsError, match="another model, names"):
         stream_activations(model, [], [Z], out, positions="last", resume=True)
+    other = copy.deepcopy(model)  # same config and name, other weights (a fine-tune): was resumed as the same model
+    with torch.no_grad():
+        other.blocks[0].mlp.gate.weight.mul_(0.5)
+    with pytest.raises(FileExistsError, match="another model, names"):
+        stream_activations(other, [], [RESID], out, positions="last", dtype=None, resume=True)
     (out / "notes.txt").write_text("kept")
     again = stream_activations(model, batches(), [RESID], out, positions="last", overwrite=True)
     assert len(again) == 6 and again.dtype(RESID) == torch.float16 and (out / "notes.txt").exists()

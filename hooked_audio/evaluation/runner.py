@@ -24,7 +24,6 @@ An item whose inputs cannot be built (e.g. a clip too short for one audio token)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import torch
 
 from ..audio.prompting import max_audio_seconds
 from ..datasets import EvalDataset, EvalItem
+from ..fingerprint import model_fingerprint
 from .scoring import exact_match, first_token_ids, mmau_match, normalise, restricted_choice, words
 from .steer import Steer, as_steers, check_steers, steer_config, steering_hooks
 
@@ -141,25 +141,6 @@ def check_template(dataset: EvalDataset, template: str) -> None:
 
 def render_prompt(item: EvalItem, template: str) -> str:
     return template.format(question=item.question, choices=", ".join(item.choices or ()))
-
-
-FINGERPRINT_SAMPLES = 256  # values read from each weight tensor
-
-
-def model_fingerprint(model) -> str:
-    """A short hash of the model's weights as stored: each state-dict tensor's name, shape, dtype and a fixed
-    sample of its values (exact bytes, no sums, so the same on every device). Another checkpoint, a fine-tune or
-    another dtype gives another fingerprint; an edit of a few single weights may fall between the samples (give
-    such a model its own ``model_name``)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        flat = tensor.detach().reshape(-1)
-        n = flat.numel()
-        if n > FINGERPRINT_SAMPLES:
-            flat = flat[torch.arange(FINGERPRINT_SAMPLES, device=flat.device) * (n - 1) // (FINGERPRINT_SAMPLES - 1)]
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(flat.contiguous().cpu().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:20]
 
 
 def run_config(model_name: str, dataset: EvalDataset, scoring: str, prompt_format: str, max_new_tokens: int,
