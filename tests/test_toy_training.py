@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from transformers import Qwen2AudioForConditionalGeneration, VoxtralForConditionalGeneration
 from transformers.models.whisper.modeling_whisper import sinusoids
@@ -82,11 +83,14 @@ def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     resume = tmp_path / "resume.pt"
     first = fresh()
     train.train(first, data, 6, minutes=NO_TIME_LIMIT, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0,
-                resume_path=resume, save_every=3, stop_after=3)
+                resume_path=resume, save_every=3, stop_after=3, settings={"lr": 1e-3})
     assert resume.exists()
+    with pytest.raises(ValueError, match=r"other settings \({'lr': \(0.001, 0.0003\)}\)"):  # was resumed silently
+        train.train(fresh(), data, 6, minutes=NO_TIME_LIMIT, batch_size=2, peak_lr=3e-4, seed=0, probe_weight=1.0,
+                    resume_path=resume, save_every=3, settings={"lr": 3e-4})
     second = fresh()  # a new process would start from fresh weights, then load the state
     record = train.train(second, data, 6, minutes=NO_TIME_LIMIT, batch_size=2, peak_lr=1e-3, seed=0, probe_weight=1.0,
-                         resume_path=resume, save_every=3)
+                         resume_path=resume, save_every=3, settings={"lr": 1e-3})
     assert record["resumed_at_step"] == 3 and record["steps"] == 6
     # the time budget is out of reach, so the schedule follows the steps alone (progress = max(step, time
     # fraction)) and the two runs see the same learning rates

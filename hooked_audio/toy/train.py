@@ -328,7 +328,8 @@ def learning_rate(progress: float, peak: float, warmup: float = 0.03, floor: flo
 
 def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size: int, peak_lr: float,
           seed: int, probe_weight: float, resume_path: Path | None = None, save_every: int = 250,
-          stop_after: int | None = None, event_frame_weight: float = 0.0, beep_onset_weight: float = 0.0) -> dict:
+          stop_after: int | None = None, event_frame_weight: float = 0.0, beep_onset_weight: float = 0.0,
+          settings: dict | None = None) -> dict:
     """AdamW; progress is max(step fraction, time fraction) so the schedule always finishes in budget.
 
     The loss is answer_loss plus probe_weight times the PooledAudioProbe loss (0 turns the probe off) plus
@@ -336,8 +337,10 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
     the multi-event rows, where its target is ill-posed (see ``deep_supervision``), plus beep_onset_weight times
     the BeepOnsetProbe loss on the beep-count rows.
     With ``resume_path``, the state (weights, optimizer, data order, step, training time so far) is saved
-    there every ``save_every`` steps and, if the file exists, training continues from it. ``stop_after``
-    stops at that step as an interruption would (for testing resumption)."""
+    there every ``save_every`` steps and, if the file exists, training continues from it; ``settings`` (the
+    command's arguments) are saved with it, and a state saved under other settings is refused (resuming it would
+    mix two runs under one card's command). ``stop_after`` stops at that step as an interruption would (for
+    testing resumption)."""
     generator = torch.Generator().manual_seed(seed)
     probe = PooledAudioProbe(model) if probe_weight else None
     frame_probe = EventFrameProbe(model) if event_frame_weight else None
@@ -351,6 +354,12 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
     resumed_from = None
     if resume_path is not None and resume_path.exists():
         state = torch.load(resume_path, weights_only=False)
+        if state.get("settings") != settings:
+            before, now = state.get("settings") or {}, settings or {}
+            differ = {k: (before.get(k), now.get(k)) for k in set(before) | set(now) if before.get(k) != now.get(k)}
+            raise ValueError(
+                f"{resume_path} was saved by a run with other settings ({differ or 'none recorded'}): rerun with "
+                "the same arguments to continue it, or delete it to start afresh")
         model.load_state_dict(state["model"])
         if probe:
             probe.load_state_dict(state["probe"])
@@ -403,7 +412,8 @@ def train(model, data: TeacherForcedSet, steps: int, minutes: float, batch_size:
                         "frame_probe": frame_probe.state_dict() if frame_probe else None,
                         "onset_probe": onset_probe.state_dict() if onset_probe else None,
                         "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
-                        "order": order, "cursor": cursor, "recent": recent, "elapsed": time.time() - start},
+                        "order": order, "cursor": cursor, "recent": recent, "elapsed": time.time() - start,
+                        "settings": settings},
                        resume_path)
         if stop_after is not None and step >= stop_after:
             break
@@ -736,7 +746,8 @@ def main() -> None:
     resume_path = out / "resume.pt"
     training = train(model, data, args.steps, args.minutes, args.batch_size, args.lr, args.seed, args.probe_weight,
                      resume_path=resume_path, event_frame_weight=args.event_frame_weight,
-                     beep_onset_weight=args.beep_onset_weight)
+                     beep_onset_weight=args.beep_onset_weight,
+                     settings={k: v for k, v in vars(args).items() if k not in ("out", "cache_dir", "threads")})
     model.save_pretrained(out)
     processor.save_pretrained(out)
 
