@@ -62,6 +62,20 @@ def test_beep_duration_is_drawn_independently_of_the_count_and_a_duration_counte
     assert min(accuracy[0.08], accuracy[0.4]) <= 0.5  # ... and fails at the ends: the shortcut test can fail
 
 
+def test_matched_beep_totals_leave_total_beep_time_uninformative():
+    """The training option --matched-beep-share: redrawn beep clips have the same total beep time for every count
+    (a Kruskal-Wallis test cannot tell the counts' totals apart), where the default clips' totals grow with the
+    count (the control); their stored beep times are redrawn too, and share 0 changes nothing."""
+    samples = [s for s in tasks.make_probe_set(4, 40, task_names=["beeps"]) if s.hint is None]
+    total = lambda s: sum(end - start for start, end in s.beep_times)  # noqa: E731
+    by_count = lambda ss: [[total(s) for s in ss if s.answer == a] for a in ("one", "two", "three", "four")]  # noqa: E731
+    matched = tasks.with_matched_beep_totals(samples, 1.0, seed=0)
+    assert kruskal(*by_count(matched)).pvalue > 0.01
+    assert kruskal(*by_count(samples)).pvalue < 1e-3
+    assert [len(s.beep_times) for s in matched] == [len(s.beep_times) for s in samples]  # the counts are kept
+    assert all(a is b for a, b in zip(tasks.with_matched_beep_totals(samples, 0.0, seed=0), samples))
+
+
 def test_the_stored_beep_times_are_where_the_beeps_sound(monkeypatch):
     """Each beep-count clip records one (start_s, end_s) per beep; on the clean clip (no noise, no reverb) the
     tone sounds inside every interval and nowhere else (what the training-only beep-onset probe learns from)."""

@@ -468,6 +468,26 @@ def _sample(task: Task, item: Item, answer: str, index: int, **kwargs) -> Sample
                   beep_times=item.beep_times, item=index, **kwargs)
 
 
+MATCHED_BEEP_TOTAL_S = (0.32, 0.4)  # every count 1-4 can reach these totals with beeps of 0.08-0.4 s
+
+
+def with_matched_beep_totals(samples: list[Sample], share: float, seed: int) -> list[Sample]:
+    """``samples`` with a random ``share`` of the beep-count clips redrawn so that their total beep time is the same
+    for every count (beep duration = a total in ``MATCHED_BEEP_TOTAL_S`` / count): on those clips a model that
+    reads total beep time instead of counting beeps is wrong. Other clips are returned unchanged."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    rng = np.random.default_rng([seed, 7919])
+    out = []
+    for sample in samples:
+        if sample.task == "beeps" and rng.random() < share:
+            count = DIGIT_WORDS.index(sample.answer)
+            item = beep_item(count, rng, "train", beep_seconds=rng.uniform(*MATCHED_BEEP_TOTAL_S) / count)
+            sample = replace(sample, waveform=item.waveform, beep_times=item.beep_times)
+        out.append(sample)
+    return out
+
+
 def training_counts(n_per_task: int) -> dict[str, int]:
     return {task.name: round(n_per_task * TRAINING_WEIGHTS.get(task.name, 1.0)) for task in TASKS}
 

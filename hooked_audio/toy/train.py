@@ -48,7 +48,10 @@ from . import signals
 from . import shortcuts
 from .evaluate import EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, hint_style_names, make_eval_set
 from .deep_supervision import BeepOnsetProbe, EventFrameProbe, PooledAudioProbe
-from .tasks import RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts, vocabulary_words
+from .tasks import (
+    RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts, vocabulary_words,
+    with_matched_beep_totals,
+)
 from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 
 TOY_DIR = Path(__file__).resolve().parent
@@ -659,12 +662,15 @@ def espeak_version() -> str:
 
 
 def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir: Path | None,
-                  family: str = "qwen2_audio") -> TeacherForcedSet:
+                  family: str = "qwen2_audio", matched_beep_share: float = 0.0) -> TeacherForcedSet:
     """The recipe's teacher-forced set: clips synthesized once per (seed, size) and cached as int16, shared by
-    the recipes and families; features cached per recipe and family."""
+    the recipes and families; features cached per recipe and family. ``matched_beep_share``: the share of beep
+    clips redrawn with the same total beep time for every count (``tasks.with_matched_beep_totals``)."""
     spec = FAMILIES[family]
     key = f"v{DATA_VERSION}-seed{seed}-n{n_per_task}"
-    features_path = cache_dir / f"features{FEATURES_VERSION}-{key}-{recipe}{spec.cache_suffix}.pt" if cache_dir else None
+    variant = f"-matched{matched_beep_share:g}" if matched_beep_share else ""
+    features_path = (cache_dir / f"features{FEATURES_VERSION}-{key}{variant}-{recipe}{spec.cache_suffix}.pt"
+                     if cache_dir else None)
     if features_path is not None and features_path.exists():
         return TeacherForcedSet.load(processor, features_path, frame_mask=spec.frame_mask)
     clips_path = cache_dir / f"clips-{key}.pt" if cache_dir else None
@@ -680,6 +686,8 @@ def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir:
             waves = [torch.from_numpy(np.round(c.waveform * 32767).astype(np.int16)) for c in clips]
             meta = [replace(c, waveform=np.zeros(0, np.float32)) for c in clips]
             torch.save({"meta": meta, "waves": waves}, clips_path)
+    if matched_beep_share:
+        clips = with_matched_beep_totals(clips, matched_beep_share, seed)
     data = TeacherForcedSet(processor, apply_recipe(clips, RECIPES[recipe], seed), frame_mask=spec.frame_mask)
     if features_path is not None:
         data.save(features_path)
@@ -708,6 +716,9 @@ def main() -> None:
                         help="weight of the training-only event-frame probe loss on multi-event clips (0: off)")
     parser.add_argument("--beep-onset-weight", type=float, default=0.0,
                         help="weight of the training-only beep-onset probe loss on beep-count clips (0: off)")
+    parser.add_argument("--matched-beep-share", type=float, default=0.0,
+                        help="share of the beep-count training clips redrawn with the same total beep time for every "
+                             "count, so that total beep time does not predict the count (0: none)")
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS_PER_TASK)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="synthesized-data cache ('' to disable)")
     parser.add_argument("--grow-from", type=Path, default=None,
@@ -726,7 +737,8 @@ def main() -> None:
     started = time.time()
 
     processor = family.build_processor()
-    data = training_data(processor, args.seed, args.n_per_task, args.recipe, cache_dir, args.family)
+    data = training_data(processor, args.seed, args.n_per_task, args.recipe, cache_dir, args.family,
+                         args.matched_beep_share)
     print(f"data ready: {len(data)} samples, {time.time() - started:.0f} s", flush=True)
     grown = None
     if args.init_from is None:
@@ -770,7 +782,7 @@ def main() -> None:
             "recipe": args.recipe, "seed": args.seed, "samples": len(data), "samples_per_task": training_counts(args.n_per_task),
             "batch_size": args.batch_size, "peak_lr": args.lr, "probe_weight": args.probe_weight,
             "event_frame_weight": args.event_frame_weight, "beep_onset_weight": args.beep_onset_weight,
-            "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
+            "matched_beep_share": args.matched_beep_share, "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
             "hint_reliability": recipe.hint_reliability, "degrade_fraction": recipe.degrade_fraction,
             "init_from": previous_training(args.init_from),
             "init_encoder_from": _donor_training(args.init_encoder_from),
