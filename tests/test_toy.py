@@ -75,7 +75,7 @@ def test_beep_count_does_not_follow_beep_duration(toy, name):
     result = shortcuts.beep_duration(lambda inputs: model(inputs), model.processor)
     accuracies = {d: v["accuracy"]["rate"] for d, v in result.items()}
     assert min(accuracies.values()) >= BEEP_MIN_ACCURACY, accuracies
-    assert max(accuracies.values()) - min(accuracies.values()) <= 0.25, accuracies
+    assert max(accuracies.values()) - min(accuracies.values()) <= 0.25 + 1e-9, accuracies  # rates are k / 40
     assert result["0.4"]["single_beep_answered_one"]["rate"] >= 0.8
 
 
