@@ -12,6 +12,7 @@ are in. Containers that cannot be right are refused rather than guessed (see :fu
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -40,9 +41,10 @@ def load_waveform(
     """Load a file, numpy array or torch tensor as a mono float32 waveform at ``target_rate``.
 
     Files carry their own rate (``sampling_rate``, if given, must agree), and so does a ``datasets``
-    audio dict ``{"array": ..., "sampling_rate": ...}``; arrays and tensors do not, so ``sampling_rate``
-    is required for them. Multichannel audio is averaged to mono (with a warning), and a different rate
-    is resampled with soxr. NaN/inf, empty input and clips longer than ``max_seconds`` raise
+    audio dict ``{"array": ..., "sampling_rate": ...}`` (or an undecoded ``{"bytes": ..., "path": ...}``,
+    read from its bytes when present, else from its path); arrays and tensors do not, so ``sampling_rate``
+    is required for them. Only local files are read (a ``file://`` or http(s) URL is refused). Multichannel
+    audio is averaged to mono (with a warning), and a different rate is resampled with soxr. NaN/inf, empty input and clips longer than ``max_seconds`` raise
     ``ValueError`` (or, for length, truncate with ``on_too_long="truncate"``).
 
     Sample values, by dtype:
@@ -59,15 +61,21 @@ def load_waveform(
     - uint8: 8-bit offset-binary PCM (128 is zero). Wider unsigned types are refused.
     - bool, complex and other dtypes: refused.
 
-    All-zero integer input is silence in every container and is accepted.
+    All-zero signed integer input is silence in every container and is accepted; all-zero uint8 (a constant
+    -1.0 in offset binary, not silence) is refused. Big-endian dtypes are read as their values.
     """
     if on_too_long not in ON_TOO_LONG:
         raise ValueError(f"on_too_long={on_too_long!r} is not allowed; use one of {ON_TOO_LONG}.")
     _check_rate(target_rate, "target_rate")
+    if max_seconds is not None and (
+        isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float, np.integer, np.floating))
+        or not max_seconds > 0  # NaN too
+    ):
+        raise ValueError(f"max_seconds must be a positive number of seconds (or None for no limit), got {max_seconds!r}.")
 
     if isinstance(source, Mapping):
         source, sampling_rate = _from_mapping(source, sampling_rate)
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike, _EncodedBytes)):
         data, in_rate = _read_file(source, sampling_rate)
         channels_axis: int | None = 1 if data.ndim == 2 else None  # soundfile gives (samples, channels)
     else:
@@ -80,6 +88,8 @@ def load_waveform(
         _check_rate(sampling_rate, "sampling_rate")
         in_rate = int(sampling_rate)
         channels_axis = None
+    if not data.dtype.isnative:  # big-endian samples (np.frombuffer(raw, ">i2")): the dtype checks below compare native types
+        data = data.astype(data.dtype.newbyteorder("="))
 
     is_float_input = np.issubdtype(data.dtype, np.floating)
     if is_float_input:
@@ -120,6 +130,14 @@ def load_waveform(
         wave = soxr.resample(wave, in_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
     if n_keep is not None:
         wave = wave[:n_keep]
+    if wave.size == 0:
+        steps = ([f"resampling {in_rate} Hz -> {target_rate} Hz"] if in_rate != target_rate else []) + (
+            [f"truncating to max_seconds={max_seconds}"] if n_keep is not None else []
+        )
+        raise ValueError(
+            f"The waveform is empty after {' and '.join(steps)}: 0 samples at {target_rate} Hz. Pass a longer clip"
+            + (" or a larger max_seconds." if n_keep is not None else ".")
+        )
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
@@ -158,8 +176,16 @@ def tone(
 # --- helpers -------------------------------------------------------------------------------------------
 
 
+class _EncodedBytes(bytes):
+    """The encoded file of a ``datasets`` ``{"bytes": ...}`` dict (read like a file), with its name for messages."""
+
+    name = "the audio dict's bytes"
+
+
 def _from_mapping(source: Mapping, sampling_rate: int | None) -> tuple[Any, int | None]:
-    """A ``datasets`` audio dict: ``{"array": samples, "sampling_rate": rate}`` (or ``{"path": file}``)."""
+    """A ``datasets`` audio dict: ``{"array": samples, "sampling_rate": rate}``, or an undecoded one,
+    ``{"bytes": encoded_file, "path": name}`` / ``{"path": file}`` (``Audio(decode=False)``): as ``datasets``
+    decodes it, the bytes when present, else the file; a ``"sampling_rate"`` in it must be the file's."""
     if "array" in source and source["array"] is not None:
         own_rate = source.get("sampling_rate")
         if own_rate is None:
@@ -173,11 +199,23 @@ def _from_mapping(source: Mapping, sampling_rate: int | None) -> tuple[Any, int 
                 "given; leave sampling_rate out (the dict's own rate is used)."
             )
         return source["array"], own_rate
-    if source.get("path"):
-        return source["path"], sampling_rate
+    if source.get("bytes") is not None or source.get("path"):
+        own_rate = source.get("sampling_rate")
+        if sampling_rate is not None and own_rate is not None and sampling_rate != own_rate:
+            raise ValueError(
+                f"The audio dict says sampling_rate={own_rate} but sampling_rate={sampling_rate} was also "
+                "given; leave sampling_rate out (the file's own rate is used)."
+            )
+        rate = sampling_rate if sampling_rate is not None else own_rate
+        encoded = source.get("bytes")
+        if encoded is not None:
+            if not isinstance(encoded, (bytes, bytearray, memoryview)):
+                raise TypeError(f'The audio dict\'s "bytes" is a {type(encoded).__name__}; it must be the encoded file as bytes.')
+            return _EncodedBytes(encoded), rate
+        return source["path"], rate
     raise TypeError(
         f"Cannot load a waveform from a dict with keys {sorted(map(str, source))}; pass a file path, an "
-        'array or tensor, or a datasets-style {"array": samples, "sampling_rate": rate}.'
+        'array or tensor, or a datasets-style {"array": samples, "sampling_rate": rate} or {"bytes": encoded_file}.'
     )
 
 
@@ -191,13 +229,29 @@ def _check_rate(rate: Any, name: str) -> None:
         raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}.")
 
 
-def _read_file(path: str | os.PathLike, sampling_rate: int | None) -> tuple[np.ndarray, int]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No audio file at {os.fspath(path)!r}.")
-    data, file_rate = soundfile.read(path, dtype="float32", always_2d=False)
+def _read_file(path: str | os.PathLike | _EncodedBytes, sampling_rate: int | None) -> tuple[np.ndarray, int]:
+    if isinstance(path, _EncodedBytes):
+        name, file = path.name, io.BytesIO(path)
+    else:
+        name = repr(os.fspath(path))
+        if not os.path.isfile(path):
+            if "://" in os.fspath(path):
+                raise FileNotFoundError(
+                    f"No audio file at {name}: load_waveform reads local files only and downloads nothing; for a "
+                    "file:// URL pass its path, for an http(s) URL download the file first."
+                )
+            raise FileNotFoundError(f"No audio file at {name}.")
+        file = path
+    try:
+        data, file_rate = soundfile.read(file, dtype="float32", always_2d=False)
+    except soundfile.LibsndfileError as error:
+        raise ValueError(
+            f"Cannot decode {name} as audio ({error}); convert it to WAV or FLAC (e.g. ffmpeg -i IN OUT.wav), "
+            "or pass the decoded samples as an array with sampling_rate=."
+        ) from error
     if sampling_rate is not None and sampling_rate != file_rate:
         raise ValueError(
-            f"{os.fspath(path)!r} is recorded at {file_rate} Hz but sampling_rate={sampling_rate} was "
+            f"{name} is recorded at {file_rate} Hz but sampling_rate={sampling_rate} was "
             "given; leave sampling_rate out for files (their own rate is used)."
         )
     return data, int(file_rate)
@@ -256,8 +310,14 @@ def _check_integer_container(data: np.ndarray) -> None:
     if data.size == 0:
         return
     low, high = int(data.min()), int(data.max())
+    if low == 0 and high == 0 and data.dtype == np.uint8:
+        raise ValueError(
+            "uint8 samples that are all 0 (e.g. np.zeros(n, np.uint8)) are not silence: uint8 is 8-bit offset-binary "
+            "PCM, where 128 is zero and 0 is full-scale negative, so this is a constant -1.0. For silence pass "
+            "np.full(n, 128, np.uint8) or np.zeros(n, np.float32); for a constant -1.0 pass it as float32."
+        )
     if low == 0 and high == 0:
-        return  # silence is silence in any container
+        return  # silence is silence in any signed container
     peak = max(abs(low), abs(high))
     dtype = data.dtype
     fix = "Or pass float32 samples in [-1, 1]."

@@ -349,6 +349,14 @@ def _clip_list(audio: Any) -> list[Any]:
             "audio= got a (waveform, rate) pair (as torchaudio.load returns); pass audio=waveform, "
             "sampling_rate=rate"
         )
+    if (
+        isinstance(audio, tuple) and len(audio) == 2 and isinstance(audio[0], (int, np.integer))
+        and not isinstance(audio[0], bool) and not isinstance(audio[1], (int, np.integer))
+    ):
+        raise ValueError(
+            "audio= got a (rate, waveform) pair (as scipy.io.wavfile.read returns); pass audio=waveform, "
+            "sampling_rate=rate"
+        )
     return list(audio) if isinstance(audio, (list, tuple)) else [audio]
 
 
