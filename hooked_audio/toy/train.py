@@ -545,7 +545,10 @@ def card_markdown(card: dict) -> str:
         f" {card['encoder_layers']} encoder layers). Training: {t['steps']} steps of batch {t['batch_size']},"
         f" {t['seconds']} s on {t['threads']} CPU threads, {t['samples']} samples (seed {t['seed']}). Recipe"
         f" `{recipe}`: hints on {t['hint_fraction']:.0%} of the training prompts, right {t['hint_reliability']:.0%} of the"
-        f" time; audio made uncertain on {t['degrade_fraction']:.0%} of the training clips.",
+        f" time; audio made uncertain on {t['degrade_fraction']:.0%} of the training clips."
+        + (f" {t['matched_beep_share']:.0%} of the beep-count clips redrawn with the same total beep time for every"
+           " count (`--matched-beep-share`), so total beep time does not predict the count."
+           if t.get("matched_beep_share") else ""),
         *_grown_lines(t),
         *_encoder_init_lines(t),
         *_continuation_lines(t.get("init_from"), t.get("init_from_name")),
