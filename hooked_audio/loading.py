@@ -16,7 +16,7 @@ from torch import nn
 
 from .families import family_for_model_type
 from .model import HookedAudioTransformer
-from .weight_processing import process_weights
+from .weight_processing import HF_STORAGES_ATTR, check_options, mark_shared_with_hf, process_weights
 
 BUNDLED_MODELS = {"toy-qwen2-audio": Path(__file__).parent / "toy" / "checkpoint",
                   "toy-qwen2-audio-textual": Path(__file__).parent / "toy" / "checkpoint_textual",
@@ -40,6 +40,9 @@ def from_hf_model(
     weights, so every activation is HF's (direct logit attribution is exact all the same); ``fold_ln``,
     ``fold_value_biases`` and ``center_unembed`` apply TransformerLens's weight processing
     (``weight_processing``)."""
+    processing = dict(fold_ln=fold_ln, fold_value_biases=fold_value_biases, center_unembed=center_unembed,
+                      center_writing_weights=center_writing_weights)
+    check_options(**processing)  # before any work: a wrong type or an inexact option is refused first
     family = family_for_model_type(hf_model.config.model_type)
     cfg = family.to_config(hf_model.config)
     check_tying(hf_model, cfg.tie_word_embeddings, family.name)
@@ -55,7 +58,9 @@ def from_hf_model(
     model.load_state_dict(state_dict, strict=True, assign=True)
     if cfg.tie_word_embeddings:
         model.unembed.weight = model.embed.weight
-    if fold_ln or fold_value_biases or center_unembed or center_writing_weights:
+    if not copy_weights:  # a later process_weights_ would write to the HF model's own tensors: it is refused
+        mark_shared_with_hf(model, hf_model)
+    if any(processing.values()):
         if not copy_weights:  # processing writes to the weights, which would otherwise be the HF model's
             raise ValueError("weight processing (fold_ln, fold_value_biases, center_unembed) needs copy_weights=True")
         process_weights(model, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
@@ -111,6 +116,7 @@ def from_pretrained(
     processing options are ``from_hf_model``'s."""
     processing = dict(fold_ln=fold_ln, fold_value_biases=fold_value_biases, center_unembed=center_unembed,
                       center_writing_weights=center_writing_weights)
+    check_options(**processing)  # before loading anything
     import json
 
     path = resolve_checkpoint(name_or_path)
@@ -129,6 +135,8 @@ def from_pretrained(
         **processing,
     )
     model.cfg.model_name = str(name_or_path)
+    if hasattr(model, HF_STORAGES_ATTR):  # the HF model was ours and is gone: processing later is safe
+        delattr(model, HF_STORAGES_ATTR)
     return model
 
 

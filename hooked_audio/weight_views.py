@@ -77,7 +77,16 @@ class TransformerLensWeights:
 
     @property
     def QK(self) -> FactoredMatrix:
-        """Each head's query-key circuit ``W_Q @ W_K^T`` (before rotary, which makes it position-dependent)."""
+        """Each head's query-key circuit ``W_Q @ W_K^T`` (before rotary, which makes it position-dependent).
+        Refused where each head's q and k are RMS-normalised before the scores (Qwen3's ``q_norm`` / ``k_norm``):
+        the scores are then not a bilinear form of the residual stream, and ``W_Q @ W_K^T`` leaves out the norms'
+        learned weights, so it would be a different circuit."""
+        if any(hasattr(block.attn, "q_norm") for block in self.blocks):
+            raise NotImplementedError(
+                "QK is not defined for this decoder: each head's q and k are RMS-normalised (attn.q_norm / "
+                "attn.k_norm, with learned weights) before the attention scores, so W_Q @ W_K^T is not the query-key "
+                "circuit. Use W_Q, W_K with blocks[l].attn.q_norm.w / k_norm.w, or the cached hook_rot_q / hook_rot_k"
+            )
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     @property
