@@ -25,12 +25,13 @@ from __future__ import annotations
 from dataclasses import replace
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 
 from .audio.inputs import AudioTextInput
 from .indices import is_index
-from .kv_cache import KVCache, position_offset
+from .kv_cache import KVCache, generating_after, position_offset
 
 __all__ = ["generate", "position_offset"]
 
@@ -59,9 +60,25 @@ def generate(
     restricted to the ``top_k`` most likely tokens and the smallest set reaching probability ``top_p``;
     ``seed`` makes it reproducible. ``fwd_hooks`` are active for the whole generation (audio encoder
     included). ``return_logits=True`` returns ``(tokens, logits)`` with each step's raw next-token
-    logits ``[batch, new, vocab]`` (float32, before temperature / top-k / top-p)."""
-    _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p)
+    logits ``[batch, new, vocab]`` (float32, before temperature / top-k / top-p).
+
+    Refused, as they would otherwise be ignored or mean something else: ``temperature`` / ``top_k`` /
+    ``top_p`` without ``do_sample=True``, ``position_ids`` (generate numbers positions itself), non-bool
+    flags, stop or pad ids outside the vocabulary, and HF ``generate`` options not implemented here
+    (``use_cache``, ``max_length``, ``num_beams``, ...: the error names the argument to use instead)."""
+    _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p, use_past_kv_cache, return_logits)
+    _refuse_hf_generate_options(kwargs)
+    if isinstance(fwd_hooks, tuple) and len(fwd_hooks) == 2 and callable(fwd_hooks[1]):
+        raise TypeError("fwd_hooks is a list of (name, hook) pairs: wrap one pair in a list, fwd_hooks=[(name, hook)]")
+    fwd_hooks = list(fwd_hooks)
+    if not all(isinstance(h, (tuple, list)) and len(h) == 2 and callable(h[1]) for h in fwd_hooks):
+        raise TypeError(f"fwd_hooks must be a list of (name, hook) pairs, as for run_with_hooks, got {fwd_hooks!r}")
     inputs = model.to_inputs(input, **kwargs).to(model.device)
+    if inputs.position_ids is not None:
+        raise ValueError(
+            "generate numbers the positions itself (the real tokens before each position, as HF's generate does, "
+            "continuing over the new tokens); given position_ids would be ignored: leave position_ids out"
+        )
     ids = inputs.input_ids
     mask = inputs.attention_mask if inputs.attention_mask is not None else torch.ones_like(ids)
     mask = mask.to(ids.device).long()
@@ -73,9 +90,21 @@ def generate(
     eos = [eos] if is_index(eos) else list(eos)
     if not all(is_index(t) for t in eos):
         raise TypeError(f"eos_token_id must be a token id or a list of them, got {eos!r}")
+    if eos_token_id is not None:
+        outside = [int(t) for t in eos if not 0 <= int(t) < model.cfg.d_vocab]
+        if outside:
+            raise ValueError(
+                f"eos_token_id {outside} is outside the vocabulary (0..{model.cfg.d_vocab - 1}): it could never be "
+                "generated, so no row would stop on it. Pass this model's stop token ids (or [] never to stop early)"
+            )
+    if pad_token_id is not None and (not is_index(pad_token_id) or not 0 <= int(pad_token_id) < model.cfg.d_vocab):
+        raise ValueError(
+            f"pad_token_id must be a token id in 0..{model.cfg.d_vocab - 1} (what finished rows are fed and return), "
+            f"got {pad_token_id!r}"
+        )
     eos = torch.as_tensor([int(t) for t in eos], dtype=torch.long, device=ids.device)
     if pad_token_id is not None:
-        pad = pad_token_id
+        pad = int(pad_token_id)
     elif model.cfg.pad_token_id is not None:  # may be 0, a real id
         pad = model.cfg.pad_token_id
     else:
@@ -88,7 +117,7 @@ def generate(
     prompt = replace(inputs, attention_mask=mask, position_ids=position_ids)
     cache = KVCache(model.cfg.n_layers) if use_past_kv_cache else None
 
-    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
+    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks), generating_after(ids.shape[1]):
         audio_embeds = model.embed_audio(inputs) if inputs.has_audio else None
         audio_mask = inputs.audio_mask
         for step in range(max_new_tokens):
@@ -119,14 +148,55 @@ def generate(
     return ids, torch.zeros(ids.shape[0], 0, model.cfg.d_vocab, device=ids.device)
 
 
-def _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p) -> None:
+# HF ``generate`` options that this ``generate`` does not take: its name for the same thing, or why not.
+_HF_GENERATE_OPTIONS = {
+    "use_cache": "pass use_past_kv_cache= instead",
+    "max_length": "pass max_new_tokens= (the number of new tokens) instead",
+    "output_logits": "pass return_logits=True instead (it returns (tokens, logits))",
+    "output_scores": "pass return_logits=True instead (raw logits; apply temperature / top-k / top-p yourself)",
+    "return_dict_in_generate": "pass return_logits=True for (tokens, logits)",
+    "generator": "pass seed= instead",
+    "generation_config": "pass its settings (max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, "
+                         "pad_token_id) as arguments",
+    **{name: "only greedy decoding and sampling (temperature, top_k, top_p) are implemented"
+       for name in ("num_beams", "num_beam_groups", "num_return_sequences", "repetition_penalty", "length_penalty",
+                    "no_repeat_ngram_size", "min_new_tokens", "min_length", "min_p", "typical_p", "epsilon_cutoff",
+                    "eta_cutoff", "penalty_alpha", "diversity_penalty", "bad_words_ids", "sequence_bias",
+                    "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id",
+                    "logits_processor", "stopping_criteria", "early_stopping", "renormalize_logits",
+                    "guidance_scale", "assistant_model", "prompt_lookup_num_tokens", "streamer", "stop_strings",
+                    "max_time", "past_key_values", "cache_implementation")},
+}
+
+
+def _refuse_hf_generate_options(kwargs) -> None:
+    """An HF ``generate`` option would otherwise reach ``to_inputs`` and fail as an unknown model input."""
+    for name in kwargs:
+        if name in _HF_GENERATE_OPTIONS:
+            raise TypeError(f"generate() does not take HF's {name}=: {_HF_GENERATE_OPTIONS[name]}")
+
+
+def _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p, use_past_kv_cache, return_logits) -> None:
     """Clear errors for arguments that would otherwise fail deep inside, or silently do something else."""
+    for name, value in (("do_sample", do_sample), ("use_past_kv_cache", use_past_kv_cache),
+                        ("return_logits", return_logits)):
+        if not isinstance(value, (bool, np.bool_)):  # "False" or None would silently mean True / False
+            raise TypeError(f"{name} must be True or False, got {value!r}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, Integral) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
         raise ValueError(f"top_k must be a whole number >= 1 (or None for no limit), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, Real) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p!r}")
+    if not do_sample:
+        unused = [f"{name}={value!r}" for name, value, default in
+                  (("temperature", temperature, 1.0), ("top_k", top_k, None), ("top_p", top_p, None))
+                  if value is not default and value != default]
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)}: sampling settings, which greedy decoding (do_sample=False) would ignore: pass "
+                "do_sample=True to sample with them, or leave them out for greedy decoding"
+            )
     if do_sample and (isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0):
         raise ValueError(
             f"temperature must be > 0 when sampling, got {temperature!r} (for greedy decoding pass do_sample=False)"

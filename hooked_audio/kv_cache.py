@@ -10,6 +10,8 @@ A cached step runs only the new positions, so hooks see ``[batch, 1, ...]`` acti
 ``position_offset()`` says where they lie: the column of the padded token sequence that position 0 of
 the current forward is (0 on an ordinary forward and on the prompt; the number of cached positions on
 a cached step). ``position_offset() + i`` is the absolute position of index ``i`` of the ``pos`` axis.
+``prediction_positions`` turns that into "the positions that predict the answer", the same with the cache
+and without it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
 from .components.masks import additive_mask
 
@@ -43,6 +45,40 @@ def at_position_offset(offset: int) -> Iterator[None]:
         yield
     finally:
         _POSITION_OFFSET.reset(token)
+
+
+_PROMPT_LENGTH: ContextVar[int | None] = ContextVar("hooked_audio_prompt_length", default=None)
+
+
+@contextmanager
+def generating_after(prompt_length: int) -> Iterator[None]:
+    """Within the block (``generate``), positions from ``prompt_length`` on are generated tokens."""
+    token = _PROMPT_LENGTH.set(prompt_length)
+    try:
+        yield
+    finally:
+        _PROMPT_LENGTH.reset(token)
+
+
+def generation_prompt_length() -> int | None:
+    """During ``generate``, the prompt's length (positions from it on are generated tokens); else None."""
+    return _PROMPT_LENGTH.get()
+
+
+def prediction_positions(n_positions: int, last: Int[torch.Tensor, " batch"] | None) -> Bool[torch.Tensor, "batch pos"]:
+    """Which indices of the forward now running predict an answer token: each row's ``last`` prompt position
+    (None: the prompt's final position, as with left padding; the mask then has one row) and, during
+    ``generate``, every generated token. With or without the KV cache the same absolute positions are chosen:
+    without it each step re-runs the prompt and the tokens generated so far, and a hook meaning "the answer
+    positions" must act on all of them again, as the cached run kept them in its keys and values."""
+    absolute = torch.arange(n_positions) + position_offset()
+    prompt_length = _PROMPT_LENGTH.get()
+    if last is None:
+        last = torch.tensor([(n_positions + position_offset() if prompt_length is None else prompt_length) - 1])
+    chosen = absolute[None, :] == last.cpu().long()[:, None]
+    if prompt_length is not None:
+        chosen |= (absolute >= prompt_length)[None, :]
+    return chosen
 
 
 class KVCacheEntry:

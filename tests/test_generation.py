@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import VOCAB, make_inputs
+from conftest import VOCAB, build_tiny_hf_model, make_inputs, make_processor, tiny_hf_config
 
+from hooked_audio import HookedAudioTransformer
 from hooked_audio.analysis import steering_hook
 from hooked_audio.generation import position_offset
 
@@ -99,6 +100,46 @@ def test_steering_gives_the_same_tokens_with_and_without_the_cache(model):
         cached, full = both_modes(model, inputs, max_new_tokens=6, eos_token_id=[], fwd_hooks=hooks)
         assert_modes_agree(cached, full, tol=1e-4)
         assert not torch.equal(cached[0], plain)  # the steering changed the answer
+
+
+def test_answer_position_hooks_give_the_same_tokens_with_and_without_the_cache(model):
+    """Hooks that act on "the answer positions" (audio masking from the last position, enrichment, audio-silence
+    steering) act on the prompt's last position and every generated token; without the cache each step re-runs
+    all of them, so they are hooked again there (the masking once hooked the final position only, so the prompt's
+    last position lost its masking after the first step: logits 0.34 off the cached run's)."""
+    from hooked_audio.analysis import audio_masking_hooks, audio_silence_steering_hooks, enrichment_hook
+
+    inputs = make_inputs([[100], [40]], seed=3)
+    batch = model.to_inputs(**inputs)
+    settings = dict(max_new_tokens=6, eos_token_id=[])
+    plain = model.generate(**inputs, return_logits=True, **settings)[1]
+    for hooks in (audio_masking_hooks(batch), audio_masking_hooks(batch, layers=[1]),
+                  audio_silence_steering_hooks(model, batch, [(0, 0), (1, 1)], 4.0, min_relative_norm=0.0)):
+        cached, full = both_modes(model, inputs, fwd_hooks=hooks, **settings)
+        assert_modes_agree(cached, full, tol=1e-4)
+        assert (cached[1][:, 1:] - plain[:, 1:]).abs().max() > 1e-2  # the hooks act on the generated steps too
+
+
+def test_enrichment_into_a_middle_block_is_the_same_with_and_without_the_cache():
+    """``enrichment_hook`` adds h[source][last] at a block whose output later blocks read (on a 3-block model):
+    without the cache every step re-runs the prompt's last position, which must be enriched again."""
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from hooked_audio.analysis import enrichment_hook
+
+    config = tiny_hf_config()
+    config.text_config.num_hidden_layers = 3
+    config.text_config.layer_types = ["full_attention"] * 3
+    hf = build_tiny_hf_model(Qwen2AudioForConditionalGeneration, config, 0,
+                             louder={"model.multi_modal_projector.linear.weight": 20})
+    deeper = HookedAudioTransformer.from_hf_model(hf, processor=make_processor())
+    inputs = make_inputs([[100], [40]], seed=3)
+    settings = dict(max_new_tokens=6, eos_token_id=[])
+    plain = deeper.generate(**inputs, return_logits=True, **settings)[1]
+    hooks = enrichment_hook(0, k=1, lam=4.0, n_layers=3, inputs=deeper.to_inputs(**inputs))  # into block 1
+    cached, full = both_modes(deeper, inputs, fwd_hooks=hooks, **settings)
+    assert_modes_agree(cached, full, tol=1e-4)
+    assert (cached[1][:, 1:] - plain[:, 1:]).abs().max() > 1e-2
 
 
 def test_hooks_steer_generation(model):

@@ -30,6 +30,7 @@ from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
 from ..evaluation.scoring import first_token_ids
 from ..indices import checked_count, checked_layers, index_tensor, is_index
+from ..kv_cache import generation_prompt_length, prediction_positions
 
 _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 
@@ -165,13 +166,7 @@ def _block_audio_keys(scores: torch.Tensor, hook, *, built_for: AudioTextInput, 
         )
     blocked_keys = torch.zeros(batch, n_k, dtype=torch.bool)
     blocked_keys[:, :n_prompt] = keys
-    queries = torch.zeros(batch, n_q, dtype=torch.bool)
-    if query == "all":
-        queries[:] = True
-    elif n_q == n_prompt:
-        queries[torch.arange(batch), last] = True
-    else:
-        queries[:, -1] = True
+    queries = torch.ones(batch, n_q, dtype=torch.bool) if query == "all" else prediction_positions(n_q, last)
     blocked = (queries[:, :, None] & blocked_keys[:, None, :])[:, None].to(scores.device)
     return scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
 
@@ -211,16 +206,17 @@ def _enrich(resid, hook, *, built_for: AudioTextInput | None, last, sources, tar
         raise ValueError(f"the enrichment hooks were built for {len(sources) if per_row else built_for.shape[0]} "
                          f"rows, the batch has {n}: build them from the inputs you run")
     src, tgt = (sources, targets) if per_row else (sources.expand(n), targets.expand(n))
-    rows = torch.arange(n)
-    prompt = built_for is not None and resid.shape[1] == built_for.shape[1]
-    pos = last if prompt else torch.full((n,), resid.shape[1] - 1)
+    if built_for is not None and generation_prompt_length() is None and resid.shape[1] != built_for.shape[1]:
+        raise ValueError(f"the enrichment hooks were built for inputs of {built_for.shape[1]} positions, {hook.name} "
+                         f"has {resid.shape[1]}: build them from the inputs you run")
+    where = prediction_positions(resid.shape[1], last).expand(n, -1).to(resid.device)  # the last position(s)
     if (src == layer).any():
-        saved[layer] = resid[rows, pos].clone()
+        saved[layer] = resid.clone()
     if (tgt == layer).any():
         resid = resid.clone()
         for source in sorted({int(s) for s in src[tgt == layer]}):
-            chosen = (src == source) & (tgt == layer)
-            resid[rows[chosen], pos[chosen]] += lam * saved[source][chosen].to(resid.dtype)
+            chosen = where & ((src == source) & (tgt == layer)).to(resid.device)[:, None]
+            resid[chosen] += lam * saved[source][chosen].to(resid.dtype)
     return resid
 
 
