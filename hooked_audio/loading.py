@@ -47,9 +47,12 @@ def from_hf_model(
     cfg = family.to_config(hf_model.config)
     check_tying(hf_model, cfg.tie_word_embeddings, family.name)
     cfg.model_name = getattr(hf_model.config, "_name_or_path", "") or "custom"
-    generation_eos = getattr(getattr(hf_model, "generation_config", None), "eos_token_id", None)
+    generation_config = getattr(hf_model, "generation_config", None)  # what HF's generate stops on and pads with
+    generation_eos = getattr(generation_config, "eos_token_id", None)
     if generation_eos is not None:
         cfg.eos_token_ids = tuple(generation_eos if isinstance(generation_eos, (list, tuple)) else [generation_eos])
+    if getattr(generation_config, "pad_token_id", None) is not None:
+        cfg.pad_token_id = int(generation_config.pad_token_id)
     state_dict = family.state_dict_from_hf(hf_model.state_dict())
     if copy_weights:
         state_dict = {k: v.detach().clone() for k, v in state_dict.items()}

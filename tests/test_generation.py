@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import VOCAB, build_tiny_hf_model, make_inputs, make_processor, tiny_hf_config
+from conftest import VOCAB, build_tiny_hf_model, make_hf_model, make_inputs, make_processor, tiny_hf_config
 
 from hooked_audio import HookedAudioTransformer
 from hooked_audio.analysis import steering_hook
@@ -69,6 +69,23 @@ def test_stop_tokens_pad_finished_rows_in_both_modes(model):
     tokens = cached[0]
     first = int((tokens[0, n_prompt:] == stop).nonzero()[0])
     assert (tokens[0, n_prompt + first + 1:] == 0).all()  # padded after its stop token
+
+
+def test_finished_rows_are_padded_with_the_generation_configs_pad_id_as_hf_does():
+    """HF's generate pads finished rows with ``generation_config.pad_token_id`` (not the text config's): the
+    hooked model takes its default stop and pad ids from there too, so its tokens equal HF's."""
+    hf = make_hf_model()
+    inputs = make_inputs([[100], [40]], seed=2)
+    with torch.no_grad():
+        plain = hf.generate(**inputs, max_new_tokens=6, do_sample=False, eos_token_id=[], pad_token_id=0)
+    n_prompt = inputs["input_ids"].shape[1]
+    stop, pad = int(plain[0, n_prompt + 1]), 7
+    assert hf.config.text_config.pad_token_id != pad
+    hf.generation_config.eos_token_id, hf.generation_config.pad_token_id = stop, pad
+    with torch.no_grad():
+        theirs = hf.generate(**inputs, max_new_tokens=6, do_sample=False)
+    ours = HookedAudioTransformer.from_hf_model(hf, processor=make_processor()).generate(**inputs, max_new_tokens=6)
+    assert torch.equal(ours, theirs) and (ours == pad).any()
 
 
 # --- hooks ---------------------------------------------------------------------------------------
