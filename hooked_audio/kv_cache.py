@@ -17,7 +17,7 @@ and without it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 import torch
@@ -38,26 +38,25 @@ def position_offset() -> int:
 
 
 @contextmanager
-def at_position_offset(offset: int) -> Iterator[None]:
-    """Within the block, ``position_offset()`` is ``offset`` (the model's forward sets it, once per forward)."""
-    token = _POSITION_OFFSET.set(offset)
+def _holding(variable: ContextVar, value) -> Iterator[None]:
+    token = variable.set(value)
     try:
         yield
     finally:
-        _POSITION_OFFSET.reset(token)
+        variable.reset(token)
+
+
+def at_position_offset(offset: int) -> AbstractContextManager[None]:
+    """Within the block, ``position_offset()`` is ``offset`` (the model's forward sets it, once per forward)."""
+    return _holding(_POSITION_OFFSET, offset)
 
 
 _PROMPT_LENGTH: ContextVar[int | None] = ContextVar("hooked_audio_prompt_length", default=None)
 
 
-@contextmanager
-def generating_after(prompt_length: int) -> Iterator[None]:
+def generating_after(prompt_length: int) -> AbstractContextManager[None]:
     """Within the block (``generate``), positions from ``prompt_length`` on are generated tokens."""
-    token = _PROMPT_LENGTH.set(prompt_length)
-    try:
-        yield
-    finally:
-        _PROMPT_LENGTH.reset(token)
+    return _holding(_PROMPT_LENGTH, prompt_length)
 
 
 def generation_prompt_length() -> int | None:
