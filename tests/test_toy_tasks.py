@@ -76,6 +76,37 @@ def test_matched_beep_totals_leave_total_beep_time_uninformative():
     assert all(a is b for a, b in zip(tasks.with_matched_beep_totals(samples, 0.0, seed=0), samples))
 
 
+@needs_espeak
+def test_every_extra_training_voice_is_its_own_voice():
+    """espeak-ng falls back to its default voice for an unknown variant, silently: each of the extra training
+    voices (--extra-voice-share) must sound different from the default, from every other extra voice, and from
+    every training and held-out m/f variant (so no held-out voice is trained on under another name)."""
+    standard = (tasks.MALE_VARIANTS + tasks.FEMALE_VARIANTS + tasks.HELD_OUT_MALE_VARIANTS
+                + tasks.HELD_OUT_FEMALE_VARIANTS)
+    assert not set(tasks.EXTRA_TRAINING_VARIANTS) & set(standard)
+    speech = {v: signals.speak("seven", f"en+{v}" if v else "en", 160, 50).tobytes()
+              for v in ("",) + standard + tasks.EXTRA_TRAINING_VARIANTS}
+    assert len(set(speech.values())) == len(speech)
+
+
+@needs_espeak
+def test_extra_voices_redraw_only_the_voice_nuisance_tasks():
+    """--extra-voice-share redraws a share of the digit, language and multi-event clips (same task and answer,
+    a voice from the extra pool) and leaves every other clip, e.g. gender's, untouched; share 0 changes nothing."""
+    names = ["digit", "language", "events_order", "gender", "pitch"]
+    samples = [s for s in tasks.make_probe_set(4, 8, task_names=names) if s.hint is None]
+    redrawn = tasks.with_extra_voices(samples, 1.0, seed=0)
+    for before, after in zip(samples, redrawn):
+        assert (before.task, before.answer) == (after.task, after.answer)
+        if before.task in tasks.VOICE_NUISANCE_TASKS:
+            assert not np.array_equal(before.waveform, after.waveform)
+        else:
+            assert after is before
+    assert all(a is b for a, b in zip(tasks.with_extra_voices(samples, 0.0, seed=0), samples))
+    with pytest.raises(ValueError, match="share"):
+        tasks.with_extra_voices(samples, 1.5, seed=0)
+
+
 def test_the_stored_beep_times_are_where_the_beeps_sound(monkeypatch):
     """Each beep-count clip records one (start_s, end_s) per beep; on the clean clip (no noise, no reverb) the
     tone sounds inside every interval and nowhere else (what the training-only beep-onset probe learns from)."""
@@ -146,6 +177,42 @@ def test_shifted_split_uses_held_out_words_and_voices():
     held = set(tasks.word_lists()["german"][1])
     assert all(word in held for _ in range(20) for word in tasks._phrase("german", rng, "shifted").split())
     assert all(tasks._speed(rng, "shifted") not in range(tasks.TRAIN_SPEED[0], tasks.TRAIN_SPEED[1] + 1) for _ in range(50))
+
+
+def _drawn_outside_training(split: str) -> set[str]:
+    """Which nuisance factors ``split`` draws outside the training range (measured from the draws themselves)."""
+    rng, out = np.random.default_rng(0), set()
+    held = set(tasks.word_lists()["german"][1])
+    if all(word in held for _ in range(20) for word in tasks._phrase("german", rng, split).split()):
+        out.add("words")
+    if set(tasks._voices(split, True)).isdisjoint(tasks._voices("train", True)):
+        out.add("voice")
+    if all(not tasks.TRAIN_SPEED[0] <= tasks._speed(rng, split) <= tasks.TRAIN_SPEED[1] for _ in range(50)):
+        out.add("speed")
+    if all(not 500 <= tasks._frequency(rng, split, 500, 2500, 1.3) <= 2500 for _ in range(50)):
+        out.add("frequency")
+    clip = np.zeros(signals.CLIP_SAMPLES, dtype=np.float32)
+    clip[1000:9000] = 1.0  # a block of constant signal: reverb smears it past its end
+    finished = [tasks._finish(clip, rng, split, min_snr=29.0) for _ in range(20)]
+    if all(np.abs(f).max() < tasks.TRAIN_PEAK[0] for f in finished):
+        out.add("level")
+    if all(np.abs(f[9000:12000]).max() > 0.2 * np.abs(f).max() for f in finished):
+        out.add("reverb")
+    return out
+
+
+@pytest.mark.parametrize("factor", tasks.SHIFT_FACTORS)
+def test_each_one_factor_shift_moves_its_factor_alone(factor):
+    """``shifted_split(factor)`` draws exactly that factor outside the training range; ``"shifted"`` draws all
+    of them and ``"test"`` none (the controls), so the card's one-factor table says which shift costs what."""
+    assert _drawn_outside_training(tasks.shifted_split(factor)) == {factor}
+
+
+def test_the_shifted_split_is_every_factor_at_once():
+    assert _drawn_outside_training("shifted") == set(tasks.SHIFT_FACTORS)
+    assert _drawn_outside_training("test") == set()
+    with pytest.raises(ValueError, match="shift factor"):
+        tasks.shifted_split("accent")
 
 
 @needs_espeak

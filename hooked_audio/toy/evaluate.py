@@ -25,7 +25,7 @@ from scipy.stats import binomtest
 
 from ..audio.processing import chat_templater, process, takes_no_audio
 from .signals import SAMPLE_RATE
-from .tasks import HINT_POSITIONS, HINT_TEMPLATES, Sample, make_probe_set
+from .tasks import HINT_POSITIONS, HINT_TEMPLATES, SHIFT_FACTORS, Sample, make_probe_set, shifted_split
 from .tokenizer import IM_END
 
 EVAL_SEED = 20_240_917  # any seed other than the training seed gives held-out clips
@@ -36,6 +36,20 @@ def make_eval_set(seed: int = EVAL_SEED, n_per_task: int = EVAL_CLIPS_PER_TASK, 
                   task_names: list[str] | None = None) -> list[Sample]:
     """The fixed held-out set: n_per_task clips per task, each with no hint, a right hint, a wrong hint."""
     return make_probe_set(seed, n_per_task, task_names=task_names, split=split)
+
+
+def evaluate_shift_factors(model_or_callable, processor, seed: int = EVAL_SEED,
+                           n_per_task: int = EVAL_CLIPS_PER_TASK) -> dict[str, dict]:
+    """``evaluate`` on audio-only clips that shift one of ``SHIFT_FACTORS`` alone (the rest in distribution), per
+    factor and scope (task, question type, overall): accuracy, its interval and count. Which shift of the
+    ``"shifted"`` split costs which task its accuracy."""
+    out = {}
+    for factor in SHIFT_FACTORS:
+        samples = [s for s in make_eval_set(seed, n_per_task, split=shifted_split(factor)) if s.hint is None]
+        out[factor] = {scope: {"accuracy": r["accuracy"], "n_audio_only": r["n_audio_only"],
+                               "intervals": {"accuracy": r["intervals"]["accuracy"]}}
+                       for scope, r in evaluate(model_or_callable, processor, samples).items()}
+    return out
 
 
 def render_prompt(processor, sample: Sample) -> str:

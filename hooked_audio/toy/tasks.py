@@ -10,7 +10,8 @@ independently of the beep count.
 Splits: ``"train"`` and ``"test"`` draw from the same distributions (different seeds give different
 clips); ``"unseen_words"`` is ``"test"`` with the held-out words only (the language shortcut test);
 ``"shifted"`` uses held-out words and voices, speaking speeds and levels outside the training
-range, tone frequencies just outside it, and reverb on every clip.
+range, tone frequencies just outside it, and reverb on every clip; ``shifted_split(factor)`` shifts one
+of these ``SHIFT_FACTORS`` alone (the rest as ``"test"``), to tell which one costs accuracy.
 
 Hints ("hint : the answer is female .", in several phrasings and positions) appear on a share of the
 training prompts and are right most of the time; the recipe (`RECIPES`) sets how often and how reliably,
@@ -27,11 +28,38 @@ import numpy as np
 
 from . import signals
 
-SPLITS = ("train", "test", "shifted", "unseen_words")
+SHIFT_FACTORS = ("words", "voice", "speed", "level", "reverb", "frequency")
+SPLITS = ("train", "test", "shifted", "unseen_words", "train_extra_voices",
+          *(f"shifted_{factor}" for factor in SHIFT_FACTORS[1:]))
+
+
+def shifted_split(factor: str) -> str:
+    """The split that shifts ``factor`` alone (``"unseen_words"`` for the words)."""
+    if factor not in SHIFT_FACTORS:
+        raise ValueError(f"unknown shift factor {factor!r}; factors: {SHIFT_FACTORS}")
+    return "unseen_words" if factor == "words" else f"shifted_{factor}"
+
+
+def _shifted(split: str, factor: str) -> bool:
+    """Whether ``split`` draws ``factor`` from outside the training range."""
+    return split == "shifted" or split == shifted_split(factor)
 MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6")
 FEMALE_VARIANTS = ("f1", "f2", "f3", "f4")
 HELD_OUT_MALE_VARIANTS = ("m7", "m8")
 HELD_OUT_FEMALE_VARIANTS = ("f5",)
+# More espeak-ng voice variants, for speech whose voice is a nuisance (digit, language, the word event), never
+# the gender task (their gender is not reliable) and never the held-out ones; whispering, robotic and effect
+# voices are left out (`--extra-voice-share`)
+EXTRA_TRAINING_VARIANTS = (
+    "Alex", "Alicia", "Andrea", "Andy", "Annie", "AnxiousAndy", "Denis", "Diogo", "Gene", "Gene2", "Henrique",
+    "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike", "Nguyen", "RicishayMax", "Storm", "adam",
+    "anika", "antonio", "aunty", "belinda", "benjamin", "boris", "david", "ed", "edward", "edward2",
+    "grandma", "grandpa", "gustave", "iven", "iven2", "iven3", "iven4", "john", "kaukovalta", "klatt", "klatt2",
+    "klatt3", "klatt4", "klatt5", "linda", "marcelo", "max", "michel", "miguel", "norbert", "pablo",
+    "paul", "pedro", "quincy", "rob", "robert", "sandro", "shelby", "steph", "steph2", "steph3", "travis",
+    "victor", "zac",
+)
+VOICE_NUISANCE_TASKS = ("digit", "language", "events_when", "events_order")
 TRAIN_SPEED = (120, 200)  # espeak-ng words per minute
 SHIFTED_SPEEDS = ((95, 112), (210, 235))
 TRAIN_PITCH = (25, 75)  # espeak-ng pitch 0-99
@@ -184,7 +212,7 @@ def word_lists() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
 
 def _words(language: str, split: str) -> tuple[str, ...]:
     train_words, held = word_lists()[language]
-    return held if split in ("shifted", "unseen_words") else train_words
+    return held if _shifted(split, "words") else train_words
 
 
 def _phrase(language: str, rng: np.random.Generator, split: str, max_words: int = 3) -> str:
@@ -195,18 +223,20 @@ def _phrase(language: str, rng: np.random.Generator, split: str, max_words: int 
 # --- nuisance variables -----------------------------------------------------------------------------
 
 def _speed(rng: np.random.Generator, split: str) -> int:
-    if split == "shifted":
+    if _shifted(split, "speed"):
         return int(rng.uniform(*_pick(rng, SHIFTED_SPEEDS)))
     return int(rng.uniform(*TRAIN_SPEED))
 
 
 def _voices(split: str, male: bool) -> tuple[str, ...]:
-    if split == "shifted":
+    if _shifted(split, "voice"):
         return HELD_OUT_MALE_VARIANTS if male else HELD_OUT_FEMALE_VARIANTS
     return MALE_VARIANTS if male else FEMALE_VARIANTS
 
 
 def _any_voice(rng: np.random.Generator, split: str) -> str:
+    if split == "train_extra_voices":
+        return _pick(rng, EXTRA_TRAINING_VARIANTS)
     return _pick(rng, _voices(split, True) + _voices(split, False))
 
 
@@ -238,7 +268,7 @@ def _place_and_start(event: np.ndarray, rng: np.random.Generator, split: str) ->
 def _finish(clip: np.ndarray, rng: np.random.Generator, split: str, audible: np.ndarray | None = None,
             min_snr: float = MIN_SNR_DB) -> np.ndarray:
     """Reverb (sometimes; always when shifted), white noise at a random SNR, a random peak level."""
-    if split == "shifted":
+    if _shifted(split, "reverb"):
         clip = signals.reverb(clip, rng.uniform(0.3, 0.5), rng, wet=rng.uniform(0.3, 0.5))
     elif rng.random() < REVERB_PROBABILITY:
         clip = signals.reverb(clip, rng.uniform(0.1, 0.4), rng, wet=rng.uniform(0.2, 0.5))
@@ -246,7 +276,7 @@ def _finish(clip: np.ndarray, rng: np.random.Generator, split: str, audible: np.
     clip = signals.add_noise(clip, snr, rng)
     if audible is not None:
         clip = clip * audible
-    peak = rng.uniform(*(SHIFTED_PEAK if split == "shifted" else TRAIN_PEAK))
+    peak = rng.uniform(*(SHIFTED_PEAK if _shifted(split, "level") else TRAIN_PEAK))
     clip = clip * (peak / max(np.abs(clip).max(), 1e-6))
     return np.clip(clip, -1.0, 1.0).astype(np.float32)
 
@@ -268,7 +298,7 @@ def _language(answer: str, rng, split) -> np.ndarray:
 
 def _frequency(rng, split, low: float, high: float, outside: float) -> float:
     """A frequency in [low, high], or (shifted) within ``outside`` of its ends, outside the range."""
-    if split == "shifted":
+    if _shifted(split, "frequency"):
         return rng.uniform(low / outside, low) if rng.random() < 0.5 else rng.uniform(high, high * outside)
     return rng.uniform(low, high)
 
@@ -484,6 +514,22 @@ def with_matched_beep_totals(samples: list[Sample], share: float, seed: int) -> 
             count = DIGIT_WORDS.index(sample.answer)
             item = beep_item(count, rng, "train", beep_seconds=rng.uniform(*MATCHED_BEEP_TOTAL_S) / count)
             sample = replace(sample, waveform=item.waveform, beep_times=item.beep_times)
+        out.append(sample)
+    return out
+
+
+def with_extra_voices(samples: list[Sample], share: float, seed: int) -> list[Sample]:
+    """``samples`` with a random ``share`` of the clips of ``VOICE_NUISANCE_TASKS`` redrawn (same task and answer)
+    with their speech in one of ``EXTRA_TRAINING_VARIANTS``: more voices for the tasks where the voice is a
+    nuisance, so that an answer generalises to voices never heard. Other clips are returned unchanged."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    rng = np.random.default_rng([seed, 104729])
+    out = []
+    for sample in samples:
+        if sample.task in VOICE_NUISANCE_TASKS and rng.random() < share:
+            task = TASKS_BY_NAME[sample.task]
+            sample = _sample(task, make_item(task, sample.answer, rng, "train_extra_voices"), sample.answer, sample.item)
         out.append(sample)
     return out
 

@@ -46,11 +46,13 @@ from transformers.models.whisper.modeling_whisper import sinusoids
 
 from . import signals
 from . import shortcuts
-from .evaluate import EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, hint_style_names, make_eval_set
+from .evaluate import (
+    EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, evaluate_shift_factors, hint_style_names, make_eval_set,
+)
 from .deep_supervision import BeepOnsetProbe, EventFrameProbe, PooledAudioProbe
 from .tasks import (
-    RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts, vocabulary_words,
-    with_matched_beep_totals,
+    EXTRA_TRAINING_VARIANTS, RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts,
+    vocabulary_words, with_extra_voices, with_matched_beep_totals,
 )
 from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 
@@ -548,7 +550,10 @@ def card_markdown(card: dict) -> str:
         f" time; audio made uncertain on {t['degrade_fraction']:.0%} of the training clips."
         + (f" {t['matched_beep_share']:.0%} of the beep-count clips redrawn with the same total beep time for every"
            " count (`--matched-beep-share`), so total beep time does not predict the count."
-           if t.get("matched_beep_share") else ""),
+           if t.get("matched_beep_share") else "")
+        + (f" {t['extra_voice_share']:.0%} of the digit, language and multi-event clips redrawn with their speech in one"
+           f" of {len(EXTRA_TRAINING_VARIANTS)} more espeak-ng voices (`--extra-voice-share`; never the held-out ones)."
+           if t.get("extra_voice_share") else ""),
         *_grown_lines(t),
         *_encoder_init_lines(t),
         *_continuation_lines(t.get("init_from"), t.get("init_from_name")),
@@ -577,6 +582,7 @@ def card_markdown(card: dict) -> str:
                      f" {_ci(test[name]['intervals']['accuracy'])} | {_ci(shifted[name]['intervals']['accuracy'])} |")
     lines.append(f"| **overall** | | | {_ci(test['overall']['intervals']['accuracy'])} |"
                  f" {_ci(shifted['overall']['intervals']['accuracy'])} |")
+    lines += _shift_factor_lines(card)
     kinds = [k for k in test if k.startswith("events_")]
     if kinds:
         lines += ["", "Multi-event task per question type and leading instruction (in distribution):", "",
@@ -627,11 +633,30 @@ def card_markdown(card: dict) -> str:
     lines += [
         "",
         "Regenerate the numbers with `hooked_audio.toy.evaluate.evaluate(model, processor, make_eval_set(split=...))`"
-        " and `hooked_audio.toy.shortcuts.run_all(model, processor)`.",
+        + (", `evaluate_shift_factors(model, processor)`" if card["results"].get("shift_factors") else "")
+        + " and `hooked_audio.toy.shortcuts.run_all(model, processor)`.",
         f"Data depend on the espeak-ng build ({card['espeak_ng']}) and the wordfreq word lists.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _shift_factor_lines(card: dict) -> list[str]:
+    """The table of accuracy per task under each shift alone (where the card has it)."""
+    factors = card["results"].get("shift_factors")
+    if not factors:
+        return []
+    test, names = card["results"]["test"], list(factors)
+    n = card["eval"]["clips_per_task"]
+    lines = ["", f"Shifted, one factor at a time (the other factors in distribution; seed {card['eval']['seed']}, {n}"
+             f" clips per task and factor, so a 95 % interval is up to +-{1.96 * (0.25 / n) ** 0.5:.2f} wide): which"
+             " shift costs which task.", "",
+             "| task | in distribution | " + " | ".join(names) + " | all (shifted) |", "|---" * (len(names) + 3) + "|"]
+    for scope in [task["name"] for task in card["tasks"]] + ["overall"]:
+        row = [f"{test[scope]['accuracy']:.2f}"] + [
+            f"{factors[f][scope]['accuracy']:.2f}" if scope in factors[f] else "–" for f in names]
+        lines.append(f"| {scope} | " + " | ".join(row) + f" | {card['results']['shifted'][scope]['accuracy']:.2f} |")
+    return lines
 
 
 def previous_training(init_dir: Path | None) -> list[dict] | None:
@@ -665,13 +690,16 @@ def espeak_version() -> str:
 
 
 def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir: Path | None,
-                  family: str = "qwen2_audio", matched_beep_share: float = 0.0) -> TeacherForcedSet:
+                  family: str = "qwen2_audio", matched_beep_share: float = 0.0,
+                  extra_voice_share: float = 0.0) -> TeacherForcedSet:
     """The recipe's teacher-forced set: clips synthesized once per (seed, size) and cached as int16, shared by
     the recipes and families; features cached per recipe and family. ``matched_beep_share``: the share of beep
-    clips redrawn with the same total beep time for every count (``tasks.with_matched_beep_totals``)."""
+    clips redrawn with the same total beep time for every count (``tasks.with_matched_beep_totals``);
+    ``extra_voice_share``: the share of speech clips redrawn in more voices (``tasks.with_extra_voices``)."""
     spec = FAMILIES[family]
     key = f"v{DATA_VERSION}-seed{seed}-n{n_per_task}"
-    variant = f"-matched{matched_beep_share:g}" if matched_beep_share else ""
+    variant = (f"-matched{matched_beep_share:g}" if matched_beep_share else "") + (
+        f"-voices{extra_voice_share:g}" if extra_voice_share else "")
     features_path = (cache_dir / f"features{FEATURES_VERSION}-{key}{variant}-{recipe}{spec.cache_suffix}.pt"
                      if cache_dir else None)
     if features_path is not None and features_path.exists():
@@ -691,6 +719,8 @@ def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir:
             torch.save({"meta": meta, "waves": waves}, clips_path)
     if matched_beep_share:
         clips = with_matched_beep_totals(clips, matched_beep_share, seed)
+    if extra_voice_share:
+        clips = with_extra_voices(clips, extra_voice_share, seed)
     data = TeacherForcedSet(processor, apply_recipe(clips, RECIPES[recipe], seed), frame_mask=spec.frame_mask)
     if features_path is not None:
         data.save(features_path)
@@ -722,6 +752,9 @@ def main() -> None:
     parser.add_argument("--matched-beep-share", type=float, default=0.0,
                         help="share of the beep-count training clips redrawn with the same total beep time for every "
                              "count, so that total beep time does not predict the count (0: none)")
+    parser.add_argument("--extra-voice-share", type=float, default=0.0,
+                        help="share of the digit, language and multi-event training clips redrawn with their speech in"
+                             " one of tasks.EXTRA_TRAINING_VARIANTS (more voices; 0: none)")
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS_PER_TASK)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="synthesized-data cache ('' to disable)")
     parser.add_argument("--grow-from", type=Path, default=None,
@@ -741,7 +774,7 @@ def main() -> None:
 
     processor = family.build_processor()
     data = training_data(processor, args.seed, args.n_per_task, args.recipe, cache_dir, args.family,
-                         args.matched_beep_share)
+                         args.matched_beep_share, args.extra_voice_share)
     print(f"data ready: {len(data)} samples, {time.time() - started:.0f} s", flush=True)
     grown = None
     if args.init_from is None:
@@ -770,6 +803,7 @@ def main() -> None:
         "test": evaluate(model, processor, make_eval_set(EVAL_SEED, args.eval_clips, split="test")),
         "shifted": evaluate(model, processor, [s for s in make_eval_set(EVAL_SEED, args.eval_clips, split="shifted")
                                                if s.hint is None]),
+        "shift_factors": evaluate_shift_factors(model, processor, EVAL_SEED, args.eval_clips),
     }
     recipe = RECIPES[args.recipe]
     text = model.config.text_config
@@ -785,7 +819,8 @@ def main() -> None:
             "recipe": args.recipe, "seed": args.seed, "samples": len(data), "samples_per_task": training_counts(args.n_per_task),
             "batch_size": args.batch_size, "peak_lr": args.lr, "probe_weight": args.probe_weight,
             "event_frame_weight": args.event_frame_weight, "beep_onset_weight": args.beep_onset_weight,
-            "matched_beep_share": args.matched_beep_share, "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
+            "matched_beep_share": args.matched_beep_share, "extra_voice_share": args.extra_voice_share,
+            "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
             "hint_reliability": recipe.hint_reliability, "degrade_fraction": recipe.degrade_fraction,
             "init_from": previous_training(args.init_from),
             "init_encoder_from": _donor_training(args.init_encoder_from),
