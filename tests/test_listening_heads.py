@@ -123,10 +123,10 @@ def _beeps(toy, seed):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured on the bundled listener: the top 3 heads, (3, 2), (1, 3), (1, 2) (audio attention 0.99), separate "
-    "held-out right from wrong counts at AUC 0.41, p = 0.78 (one-sided): below chance; on 120 + 120 clips 0.51 "
-    "(p = 0.45, heads (4, 2), (3, 0), (4, 1)), above 5 random 3-head draws (0.37-0.49) but not significant. The "
-    "listener it replaced gave 0.66, p = 0.07 (120 + 120: 0.51, random 0.41-0.53); earlier ones 0.55 and 0.75"))
+    "measured on the bundled listener: the top 3 heads, (3, 2), (3, 1), (2, 3) (audio attention 0.92-1.00), "
+    "separate held-out right from wrong counts at AUC 0.46, p = 0.61 (one-sided): at chance; on 120 + 120 clips "
+    "0.33 (p = 0.99, heads (0, 0), (4, 2), (5, 3)), below all 5 random 3-head draws (0.37-0.59). The listener it "
+    "replaced gave 0.41, p = 0.78 (120 + 120: 0.51, p = 0.45, random 0.37-0.49); earlier ones 0.66, 0.55 and 0.75"))
 @torch.no_grad()
 def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
     """Beeps, top 3 heads by point-biserial r on 40 calibration clips; on 40 held-out clips the selected heads'
@@ -148,12 +148,13 @@ def test_toy_listening_signal_predicts_correctness_on_held_out_items(toy):
 @torch.no_grad()
 def test_toy_the_top_listening_heads_attend_to_the_audio(toy):
     """A listening head should listen: each of the top 3 by point-biserial r puts at least 5 % of its attention from
-    the last position on the audio, on the calibration clips it was ranked on. Measured: (3, 2), (1, 3), (1, 2) at
-    0.995 / 0.986 / 0.990 (the listener it replaced: (5, 2), (1, 2), (3, 2) at 0.82 / 0.97 / 1.00). Block 0's heads
-    barely attend to the audio (each under 0.003; blocks 1-5: 0.28-1.00 per head) and score -inf by default; the
-    control is the raw ranking (min_attention=0), where r, being scale-free, credits them anyway (0.15-0.25, the
-    best of them 3rd of 24; the listener it replaced: 0.10-0.17, 4th; an earlier one ranked three of them
-    first)."""
+    the last position on the audio, on the calibration clips it was ranked on. Measured: (3, 2), (3, 1), (2, 3) at
+    0.977 / 0.921 / 1.000 (the listener it replaced: (3, 2), (1, 3), (1, 2) at 0.995 / 0.986 / 0.990). Two of block
+    0's heads, (0, 2) and (0, 3), barely attend to the audio (under 1e-7; block 0's other two 0.28 and 0.13, blocks
+    1-5: 0.29-1.00 per head) and score -inf by default; the control is the raw ranking (min_attention=0), where r,
+    being scale-free, credits them anyway (0.10 and 0.01, the better of them 8th of 24; the listener it replaced:
+    all four of block 0's heads under 0.003, r 0.15-0.25, the best of them 3rd; an earlier one ranked three of
+    them first)."""
     batch, answers, ids = _beeps(toy, 11)
     correct = toy(batch)[torch.arange(len(answers)), batch.last_positions][:, ids].argmax(-1) == answers
     attention = audio_attention_per_row(toy, batch)
@@ -166,14 +167,19 @@ def test_toy_the_top_listening_heads_attend_to_the_audio(toy):
     assert float(raw[quiet].max()) > float(raw[~quiet].median())
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured on the current listener (beeps, 40 + 40 clips, clean 0.90): the top 8 heads resampled give 0.60, the "
+    "lowest of 5 random 8-head draws 0.60 too (0.60-0.70): a tie, not below every draw; the listener it replaced "
+    "passed (0.50 against 0.57-0.72). With the ranking's held-out AUC at chance (0.46), its top heads are no more "
+    "necessary than random ones"))
 @torch.no_grad()
 def test_toy_resampling_the_top_listening_heads_hurts_more_than_random_heads(toy):
     """Beeps, heads ranked by point-biserial r on 40 calibration clips, resampled on 40 held-out clips (clean
-    0.82). Measured: the top 3 / 6 / 8 give 0.82 / 0.60 / 0.50, 5 random draws 0.72-0.80 / 0.60-0.75 / 0.57-0.72:
-    this listener carries the count redundantly, so only 8 heads (a third) separate from every draw, by 3 clips of
-    40 (k = 6 ties the lowest draw; on 80 + 80 clips k = 8 gives 0.64, tying the lowest draw of 0.64-0.69). The
-    listener it replaced (clean 0.78): 0.82 / 0.57 / 0.47 against 0.75-0.78 / 0.57-0.72 / 0.50-0.62, on 80 + 80
-    clips 0.57 against 0.61-0.66."""
+    0.90). Measured: the top 3 / 6 / 8 give 0.85 / 0.68 / 0.60, 5 random draws 0.78-0.88 / 0.68-0.78 / 0.60-0.70:
+    this listener carries the count redundantly, and no k separates from every draw (k = 6 and k = 8 each tie the
+    lowest draw; on 80 + 80 clips k = 8 gives 0.57, above the lowest draw of 0.55-0.70). The listener it replaced
+    (clean 0.82): 0.82 / 0.60 / 0.50 against 0.72-0.80 / 0.60-0.75 / 0.57-0.72, k = 8 below every draw by 3 clips
+    of 40; on 80 + 80 clips 0.64, tying the lowest draw of 0.64-0.69."""
     from hooked_audio.analysis import head_ablation_hooks, random_heads, same_prompt_donors
 
     def correct(batch, answers, ids, hooks=()):
@@ -192,29 +198,31 @@ def test_toy_resampling_the_top_listening_heads_hurts_more_than_random_heads(toy
 
 
 @torch.no_grad()
-def test_silence_steering_with_heads_the_audio_does_not_reach_is_refused(toy):
-    """Block 0 of the listener hardly attends to the audio, so s(x) built from its heads is ~0 (measured: 2e-6 to
-    2e-3 of the residual norm on these 8 beeps clips, under the 0.01 threshold; with 8 pitch clips added up to 1.1e-2,
-    one pitch clip over it; blocks 1-5 at least 0.21. The listener it replaced: 4e-7 to 1e-3 on 16 beeps/pitch
-    clips, blocks 1-5 at least 0.19) and steering with them would
+def test_silence_steering_with_heads_the_audio_does_not_reach_is_refused():
+    """Block 0 of the text-reliant sibling barely reads the audio at the last position: s(x) built from its heads is
+    5.7e-5 to 3.1e-4 of the residual norm on these 8 beeps clips (block 3: 0.41-0.55), so steering with them would
     silently do nothing: refused. The control, a listening head's layer, steers; a batch with one clip replaced by
-    silence steers the rest and names that row."""
+    silence steers the rest and names that row. (The current listener's block 0 now reads a little audio, 1.6e-3 to
+    1.6e-2 on the same clips, 3 of 8 over the 0.01 threshold: it warns about the other 5 rows instead; the listener it
+    replaced was under 2e-3 on all 8.)"""
+    from hooked_audio import HookedAudioTransformer
     from hooked_audio.analysis import audio_silence_steering_hooks
 
     from hooked_audio.toy import evaluate, tasks
 
+    textual = HookedAudioTransformer.from_pretrained("toy-qwen2-audio-textual")
     samples = [s for s in tasks.make_probe_set(seed=11, n_per_task=8, task_names=["beeps"]) if s.hint is None]
-    batch = toy.to_inputs(evaluate.encode(toy.processor, samples))
+    batch = textual.to_inputs(evaluate.encode(textual.processor, samples))
     with pytest.raises(ValueError, match="does not reach the last position"):
-        audio_silence_steering_hooks(toy, batch, [(0, 0), (0, 2)], beta=2.0)
-    assert len(audio_silence_steering_hooks(toy, batch, [(0, 0)], beta=2.0, min_relative_norm=0)) == 1  # on request
+        audio_silence_steering_hooks(textual, batch, [(0, 0), (0, 2)], beta=2.0)
+    assert len(audio_silence_steering_hooks(textual, batch, [(0, 0)], beta=2.0, min_relative_norm=0)) == 1  # on request
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        audio_silence_steering_hooks(toy, batch, [(3, 1)], beta=2.0)
+        audio_silence_steering_hooks(textual, batch, [(3, 1)], beta=2.0)
     silent_first = [replace(samples[0], waveform=np.zeros_like(samples[0].waveform))] + samples[1:]
-    mixed = toy.to_inputs(evaluate.encode(toy.processor, silent_first))
+    mixed = textual.to_inputs(evaluate.encode(textual.processor, silent_first))
     with pytest.warns(UserWarning, match=r"on rows \[0\]"):
-        audio_silence_steering_hooks(toy, mixed, [(3, 1)], beta=2.0)
+        audio_silence_steering_hooks(textual, mixed, [(3, 1)], beta=2.0)
 
 
 @torch.no_grad()
@@ -322,9 +330,9 @@ def test_head_ablation_effects_equal_zeroing_the_heads_output_weights(model):
 def test_toy_encoder_heads_ranked_by_ablation_matter_more_than_random_heads(toy):
     """Rank the audio encoder's heads by how much resample-ablating each alone (the intervention tested) lowers the
     right answer's log-prob on calibration clips; resample-ablating the top 3 on held-out clips must hurt more than
-    each of 5 random 3-head draws (the ranking's control). Measured: clean 0.97, top 3 0.66, random 0.81-0.97
-    (ranking by zero ablation instead: top 3 0.78, random 0.69-0.97). The listener it replaced: clean 0.94, top 3
-    0.78, random 0.88-0.94 (zero: 0.88, 0.75-0.91)."""
+    each of 5 random 3-head draws (the ranking's control). Measured: clean 1.00, top 3 0.66, random 0.81-0.97
+    (ranking by zero ablation instead: top 3 0.75, random 0.69-0.97). The listener it replaced: clean 0.97, top 3
+    0.66, random 0.81-0.97 (zero: 0.78, 0.69-0.97)."""
     from hooked_audio.toy import evaluate, tasks
 
     def split(seed):

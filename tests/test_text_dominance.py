@@ -92,8 +92,8 @@ def test_refusals(model):
 @pytest.fixture(scope="module")
 def conflict_set():
     """Wrong-hint prompts of the two tasks the siblings hear alike and the textual one reads hints on most (beep
-    count, and "when does the X happen ?" on multi-event clips; cards: audio-only 0.74 / 0.82 textual, 0.80 / 0.92
-    listener, the listener it replaced 0.75 / 0.86) and their hints."""
+    count, and "when does the X happen ?" on multi-event clips; cards: audio-only 0.74 / 0.82 textual, 0.85 / 0.92
+    listener, the listener it replaced 0.80 / 0.92) and their hints."""
     from hooked_audio.toy import evaluate
 
     samples = evaluate.make_eval_set(n_per_task=20, task_names=["beeps", "events_when"])
@@ -103,11 +103,11 @@ def conflict_set():
 @needs_espeak
 @torch.no_grad()
 def test_the_textual_organism_is_dominated_by_the_text_and_the_listener_much_less(conflict_set):
-    """Measured on these 40 conflicts: flip rate 0.28 textual vs 0.06 listener, hint effect +3.10 vs +1.45 (the
-    listener it replaced: 0.13, +1.29); the
+    """Measured on these 40 conflicts: flip rate 0.28 textual vs 0.06 listener, hint effect +3.10 vs +0.93 (the
+    listener it replaced: 0.06, +1.45); the
     textual sibling's text answer wins 0.40 of each task's conflicts (the
-    tone-only set used before, beeps and single-beep timing, no longer separates the current siblings: 0.06 vs
-    0.03)."""
+    tone-only set used before, beeps and single-beep timing, does not separate the current siblings: flip rate 0.125
+    vs 0.054, the listener it replaced 0.028)."""
     from hooked_audio import HookedAudioTransformer
     from hooked_audio.toy import evaluate
 

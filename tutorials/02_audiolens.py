@@ -34,9 +34,9 @@ def task_batch(name, seed=5, n=16):
 # %% [markdown]
 # ## 1. Information by layer, and the critical layer
 # On the bundled toy (seed 5, 16 clips per task) we measured: pitch and noise go from chance at the embedding to
-# 0.50 / 0.69 at layer 2 (pitch still at chance), 0.88 / 0.88 at layer 3 and 1.0 from layer 4 (critical layers 4.63
-# and 4.29); the harder beeps task only reaches 0.50-0.62 (0.56 at layer 2, 0.50 at layer 3, 0.62 at layers 4-5,
-# 0.50 at the output; critical layer 4.00). The output layer's score *is* the restricted accuracy.
+# 0.50 / 0.69 at layer 2 (pitch still at chance), 0.81 / 0.88 at layer 3 and 1.0 from layer 4 (critical layers 4.70
+# and 4.29); the harder beeps task reaches 0.81 (0.56 at layer 2, 0.81 at layers 3-4, 0.75 at layer 5, 0.69 at the
+# output; critical layer 4.09). The output layer's score *is* the restricted accuracy.
 
 # %%
 curves, results = {}, {}
@@ -52,10 +52,10 @@ plot_information_by_layer(curves, title="toy-qwen2-audio: information by layer")
 
 # %% [markdown]
 # Split by the answer's correctness (correct = the output layer's restricted argmax), on beeps, the only
-# task here with errors. Measured: the 8 correct items climb over the layers (0.62 at layer 2, 0.62, 0.88, 1.0,
-# 1.0 at the output); the 8 wrong ones peak early (0.50 at layer 2, 0.38 at layers 3-4, 0.25 at layer 5) and end
-# at 0: when the toy miscounts, the right count was on top at the answer position at layer 2 on half of those clips
-# (4 of 8, chance 2), nearly as often as on the clips it counts right, and lost over layers 3-5.
+# task here with errors. Measured: the 11 correct items climb over the layers (0.64 at layer 2, 0.91 at layers
+# 3-5, 1.0 at the output); the 5 wrong ones peak early (0.40 at layer 2, 0.60 at layers 3-4, 0.40 at layer 5) and
+# end at 0: when the toy miscounts, the right count was on top at the answer position at layers 3-4 on 3 of those
+# 5 clips (chance 1.25), and lost over layer 5 and the output.
 
 # %%
 batch, labels, answers, lp = results["beeps"]
@@ -100,13 +100,12 @@ sweep = enrichment_sweep(model, probe, probe_answers, test, test_answers, labels
 print(f"source layer {sweep.source_layer} -> target {sweep.target_layer}")
 for lam, chosen, mean, std in zip(sweep.lams, sweep.chosen, sweep.random_mean, sweep.random_std):
     print(f"lam {lam}: chosen source {chosen:.2f}; random source per item {mean:.2f} ± {std:.2f}")
-# Measured (16 probing, 24 test clips): source block 1 -> target 5; lam 0 / 0.5 / 1 / 2 give 0.96 / 0.92 / 0.88 /
-# 0.88 from the chosen source, against 0.96 / 0.92 ± 0.03 / 0.88 ± 0.03 / 0.83 ± 0.03 from a random source layer
-# per item. Enrichment does not help here: the test clips are already counted right at 0.96 (23 of 24) unpatched,
-# and adding an earlier state back only costs, one to two items at lam 0.5-1 whatever the source (the chosen and
-# the random source layers give the same accuracy), and at lam 2 the chosen source costs two items where a random
-# layer costs three (0.88 against 0.83 ± 0.03): no gain to attribute to the layer where the wrong items'
-# information peaks.
+# Measured (16 probing, 24 test clips): source block 2 -> target 5; lam 0 / 0.5 / 1 / 2 give 0.92 / 0.92 / 0.92 /
+# 0.88 from the chosen source, against 0.92 / 0.91 ± 0.02 / 0.88 ± 0.02 / 0.85 ± 0.02 from a random source layer
+# per item. Enrichment does not help here: the test clips are counted right at 0.92 (22 of 24) unpatched, and
+# adding an earlier state back never gains an item; the chosen source costs less than a random one (nothing at
+# lam 0.5-1 where a random layer costs up to one item, one item at lam 2 against 1.5), so the wrong items' peak
+# layer is the least harmful source, but there is no gain to attribute to it.
 
 # %% [markdown]
 # ## 4. Prompt formats, and does a later critical layer mean a lower accuracy?
@@ -135,12 +134,13 @@ for group, info in groups.items():
 result = critical_layer_correlation(groups)
 print(f"Pearson r = {result['r']:.2f} (p = {result['p']:.4f}, {result['n']} groups; undefined: {result['undefined']})")
 plot_critical_layer_vs_accuracy(result, title="toy-qwen2-audio")
-# Measured (16 clips per task): accuracy 0.50-1.00, critical layers 3.64-4.78 at the last position; P1 (no
-# question) costs digit (1.00 -> 0.56), "when" (1.00 -> 0.81), language (0.88 -> 0.75) and gender (1.00 -> 0.94),
-# P3 "when" (1.00 -> 0.69), digit (1.00 -> 0.75) and language (0.88 -> 0.81); beeps is at 0.50 in every format.
-# Pearson r = +0.16 (p = 0.41, 28 groups): no relation between critical layer and accuracy on this toy, and not the
+# Measured (16 clips per task): accuracy 0.56-1.00, critical layers 3.79-4.54 at the last position; P1 (no
+# question) costs digit (1.00 -> 0.75), gender (1.00 -> 0.81), language (0.88 -> 0.75), beeps (0.69 -> 0.56) and
+# "when" (1.00 -> 0.94); P3 costs language (0.88 -> 0.69). At the penultimate position four groups print nan: no
+# layer's information there exceeds (1 + alpha) / |Y|, so the critical layer is undefined (not 0).
+# Pearson r = +0.26 (p = 0.18, 28 groups): no relation between critical layer and accuracy on this toy, and not the
 # negative one AudioLens reports on real LALMs. Every group's critical layer lies within about one layer of the
-# others (3.64-4.78), so the spread of accuracies has little spread in depth to go with; the hard task, beeps, is
-# hard in every format without its critical layer moving with it. The previous listener gave r = -0.40 (p = 0.03),
-# carried by one group (beeps/P1, critical layer 5.33 and accuracy 0.44; without it about -0.1), and the earlier,
-# effectively 4-layer toy r = -0.57.
+# others (3.79-4.54), so the spread of accuracies has little spread in depth to go with; the hard task, beeps, is
+# hard in every format without its critical layer moving with it. The listener it replaced gave r = +0.16
+# (p = 0.41), the one before r = -0.40 (p = 0.03), carried by one group (beeps/P1, critical layer 5.33 and
+# accuracy 0.44; without it about -0.1), and the earlier, effectively 4-layer toy r = -0.57.

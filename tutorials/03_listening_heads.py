@@ -63,14 +63,15 @@ for label, chosen in [("top heads", heads), ("raw ranking", raw)]:
     print(f"{label}: {chosen}, mean audio attention", [f"{float(calib_attention[:, l, h].mean()):.1e}" for l, h in chosen],
           " held-out AUC", held_out_auc(chosen))
 print("mean audio attention per block", calib_attention.mean((0, 2)).numpy().round(3))
-# Measured (40 held-out clips, accuracy 0.82, 7 wrong; calibration 0.72, 11 wrong): the top heads (3, 2), (1, 3),
-# (1, 2) give the audio 0.99 of their attention, but their signal does not separate right from wrong counts on the
-# held-out clips: AUC 0.41 (p = 0.78, one-sided), below chance. The raw ranking swaps (1, 2) for block 0's (0, 2),
-# which gives the audio 1e-8 of its attention (blocks 1-5: 0.78-0.97 on average), and does worse, AUC 0.26. The
-# paper's predictive claim is not reproduced on this listener: with every decoder block past 0 attending almost
-# only to the audio, which of them attends a little more says nothing about a right count (on 120 + 120 clips the
-# same procedure gives 0.51, tests/test_listening_heads.py). Check the attention before calling a head a
-# listening head: a scale-free score can rank a head first by how it glances at what it barely sees.
+# Measured (40 held-out clips, accuracy 0.90, 4 wrong; calibration 0.88, 5 wrong): the top heads (3, 2), (3, 1),
+# (2, 3) give the audio 0.92-1.00 of their attention, but their signal does not separate right from wrong counts
+# on the held-out clips: AUC 0.46 (p = 0.61, one-sided), at chance. The raw ranking picks the same three (block 0's
+# heads give the audio 0.10 of their attention on average, blocks 1-5 0.79-0.97). The paper's predictive claim is
+# not reproduced on this listener (nor on the one it replaced: AUC 0.41): with every decoder block past 0
+# attending almost only to the audio, which of them attends a little more says nothing about a right count (on
+# 120 + 120 clips the same procedure gives 0.51, tests/test_listening_heads.py). Check the attention before
+# calling a head a listening head: a scale-free score can rank a head first by how it glances at what it
+# barely sees (the replaced listener's raw ranking put a block-0 head with 1e-8 of its attention third).
 
 # %% [markdown]
 # ## 2. Resample-ablate the top heads vs random heads (5 draws)
@@ -84,10 +85,11 @@ for k in (3, 6):
     rand = [correct_of(test, test_answers, head_ablation_hooks(random_heads(model.cfg.n_layers, model.cfg.n_heads, k, exclude=chosen, seed=s),
                                                                "resample", donors=donors)).float().mean().item() for s in range(5)]
     print(f"top-{k} resampled {top:.2f}; random-{k} resampled {[round(r, 2) for r in rand]}")
-# Measured: clean 0.82; the top 3 resampled 0.82 against 0.73-0.80 for random 3-head draws (above all 5); the top
-# 6 resampled 0.60 against 0.60-0.75 (below 4 of 5, tied with the fifth). Taking out three heads that attend to the
-# audio costs nothing (the toy reads the audio redundantly; tutorial 01 takes out 8); taking out six costs as much
-# as the worst random draw. A ranking that does not predict correctness picks heads no more necessary than any.
+# Measured: clean 0.90; the top 3 resampled 0.85 against 0.77-0.88 for random 3-head draws (above 2 of 5, tied
+# with 2, below 1); the top 6 resampled 0.68 against 0.68-0.77 (below 4 of 5, tied with the fifth). Taking out
+# three heads that attend to the audio costs two clips (the toy reads the audio redundantly; tutorial 01 takes out
+# 8); taking out six costs as much as the worst random draw. A ranking that does not predict correctness picks
+# heads no more necessary than any.
 
 # %% [markdown]
 # ## 3. The silence counterfactual and audio-silence steering (with its random-direction control)
@@ -102,16 +104,17 @@ for beta in [0.5, 1.0]:
     steered = correct_of(test, test_answers, audio_silence_steering_hooks(model, test, heads, beta)).float().mean().item()
     control = correct_of(test, test_answers, audio_silence_steering_hooks(model, test, heads, beta, control="random")).float().mean().item()
     print(f"beta {beta}: steered {steered:.2f}, random direction {control:.2f}")
-# Measured: silence 0.25 (chance); beta 0.5: steered 0.82 (no change), random direction 0.82; beta 1: steered 0.77
-# (two clips fewer right), random direction 0.82. No benefit on this organism: it relies on no hint, so there is no
-# text dominance to undo. The conflict prompts of section 4, on the text-reliant sibling, are where it matters.
+# Measured: silence 0.25 (chance); beta 0.5: steered 0.82 (three clips fewer right), random direction 0.90 (no
+# change); beta 1: steered 0.75, random direction 0.88. On this organism steering toward the audio *costs*
+# accuracy, more than a random direction of the same norm: it relies on no hint, so there is no text dominance to
+# undo, and adding more of what the clip already contributes overshoots. The conflict prompts of section 4, on the
+# text-reliant sibling, are where it matters.
 with model.hooks(audio_silence_steering_hooks(model, test[:2], heads, 1.0)):
     print(model.to_string(model.generate(test[:2], max_new_tokens=2)[:, -2:]))
 # Block 0's heads give almost no direction to steer with: the audio barely reaches block 0's last position, so
 # s(x) is ~0 there. The hooks warn about rows whose s(x) is under 1 % of the residual norm and refuse to build when
-# every row is faint (``min_relative_norm=0`` would steer by ~0 regardless). The raw ranking has one block-0 head
-# among three layers, so s(x) (the mean over its layers 0, 1, 3) is not faint: the hooks below build and nothing
-# is printed; a ranking of block-0 heads alone would be refused.
+# every row is faint (``min_relative_norm=0`` would steer by ~0 regardless). Here the raw ranking's top 3 are the
+# top heads, so the hooks below build and nothing is printed; a ranking of block-0 heads alone would be refused.
 try:
     audio_silence_steering_hooks(model, test, raw, 1.0)
 except ValueError as refusal:
@@ -231,9 +234,9 @@ encoder_ablated = lambda heads: correct_of(test, test_answers, head_ablation_hoo
     heads, "resample", prefix="audio_encoder.", donors=donors)).float().mean().item()
 print("encoder heads by ablation effect:", encoder_top, f"top-3 resampled {encoder_ablated(encoder_top):.2f};",
       "random 3:", [round(encoder_ablated(random_heads(cfg.n_layers, cfg.n_heads, 3, exclude=encoder_top, seed=s)), 2) for s in range(5)])
-# Measured: accuracy 0.82 with the clips, 0.25-0.28 (chance 0.25) under each counterfactual; |s(x)| 41.1
-# (silence), 36.5 (matched noise), 42.0 (removed): the three references agree on what the clip adds. The top heads
-# put 0.988 of their attention on the audio from the last prompt position and 0.687 averaged over the generated
-# tokens (the answer word and its end-of-turn). Encoder heads: the top 3 by ablation effect, (0, 3), (0, 2),
-# (2, 0), resampled, take accuracy to 0.38; 3 random encoder heads to 0.55-0.68 (5 draws): unlike the
+# Measured: accuracy 0.90 with the clips, 0.25-0.32 (chance 0.25) under each counterfactual; |s(x)| 50.4
+# (silence), 45.5 (matched noise), 50.8 (removed): the three references agree on what the clip adds. The top heads
+# put 0.982 of their attention on the audio from the last prompt position and 0.721 averaged over the generated
+# tokens (the answer word and its end-of-turn). Encoder heads: the top 3 by ablation effect, (0, 3), (2, 0),
+# (0, 2), resampled, take accuracy to 0.40; 3 random encoder heads to 0.60-0.70 (5 draws): unlike the
 # decoder's, a few encoder heads are indispensable.

@@ -91,7 +91,7 @@ def boot(x, n=2000):
 # %% [markdown]
 # ## 1. Steering vectors: "focus on the X ." minus "listen to the whole clip .", same clips, one per event
 # Residual at layer 1, last position, averaged over the fit clips' items of event X. Their norms differ
-# by event (measured: clicks 1.95, beep 1.27, word 1.24, noise 1.16, sweep 0.56), so a single alpha steers
+# by event (measured: clicks 2.83, beep 1.08, noise 0.96, word 0.67, sweep 0.49), so a single alpha steers
 # some events harder than others.
 
 # %%
@@ -118,14 +118,15 @@ def other_event(item):
 # %% [markdown]
 # ## 2. Does steering move the profile toward the queried event? (test split, seed 202)
 # Controls: a random vector of the same norm per event, and the vector of a *different* event of the same
-# clip. Measured (97 items, 40 clips; bootstrap 95 % CIs): the unsteered profile puts 0.273 of its audio
-# attention inside the queried event; steering changes it by -0.025 [-0.047, -0.002], the random vector by
-# -0.025 [-0.035, -0.016], the other event's vector by +0.036 [+0.012, +0.063]; paired, steered minus random
-# +0.001 [-0.018, +0.020]. With unit vectors (`normalize=True`, alpha 64) -0.025 [-0.051, +0.004]. Steering toward
-# X does not move it, and the other event's vector moves it more (paired, steered minus other event -0.060
-# [-0.090, -0.032]): "when does the X happen ?" already names X, so "focus on the X ." is redundant to this
-# listener and its vector carries no direction toward X that the later layers act on. (An earlier listener, never
-# trained on the instruction-only form, showed +0.011 [+0.004, +0.018], paired +0.009 beyond random.)
+# clip. Measured (97 items, 40 clips; bootstrap 95 % CIs): the unsteered profile puts 0.276 of its audio
+# attention inside the queried event; steering changes it by -0.043 [-0.054, -0.030], the random vector by
+# -0.030 [-0.041, -0.020], the other event's vector by -0.013 [-0.028, +0.004]; paired, steered minus random
+# -0.012 [-0.027, +0.003]. With unit vectors (`normalize=True`, alpha 64) -0.075 [-0.093, -0.056]. Steering toward
+# X does not move attention toward it (it moves it away, as any push of that norm does), and the other event's
+# vector moves it less away (paired, steered minus other event -0.030 [-0.048, -0.011]): "when does the X happen ?"
+# already names X, so "focus on the X ." is redundant to this listener and its vector carries no direction toward X
+# that the later layers act on. (An earlier listener, never trained on the instruction-only form, showed +0.011
+# [+0.004, +0.018], paired +0.009 beyond random.)
 
 # %%
 test = query_items(202, 40)
@@ -158,13 +159,14 @@ plot_temporal_profiles(seconds, {"unsteered": base[row], "steered": steered[row]
 # clip (a 1.33 s window). Random: windows of the same length placed uniformly (exact expectation per item).
 # Hit = the window overlaps the interval (the paper's "overlap" share); IoU also shown; Wilson / bootstrap CIs.
 #
-# Measured on the test split (97 items): steering hit 0.299 [0.217, 0.396], IoU 0.155; random 0.4 s windows
-# hit 0.212, IoU 0.080; the random-vector control's change 0.299 (IoU 0.109) and the other-event vector's 0.381
-# (0.210): with no steering effect, the window of largest change finds *an* event (any push changes attention most
-# where sounds are), not the queried one. Direct prompting hits 0.907 [0.833, 0.950] with IoU 0.263, but its
-# window is 1.33 s long, where random windows already hit 0.443: the listener answers "when does the X happen ?"
-# well (events_when 0.92 on its card). In this design the paper's gap (60.87 % steering vs 31.84 % direct vs
-# 27.74 % random on Qwen2-Audio) is not reproduced; section 4 reproduces its steering-vs-random part.
+# Measured on the test split (97 items): steering hit 0.196 [0.129, 0.286], IoU 0.064; random 0.4 s windows
+# hit 0.212, IoU 0.080; the random-vector control's change 0.196 (IoU 0.082) and the other-event vector's 0.268
+# (0.113): with no steering effect, the window of largest change finds the queried event no more often than a
+# random window (the listener it replaced: 0.299 for both steering and the random vector). Direct prompting hits
+# 0.948 [0.885, 0.978] with IoU 0.272, but its window is 1.33 s long, where random windows already hit 0.443: the
+# listener answers "when does the X happen ?" well (events_when 0.92 on its card). In this design the paper's gap
+# (60.87 % steering vs 31.84 % direct vs 27.74 % random on Qwen2-Audio) is not reproduced; section 4 reproduces
+# its steering-vs-random part.
 
 # %%
 def localisation(change, items=None):
@@ -200,12 +202,12 @@ for w in (WINDOW_S, 4 / 3):
 # Here the event is named *only* by the instruction: the vector of X is mean h_last("focus on the X . when does it
 # happen ?") minus the same with "focus on the Y .", Y another event of the same clip (fit split), and it is added
 # to prompts that focus on Y. Layer 1 into layers 1-5 at alpha 8 has the largest steered-minus-random margin in
-# hit, and within 0.004 of the largest in mass, on the dev split (section 4a).
+# mass, and ties the largest in hit, on the dev split (section 4a).
 #
 # Measured on the test split (148 ordered pairs of events of the 40 clips; bootstrap / Wilson 95 % CIs): while the
-# prompt focuses on Y, 0.191 of the audio attention is inside X; steering toward X adds +0.087 [+0.062, +0.116],
-# the random vector of equal norm -0.077 [-0.096, -0.058], paired +0.165 [+0.142, +0.189]. The window of largest
-# change hits X on 0.554 [0.474, 0.632], the random vector's change 0.149 [0.100, 0.215], random 0.4 s windows
+# prompt focuses on Y, 0.185 of the audio attention is inside X; steering toward X adds +0.115 [+0.090, +0.143],
+# the random vector of equal norm -0.071 [-0.091, -0.052], paired +0.186 [+0.163, +0.211]. The window of largest
+# change hits X on 0.541 [0.460, 0.619], the random vector's change 0.162 [0.111, 0.230], random 0.4 s windows
 # 0.212: the paper's 60.87 % for steering vs 27.74 % for random windows. Direct prompting for X (section 3's
 # thirds, 1.33 s) still hits more, 0.90 on these pairs (tests/test_where_to_listen.py), with 3.3 times the window.
 
@@ -262,12 +264,12 @@ plot_temporal_profiles(seconds, {f"focus on the {y}": focus_base[row], f"steered
 # ## 4a. How layer and alpha were chosen (dev split, seed 103; set RUN_DEV_SWEEP = True, ~10 min on 1 CPU core)
 # Same fit vectors per layer, dev pairs of 30 other clips (112 pairs; random 0.4 s windows hit 0.210). Measured,
 # mass change steered / equal-norm random, and hit steered / random vector, at alpha 1 / 2 / 4 / 8:
-# - layer 0: +0.098 / +0.121 / +0.130 / +0.133 vs -0.024..-0.039; hit 0.46 / 0.54 / 0.56 / 0.62 vs 0.31-0.36
-# - layer 1: +0.089 / +0.100 / +0.101 / +0.100 vs -0.031..-0.066; hit 0.446 / 0.473 / 0.527 / 0.536 vs 0.18-0.21
-# - layer 2: +0.056..+0.069 vs -0.005..-0.025; hit 0.40-0.46 vs 0.26-0.31
-# Layer 1 at alpha 8 has the largest steered-minus-random margin in hit (+0.36; layer 0 at alpha 8: +0.26) and
-# within 0.004 of the largest in mass (+0.166 against layer 0 at alpha 8's +0.170), as the same sweep had found
-# on the earlier listeners.
+# - layer 0: +0.121 / +0.143 / +0.150 / +0.152 vs -0.021..-0.036; hit 0.52 / 0.58 / 0.60 / 0.60 vs 0.30-0.38
+# - layer 1: +0.118 / +0.132 / +0.136 / +0.135 vs -0.027..-0.054; hit 0.500 / 0.500 / 0.518 / 0.527 vs 0.22-0.23
+# - layer 2: +0.076..+0.096 vs -0.009..-0.019; hit 0.46-0.47 vs 0.26-0.30
+# Layer 1 at alpha 8 has the largest steered-minus-random margin in mass (+0.189; layer 0 at alpha 8: +0.186)
+# and ties the largest in hit (+0.30, with layer 1 and layer 0 at alpha 4), as the same sweep had found on the
+# earlier listeners.
 
 # %%
 RUN_DEV_SWEEP = False

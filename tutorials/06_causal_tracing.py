@@ -71,7 +71,7 @@ print(f"logit difference: clean {float(metric(model(clean))):.2f}, silence {floa
 # %% [markdown]
 # ## 1. Layer-wise: restore every text position of one layer
 # Silence, and noise at 10x the std of the clean audio embeddings (at the default 3x the noise only halves
-# the logit difference, 9.33 -> 4.08; at 10x it is down to 0.27, close to silence's -1.76).
+# the logit difference, 10.02 -> 3.48; at 10x it is down to -0.13, close to silence's -1.34).
 
 # %%
 silence_trace = causal_tracing(model, clean, metric, corrupt="silence")
@@ -82,12 +82,12 @@ for name, trace in [("silence", silence_trace), ("noise x10", noise_trace)]:
 plot_recovery_by_layer({"silence": silence_trace, "noise x10": noise_trace})
 
 # %% [markdown]
-# Measured: clean logit difference 9.33; silence -1.76, RR by layer 0.01 / 0.43 / 0.72 / 0.91 / 0.96 / 1.00;
-# noise x10 0.27, RR 0.01 / 0.52 / 0.78 / 0.95 / 0.97 / 1.00. The first layer above 0.5 is layer 2 for silence,
-# layer 1 for noise x10. Restoring layer 0's text states brings nothing back; the answer then enters the text over
-# four blocks (about half by the end of block 1, three quarters by block 2, nine tenths by block 3): on this toy
-# the audio is read into the text gradually, by every block from 1 to 4. (The earlier, effectively 4-layer toy
-# did it all in blocks 1-2: RR 0.68 / 0.98 / 1.00 ...)
+# Measured: clean logit difference 10.02; silence -1.34, RR by layer 0.01 / 0.35 / 0.67 / 0.88 / 0.94 / 1.00;
+# noise x10 -0.13, RR 0.02 / 0.40 / 0.73 / 0.92 / 0.95 / 1.00. The first layer above 0.5 is layer 2 for both.
+# Restoring layer 0's text states brings nothing back; the answer then enters the text over four blocks (a third
+# by the end of block 1, two thirds by block 2, nine tenths by block 3): on this toy the audio is read into the
+# text gradually, by every block from 1 to 4. (The earlier, effectively 4-layer toy did it all in blocks 1-2: RR
+# 0.68 / 0.98 / 1.00 ...)
 #
 # ## 2. Token-wise: one position group at a time
 
@@ -101,9 +101,9 @@ print("first layer RR > 0.5 per group:", {g: group_trace.first_layer_above(0.5, 
 plot_recovery_heatmap(group_trace, title="silence: RR by layer and position group")
 
 # %% [markdown]
-# Measured (silence): the `last` column is 0.00 / 0.42 / 0.74 / 0.91 / 0.96 / 1.00 (first above 0.5: layer 2);
-# `attribute` (the word naming what is asked: "tone", "beeps", "noise", "beep") stays within 0.012 of zero and
-# `late` (the rest of the question and the chat template) within 0.022, at every layer; no group other than
+# Measured (silence): the `last` column is 0.00 / 0.33 / 0.67 / 0.88 / 0.94 / 1.00 (first above 0.5: layer 2);
+# `attribute` (the word naming what is asked: "tone", "beeps", "noise", "beep") stays within 0.031 of zero and
+# `late` (the rest of the question and the chat template) within 0.030, at every layer; no group other than
 # `last` ever passes 0.5. A negative result against the ROME picture: the toy does not park the audio's answer
 # on the question's attribute word (or any other question token) for the last position to read later; the
 # last position reads the audio span itself. The `early` column is exactly 0 by construction (positions
@@ -145,10 +145,10 @@ plot_recovery_by_layer(donor_rr, title="silence: restoring text states from anot
 
 # %% [markdown]
 # Measured: (a) RR = 1.000000. (b) refused ("causal tracing corrupts the audio; the inputs have none").
-# (c) From a clip with another answer: RR -0.02 / -0.38 / -0.61 / -0.76 / -0.81 / -0.84: not only no recovery,
-# the restored states push the answer *away* from the truth by most of what the true clip pushes toward it
-# (they carry the donor's answer). From another clip with the same answer: 0.02 / 0.47 / 0.78 / 0.90 / 0.94 /
-# 0.94, like the true clip (0.01 / 0.42 / 0.72 / 0.91 ...). What layers 1+ hold at the text positions is the
+# (c) From a clip with another answer: RR -0.01 / -0.33 / -0.61 / -0.83 / -0.88 / -0.92: not only no recovery,
+# the restored states push the answer *away* from the truth by nearly as much as the true clip pushes toward it
+# (they carry the donor's answer). From another clip with the same answer: 0.00 / 0.38 / 0.74 / 0.87 / 0.93 /
+# 0.95, like the true clip (0.01 / 0.35 / 0.67 / 0.88 ...). What layers 1+ hold at the text positions is the
 # answer, not the particular clip.
 #
 # ## 4. Attribution patching vs activation patching, per head (silence corruption)
@@ -167,19 +167,20 @@ print(f"Spearman rank correlation {result['rank_correlation']:.3f}; shuffled con
 plot_attribution_vs_activation(result, title="heads, silence:")
 
 # %% [markdown]
-# Measured: Spearman 0.981 (24 heads), against -0.18 to 0.31 for five shuffles. Both put head 0 of block 1 first
-# (effect 2.26 of the 11.09 gap; estimate 2.20), then head 1 of block 3 (1.79; estimate 1.70) and head 0 of block 3
-# (1.27; 1.24); the rest of blocks 1-3 follow (0.42-1.13), block 0 has little (0.04-0.28) and blocks 4-5 some (up
-# to 0.66), consistent with section 1: the answer is gathered over many blocks and heads, none of which carries it
-# alone. On the textual toy (`toy-qwen2-audio-textual`) the same run gives 0.986 and the same tracing picture (RR by
-# layer 0.00 / 0.41 / 0.58 / 0.88 / 0.93 / 1.00, first layer above 0.5: 2).
+# Measured: Spearman 0.954 (24 heads), against -0.26 to 0.31 for five shuffles. Both put head 0 of block 1 first
+# (effect 1.83 of the 11.36 gap; estimate 1.89) and head 1 of block 3 high (effect 1.39, second; estimate 1.76,
+# second); then block 1's heads 1-2 and block 3's head 0 (1.07-1.27; estimates 0.99-1.31); the rest of blocks 1-4
+# follow (0.19-1.13), block 0 has some (0.30-0.41) and block 5 little (up to 0.45), consistent with section 1: the
+# answer is gathered over many blocks and heads, none of which carries it alone. On the textual toy
+# (`toy-qwen2-audio-textual`) the same run gives 0.986 and the same tracing picture (RR by layer 0.00 / 0.41 / 0.58
+# / 0.88 / 0.93 / 1.00, first layer above 0.5: 2).
 #
 # Per (layer, position) cells (`cells="resid_pre"`) activation patching needs one forward per layer and
 # position (708 here, ~8 s for a single prompt), so it is left out of this run. Measured offline on one pitch
-# prompt (logit difference, clean - silence gap 15.9; `attribution_vs_activation_patching(..., cells="resid_pre")`):
-# Spearman 0.77 over the 708 cells, but 0.23 over the 335 cells whose effect exceeds 5 % of the largest.
+# prompt (logit difference, clean - silence gap 18.0; `attribution_vs_activation_patching(..., cells="resid_pre")`):
+# Spearman 0.76 over the 708 cells, but -0.10 over the 160 cells whose effect exceeds 5 % of the largest.
 # Attribution patching misses the audio cells: restoring a single clean audio frame's `resid_pre` brings back
-# up to 8.0 of the 15.9 on its own, while the gradient at the silenced run estimates at most 0.83 for any audio
+# up to 5.6 of the 18.0 on its own, while the gradient at the silenced run estimates at most 0.90 for any audio
 # cell. That effect saturates, far from linear, so on audio positions attribution patching is a screen
 # for *which heads*, not a stand-in for activation patching. At the last position the estimate is close from
-# layer 2 on (9.7 / 15.3 / 18.3 / 15.6 against 8.3 / 12.5 / 13.4 / 13.2 at layers 2-5).
+# layer 2 on (4.0 / 6.6 / 15.3 / 14.9 against 5.0 / 7.8 / 15.5 / 16.2 at layers 2-5).
