@@ -199,3 +199,15 @@ def test_the_probes_score_only_the_rows_they_are_given():
     assert one.item() > 0  # control: a single timeline is scored
     one.backward()
     assert model.model.multi_modal_projector.linear.weight.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("option, value", [("--extra-voice-share", "1.5"), ("--matched-beep-share", "nan"),
+                                           ("--extra-voice-share", "-0.1")])
+def test_a_share_outside_zero_one_is_refused_before_any_synthesis(option, value, monkeypatch, capsys):
+    """The redrawing shares are checked as the arguments are read, not after minutes of synthesizing clips."""
+    monkeypatch.setattr("sys.argv", ["train", option, value, "--out", "/nonexistent/never-written"])
+    monkeypatch.setattr(train, "training_data", lambda *a, **k: pytest.fail("synthesis started"))
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    assert exit_info.value.code == 2
+    assert f"{option} must be a share in [0, 1], got {float(value)}" in capsys.readouterr().err

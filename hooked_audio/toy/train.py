@@ -765,6 +765,9 @@ def main() -> None:
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue training from this checkpoint (a warm restart of the schedule)")
     args = parser.parse_args()
+    for name in ("matched_beep_share", "extra_voice_share"):  # before minutes of synthesis, not after
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name.replace('_', '-')} must be a share in [0, 1], got {getattr(args, name)}")
     family = FAMILIES[args.family]
     out = args.out or family.default_outs[args.recipe]
     cache_dir = args.cache_dir if str(args.cache_dir) else None
