@@ -528,8 +528,9 @@ def with_extra_voices(samples: list[Sample], share: float, seed: int) -> list[Sa
     out = []
     for sample in samples:
         if sample.task in VOICE_NUISANCE_TASKS and rng.random() < share:
-            task = TASKS_BY_NAME[sample.task]
-            sample = _sample(task, make_item(task, sample.answer, rng, "train_extra_voices"), sample.answer, sample.item)
+            item = make_item(TASKS_BY_NAME[sample.task], sample.answer, rng, "train_extra_voices")
+            sample = replace(sample, waveform=item.waveform, question=item.question, kind=item.kind,
+                             events=item.events, beep_times=item.beep_times)  # hint, item index, ... kept
         out.append(sample)
     return out
 
