@@ -3,10 +3,13 @@ Agg); each returns the figure."""
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .figures import finish, lines_by_layer  # noqa: E402
@@ -19,13 +22,25 @@ def plot_answers_by_layer(curves: dict[str, torch.Tensor], ylabel: str = "probab
 
 
 def plot_back_patching(sweep: torch.Tensor, baseline: float, title: str = "text-dominance rate", path=None):
-    """``back_patching_sweep`` output [source, destination] minus the unpatched value (NaN: not swept)."""
+    """``back_patching_sweep`` output [source, destination] minus the unpatched value (NaN: not swept, drawn grey;
+    the colour map's white means no change)."""
+    sweep = torch.as_tensor(sweep).float()
+    if sweep.ndim != 2 or sweep.shape[0] != sweep.shape[1]:
+        raise ValueError(f"sweep must be back_patching_sweep's square [source, destination] table, got shape {tuple(sweep.shape)}")
+    if not math.isfinite(float(baseline)):
+        raise ValueError(f"baseline must be the finite unpatched value, got {baseline}")
+    if bool(torch.isinf(sweep).any()):
+        raise ValueError("sweep has inf cells; the metric must be finite for every swept pair")
+    change = np.ma.masked_invalid((sweep - float(baseline)).numpy())
+    if change.mask.all():
+        raise ValueError("sweep is all NaN (no pair swept): nothing to plot")
+    limit = max(float(np.abs(change).max()), 1e-6)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="lightgrey")
     fig, ax = plt.subplots(figsize=(4, 3.2))
-    change = (torch.as_tensor(sweep).float() - baseline).numpy()
-    limit = max(float(abs(change[~(change != change)]).max(initial=0.0)), 1e-6)
-    image = ax.imshow(change, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    image = ax.imshow(change, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xlabel("destination layer")
     ax.set_ylabel("source layer")
-    ax.set_title(f"change of the {title}")
+    n_masked = int(np.ma.getmaskarray(change).sum())
+    ax.set_title(f"change of the {title}" + (" (grey: not swept)" if n_masked else ""))
     fig.colorbar(image, ax=ax)
     return finish(fig, path)

@@ -21,11 +21,22 @@ def lines_by_layer(curves: dict, ylabel: str, xlabel: str = "layer (0 = embeddin
                    references: dict[str, float] | None = None, ylim: tuple[float, float] | None = None, path=None):
     """One line per curve: ``{label: values}`` (layers 0..n-1) or ``{label: (layers, values)}``; ``references``:
     labelled horizontal lines (e.g. chance)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if not curves:
+        raise ValueError("no curves to plot: pass {label: values} with at least one curve")
+    lines = []
     for label, curve in curves.items():
         layers, values = curve if isinstance(curve, tuple) else (None, curve)
-        values = torch.as_tensor(values).float().tolist()
-        ax.plot(range(len(values)) if layers is None else list(layers), values, marker="o", label=label)
+        values = torch.as_tensor(values).float()
+        if values.ndim != 1 or len(values) == 0:
+            raise ValueError(f"curve {label!r}: one value per layer (a non-empty 1-D series) is needed, got shape "
+                             f"{tuple(values.shape)}; plot each row of a table as its own curve")
+        layers = list(range(len(values))) if layers is None else list(layers)
+        if len(layers) != len(values):
+            raise ValueError(f"curve {label!r}: {len(layers)} layers but {len(values)} values; give one layer per value")
+        lines.append((label, layers, values.tolist()))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, layers, values in lines:
+        ax.plot(layers, values, marker="o", label=label)
     for label, y in (references or {}).items():
         ax.axhline(y, color="grey", ls=":", lw=0.9, label=label)
     ax.set_xlabel(xlabel)

@@ -19,12 +19,23 @@ def plot_information_by_layer(curves: dict[str, torch.Tensor], n_labels: int | N
 
 
 def plot_head_scores(scores: torch.Tensor, title: str = "listening-head score", path=None):
-    """A [layer, head] heat map (e.g. ``listening_head_scores``); heads scored -inf (excluded) are left blank."""
+    """A [layer, head] heat map (e.g. ``listening_head_scores``); heads scored -inf (excluded) or NaN are drawn
+    grey, and the title says so (the colour map's white is a score, not a gap)."""
+    values = torch.as_tensor(scores).float()
+    if values.ndim != 2:
+        raise ValueError(f"scores must be a [layer, head] table, got shape {tuple(values.shape)}")
+    masked = np.ma.masked_invalid(values.numpy())
+    if masked.mask.all():
+        raise ValueError("every head is unscored (-inf or NaN): nothing to plot; lower min_attention or check the inputs")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="lightgrey")
     fig, ax = plt.subplots(figsize=(4, 3.2))
-    image = ax.imshow(np.ma.masked_invalid(torch.as_tensor(scores).float().numpy()), cmap="RdBu_r", aspect="auto")
+    image = ax.imshow(masked, cmap=cmap, aspect="auto")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title(title)
+    ax.set_xticks(range(values.shape[1]))
+    ax.set_yticks(range(values.shape[0]))
+    n_masked = int(np.ma.getmaskarray(masked).sum())
+    ax.set_title(f"{title} (grey: {n_masked} not scored)" if n_masked else title)
     fig.colorbar(image, ax=ax)
     return finish(fig, path)
 

@@ -22,6 +22,10 @@ def _save(fig, path: Path) -> Path:
 
 def plot_lens_curves(probs: np.ndarray, layer_labels: list[str], names: list[str], path: Path, title: str) -> Path:
     """P(answer) at the answer position across layers, one line per example ([layer, example])."""
+    probs = np.asarray(probs)
+    if probs.ndim != 2 or probs.shape != (len(layer_labels), len(names)):
+        raise ValueError(f"probs must be [layer, example] = ({len(layer_labels)}, {len(names)}) for {len(layer_labels)} "
+                         f"layer labels and {len(names)} names, got shape {probs.shape}")
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, name in enumerate(names):
         ax.plot(range(len(layer_labels)), probs[:, i], marker="o", label=name)
@@ -40,6 +44,14 @@ def plot_lens_heatmap(
     seconds_per_token: float, path: Path, title: str,
 ) -> Path:
     """P(answer) at every (layer, position): where in the sequence and how deep the answer appears."""
+    probs = np.asarray(probs)
+    if probs.ndim != 2 or probs.shape != (len(layer_labels), len(tokens)):
+        raise ValueError(f"probs must be [layer, position] = ({len(layer_labels)}, {len(tokens)}) for {len(layer_labels)} "
+                         f"layer labels and {len(tokens)} tokens, got shape {probs.shape}")
+    if not np.isfinite(probs).all():
+        raise ValueError("probs has NaN or inf cells; the lens probabilities must be finite")
+    if audio is not None and not 0 <= audio[0] < audio[1] <= len(tokens):
+        raise ValueError(f"audio span {tuple(audio)} must satisfy 0 <= start < end <= {len(tokens)} (the token count)")
     fig, ax = plt.subplots(figsize=(max(7, len(tokens) * 0.09), 3.8))
     image = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(probs.max()), 1e-3))
     ax.set_yticks(range(len(layer_labels)), layer_labels)
@@ -58,17 +70,27 @@ def plot_lens_heatmap(
 
 
 def plot_head_scores(scores: np.ndarray, path: Path, title: str) -> Path:
-    """Heatmap of a per-(layer, head) score, each cell annotated."""
+    """Heatmap of a per-(layer, head) score, each cell annotated. The colour scale runs from 0 (or the lowest
+    score, when negative) to the highest; NaN / inf cells are drawn grey and counted in the title."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be a [layer, head] table, got shape {scores.shape}")
+    masked = np.ma.masked_invalid(scores)
+    if masked.mask.all():
+        raise ValueError("every cell of scores is NaN or inf: nothing to plot")
+    low, high = min(0.0, float(masked.min())), float(masked.max())
+    cmap = plt.get_cmap("magma").with_extremes(bad="lightgrey")
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * scores.shape[1], 1.0 + 0.6 * scores.shape[0]))
-    image = ax.imshow(scores, cmap="magma", vmin=0, vmax=max(float(scores.max()), 1e-6))
+    image = ax.imshow(masked, cmap=cmap, vmin=low, vmax=max(high, low + 1e-6))
     for (layer, head), value in np.ndenumerate(scores):
         ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                color="black" if value > 0.6 * scores.max() else "white")
+                color="black" if np.isfinite(value) and value > low + 0.6 * (high - low) else "white")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(scores.shape[1]))
     ax.set_yticks(range(scores.shape[0]))
-    ax.set_title(title)
+    n_masked = int(np.ma.getmaskarray(masked).sum())
+    ax.set_title(f"{title} (grey: {n_masked} NaN / inf)" if n_masked else title)
     fig.colorbar(image, ax=ax)
     return _save(fig, path)
 
@@ -79,6 +101,10 @@ def plot_ablation(
     """Bars for conditions such as clean / top heads ablated / random heads ablated."""
     import textwrap
 
+    if not results:
+        raise ValueError("no conditions to plot: pass {condition: value} with at least one entry")
+    if not all(np.isfinite(float(v)) for v in results.values()):
+        raise ValueError(f"every value must be finite, got {results}")
     fig, ax = plt.subplots(figsize=(max(6.5, 1.5 * len(results)), 3.8))
     names = ["\n".join(textwrap.wrap(name, 18)) for name in results]
     values = list(results.values())
@@ -89,7 +115,9 @@ def plot_ablation(
     if chance is not None:
         ax.axhline(chance, color="black", ls="--", lw=0.8)
         ax.text(len(values) - 0.5, chance + 0.01, "chance", ha="right", fontsize=8)
-    ax.set_ylim(0, 1.08)
+    # [0, 1.08] for shares; widened (never clipped) when a value or the chance line falls outside it
+    shown = values + ([chance] if chance is not None else [])
+    ax.set_ylim(min(0.0, 1.08 * min(shown)), max(1.08, 1.08 * max(shown)))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return _save(fig, path)
@@ -99,6 +127,9 @@ def plot_attention_over_time(
     waveform: np.ndarray, sampling_rate: int, attention: np.ndarray, seconds_per_token: float, path: Path, title: str
 ) -> Path:
     """A clip's waveform with one head's attention (from the answer position) over its audio tokens."""
+    attention = np.asarray(attention)
+    if attention.ndim != 1 or len(attention) == 0:
+        raise ValueError(f"attention must be one head's weights over the clip's audio tokens (non-empty 1-D), got shape {attention.shape}")
     fig, ax = plt.subplots(figsize=(7, 3))
     t = np.arange(len(waveform)) / sampling_rate
     ax.plot(t, waveform, color="#999999", lw=0.5)

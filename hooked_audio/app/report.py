@@ -19,6 +19,9 @@ class HtmlReport:
         self.parts.append(f"<p>{html.escape(text)}</p>")
 
     def table(self, header: list[str], rows: list[list[object]]) -> None:
+        for i, row in enumerate(rows):
+            if len(row) != len(header):
+                raise ValueError(f"table row {i} has {len(row)} cells but the header has {len(header)} columns: {list(row)!r}")
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
         self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

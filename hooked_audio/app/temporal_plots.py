@@ -18,9 +18,38 @@ def plot_temporal_profiles(
 ):
     """Attention profiles over one clip's seconds (one line per profile, e.g. with / without steering), the
     clip's ``events`` ``((name, start_s, end_s), ...)`` shaded (the ``queried`` one darker) and an optional
-    predicted ``window`` ``(start_s, end_s)`` outlined. NaN padding is dropped."""
+    predicted ``window`` ``(start_s, end_s)`` outlined. NaN padding is dropped. One clip: ``seconds`` and each
+    profile are 1-D over its audio tokens (``seconds[row]``, ``profile[row]``)."""
     seconds = torch.as_tensor(seconds).float()
+    if seconds.ndim != 1:
+        raise ValueError(f"seconds must be one clip's token times (1-D), got shape {tuple(seconds.shape)}; pass seconds[row]")
     keep = ~torch.isnan(seconds)
+    if not bool(keep.any()):
+        raise ValueError("seconds is all NaN: the row has no audio tokens")
+    if not profiles:
+        raise ValueError("no profiles to plot: pass {name: profile} with at least one profile")
+    for name, profile in profiles.items():
+        shape = tuple(torch.as_tensor(profile).shape)
+        if shape != tuple(seconds.shape):
+            raise ValueError(f"profile {name!r} has shape {shape} but seconds has {tuple(seconds.shape)}; pass one "
+                             "clip's profile (profile[row]) over the same audio tokens as seconds")
+    times = seconds[keep]
+    step = float((times[1:] - times[:-1]).abs().median()) if len(times) > 1 else 0.0
+    low, high = float(times.min()) - step, float(times.max()) + step
+    if window is not None:
+        start, end = (float(v) for v in window)
+        if not start < end:
+            raise ValueError(f"window must be (start_s, end_s) with start < end, got {tuple(window)}")
+        if start < low or end > high:
+            raise ValueError(f"window {start:g}-{end:g} s lies outside the clip's tokens ({float(times.min()):g}-"
+                             f"{float(times.max()):g} s); pass it in seconds, for this clip")
+    events = list(events)
+    if queried is not None and queried not in [name for name, _, _ in events]:
+        raise ValueError(f"queried {queried!r} is not one of the events {[name for name, _, _ in events]}")
+    for name, start, end in events:
+        if not start < end or end < low or start > high:
+            raise ValueError(f"event {name!r} ({start:g}-{end:g} s) is empty or outside the clip's tokens "
+                             f"({float(times.min()):g}-{float(times.max()):g} s); give events in seconds, for this clip")
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, start, end in events:
         ax.axvspan(start, end, color="tab:orange", alpha=0.35 if name == queried else 0.12, lw=0)

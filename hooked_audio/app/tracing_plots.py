@@ -51,8 +51,16 @@ def plot_recovery_heatmap(trace, title: str = "recovery rate by layer and positi
 def plot_attribution_vs_activation(result: dict, title: str = "", path=None):
     """Attribution-patching estimate against the activation-patching effect, one point per cell, for
     ``attribution_vs_activation_patching``'s result (Spearman in the title, the y = x line for scale)."""
-    x = torch.as_tensor(result["effect"]).flatten().float()
-    y = torch.as_tensor(result["attribution"]).flatten().float()
+    effect, attribution = torch.as_tensor(result["effect"]).float(), torch.as_tensor(result["attribution"]).float()
+    if effect.shape != attribution.shape:
+        raise ValueError(f"effect {tuple(effect.shape)} and attribution {tuple(attribution.shape)} must have the same "
+                         "shape (one estimate per patched cell); is one of them transposed?")
+    if effect.numel() == 0:
+        raise ValueError("the result has no cells to plot")
+    if not bool(torch.isfinite(effect).all() & torch.isfinite(attribution).all()):
+        raise ValueError("effect and attribution must be finite in every cell (NaN or inf would be dropped from the "
+                         "scatter and break the y = x line)")
+    x, y = effect.flatten(), attribution.flatten()
     fig, ax = plt.subplots(figsize=(3.8, 3.4))
     ax.scatter(x.numpy(), y.numpy(), s=14)
     low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
