@@ -59,19 +59,20 @@ def generating_after(prompt_length: int) -> AbstractContextManager[None]:
     return _holding(_PROMPT_LENGTH, prompt_length)
 
 
-def generation_prompt_length() -> int | None:
-    """During ``generate``, the prompt's length (positions from it on are generated tokens); else None."""
-    return _PROMPT_LENGTH.get()
-
-
-def prediction_positions(n_positions: int, last: Int[torch.Tensor, " batch"] | None) -> Bool[torch.Tensor, "batch pos"]:
+def prediction_positions(n_positions: int, last: Int[torch.Tensor, " batch"] | None,
+                         built_length: int | None = None, what: str = "the hooks") -> Bool[torch.Tensor, "batch pos"]:
     """Which indices of the forward now running predict an answer token: each row's ``last`` prompt position
     (None: the prompt's final position, as with left padding; the mask then has one row) and, during
     ``generate``, every generated token. With or without the KV cache the same absolute positions are chosen:
     without it each step re-runs the prompt and the tokens generated so far, and a hook meaning "the answer
-    positions" must act on all of them again, as the cached run kept them in its keys and values."""
+    positions" must act on all of them again, as the cached run kept them in its keys and values.
+    ``built_length``: the length of the inputs ``what`` (a hook) was built for; outside ``generate`` a forward of
+    another length is refused (``last`` would point into other inputs)."""
     absolute = torch.arange(n_positions) + position_offset()
     prompt_length = _PROMPT_LENGTH.get()
+    if built_length is not None and prompt_length is None and n_positions != built_length:
+        raise ValueError(f"{what} were built for inputs of {built_length} positions, this forward has {n_positions}: "
+                         "build them from the inputs you run")
     if last is None:
         last = torch.tensor([(n_positions + position_offset() if prompt_length is None else prompt_length) - 1])
     chosen = absolute[None, :] == last.cpu().long()[:, None]

@@ -30,7 +30,7 @@ from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
 from ..evaluation.scoring import first_token_ids
 from ..indices import checked_count, checked_layers, index_tensor, is_index
-from ..kv_cache import generation_prompt_length, prediction_positions
+from ..kv_cache import prediction_positions
 
 _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 
@@ -206,10 +206,8 @@ def _enrich(resid, hook, *, built_for: AudioTextInput | None, last, sources, tar
         raise ValueError(f"the enrichment hooks were built for {len(sources) if per_row else built_for.shape[0]} "
                          f"rows, the batch has {n}: build them from the inputs you run")
     src, tgt = (sources, targets) if per_row else (sources.expand(n), targets.expand(n))
-    if built_for is not None and generation_prompt_length() is None and resid.shape[1] != built_for.shape[1]:
-        raise ValueError(f"the enrichment hooks were built for inputs of {built_for.shape[1]} positions, {hook.name} "
-                         f"has {resid.shape[1]}: build them from the inputs you run")
-    where = prediction_positions(resid.shape[1], last).expand(n, -1).to(resid.device)  # the last position(s)
+    where = prediction_positions(resid.shape[1], last, None if built_for is None else built_for.shape[1],
+                                 f"the enrichment hooks ({hook.name})").expand(n, -1).to(resid.device)
     if (src == layer).any():
         saved[layer] = resid.clone()
     if (tgt == layer).any():

@@ -27,7 +27,7 @@ from scipy.stats import mannwhitneyu
 
 from ..audio.inputs import AudioTextInput
 from ..indices import checked_count, is_index
-from ..kv_cache import generation_prompt_length, prediction_positions
+from ..kv_cache import prediction_positions
 from .ablation import checked_head_pairs
 from .counterfactuals import silence_like
 from .row_labels import row_labels
@@ -346,10 +346,7 @@ def audio_silence_steering_hooks(
     def steer(resid: torch.Tensor, hook) -> torch.Tensor:
         if resid.shape[0] != delta.shape[0]:
             raise ValueError(f"the steering hooks were built for {delta.shape[0]} rows, the batch has {resid.shape[0]}")
-        if generation_prompt_length() is None and resid.shape[1] != n_prompt:
-            raise ValueError(f"the steering hooks were built for inputs of {n_prompt} positions, the batch has "
-                             f"{resid.shape[1]}: build them from the inputs you run")
-        where = prediction_positions(resid.shape[1], last).to(resid.device)  # the last prompt position, new tokens
+        where = prediction_positions(resid.shape[1], last, n_prompt, "the steering hooks").to(resid.device)
         return resid + where[..., None] * delta.to(resid.device, resid.dtype)[:, None, :]
 
     return [(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", steer)]

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .figures import finish, lines_by_layer  # noqa: E402
+from .figures import finish, lines_by_layer, masked_cells  # noqa: E402
 
 
 def plot_answers_by_layer(curves: dict[str, torch.Tensor], ylabel: str = "probability", title: str = "", path=None):
@@ -31,16 +31,13 @@ def plot_back_patching(sweep: torch.Tensor, baseline: float, title: str = "text-
         raise ValueError(f"baseline must be the finite unpatched value, got {baseline}")
     if bool(torch.isinf(sweep).any()):
         raise ValueError("sweep has inf cells; the metric must be finite for every swept pair")
-    change = np.ma.masked_invalid((sweep - float(baseline)).numpy())
-    if change.mask.all():
-        raise ValueError("sweep is all NaN (no pair swept): nothing to plot")
+    change, cmap, n_masked = masked_cells((sweep - float(baseline)).numpy(), "RdBu_r",
+                                          "sweep is all NaN (no pair swept): nothing to plot")
     limit = max(float(np.abs(change).max()), 1e-6)
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="lightgrey")
     fig, ax = plt.subplots(figsize=(4, 3.2))
     image = ax.imshow(change, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xlabel("destination layer")
     ax.set_ylabel("source layer")
-    n_masked = int(np.ma.getmaskarray(change).sum())
     ax.set_title(f"change of the {title}" + (" (grey: not swept)" if n_masked else ""))
     fig.colorbar(image, ax=ax)
     return finish(fig, path)

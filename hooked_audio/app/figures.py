@@ -1,4 +1,4 @@
-"""What every method plot shares (matplotlib, Agg): lines over layers, and saving."""
+"""What every method plot shares (matplotlib, Agg): lines over layers, heat maps with gaps, and saving."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+
+def masked_cells(values, cmap: str, empty: str):
+    """A table's NaN / inf cells masked, a colour map drawing them light grey (a map's own colours, white
+    included, are values, not gaps) and their count; ``empty`` is the error when every cell is masked."""
+    masked = np.ma.masked_invalid(np.asarray(values, dtype=float))
+    if masked.mask.all():
+        raise ValueError(empty)
+    return masked, plt.get_cmap(cmap).with_extremes(bad="lightgrey"), int(np.ma.getmaskarray(masked).sum())
 
 
 def finish(fig, path=None):

@@ -6,10 +6,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .figures import finish, lines_by_layer  # noqa: E402
+from .figures import finish, lines_by_layer, masked_cells  # noqa: E402
 
 
 def plot_information_by_layer(curves: dict[str, torch.Tensor], n_labels: int | None = None, title: str = "", path=None):
@@ -24,17 +23,14 @@ def plot_head_scores(scores: torch.Tensor, title: str = "listening-head score", 
     values = torch.as_tensor(scores).float()
     if values.ndim != 2:
         raise ValueError(f"scores must be a [layer, head] table, got shape {tuple(values.shape)}")
-    masked = np.ma.masked_invalid(values.numpy())
-    if masked.mask.all():
-        raise ValueError("every head is unscored (-inf or NaN): nothing to plot; lower min_attention or check the inputs")
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="lightgrey")
+    masked, cmap, n_masked = masked_cells(values.numpy(), "RdBu_r", "every head is unscored (-inf or NaN): nothing "
+                                          "to plot; lower min_attention or check the inputs")
     fig, ax = plt.subplots(figsize=(4, 3.2))
     image = ax.imshow(masked, cmap=cmap, aspect="auto")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(values.shape[1]))
     ax.set_yticks(range(values.shape[0]))
-    n_masked = int(np.ma.getmaskarray(masked).sum())
     ax.set_title(f"{title} (grey: {n_masked} not scored)" if n_masked else title)
     fig.colorbar(image, ax=ax)
     return finish(fig, path)

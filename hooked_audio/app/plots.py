@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figures import masked_cells  # noqa: E402
+
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
@@ -75,11 +77,8 @@ def plot_head_scores(scores: np.ndarray, path: Path, title: str) -> Path:
     scores = np.asarray(scores, dtype=float)
     if scores.ndim != 2:
         raise ValueError(f"scores must be a [layer, head] table, got shape {scores.shape}")
-    masked = np.ma.masked_invalid(scores)
-    if masked.mask.all():
-        raise ValueError("every cell of scores is NaN or inf: nothing to plot")
+    masked, cmap, n_masked = masked_cells(scores, "magma", "every cell of scores is NaN or inf: nothing to plot")
     low, high = min(0.0, float(masked.min())), float(masked.max())
-    cmap = plt.get_cmap("magma").with_extremes(bad="lightgrey")
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * scores.shape[1], 1.0 + 0.6 * scores.shape[0]))
     image = ax.imshow(masked, cmap=cmap, vmin=low, vmax=max(high, low + 1e-6))
     for (layer, head), value in np.ndenumerate(scores):
@@ -89,7 +88,6 @@ def plot_head_scores(scores: np.ndarray, path: Path, title: str) -> Path:
     ax.set_ylabel("layer")
     ax.set_xticks(range(scores.shape[1]))
     ax.set_yticks(range(scores.shape[0]))
-    n_masked = int(np.ma.getmaskarray(masked).sum())
     ax.set_title(f"{title} (grey: {n_masked} NaN / inf)" if n_masked else title)
     fig.colorbar(image, ax=ax)
     return _save(fig, path)

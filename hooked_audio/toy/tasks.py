@@ -43,6 +43,8 @@ def shifted_split(factor: str) -> str:
 def _shifted(split: str, factor: str) -> bool:
     """Whether ``split`` draws ``factor`` from outside the training range."""
     return split == "shifted" or split == shifted_split(factor)
+
+
 MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6")
 FEMALE_VARIANTS = ("f1", "f2", "f3", "f4")
 HELD_OUT_MALE_VARIANTS = ("m7", "m8")
