@@ -32,6 +32,7 @@ from jaxtyping import Float, Int
 from .audio.inputs import AudioTextInput
 from .indices import is_index
 from .kv_cache import KVCache, generating_after, position_offset
+from .hook_points import hook_pairs
 
 __all__ = ["generate", "position_offset"]
 
@@ -68,11 +69,7 @@ def generate(
     (``use_cache``, ``max_length``, ``num_beams``, ...: the error names the argument to use instead)."""
     _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p, use_past_kv_cache, return_logits)
     _refuse_hf_generate_options(kwargs)
-    if isinstance(fwd_hooks, tuple) and len(fwd_hooks) == 2 and callable(fwd_hooks[1]):
-        raise TypeError("fwd_hooks is a list of (name, hook) pairs: wrap one pair in a list, fwd_hooks=[(name, hook)]")
-    fwd_hooks = list(fwd_hooks)
-    if not all(isinstance(h, (tuple, list)) and len(h) == 2 and callable(h[1]) for h in fwd_hooks):
-        raise TypeError(f"fwd_hooks must be a list of (name, hook) pairs, as for run_with_hooks, got {fwd_hooks!r}")
+    fwd_hooks = hook_pairs(fwd_hooks)  # checked before the audio is encoded
     inputs = model.to_inputs(input, **kwargs).to(model.device)
     if inputs.position_ids is not None:
         raise ValueError(

@@ -54,3 +54,14 @@ def unknown_hook_name_error(name: str, known: list[str]) -> KeyError:
         f"Unknown hook name {name!r}.{hint} List them with `model.hook_dict.keys()` "
         f"({len(known)} hook points)."
     )
+
+
+def hook_pairs(hooks, argument: str = "fwd_hooks") -> list[tuple]:
+    """``hooks`` as a list of ``(name, hook)`` pairs (a generator is read once), or a clear error for the common
+    mistakes: one bare pair (which would unpack into two wrong "pairs"), a dict, items that are not pairs."""
+    if isinstance(hooks, tuple) and len(hooks) == 2 and callable(hooks[1]):
+        raise TypeError(f"{argument} is a list of (name, hook) pairs: wrap one pair in a list, {argument}=[(name, hook)]")
+    pairs = list(hooks)
+    if not all(isinstance(h, (tuple, list)) and len(h) == 2 and callable(h[1]) for h in pairs):
+        raise TypeError(f"{argument} must be a list of (name, hook) pairs, as for run_with_hooks, got {hooks!r}")
+    return pairs

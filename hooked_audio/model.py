@@ -35,7 +35,7 @@ from .components.rotary import RotaryEmbedding
 from .components.time_rotary import TimeRotaryEmbedding
 from .config import HookedAudioConfig
 from .encoders import build_encoder
-from .hook_points import HookPoint, to_cache, unknown_hook_name_error
+from .hook_points import HookPoint, hook_pairs, to_cache, unknown_hook_name_error
 from .weight_views import TransformerLensWeights
 from .kv_cache import KVCache, at_position_offset
 
@@ -474,6 +474,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         The model runs one forward at a time: ``hooks()``, ``run_with_hooks``, ``run_with_cache`` and the
         forward hold a per-model lock, so a thread never sees another thread's temporary hooks or cache."""
         added: list[tuple[TLHookPoint, str, Any]] = []
+        fwd_hooks, bwd_hooks = hook_pairs(fwd_hooks, "fwd_hooks"), hook_pairs(bwd_hooks, "bwd_hooks")
         with model_lock(self):
             self.context_level += 1
             try:
@@ -509,6 +510,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         """One forward with temporary hooks (TransformerLens's signature). A hook that carries activations
         cached from a run whose audio sits at other positions is refused (see ``cache.check_patch_alignment``)."""
         inputs = self.to_inputs(input, **kwargs)
+        fwd_hooks, bwd_hooks = hook_pairs(fwd_hooks, "fwd_hooks"), hook_pairs(bwd_hooks, "bwd_hooks")  # once: generators
         check_patch_alignment([fn for _, fn in [*fwd_hooks, *bwd_hooks]], inputs)
         if bwd_hooks and return_type is None:
             raise ValueError("backward hooks need an output to differentiate: pass return_type='loss' or 'logits'")

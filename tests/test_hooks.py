@@ -163,3 +163,19 @@ def test_a_part_with_transformer_lens_own_hook_point_is_cached_too(model):
     _, ours = model.run_with_cache(**inputs, names_filter="hook_embed")
     _, theirs = other.run_with_cache(**inputs, names_filter="hook_embed")
     torch.testing.assert_close(theirs["hook_embed"], ours["hook_embed"])
+
+
+def test_hook_lists_are_read_once_and_a_bare_pair_is_refused(model):
+    """``run_with_hooks`` reads its hooks twice (the alignment check, then attaching them): a generator of hooks
+    was used up by the first read and the forward ran unhooked. It now acts like the list; one bare pair, or a
+    dict, is refused with the fix, in ``hooks()`` and ``generate`` alike."""
+    inputs = make_inputs([[100]])
+    zero = lambda x, hook: torch.zeros_like(x)  # noqa: E731
+    as_list = model.run_with_hooks(inputs, fwd_hooks=[("blocks.1.hook_resid_post", zero)])
+    as_generator = model.run_with_hooks(inputs, fwd_hooks=((n, f) for n, f in [("blocks.1.hook_resid_post", zero)]))
+    assert torch.equal(as_generator, as_list) and not torch.equal(as_list, model(inputs))
+    with pytest.raises(TypeError, match=r"wrap one pair in a list"):
+        model.run_with_hooks(inputs, fwd_hooks=("blocks.1.hook_resid_post", zero))
+    with pytest.raises(TypeError, match=r"bwd_hooks must be a list of \(name, hook\) pairs"):
+        with model.hooks(bwd_hooks={"blocks.1.hook_resid_post": zero}):
+            pass
