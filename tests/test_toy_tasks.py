@@ -76,6 +76,36 @@ def test_matched_beep_totals_leave_total_beep_time_uninformative():
     assert all(a is b for a, b in zip(tasks.with_matched_beep_totals(samples, 0.0, seed=0), samples))
 
 
+def _tone_frequency(wave: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(wave))
+    return float(np.fft.rfftfreq(len(wave), 1 / signals.SAMPLE_RATE)[np.argmax(spectrum)])
+
+
+def test_wide_beep_frequencies_span_the_wide_range_but_never_the_shifted_bands():
+    """--wide-beep-share: the redrawn beep clips' tones (measured from the waveform) cover 200-5000 Hz, beyond the
+    default 500-2500 Hz on both sides, yet none falls in a band the shifted split draws from (the control: the
+    shifted split's beeps are all there); counts and mean beep durations (hence matched totals) are kept, other
+    tasks' clips untouched, share 0 changes nothing."""
+    samples = [s for s in tasks.make_probe_set(4, 60, task_names=["beeps", "pitch"]) if s.hint is None]
+    matched = tasks.with_matched_beep_totals(samples, 1.0, seed=0)
+    wide = tasks.with_wide_beep_frequencies(matched, 1.0, seed=0)
+    bands = tasks.held_out_beep_bands()
+    in_bands = lambda f: any(a - 5 <= f <= b + 5 for a, b in bands)  # noqa: E731  (FFT bins are 0.25 Hz)
+    beeps = [(before, after) for before, after in zip(matched, wide) if before.task == "beeps"]
+    heard = [_tone_frequency(after.waveform) for _, after in beeps]
+    assert min(heard) < 350 and max(heard) > 3500 and not any(in_bands(f) for f in heard)
+    shifted = [s for s in tasks.make_probe_set(4, 20, task_names=["beeps"], split="shifted_frequency") if s.hint is None]
+    assert all(in_bands(_tone_frequency(s.waveform)) for s in shifted)
+    mean_beep = lambda s: np.mean([end - start for start, end in s.beep_times])  # noqa: E731
+    for before, after in beeps:
+        assert len(after.beep_times) == len(before.beep_times) and after.answer == before.answer
+        assert abs(mean_beep(after) - mean_beep(before)) < 0.15 * mean_beep(before) + 1e-3
+    assert all(a is b for a, b in zip(matched, wide) if a.task != "beeps")
+    assert all(a is b for a, b in zip(tasks.with_wide_beep_frequencies(matched, 0.0, seed=0), matched))
+    with pytest.raises(ValueError, match="share"):
+        tasks.with_wide_beep_frequencies(samples, -0.1, seed=0)
+
+
 @needs_espeak
 def test_every_extra_training_voice_is_its_own_voice():
     """espeak-ng falls back to its default voice for an unknown variant, silently: each of the extra training

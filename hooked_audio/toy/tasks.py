@@ -316,10 +316,16 @@ def beep_clip(count: int, rng: np.random.Generator, split: str = "train", beep_s
     return beep_item(count, rng, split, beep_seconds).waveform
 
 
-def beep_item(count: int, rng: np.random.Generator, split: str = "train", beep_seconds: float | None = None) -> Item:
+BEEP_HZ, BEEP_SHIFT = (500.0, 2500.0), 1.3
+
+
+def beep_item(count: int, rng: np.random.Generator, split: str = "train", beep_seconds: float | None = None,
+              frequency: float | None = None) -> Item:
     """``beep_clip`` as an Item that also records each beep's (start_s, end_s) in the clip."""
     seconds = rng.uniform(0.08, 0.4) if beep_seconds is None else beep_seconds
-    beeps, intervals = signals.beep_train_with_intervals(count, rng, frequency=_frequency(rng, split, 500, 2500, 1.3),
+    if frequency is None:
+        frequency = _frequency(rng, split, *BEEP_HZ, BEEP_SHIFT)
+    beeps, intervals = signals.beep_train_with_intervals(count, rng, frequency=frequency,
                                                          beep_seconds=seconds, gap_range=(0.1, 0.5), jitter=0.15)
     clip, start = _place_and_start(beeps, rng, split)
     times = tuple(((start + a) / signals.SAMPLE_RATE, (start + b) / signals.SAMPLE_RATE) for a, b in intervals)
@@ -515,6 +521,42 @@ def with_matched_beep_totals(samples: list[Sample], share: float, seed: int) -> 
         if sample.task == "beeps" and rng.random() < share:
             count = DIGIT_WORDS.index(sample.answer)
             item = beep_item(count, rng, "train", beep_seconds=rng.uniform(*MATCHED_BEEP_TOTAL_S) / count)
+            sample = replace(sample, waveform=item.waveform, beep_times=item.beep_times)
+        out.append(sample)
+    return out
+
+
+WIDE_BEEP_HZ = (200.0, 5000.0)  # `--wide-beep-share`: log-uniform, without the shifted split's bands
+
+
+def held_out_beep_bands() -> tuple[tuple[float, float], tuple[float, float]]:
+    """The beep frequencies the shifted split draws (within ``BEEP_SHIFT`` outside ``BEEP_HZ``): never trained on."""
+    low, high = BEEP_HZ
+    return (low / BEEP_SHIFT, low), (high, high * BEEP_SHIFT)
+
+
+def wide_beep_frequency(rng: np.random.Generator) -> float:
+    """A beep frequency log-uniform in ``WIDE_BEEP_HZ`` outside ``held_out_beep_bands()``."""
+    while True:
+        frequency = float(np.exp(rng.uniform(*np.log(WIDE_BEEP_HZ))))
+        if not any(a <= frequency <= b for a, b in held_out_beep_bands()):
+            return frequency
+
+
+def with_wide_beep_frequencies(samples: list[Sample], share: float, seed: int) -> list[Sample]:
+    """``samples`` with a random ``share`` of the beep-count clips redrawn (same count, same mean beep duration, so
+    a ``with_matched_beep_totals`` clip stays matched) at a frequency from ``wide_beep_frequency``: a count that
+    does not depend on the tone's frequency. The shifted split's bands stay unheard, so its beep frequencies remain
+    a test of frequencies never trained on (inside the wider training range now, not beyond it)."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    rng = np.random.default_rng([seed, 15485863])
+    out = []
+    for sample in samples:
+        if sample.task == "beeps" and rng.random() < share:
+            seconds = float(np.mean([end - start for start, end in sample.beep_times]))
+            item = beep_item(DIGIT_WORDS.index(sample.answer), rng, "train", beep_seconds=seconds,
+                             frequency=wide_beep_frequency(rng))
             sample = replace(sample, waveform=item.waveform, beep_times=item.beep_times)
         out.append(sample)
     return out

@@ -51,8 +51,9 @@ from .evaluate import (
 )
 from .deep_supervision import BeepOnsetProbe, EventFrameProbe, PooledAudioProbe
 from .tasks import (
-    EXTRA_TRAINING_VARIANTS, RECIPES, TASKS, apply_recipe, make_probe_set, make_training_clips, training_counts,
-    vocabulary_words, with_extra_voices, with_matched_beep_totals,
+    EXTRA_TRAINING_VARIANTS, RECIPES, TASKS, WIDE_BEEP_HZ, apply_recipe, held_out_beep_bands, make_probe_set,
+    make_training_clips, training_counts, vocabulary_words, with_extra_voices, with_matched_beep_totals,
+    with_wide_beep_frequencies,
 )
 from .tokenizer import AUDIO_TOKEN, IM_END, build_tokenizer
 
@@ -466,6 +467,10 @@ def _ci(entry: dict | None) -> str:
     return f"{entry['rate']:.2f} [{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]"
 
 
+def _bands(bands) -> str:
+    return " and ".join(f"{low:.0f}-{high:.0f} Hz" for low, high in bands)
+
+
 def _grown_lines(training: dict) -> list[str]:
     g = training.get("grow_details")
     if not g:
@@ -553,7 +558,11 @@ def card_markdown(card: dict) -> str:
            if t.get("matched_beep_share") else "")
         + (f" {t['extra_voice_share']:.0%} of the digit, language and multi-event clips redrawn with their speech in one"
            f" of {len(EXTRA_TRAINING_VARIANTS)} more espeak-ng voices (`--extra-voice-share`; never the held-out ones)."
-           if t.get("extra_voice_share") else ""),
+           if t.get("extra_voice_share") else "")
+        + (f" {t['wide_beep_share']:.0%} of the beep-count clips redrawn at a frequency log-uniform in"
+           f" {WIDE_BEEP_HZ[0]:g}-{WIDE_BEEP_HZ[1]:g} Hz (`--wide-beep-share`), never in the shifted split's bands"
+           f" ({_bands(held_out_beep_bands())}), which stay a test of beep frequencies never heard."
+           if t.get("wide_beep_share") else ""),
         *_grown_lines(t),
         *_encoder_init_lines(t),
         *_continuation_lines(t.get("init_from"), t.get("init_from_name")),
@@ -691,15 +700,17 @@ def espeak_version() -> str:
 
 def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir: Path | None,
                   family: str = "qwen2_audio", matched_beep_share: float = 0.0,
-                  extra_voice_share: float = 0.0) -> TeacherForcedSet:
+                  extra_voice_share: float = 0.0, wide_beep_share: float = 0.0) -> TeacherForcedSet:
     """The recipe's teacher-forced set: clips synthesized once per (seed, size) and cached as int16, shared by
     the recipes and families; features cached per recipe and family. ``matched_beep_share``: the share of beep
     clips redrawn with the same total beep time for every count (``tasks.with_matched_beep_totals``);
-    ``extra_voice_share``: the share of speech clips redrawn in more voices (``tasks.with_extra_voices``)."""
+    ``extra_voice_share``: the share of speech clips redrawn in more voices (``tasks.with_extra_voices``);
+    ``wide_beep_share``: the share of beep clips redrawn at wider frequencies (``tasks.with_wide_beep_frequencies``)."""
     spec = FAMILIES[family]
     key = f"v{DATA_VERSION}-seed{seed}-n{n_per_task}"
     variant = (f"-matched{matched_beep_share:g}" if matched_beep_share else "") + (
-        f"-voices{extra_voice_share:g}" if extra_voice_share else "")
+        f"-voices{extra_voice_share:g}" if extra_voice_share else "") + (
+        f"-widebeeps{wide_beep_share:g}" if wide_beep_share else "")
     features_path = (cache_dir / f"features{FEATURES_VERSION}-{key}{variant}-{recipe}{spec.cache_suffix}.pt"
                      if cache_dir else None)
     if features_path is not None and features_path.exists():
@@ -719,6 +730,8 @@ def training_data(processor, seed: int, n_per_task: int, recipe: str, cache_dir:
             torch.save({"meta": meta, "waves": waves}, clips_path)
     if matched_beep_share:
         clips = with_matched_beep_totals(clips, matched_beep_share, seed)
+    if wide_beep_share:  # after the matching, which it keeps
+        clips = with_wide_beep_frequencies(clips, wide_beep_share, seed)
     if extra_voice_share:
         clips = with_extra_voices(clips, extra_voice_share, seed)
     data = TeacherForcedSet(processor, apply_recipe(clips, RECIPES[recipe], seed), frame_mask=spec.frame_mask)
@@ -755,6 +768,9 @@ def main() -> None:
     parser.add_argument("--extra-voice-share", type=float, default=0.0,
                         help="share of the digit, language and multi-event training clips redrawn with their speech in"
                              " one of tasks.EXTRA_TRAINING_VARIANTS (more voices; 0: none)")
+    parser.add_argument("--wide-beep-share", type=float, default=0.0,
+                        help="share of the beep-count training clips redrawn at a frequency from tasks.WIDE_BEEP_HZ"
+                             " (never the shifted split's bands), so the count does not hang on the tone (0: none)")
     parser.add_argument("--eval-clips", type=int, default=EVAL_CLIPS_PER_TASK)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="synthesized-data cache ('' to disable)")
     parser.add_argument("--grow-from", type=Path, default=None,
@@ -765,7 +781,7 @@ def main() -> None:
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue training from this checkpoint (a warm restart of the schedule)")
     args = parser.parse_args()
-    for name in ("matched_beep_share", "extra_voice_share"):  # before minutes of synthesis, not after
+    for name in ("matched_beep_share", "extra_voice_share", "wide_beep_share"):  # before minutes of synthesis, not after
         if not 0 <= getattr(args, name) <= 1:
             parser.error(f"--{name.replace('_', '-')} must be a share in [0, 1], got {getattr(args, name)}")
     family = FAMILIES[args.family]
@@ -777,7 +793,7 @@ def main() -> None:
 
     processor = family.build_processor()
     data = training_data(processor, args.seed, args.n_per_task, args.recipe, cache_dir, args.family,
-                         args.matched_beep_share, args.extra_voice_share)
+                         args.matched_beep_share, args.extra_voice_share, args.wide_beep_share)
     print(f"data ready: {len(data)} samples, {time.time() - started:.0f} s", flush=True)
     grown = None
     if args.init_from is None:
@@ -823,6 +839,7 @@ def main() -> None:
             "batch_size": args.batch_size, "peak_lr": args.lr, "probe_weight": args.probe_weight,
             "event_frame_weight": args.event_frame_weight, "beep_onset_weight": args.beep_onset_weight,
             "matched_beep_share": args.matched_beep_share, "extra_voice_share": args.extra_voice_share,
+            "wide_beep_share": args.wide_beep_share,
             "threads": torch.get_num_threads(), "hint_fraction": recipe.hint_fraction,
             "hint_reliability": recipe.hint_reliability, "degrade_fraction": recipe.degrade_fraction,
             "init_from": previous_training(args.init_from),
