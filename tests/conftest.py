@@ -48,7 +48,7 @@ HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="needs Debian's espeak-ng (the speech tasks and the multi-event task's word)")
 ORGANISM_MODULES = {
     "test_toy", "test_toy_tasks", "test_toy_textual", "test_toy_voxtral", "test_toy_depth", "test_where_to_listen",
-    "test_fusion_tracing", "test_listening_heads", "test_text_dominance", "test_back_patching", "test_audiolens",
+    "test_fusion_tracing", "test_listening_heads", "test_listening_heads_textual", "test_text_dominance", "test_back_patching", "test_audiolens",
 }
 
 
