@@ -67,9 +67,10 @@ print("mean audio attention per block", calib_attention.mean((0, 2)).numpy().rou
 # (2, 3) give the audio 0.92-1.00 of their attention, but their signal does not separate right from wrong counts
 # on the held-out clips: AUC 0.46 (p = 0.61, one-sided), at chance. The raw ranking picks the same three (block 0's
 # heads give the audio 0.10 of their attention on average, blocks 1-5 0.79-0.97). The paper's predictive claim is
-# not reproduced on this listener (nor on the one it replaced: AUC 0.41): with every decoder block past 0
-# attending almost only to the audio, which of them attends a little more says nothing about a right count (on
-# 120 + 120 clips the same procedure gives 0.51, tests/test_listening_heads.py). Check the attention before
+# not reproduced on this listener (nor on the one it replaced: AUC 0.41); it is on the textual sibling (section
+# 6). With every decoder block past 0 attending almost only to the audio, which of them attends a little more says
+# nothing about a right count (on 120 + 120 clips the same procedure gives 0.33; the replaced listener 0.51;
+# tests/test_listening_heads.py). Check the attention before
 # calling a head a listening head: a scale-free score can rank a head first by how it glances at what it
 # barely sees (the replaced listener's raw ranking put a block-0 head with 1e-8 of its attention third).
 
