@@ -19,22 +19,19 @@ import torch
 from transformers import AutoProcessor
 
 from .evaluate import EVAL_CLIPS_PER_TASK, evaluate_shift_factors
-from .sibling_comparison import SECTION
-from .train import card_markdown, load_toy
+from .train import load_toy, write_card_markdown
 
 
 def add_to_card(checkpoint: Path) -> dict:
     """Measure the checkpoint on every one-factor shift (the card's eval seed and size) and write it into its card."""
-    card_file, markdown_file = checkpoint / "card.json", checkpoint / "CARD.md"
+    card_file = checkpoint / "card.json"
     card = json.loads(card_file.read_text())
     model, processor = load_toy(checkpoint).eval(), AutoProcessor.from_pretrained(checkpoint)
     with torch.no_grad():
         card["results"]["shift_factors"] = evaluate_shift_factors(
             model, processor, card["eval"]["seed"], card["eval"].get("clips_per_task", EVAL_CLIPS_PER_TASK))
-    old = markdown_file.read_text()
-    kept = old[old.index(SECTION):] if SECTION in old else ""
     card_file.write_text(json.dumps(card, indent=2) + "\n")
-    markdown_file.write_text(card_markdown(card) + ("\n" + kept if kept else ""))
+    write_card_markdown(checkpoint, card)
     return card["results"]["shift_factors"]
 
 

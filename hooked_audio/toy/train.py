@@ -50,6 +50,7 @@ from .evaluate import (
     EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, evaluate_shift_factors, hint_style_names, make_eval_set,
 )
 from .deep_supervision import BeepOnsetProbe, EventFrameProbe, PooledAudioProbe
+from .targets import target_lines
 from .tasks import (
     EXTRA_TRAINING_VARIANTS, RECIPES, TASKS, WIDE_BEEP_HZ, apply_recipe, held_out_beep_bands, make_probe_set,
     make_training_clips, training_counts, vocabulary_words, with_extra_voices, with_matched_beep_totals,
@@ -573,6 +574,7 @@ def card_markdown(card: dict) -> str:
         f" (weight {t.get('probe_weight')}){_event_frame_clause(t)}{_beep_onset_clause(t)}; the probes are discarded, and the checkpoint is a"
         f" plain {text['label']}."
         " Training stops after `--steps` or `--minutes` of training, whichever comes first.",
+        *target_lines(card),
         "",
         "## Accuracy per task",
         "",
@@ -648,6 +650,16 @@ def card_markdown(card: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def write_card_markdown(checkpoint: Path, card: dict) -> None:
+    """Re-render ``checkpoint/CARD.md`` from ``card``, keeping the sibling-comparison section a card may carry
+    (written by ``sibling_comparison``, after the rest)."""
+    from .sibling_comparison import SECTION
+
+    old = (checkpoint / "CARD.md").read_text()
+    kept = old[old.index(SECTION):] if SECTION in old else ""
+    (checkpoint / "CARD.md").write_text(card_markdown(card) + ("\n" + kept if kept else ""))
 
 
 def _shift_factor_lines(card: dict) -> list[str]:
