@@ -84,6 +84,19 @@ def test_resample_ablation_refuses_rows_without_a_same_prompt_partner(model):
         head_ablation_hooks([(0, 0)], mode="resample")
 
 
+def test_resample_donors_with_labels_take_a_clip_of_another_answer(model):
+    """Rows 0 and 1 support the same answer: with labels each takes its donor from row 2, the next row whose label
+    differs (without labels row 0 would take row 1's clip, which supports its own answer)."""
+    inputs = model.to_inputs(_same_prompt_three_clips())
+    assert same_prompt_donors(inputs, labels=["a", "a", "b"]).tolist() == [2, 2, 0]
+    assert same_prompt_donors(inputs, labels=torch.tensor([0, 1, 1])).tolist() == [1, 0, 0]
+    assert same_prompt_donors(inputs, labels=["a", "b", "c"]).tolist() == same_prompt_donors(inputs).tolist()
+    with pytest.raises(ValueError, match="no row with the same prompt and another label"):
+        same_prompt_donors(inputs, labels=["a", "a", "a"])
+    with pytest.raises(ValueError, match="labels has 2 labels but there are 3 rows"):
+        same_prompt_donors(inputs, labels=["a", "b"])
+
+
 def test_random_heads_exclude_and_are_reproducible():
     chosen = random_heads(4, 4, 5, exclude=[(0, 0), (3, 3)], seed=1)
     assert chosen == random_heads(4, 4, 5, exclude=[(0, 0), (3, 3)], seed=1)

@@ -29,6 +29,7 @@ from ..audio.inputs import AudioTextInput
 from ..kv_cache import position_offset
 from ..indices import is_index
 from .metric_value import metric_value
+from .row_labels import row_labels
 
 MODES = ("zero", "mean", "resample")
 
@@ -245,20 +246,35 @@ def random_heads(
     return random.Random(seed).sample(pool, k)
 
 
-def same_prompt_donors(inputs: AudioTextInput) -> Int[torch.Tensor, " batch"]:
+def same_prompt_donors(inputs: AudioTextInput, labels=None) -> Int[torch.Tensor, " batch"]:
     """For each row, another row with the identical token sequence (same prompt, same audio length) but its
     own clip: the donors for ``mode="resample"``. Rows are rotated within each group of identical prompts.
 
-    Raises if a row has no partner, since its "resampled" output would be its own."""
+    With ``labels`` (one per row: the answer each clip supports), a row's donor is the next row of its group
+    whose label differs. A donor whose clip supports the same answer leaves that answer standing whatever the
+    heads carry, so it dilutes the ablation's effect by the share of same-answer donors.
+
+    Raises if a row has no partner (or no partner with another label), since its "resampled" output would be
+    its own."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     attention_mask = inputs.attention_mask if inputs.attention_mask is not None else torch.ones_like(inputs.input_ids)
     for row, (ids, mask) in enumerate(zip(inputs.input_ids.tolist(), attention_mask.tolist())):
         groups[(tuple(ids), tuple(mask))].append(row)
+    keys = None if labels is None else row_labels(labels, len(inputs.input_ids), "labels")
     donors = torch.empty(len(inputs.input_ids), dtype=torch.long)
     for rows in groups.values():
         if len(rows) < 2:
             raise ValueError(
                 f"row {rows[0]} has no other row with the same prompt; resample ablation needs at least two "
                 "clips per prompt in the batch (same question and hint, clips of the same length)")
-        donors[rows] = torch.tensor(rows[1:] + rows[:1])
+        for index, row in enumerate(rows):
+            candidates = rows[index + 1:] + rows[:index]
+            if keys is not None:
+                candidates = [other for other in candidates if keys[other] != keys[row]]
+                if not candidates:
+                    raise ValueError(
+                        f"row {row} has no row with the same prompt and another label (its label: {keys[row]!r}); "
+                        "add a clip whose answer differs to the batch, or drop the row")
+            donors[row] = candidates[0]
     return donors
+
