@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float, Int
 
 from .audio.inputs import AudioTextInput
+from .cache import check_patch_alignment
 from .indices import is_index
 from .kv_cache import KVCache, generating_after, position_offset
 from .hook_points import hook_pairs
@@ -115,6 +116,7 @@ def generate(
     cache = KVCache(model.cfg.n_layers) if use_past_kv_cache else None
 
     with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks), generating_after(ids.shape[1]):
+        check_patch_alignment(model.active_hook_fns, inputs)  # the hooks act on the prompt's positions
         audio_embeds = model.embed_audio(inputs) if inputs.has_audio else None
         audio_mask = inputs.audio_mask
         for step in range(max_new_tokens):

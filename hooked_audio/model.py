@@ -173,6 +173,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
     def to_inputs(self, input: ModelInput = None, **kwargs) -> AudioTextInput:
         """Normalise any accepted input (HF-style kwargs, a processor's output, an ``AudioTextInput``,
         a token tensor or a text prompt) into one ``AudioTextInput``."""
+        hook_args = sorted(k for k in ("fwd_hooks", "bwd_hooks") if k in kwargs)
+        if hook_args:
+            raise TypeError(f"{hook_args[0]}= is not an input: run with hooks through run_with_hooks(..., fwd_hooks=...), "
+                            "generate(..., fwd_hooks=...), or `with model.hooks(fwd_hooks=...):` around any other call "
+                            "(run_with_cache included)")
         if isinstance(input, AudioTextInput):
             if any(v is not None for v in kwargs.values()):
                 raise TypeError("pass either an AudioTextInput or keyword inputs, not both")
@@ -310,6 +315,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
         inputs = self.to_inputs(input, **kwargs)
         with model_lock(self):
+            check_patch_alignment(self.active_hook_fns, inputs)
             logits = self.forward_inputs(inputs)
         if return_type == "logits":
             return logits
@@ -467,6 +473,12 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         with model_lock(self):
             super().reset_hooks(clear_contexts, direction, including_permanent, level)
 
+    @property
+    def active_hook_fns(self) -> list:
+        """The hook functions of the ``hooks()`` contexts now open (``run_with_hooks``, ``generate``'s included):
+        each forward checks them against its inputs (``cache.check_patch_alignment``)."""
+        return self.__dict__.setdefault("_active_hook_fns", [])
+
     @contextmanager
     def hooks(self, fwd_hooks=(), bwd_hooks=(), reset_hooks_end: bool = True, clear_contexts: bool = False):
         """Temporary hooks, removed on exit (also after an exception) touching only the points they used.
@@ -477,14 +489,17 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         fwd_hooks, bwd_hooks = hook_pairs(fwd_hooks, "fwd_hooks"), hook_pairs(bwd_hooks, "bwd_hooks")
         with model_lock(self):
             self.context_level += 1
+            active, n_active = self.active_hook_fns, len(self.active_hook_fns)
             try:
                 for direction, hooks in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
                     for name, hook in hooks:
                         for hook_point in self._resolve(name):
                             handle = hook_point.add_hook(hook, dir=direction, level=self.context_level)
                             added.append((hook_point, direction, handle))
+                active.extend(hook for _, hook in [*fwd_hooks, *bwd_hooks])
                 yield self
             finally:
+                del active[n_active:]
                 if reset_hooks_end:
                     for hook_point, direction, handle in added:
                         handle.hook.remove()
@@ -508,10 +523,10 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         **kwargs,
     ) -> Float[torch.Tensor, "batch pos d_vocab"] | Any:
         """One forward with temporary hooks (TransformerLens's signature). A hook that carries activations
-        cached from a run whose audio sits at other positions is refused (see ``cache.check_patch_alignment``)."""
+        cached from a run whose audio sits at other positions is refused, as every forward refuses its active
+        hooks' (see ``cache.check_patch_alignment``)."""
         inputs = self.to_inputs(input, **kwargs)
         fwd_hooks, bwd_hooks = hook_pairs(fwd_hooks, "fwd_hooks"), hook_pairs(bwd_hooks, "bwd_hooks")  # once: generators
-        check_patch_alignment([fn for _, fn in [*fwd_hooks, *bwd_hooks]], inputs)
         if bwd_hooks and return_type is None:
             raise ValueError("backward hooks need an output to differentiate: pass return_type='loss' or 'logits'")
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):

@@ -177,10 +177,10 @@ def test_prompt_formats_render_the_checkpoints_template_with_the_prefill_open(mo
     clip = np.zeros(16000, np.float32) + 0.01
     head = "<|im_start|>user \n<|audio_bos|><|AUDIO|><|audio_eos|>"
     tail = "<|im_end|> \n<|im_start|>assistant \nthe answer is"
-    expected = {"P1": head + tail, "P2": head + "what is said ?" + tail, "P3": head + "what is said ? yes or no" + tail}
+    expected = {"P1": head + tail, "P2": head + "what is said ?" + tail, "P3": head + "what is said ? yes no" + tail}
     for fmt, text in expected.items():
         got = attribute_prompt_inputs(model, [clip, clip[:8000]], fmt, "the answer is", question="what is said ?",
-                                      options=["yes", "no"], options_template="{question} {options}", join=" or ",
+                                      options=["yes", "no"], options_template="{question} {options}", join=" ",
                                       sampling_rate=16000)
         by_hand = model.build_inputs([text, text], [clip, clip[:8000]], sampling_rate=16000)
         assert torch.equal(got.input_ids, by_hand.input_ids) and torch.equal(got.attention_mask, by_hand.attention_mask)

@@ -12,7 +12,7 @@ from test_family_contract import FAMILY, inputs_of
 from hooked_audio.analysis import (
     attribution_vs_activation_patching, audio_attention_per_row, audio_masking_hooks, audio_silence_steering_hooks,
     back_patching_hooks, causal_tracing, enrichment_hook, head_ablation_hooks, instruction_steering_vector,
-    label_log_probs, silence_direction, silence_like, temporal_attention, text_dominance,
+    label_log_probs, same_prompt_donors, silence_direction, silence_like, temporal_attention, text_dominance,
 )
 
 
@@ -139,9 +139,14 @@ def test_listening_attention_silence_steering_and_encoder_heads(spec):
     zeroed = model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks(
         [(encoder.n_layers - 1, h) for h in range(encoder.n_heads)], "zero", "audio_encoder.", model=model))
     assert (zeroed[rows, last] - logits[rows, last]).abs().max() > 1e-5
-    z = {}
+    # resample: one prompt in both rows, each with its own clip of the same length (random features)
+    clip = spec.cases["batch_padded_different_lengths"][0]
+    twin = model.to_inputs(**spec.make_inputs([clip, clip], text_lengths=[3, 3], seed=2))
+    twin = twin.with_token_rows([twin.real_token_rows()[0]] * 2, pad_id=0)
+    donors, z = same_prompt_donors(twin), {}
     record_z = [(f"blocks.{top}.attn.hook_z", lambda t, hook: z.setdefault(len(z), t.clone()))]
-    model.run_with_hooks(inputs, fwd_hooks=record_z)
-    model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(top, 1)], "resample", donors=rows.flip(0), model=model) + record_z)
+    model.run_with_hooks(twin, fwd_hooks=record_z)
+    model.run_with_hooks(twin, fwd_hooks=head_ablation_hooks([(top, 1)], "resample", donors=donors, model=model) + record_z)
+    assert donors.tolist() == [1, 0] and (z[0][0] - z[0][1]).abs().max() > 1e-4  # the two rows heard different clips
     torch.testing.assert_close(z[1][:, :, 1], z[0].flip(0)[:, :, 1], atol=0, rtol=0)  # head 1 from the other row
     torch.testing.assert_close(z[1][:, :, 0], z[0][:, :, 0], atol=0, rtol=0)  # control: head 0 untouched

@@ -16,6 +16,7 @@ or head index, an empty list or a repeated head is an error, never a silent "las
 
 from __future__ import annotations
 
+import functools
 import numbers
 import random
 from collections import defaultdict
@@ -67,35 +68,40 @@ def head_ablation_hooks(
     for layer, head in checked:
         by_layer[layer].append(head)
 
-    def make_hook(layer: int, layer_heads: list[int]):
-        def ablate(z: torch.Tensor, hook) -> torch.Tensor:
-            n_heads = z.shape[2]
-            if max(layer_heads) >= n_heads:
-                raise ValueError(
-                    f"head {max(layer_heads)} of layer {layer} does not exist: {hook.name} has {n_heads} heads (0..{n_heads - 1})"
-                )
-            z = z.clone()
-            if mode == "zero":
-                z[:, :, layer_heads] = 0.0
-            elif mode == "mean":
-                if position_offset() > 0:
-                    raise ValueError(
-                        "mean ablation averages the positions of the forward it runs in, and a KV-cached generation "
-                        "step holds only the new one: generate with use_past_kv_cache=False, or use mode='zero' / "
-                        "'resample'"
-                    )
-                z[:, :, layer_heads] = _masked_mean(z[:, :, layer_heads], real, hook.name)
-            else:
-                if len(donors) != z.shape[0]:
-                    raise ValueError(f"donors has {len(donors)} rows but the batch has {z.shape[0]}")
-                if int(donors.max()) >= z.shape[0]:
-                    raise ValueError(f"donors names row {int(donors.max())}, but the batch has {z.shape[0]} rows")
-                z[:, :, layer_heads] = z[donors.to(z.device)][:, :, layer_heads]
-            return z
+    return [(f"{prefix}blocks.{layer}.attn.hook_z",
+             functools.partial(_ablate, layer=layer, layer_heads=hs, mode=mode, real=real, donors=donors,
+                               rows_share_prompt_with_donors=donors is not None and not prefix))
+            for layer, hs in sorted(by_layer.items())]
 
-        return ablate
 
-    return [(f"{prefix}blocks.{layer}.attn.hook_z", make_hook(layer, hs)) for layer, hs in sorted(by_layer.items())]
+def _ablate(z: torch.Tensor, hook, *, layer: int, layer_heads: list[int], mode: str, real: torch.Tensor | None,
+            donors: torch.Tensor | None, rows_share_prompt_with_donors: bool) -> torch.Tensor:
+    """``head_ablation_hooks``' hook on ``hook_z``. ``rows_share_prompt_with_donors`` (decoder heads resampled):
+    the model checks before each run that every row and its donor have the same tokens (``cache.check_patch_alignment``);
+    the encoder's donors are clips, not rows."""
+    n_heads = z.shape[2]
+    if max(layer_heads) >= n_heads:
+        raise ValueError(
+            f"head {max(layer_heads)} of layer {layer} does not exist: {hook.name} has {n_heads} heads (0..{n_heads - 1})"
+        )
+    z = z.clone()
+    if mode == "zero":
+        z[:, :, layer_heads] = 0.0
+    elif mode == "mean":
+        if position_offset() > 0:
+            raise ValueError(
+                "mean ablation averages the positions of the forward it runs in, and a KV-cached generation "
+                "step holds only the new one: generate with use_past_kv_cache=False, or use mode='zero' / "
+                "'resample'"
+            )
+        z[:, :, layer_heads] = _masked_mean(z[:, :, layer_heads], real, hook.name)
+    else:
+        if len(donors) != z.shape[0]:
+            raise ValueError(f"donors has {len(donors)} rows but the batch has {z.shape[0]}")
+        if int(donors.max()) >= z.shape[0]:
+            raise ValueError(f"donors names row {int(donors.max())}, but the batch has {z.shape[0]} rows")
+        z[:, :, layer_heads] = z[donors.to(z.device)][:, :, layer_heads]
+    return z
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ Each is rendered with the checkpoint's own chat template (``build_inputs(message
 from __future__ import annotations
 
 from ..audio.inputs import AudioTextInput
+from ..evaluation.scoring import unknown_token_id
 
 PROMPT_FORMATS = ("P1", "P2", "P3")
 DEFAULT_OPTIONS_TEMPLATE = "{question} Options: {options}."
@@ -56,6 +57,12 @@ def attribute_prompt_inputs(
     ]
     inputs = model.build_inputs(messages=conversations, continue_final_message=True)
     tokenizer, last_word = model._require_tokenizer(), prefill.split()[-1]
+    unknown = _unknown_words(tokenizer, conversations[0])
+    if unknown:
+        raise ValueError(
+            f"the tokenizer does not know {unknown} of this {prompt_format} prompt: they would reach the model as "
+            "the unknown token, so the format would not say what it should. Word the question, options and "
+            "prefill (options_template=, join=) in the tokenizer's vocabulary")
     for row in range(inputs.shape[0]):
         ending = tokenizer.decode(inputs.input_ids[row, -4:])
         if not ending.endswith(last_word):
@@ -63,3 +70,13 @@ def attribute_prompt_inputs(
                 f"the chat template did not end row {row} on the prefill {prefill!r} (it ends on {ending!r}); "
                 "the last position would not predict the attribute")
     return inputs
+
+
+def _unknown_words(tokenizer, conversation: list[dict]) -> list[str]:
+    """The whitespace-separated words of a conversation's text that the tokenizer turns into its unknown token."""
+    unk = unknown_token_id(tokenizer)
+    if unk is None:
+        return []
+    texts = [part["text"] for part in conversation[0]["content"] if part["type"] == "text"] + [conversation[1]["content"]]
+    words = dict.fromkeys(word for text in texts for word in text.split())
+    return [word for word in words if unk in tokenizer(word, add_special_tokens=False)["input_ids"]]

@@ -57,6 +57,7 @@ def attribution_patching(
     def save_grad(grad, hook):
         grads[hook.name] = grad.detach()
 
+    earlier_grads = {p: None if p.grad is None else p.grad.clone() for p in model.parameters()}  # the caller's
     with model_lock(model), torch.enable_grad():
         with model.hooks(fwd_hooks=[(n, save) for n in names], bwd_hooks=[(n, save_grad) for n in names]):
             value = metric(model(corrupted))
@@ -67,7 +68,8 @@ def attribution_patching(
                 raise ValueError("the metric has no gradient: the model's parameters or the metric are detached "
                                  "(call model.requires_grad_(True), and compute the metric from the logits)")
             value.backward()
-        model.zero_grad(set_to_none=True)
+        for param, grad in earlier_grads.items():
+            param.grad = grad
     out = {}
     for name in names:
         if name not in acts:

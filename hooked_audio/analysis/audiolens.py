@@ -51,10 +51,11 @@ def _row_positions(cache: AudioActivationCache, positions) -> Int[torch.Tensor, 
     if isinstance(positions, str):
         if positions == "last":
             return last
-        if positions == "penultimate":
-            return last - 1
-        raise ValueError(f"positions must be 'last', 'penultimate' or one index per row, got {positions!r}")
-    index = index_tensor(positions, "positions").cpu()
+        if positions != "penultimate":
+            raise ValueError(f"positions must be 'last', 'penultimate' or one index per row, got {positions!r}")
+        index = last - 1  # checked below: a row of one real token has no real penultimate position
+    else:
+        index = index_tensor(positions, "positions").cpu()
     if index.shape != last.shape:
         raise ValueError(f"positions must give one index per row ({len(last)}), got shape {tuple(index.shape)}")
     mask = cache.inputs.attention_mask
@@ -81,6 +82,9 @@ def _label_log_probs_at(model, cache, labels, positions_list, leading_space) -> 
     """``label_log_probs`` at several position rules, from one accumulated residual stack."""
     cache.require("label_log_probs")
     ids = label_token_ids(model, labels, leading_space)
+    if len(ids) < 2:
+        raise ValueError(f"labels {labels!r} is one label: a log-softmax over one entry is 0 at every layer; pass the "
+                         "task's answer set (two labels or more)")
     stack = cache.accumulated_resid(apply_ln=True)  # [layer, batch, pos, d_model]
     rows = torch.arange(stack.shape[1], device=stack.device)
     out = []
@@ -111,6 +115,8 @@ def information_scores(
     if label_log_probs.ndim != 3:
         raise ValueError(f"need log-probs [layer, batch, label], got shape {tuple(label_log_probs.shape)}")
     answers = _label_indices(answers, label_log_probs.shape[1], label_log_probs.shape[2])
+    if bool(torch.isnan(label_log_probs).any()):
+        raise ValueError("label_log_probs has NaN entries: argmax would take a NaN as the highest label")
     return (label_log_probs.argmax(-1) == answers[None]).float().mean(-1)
 
 
@@ -124,6 +130,8 @@ def critical_layer(scores: Float[torch.Tensor, " layer"], n_labels: int, alpha: 
     scores = torch.as_tensor(scores, dtype=torch.float64)
     if scores.ndim != 1:
         raise ValueError(f"scores must be one information score per layer [layer], got shape {tuple(scores.shape)}")
+    if not bool(((scores >= 0) & (scores <= 1)).all()):  # NaN fails too
+        raise ValueError(f"scores must be shares of rows in [0, 1] (information_scores' output), got {scores.tolist()}")
     s = (scores - (1 + alpha) / n_labels).clamp(min=0)
     if float(s.sum()) == 0:
         return math.nan
@@ -156,7 +164,7 @@ def audio_masking_hooks(
 def _block_audio_keys(scores: torch.Tensor, hook, *, built_for: AudioTextInput, keys: torch.Tensor, query: str,
                       last: torch.Tensor) -> torch.Tensor:
     """``audio_masking_hooks``' hook: the blocked (query, key) pairs of each row set to the dtype's minimum
-    (``built_for`` is held for ``run_with_hooks``' check that the hook runs on the inputs it was built for)."""
+    (``built_for`` is held for the model's check, before each forward, that the hook runs on the inputs it was built for)."""
     batch, _, n_q, n_k = scores.shape
     n_prompt = keys.shape[1]
     if batch != keys.shape[0] or n_k < n_prompt:
@@ -179,7 +187,7 @@ def enrichment_hook(
     ``min(source + k, n_layers - 1)`` (clipped to the model's depth; on a model shallower than ``source + k``
     the last layer is the target; when target == source the hook scales by ``1 + lam``). ``source_layer`` is one
     layer, or one per row (the random-layer baseline). ``last``: each row's last real position from ``inputs``
-    (else the final position, i.e. left padding)."""
+    (else the final position: the model refuses it on a batch whose rows end in padding)."""
     per_row = not is_index(source_layer)
     sources = index_tensor(source_layer, "source_layer").reshape(-1)
     if per_row and (inputs is None or sources.ndim != 1 or len(sources) != inputs.shape[0]):
@@ -193,14 +201,15 @@ def enrichment_hook(
     targets = (sources + int(k)).clamp(max=n_layers - 1)
     last = None if inputs is None else inputs.last_positions.cpu().long()
     hook = functools.partial(_enrich, built_for=inputs, last=last, sources=sources, targets=targets, per_row=per_row,
-                             lam=lam, saved={})
+                             lam=lam, saved={}, acts_on_final_position=inputs is None)
     layers = sorted({int(l) for l in sources} | {int(l) for l in targets})
     return [(f"blocks.{layer}.hook_resid_post", hook) for layer in layers]
 
 
 def _enrich(resid, hook, *, built_for: AudioTextInput | None, last, sources, targets, per_row: bool, lam: float,
-            saved: dict):
-    """``enrichment_hook``'s hook: saves h[source][last] at the source layers and adds it at the targets."""
+            saved: dict, acts_on_final_position: bool):
+    """``enrichment_hook``'s hook: saves h[source][last] at the source layers and adds it at the targets
+    (``acts_on_final_position``: built without inputs, which the model checks against right padding)."""
     layer, n = int(hook.name.split(".")[1]), resid.shape[0]
     if (per_row and n != len(sources)) or (built_for is not None and n != built_for.shape[0]):
         raise ValueError(f"the enrichment hooks were built for {len(sources) if per_row else built_for.shape[0]} "
@@ -319,31 +328,34 @@ class EnrichmentSweep:
 
 def enrichment_sweep(
     model, probe_inputs, probe_answers, test_inputs, test_answers, labels: list[str], lams=(0.0, 0.5, 1.0),
-    k: int = 5, n_seeds: int = 5, seed: int = 0,
+    k: int = 5, n_seeds: int = 5, seed: int = 0, leading_space: bool = False,
 ) -> EnrichmentSweep:
     """Enrichment (AudioLens eq. 5): the source layer is the block whose output carries the most information about
     the label among the *probing* split's wrongly answered rows (blocks 0..L-2; the last block would enrich itself);
     ``lam * h[source][last]`` is added to ``h[min(source + k, L - 1)][last]`` on the disjoint *test* split. The
-    baseline draws a source layer per test item from the same range, over ``n_seeds`` seeds."""
+    baseline draws a source layer per test item from the same range, over ``n_seeds`` seeds. ``leading_space``:
+    score each label by its first token with a leading space (as ``label_log_probs``)."""
     n_layers = model.cfg.n_layers
     if n_layers < 2:
         raise ValueError("enrichment needs at least 2 decoder layers")
     n_seeds = checked_count(n_seeds, "n_seeds (random-layer baseline draws)")
-    probe = attribute_information(model, probe_inputs, labels, probe_answers)
+    probe = attribute_information(model, probe_inputs, labels, probe_answers, leading_space=leading_space)
     wrong = probe.scores("last", "wrong")
     if torch.isnan(wrong).any():
         raise ValueError("the probing split has no wrongly answered rows to choose the source layer on")
     source = int(wrong[1:n_layers].argmax())  # rows 1..L-1 of the lens = outputs of blocks 0..L-2
     test_inputs = model.to_inputs(test_inputs)
     chosen, random_mean, random_std = [], [], []
+    accuracy = lambda hooks: float(  # noqa: E731
+        _restricted_correct(model, test_inputs, labels, test_answers, hooks, leading_space).float().mean())
     for lam in lams:
         hooks = enrichment_hook(source, k, lam, n_layers=n_layers, inputs=test_inputs)
-        chosen.append(float(_restricted_correct(model, test_inputs, labels, test_answers, hooks).float().mean()))
+        chosen.append(accuracy(hooks))
         draws = []
         for s in range(n_seeds):
             layers = torch.randint(0, n_layers - 1, (test_inputs.shape[0],), generator=torch.Generator().manual_seed(seed + s))
             hooks = enrichment_hook(layers, k, lam, n_layers=n_layers, inputs=test_inputs)
-            draws.append(float(_restricted_correct(model, test_inputs, labels, test_answers, hooks).float().mean()))
+            draws.append(accuracy(hooks))
         random_mean.append(float(np.mean(draws)))
         random_std.append(float(np.std(draws, ddof=1)) if n_seeds > 1 else 0.0)
     return EnrichmentSweep(source, min(source + k, n_layers - 1), list(lams), chosen, random_mean, random_std)

@@ -42,6 +42,13 @@ def patch_positions(cache: AudioActivationCache, positions="audio", seconds: tup
             raise ValueError(f"positions {index.tolist()} must be non-empty indices in -{n_pos}..{n_pos - 1}")
         mask = torch.zeros(inputs.shape, dtype=torch.bool)
         mask[:, index % n_pos] = True
+    if inputs.attention_mask is not None:
+        padded = mask & ~inputs.attention_mask.cpu().bool()
+        if bool(padded.any()):
+            rows = padded.any(-1).nonzero().flatten().tolist()
+            raise ValueError(f"positions={positions!r} select padding in rows {rows[:8]} (e.g. row {rows[0]}, positions "
+                             f"{padded[rows[0]].nonzero().flatten().tolist()[:8]}): patching there changes nothing. "
+                             "Select real tokens (a bool mask per row, or indices every row holds)")
     if seconds is not None:
         start, end = seconds
         centres = inputs.token_times().mean(-1)

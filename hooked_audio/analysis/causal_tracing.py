@@ -97,20 +97,27 @@ def _noise_hook(model, inputs: AudioTextInput, noise_scale: float, seed: int) ->
     return [("hook_audio_embeds", add_noise)]
 
 
-def _mean(value) -> float:
-    return float(torch.as_tensor(value).float().mean())
+def _mean(value, n_rows: int) -> float:
+    """The metric as one number: a scalar as is, one value per row averaged; any other shape is refused (a metric
+    that forgot to pick its token, ``logits[:, -1]``, would otherwise average the whole vocabulary)."""
+    value = torch.as_tensor(value).float()
+    if not (value.ndim == 0 or value.shape == (n_rows,)):
+        raise ValueError(f"metric must return a scalar or one value per row ({n_rows}), got shape {tuple(value.shape)}: "
+                         "pick the token(s) it measures, e.g. logits[rows, last, answer]")
+    return float(value.mean())
 
 
 @torch.no_grad()
 def causal_tracing(
     model, clean_inputs, metric: Callable[[torch.Tensor], torch.Tensor | float], corrupt="silence",
-    noise_scale: float = 3.0, by: str = "layer", groups: dict[str, torch.Tensor] | None = None,
-    layers: list[int] | None = None, seed: int = 0,
+    noise_scale: float | None = None, by: str = "layer", groups: dict[str, torch.Tensor] | None = None,
+    layers: list[int] | None = None, seed: int | None = None,
 ) -> CausalTrace:
     """Clean, corrupted and patched values of ``metric(logits)`` (a scalar, or one value per row: averaged).
 
     ``corrupt``: ``"silence"`` (every clip replaced by silence of the same length, ``silence_like``), ``"noise"``
-    (Gaussian noise of std ``noise_scale`` x the std of the clean ``hook_audio_embeds``, seeded, added to them),
+    (Gaussian noise of std ``noise_scale`` (default 3) x the std of the clean ``hook_audio_embeds``, seeded by
+    ``seed`` (default 0), added to them; both are refused with another corruption),
     or corrupted inputs of your own with the same layout. ``by="layer"``: restore every text position's
     ``blocks.{l}.hook_resid_post``; ``by="position_group"``: restore one group at a time (``groups``: name ->
     bool mask [batch, pos]; default ``position_groups``). Groups are restored as given: a group of audio
@@ -124,26 +131,30 @@ def causal_tracing(
                          "the recovery rate; trace rows with audio only")
     if by not in ("layer", "position_group"):
         raise ValueError(f"by must be 'layer' or 'position_group', got {by!r}")
+    if groups is not None and by != "position_group":
+        raise ValueError("groups= is used by by='position_group' only (by='layer' restores every text position)")
+    if not (isinstance(corrupt, str) and corrupt == "noise") and (noise_scale is not None or seed is not None):
+        raise ValueError("noise_scale= and seed= are used by corrupt='noise' only")
     corrupt_hooks: list[tuple] = []
     if isinstance(corrupt, str):
         if corrupt == "silence":
             corrupt_inputs = silence_like(clean_inputs)
         elif corrupt == "noise":
+            noise_scale = 3.0 if noise_scale is None else noise_scale
             if not 0 <= noise_scale < math.inf:
                 raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
             corrupt_inputs = clean_inputs
-            corrupt_hooks = _noise_hook(model, clean_inputs, noise_scale, seed)
+            corrupt_hooks = _noise_hook(model, clean_inputs, noise_scale, 0 if seed is None else seed)
         else:
             raise ValueError(f"corrupt must be 'silence', 'noise' or corrupted inputs, got {corrupt!r}")
     else:
         corrupt_inputs = model.to_inputs(corrupt)
         if corrupt_inputs is clean_inputs or (
             torch.equal(corrupt_inputs.input_ids.cpu(), clean_inputs.input_ids.cpu())
-            and set(corrupt_inputs.audio) == set(clean_inputs.audio)
-            and all(torch.equal(corrupt_inputs.audio[k].cpu(), clean_inputs.audio[k].cpu()) for k in clean_inputs.audio)
+            and corrupt_inputs.same_audio_as(clean_inputs)
         ):
             raise ValueError("the corrupted inputs are the clean inputs: the recovery rate would be 0 / 0")
-    n_layers = model.cfg.n_layers
+    n_layers, n_rows = model.cfg.n_layers, clean_inputs.shape[0]
     layers = checked_layers(layers, n_layers)
     if by == "layer":
         masks = {"text": clean_inputs.text_mask.cpu()}
@@ -160,9 +171,9 @@ def causal_tracing(
     for i, layer in enumerate(layers):
         for j, mask in enumerate(masks.values()):
             restore = back_patching_hooks(clean_cache, layer, layer, positions=mask)
-            patched[i, j] = _mean(metric(model.run_with_hooks(corrupt_inputs, fwd_hooks=corrupt_hooks + restore)))
+            patched[i, j] = _mean(metric(model.run_with_hooks(corrupt_inputs, fwd_hooks=corrupt_hooks + restore)), n_rows)
     return CausalTrace(
-        clean=_mean(metric(clean_logits)), corrupt=_mean(metric(corrupt_logits)),
+        clean=_mean(metric(clean_logits), n_rows), corrupt=_mean(metric(corrupt_logits), n_rows),
         patched=patched[:, 0] if by == "layer" else patched, layers=layers,
         groups=None if by == "layer" else list(masks),
     )

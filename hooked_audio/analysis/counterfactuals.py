@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 
 from ..audio.inputs import AudioTextInput
+from ..audio.io import pcm_to_float32
 
 # Whisper-style log-mel of an all-zero waveform: log10(1e-10) = -10, clamped, then (x + 4) / 4.
 WHISPER_SILENCE = -1.5
@@ -45,6 +46,7 @@ def silence_like(inputs: AudioTextInput, silence_value: float = WHISPER_SILENCE,
 
 def matched_noise(clips, seed: int = 0) -> list[Float[np.ndarray, " sample"]]:
     """White Gaussian noise of each clip's length and RMS (float32 waveforms at the clips' own rate), seeded.
+    Integer PCM clips are measured as ``build_inputs`` reads them (int16 / 32768), the noise is float.
     A silent clip gives silence. Gaussian peaks reach about 4 x RMS, so a loud clip's noise can exceed 1.0
     (``build_inputs`` warns; it is passed on unclipped to keep the RMS). Build the counterfactual with the same prompt:
     ``model.build_inputs(prompt, matched_noise(clips), sampling_rate=...)``."""
@@ -53,7 +55,8 @@ def matched_noise(clips, seed: int = 0) -> list[Float[np.ndarray, " sample"]]:
     rng = np.random.default_rng(seed)
     out = []
     for index, clip in enumerate(clips):
-        wave = np.asarray(clip.numpy() if isinstance(clip, torch.Tensor) else clip, dtype=np.float64)
+        wave = np.asarray(clip.numpy() if isinstance(clip, torch.Tensor) else clip)
+        wave = pcm_to_float32(wave).astype(np.float64)  # integer PCM at the level the model hears (int16 / 32768)
         if wave.ndim != 1 or wave.size == 0:
             raise ValueError(f"clip {index}: matched_noise needs mono waveforms (1-D, non-empty), got shape {wave.shape}")
         noise = rng.standard_normal(wave.size)

@@ -20,9 +20,7 @@ from .steering import steering_hook
 def _same_audio(a, b) -> None:
     if not a.has_audio or not b.has_audio:
         raise ValueError("both instruction sets need the audio: the vector contrasts instructions about the same clips")
-    if set(a.audio) != set(b.audio) or any(
-        a.audio[k].shape != b.audio[k].shape or not torch.equal(a.audio[k].cpu(), b.audio[k].cpu()) for k in a.audio
-    ):
+    if not a.same_audio_as(b):
         raise ValueError(
             "inputs_a and inputs_b carry different audio; the vector must contrast the instructions alone "
             "(the same clips, in the same order, under both instructions)"

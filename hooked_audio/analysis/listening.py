@@ -16,6 +16,7 @@ easier; within strata only differences between right and wrong answers to the sa
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -133,6 +134,10 @@ def _attention_table(attention) -> Float[torch.Tensor, "batch layer head"]:
     attention = torch.as_tensor(attention)
     if attention.ndim != 3:
         raise ValueError(f"attention must be [batch, layer, head] (audio_attention_per_row's output), got shape {tuple(attention.shape)}")
+    if not bool(torch.isfinite(attention).all()):
+        bad = sorted({int(r) for r in (~torch.isfinite(attention)).nonzero()[:, 0]})
+        raise ValueError(f"attention has NaN or inf entries (rows {bad[:8]}{'...' if len(bad) > 8 else ''}): a rank "
+                         "score would count them as losses or wins, r and the mean would be NaN; drop those rows")
     return attention
 
 
@@ -341,12 +346,17 @@ def audio_silence_steering_hooks(
     if adaptive:
         scale = scale * (1 - listening_signal(audio_attention_per_row(model, inputs), heads))
     delta = scale[:, None] * direction  # [batch, d_model]
-    last, n_prompt = inputs.last_positions.cpu().long(), inputs.shape[1]
-
-    def steer(resid: torch.Tensor, hook) -> torch.Tensor:
-        if resid.shape[0] != delta.shape[0]:
-            raise ValueError(f"the steering hooks were built for {delta.shape[0]} rows, the batch has {resid.shape[0]}")
-        where = prediction_positions(resid.shape[1], last, n_prompt, "the steering hooks").to(resid.device)
-        return resid + where[..., None] * delta.to(resid.device, resid.dtype)[:, None, :]
-
+    steer = functools.partial(_steer_last_positions, built_for=inputs, delta=delta,
+                              last=inputs.last_positions.cpu().long())
     return [(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", steer)]
+
+
+def _steer_last_positions(resid: torch.Tensor, hook, *, built_for: AudioTextInput, delta: torch.Tensor,
+                          last: torch.Tensor) -> torch.Tensor:
+    """Adds ``delta[row]`` at each row's last real position and at every generated one (``built_for`` is held for
+    the model's check, before each forward, that the hook runs on the inputs it was built for: another padding
+    side would put the last position elsewhere)."""
+    if resid.shape[0] != delta.shape[0]:
+        raise ValueError(f"the steering hooks were built for {delta.shape[0]} rows, the batch has {resid.shape[0]}")
+    where = prediction_positions(resid.shape[1], last, built_for.shape[1], "the steering hooks").to(resid.device)
+    return resid + where[..., None] * delta.to(resid.device, resid.dtype)[:, None, :]

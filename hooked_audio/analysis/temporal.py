@@ -112,13 +112,13 @@ def localise(
 
 
 def interval_overlap(predicted: tuple[float, float], truth: tuple[float, float], kind: str = "hit") -> float:
-    """``"hit"``: 1.0 when the predicted window overlaps the ground-truth interval at all, else 0.0 (averaged
-    over items, the share of events found); ``"iou"``: intersection over union of the two intervals. Intervals
-    are finite ``(start, end)`` pairs with start <= end."""
+    """``"hit"``: 1.0 when the predicted window overlaps the ground-truth interval at all (an interval of zero
+    length: when the other contains it), else 0.0 (averaged over items, the share of events found); ``"iou"``:
+    intersection over union of the two intervals. Intervals are finite ``(start, end)`` pairs with start <= end."""
     (a, b), (c, d) = _interval(predicted, "predicted"), _interval(truth, "truth")
     intersection = max(0.0, min(b, d) - max(a, c))
-    if kind == "hit":
-        return float(intersection > 0)
+    if kind == "hit":  # an instant (start == end) is hit by a window that contains it
+        return float(intersection > 0 or ((a == b or c == d) and max(a, c) <= min(b, d)))
     if kind == "iou":
         union = max(b, d) - min(a, c)
         return intersection / union if union > 0 else 0.0
@@ -142,6 +142,9 @@ def random_window_baseline(
     if not 0 < window_s <= duration_s < float("inf"):
         raise ValueError(f"need 0 < window_s <= duration_s, both finite, got {window_s} and {duration_s}")
     n = checked_count(n, "n (the number of random windows)")
-    _interval(truth, "truth")
+    start, end = _interval(truth, "truth")
+    if start < 0 or end > duration_s:
+        raise ValueError(f"truth {truth!r} lies outside the clip [0, {duration_s}] s: no window placed in the clip "
+                         "could find it; give the interval in the clip's seconds")
     starts = np.random.default_rng(seed).uniform(0, duration_s - window_s, n)
     return float(np.mean([interval_overlap((s, s + window_s), truth, kind) for s in starts]))

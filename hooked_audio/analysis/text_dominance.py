@@ -45,19 +45,28 @@ def _find(haystack: list[int], needle: list[int]) -> list[int]:
 
 def _locate(tokenizer, real: list[int], text: str, row: int) -> tuple[int, int]:
     """``(start, length)`` of ``text`` in a row's real tokens, as the tokenizer encodes it on its own (with or
-    without a leading space); exactly one occurrence."""
-    for variant in (text, " " + text, text.strip(), " " + text.strip()):
-        needle = tokenizer.encode(variant, add_special_tokens=False)
-        starts = _find(real, needle) if needle else []
-        if starts:
-            break
-    else:
-        raise ValueError(f"row {row} does not contain the text {text!r} as the tokenizer encodes it; "
+    without a leading space), as whole words (not "yes" inside "yesterday"); exactly one occurrence over all
+    of those spellings."""
+    spellings = (text, " " + text, text.strip(), " " + text.strip())
+    needles = {tuple(tokenizer.encode(v, add_special_tokens=False)) for v in spellings}
+    found = sorted({(start, len(needle)) for needle in needles if needle for start in _find(real, list(needle))
+                    if _whole_words(tokenizer, real, start, len(needle))})
+    if not found:
+        raise ValueError(f"row {row} does not contain the text {text!r} (as whole words, as the tokenizer encodes it); "
                          "pass the text-free inputs yourself")
-    if len(starts) > 1:
-        raise ValueError(f"row {row} contains the text {text!r} {len(starts)} times; which one to cut is "
+    if len(found) > 1:
+        raise ValueError(f"row {row} contains the text {text!r} {len(found)} times; which one to cut is "
                          "ambiguous: pass a longer text (e.g. the whole hint sentence) or the text-free inputs")
-    return starts[0], len(needle)
+    return found[0]
+
+
+def _whole_words(tokenizer, real: list[int], start: int, length: int) -> bool:
+    """Whether the tokens ``real[start:start + length]`` neither continue the word before them nor run on into
+    the word after them, judged on the decoded text."""
+    before, match = tokenizer.decode(real[:start]), tokenizer.decode(real[: start + length])
+    after = tokenizer.decode(real[: start + length + 1])[len(match):] if start + length < len(real) else ""
+    joins_before = bool(before) and before[-1].isalnum() and match[len(before):][:1].isalnum()
+    return not joins_before and not after[:1].isalnum()
 
 
 def _checked_texts(model, inputs, texts: list[str]) -> AudioTextInput:
@@ -132,8 +141,8 @@ def _mean_ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, tuple[f
 
 def _summary(text_wins, logit_diff, hint_effect, right_without, n_boot, seed) -> dict:
     rate, rate_ci = _mean_ci(text_wins.float().numpy(), n_boot, seed)
-    out = {"n": len(text_wins), "rate": rate, "rate_ci": rate_ci,
-           "logit_diff_mean": _mean_ci(logit_diff.numpy(), n_boot, seed)[0]}
+    out = {"n": len(text_wins), "rate": rate, "rate_ci": rate_ci}
+    out["logit_diff_mean"], out["logit_diff_ci"] = _mean_ci(logit_diff.numpy(), n_boot, seed)
     if hint_effect is not None:
         flips = text_wins[right_without].float().numpy()
         out["flip_rate"], out["flip_rate_ci"] = _mean_ci(flips, n_boot, seed)
@@ -198,6 +207,9 @@ def text_dominance(
         text_free = model.to_inputs(text_free)
         if text_free.shape[0] != n:
             raise ValueError(f"text_free has {text_free.shape[0]} rows, inputs {n}: pair each row")
+        if not text_free.same_audio_as(inputs):
+            raise ValueError("text_free carries other audio than inputs: each text-free row must hold its row's clips "
+                             "(the same clips, in the same order), or the hint effect compares different audio")
         free = _last_logits(model, text_free, batch_size)
         right_without = _wins(free, audio_ids, text_ids, candidates)
         hint_effect = logit_diff - (free[rows, text_ids] - free[rows, audio_ids])

@@ -134,6 +134,13 @@ class AudioTextInput:
     def has_audio(self) -> bool:
         return bool(self.audio)
 
+    def same_audio_as(self, other: "AudioTextInput") -> bool:
+        """Whether ``other`` carries exactly these clips (the same audio tensors, in the same order): the
+        condition for comparing two prompts about one clip."""
+        return set(self.audio) == set(other.audio) and all(
+            self.audio[k].shape == other.audio[k].shape and torch.equal(self.audio[k].cpu(), other.audio[k].cpu())
+            for k in self.audio)
+
     # --- positions -------------------------------------------------------------------------------
     @property
     def audio_mask(self) -> Bool[torch.Tensor, "batch pos"]:

@@ -94,7 +94,7 @@ def load_waveform(
     is_float_input = np.issubdtype(data.dtype, np.floating)
     if is_float_input:
         _check_float_is_not_integer_pcm(data)
-    wave = _downmix(_to_float32(data), channels_axis)
+    wave = _downmix(pcm_to_float32(data), channels_axis)
     if wave.size == 0:
         raise ValueError("The waveform is empty (0 samples); pass at least one sample of audio.")
     _check_finite(wave, in_rate)
@@ -271,7 +271,7 @@ def _to_numpy(source: Any) -> np.ndarray:
     )
 
 
-def _to_float32(data: np.ndarray) -> np.ndarray:
+def pcm_to_float32(data: np.ndarray) -> np.ndarray:
     """Float arrays to float32; integer PCM scaled to [-1, 1] (int16: -32768 -> -1.0, 32767 -> ~1.0)."""
     if np.issubdtype(data.dtype, np.floating):
         return data.astype(np.float32, copy=False)

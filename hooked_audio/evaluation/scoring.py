@@ -75,7 +75,7 @@ def first_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
             "each choice, so these cannot be told apart; relabel the choices (the evaluation can also score the generated "
             "text: --scoring mmau)"
         )
-    unk = getattr(tokenizer, "unk_token_id", None)
+    unk = unknown_token_id(tokenizer)
     unknown = [c for c, t in zip(choices, ids) if unk is not None and t == unk]
     if unknown:
         raise ValueError(f"choices {unknown} start with the unknown token; restricted argmax would compare <unk>, the "
@@ -96,3 +96,13 @@ def restricted_choice(logits: torch.Tensor, choice_ids: Sequence[int], choices: 
         "choice_logprobs": {c: round(float(v), 5) for c, v in zip(choices, logprobs)},
         "choice_probs_restricted": {c: round(float(v), 5) for c, v in zip(choices, restricted)},
     }
+
+
+def unknown_token_id(tokenizer) -> int | None:
+    """The id unknown words become: the tokenizer's ``unk_token_id``, else its fast backend's word-level or BPE
+    model's unknown token (a tokenizer built from a ``tokenizers`` model may name it only there)."""
+    if getattr(tokenizer, "unk_token_id", None) is not None:
+        return tokenizer.unk_token_id
+    backend = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    token = getattr(backend, "unk_token", None)
+    return None if token is None else tokenizer.convert_tokens_to_ids(token)

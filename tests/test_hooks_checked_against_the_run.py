@@ -1,0 +1,86 @@
+"""Hooks built for one batch act on that batch's positions: every forward (run_with_hooks, a ``model.hooks()``
+context around a plain call or run_with_cache, generate) refuses them on another layout instead of acting on the
+wrong positions. Each refusal next to its control: the same hooks on the inputs they were built for run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import make_inputs
+
+from hooked_audio.analysis import (
+    audio_masking_hooks, audio_silence_steering_hooks, enrichment_hook, head_ablation_hooks, same_prompt_donors,
+)
+
+
+def _left(model):
+    inputs = model.to_inputs(make_inputs([[100], [40]], seed=4))
+    assert not inputs.attention_mask[1].all()
+    return inputs
+
+
+def _right(inputs):
+    """The same rows, padded on the right."""
+    ids, mask = torch.zeros_like(inputs.input_ids), torch.zeros_like(inputs.attention_mask)
+    for row in range(ids.shape[0]):
+        real = inputs.input_ids[row][inputs.attention_mask[row].bool()]
+        ids[row, : len(real)], mask[row, : len(real)] = real, 1
+    return replace(inputs, input_ids=ids, attention_mask=mask)
+
+
+@torch.no_grad()
+def test_silence_steering_built_for_one_padding_side_is_refused_on_the_other(model):
+    left = _left(model)
+    hooks = audio_silence_steering_hooks(model, left, [(1, 0)], beta=2.0, min_relative_norm=0)
+    assert (model.run_with_hooks(left, fwd_hooks=hooks) - model(left)).abs().max() > 1e-4  # control: it steers
+    with pytest.raises(ValueError, match="built for other inputs"):
+        model.run_with_hooks(_right(left), fwd_hooks=hooks)
+
+
+@torch.no_grad()
+def test_enrichment_without_inputs_is_refused_where_rows_end_in_padding(model):
+    left, right, n_layers = _left(model), _right(_left(model)), model.cfg.n_layers
+    hooks = enrichment_hook(0, k=1, lam=1.0, n_layers=n_layers)
+    torch.testing.assert_close(model.run_with_hooks(left, fwd_hooks=hooks),  # left padding: the final column is last
+                               model.run_with_hooks(left, fwd_hooks=enrichment_hook(0, 1, 1.0, n_layers=n_layers, inputs=left)))
+    with pytest.raises(ValueError, match="rows \\[1\\] end in padding"):
+        model.run_with_hooks(right, fwd_hooks=hooks)
+    model.run_with_hooks(right, fwd_hooks=enrichment_hook(0, 1, 1.0, n_layers=n_layers, inputs=right))  # with inputs=
+
+
+@torch.no_grad()
+def test_resample_donors_from_other_prompts_are_refused(model):
+    left = _left(model)
+    with pytest.raises(ValueError, match="different prompts"):
+        model.run_with_hooks(left, fwd_hooks=head_ablation_hooks([(1, 0)], "resample", donors=torch.tensor([1, 0])))
+    twice = model.to_inputs(make_inputs([[100], [100]], text_lengths=[4, 4], seed=4))
+    twice = replace(twice, input_ids=twice.input_ids[[0, 0]], attention_mask=twice.attention_mask[[0, 0]])
+    model.run_with_hooks(twice, fwd_hooks=head_ablation_hooks([(1, 0)], "resample", donors=same_prompt_donors(twice)))
+
+
+@torch.no_grad()
+def test_a_hooks_context_is_checked_by_plain_calls_run_with_cache_and_generate(model):
+    left = _left(model)
+    hooks = audio_masking_hooks(left)
+    with model.hooks(fwd_hooks=hooks):
+        masked = model(left)  # control: the inputs it was built for
+        with pytest.raises(ValueError, match="built for other inputs"):
+            model(_right(left))
+        with pytest.raises(ValueError, match="built for other inputs"):
+            model.run_with_cache(_right(left))
+        other = model.to_inputs(make_inputs([[60], [100]], seed=4))
+        with pytest.raises(ValueError, match="built for other inputs"):
+            model.generate(other, max_new_tokens=1)
+    assert model.active_hook_fns == []
+    model(_right(left))  # outside the context nothing is checked, nothing applied
+    torch.testing.assert_close(model.run_with_hooks(left, fwd_hooks=hooks), masked)
+    with pytest.raises(ValueError, match="built for other inputs"):
+        model.generate(other, max_new_tokens=1, fwd_hooks=hooks)
+    assert model.active_hook_fns == []
+
+
+def test_hooks_passed_as_inputs_say_where_they_go(model):
+    with pytest.raises(TypeError, match="fwd_hooks= is not an input"):
+        model.run_with_cache(_left(model), fwd_hooks=[])
