@@ -23,9 +23,10 @@ from jaxtyping import Float, Int
 from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint as TLHookPoint
+from transformer_lens.utilities import Slice
 
 from .audio.inputs import AudioTextInput, as_tensor_dict
-from .cache import AudioActivationCache, check_patch_alignment
+from .cache import AudioActivationCache, check_patch_alignment, position_dims
 from .components.block import TransformerBlock
 from .components.masks import causal_padding_mask
 from .components.moe import MoEMLP
@@ -555,9 +556,10 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
 
         ``device`` offloads the cache (e.g. ``"cpu"`` from a GPU run); ``cache_dtype`` (e.g.
         ``torch.bfloat16``) stores floating activations in that dtype as they are saved (others untouched);
-        the forward itself runs in the model's dtype. ``positions`` (or TL's ``pos_slice``)
-        keeps only some decoder positions of every activation with a position axis (patterns: query and key
-        axes), and the audio tokens at them; encoder activations are kept whole. The cache then describes
+        the forward itself runs in the model's dtype. ``positions`` keeps only some decoder positions of every
+        activation with a position axis (patterns: query and key axes), and the audio tokens at them; TL's
+        ``pos_slice`` (TL's ``Slice`` meaning: an int, a ``(start, stop[, step])`` tuple, a list or a slice) does the
+        same for activations with one position axis, and refuses patterns and scores (TL keeps their key axis); encoder activations are kept whole. The cache then describes
         its own positions (``cache.audio_positions`` etc.; ``cache.positions`` maps back to the run).
         ``incl_bwd`` also caches gradients (``name + "_grad"``) of the output, which must then be a scalar
         (``return_type="loss"``), as in TransformerLens. ``return_cache_object=False`` returns the plain dict of
@@ -571,7 +573,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if pos_slice is not None:
             if not (isinstance(positions, str) and positions == "all"):
                 raise ValueError("pass either positions= or TransformerLens's pos_slice=, not both")
-            positions = pos_slice
+            positions = _tl_pos_slice_positions(pos_slice, inputs.shape[1])
         kept = self._positions_to_index(inputs, positions)  # checked before any work is done
         if cache_dtype is not None and not (isinstance(cache_dtype, torch.dtype) and cache_dtype.is_floating_point):
             raise TypeError(f"cache_dtype must be a floating torch dtype (e.g. torch.bfloat16), got {cache_dtype!r}")
@@ -586,6 +588,13 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if names_filter is None and not self.cfg.use_attn_result:  # TransformerLens's default set
             names_filter = lambda name: not name.endswith("attn.hook_result")  # noqa: E731
         cached = [(name, hp) for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
+        two_axes = [name for name, _ in cached if len(position_dims(name)) == 2 and not name.startswith("audio_encoder.")]
+        if pos_slice is not None and two_axes:
+            raise ValueError(
+                f"pos_slice= with attention patterns or scores ({two_axes[0]}, ...): TransformerLens slices their query "
+                "axis only, this cache would slice the key axis too. Cache them without pos_slice (and index "
+                "cache['pattern', l][:, :, q] yourself), pass positions= (both axes, documented), or leave them out "
+                "(names_filter)")
         if callable(names_filter) and not cached:
             raise ValueError(
                 f"names_filter matches none of the model's {len(self.hook_dict)} hook points, so nothing would be "
@@ -806,3 +815,15 @@ def _grad_saver(cache_dict: dict, name: str, device, dtype: torch.dtype | None =
         cache_dict[f"{name}_grad"] = to_cache(grad, device, dtype)
 
     return save
+
+
+def _tl_pos_slice_positions(pos_slice, n_pos: int) -> list[int]:
+    """The positions TransformerLens's ``Slice(pos_slice)`` keeps of ``n_pos`` (a tuple is ``slice(*tuple)``)."""
+    if isinstance(pos_slice, Slice):
+        pos_slice = pos_slice.slice
+    try:
+        kept = Slice(pos_slice).apply(torch.arange(n_pos))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"pos_slice={pos_slice!r} is not a TransformerLens slice (an int, a tuple, a list or a "
+                         f"slice): {error}") from None
+    return kept.reshape(-1).tolist()

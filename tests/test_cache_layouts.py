@@ -60,8 +60,13 @@ def test_a_positions_cache_describes_its_own_positions(model):
     _, last = model.run_with_cache(**inputs, positions="last")
     assert last.last_positions.tolist() == [0] and last["hook_audio_embeds"].shape[0] == 0
     assert last.audio_positions[0].numel() == 0
-    _, tl_style = model.run_with_cache(**inputs, pos_slice=-1)
+    resid = lambda name: name.endswith("hook_resid_post")  # noqa: E731
+    _, tl_style = model.run_with_cache(**inputs, pos_slice=-1, names_filter=resid)
     torch.testing.assert_close(tl_style["resid_post", 1], last["resid_post", 1])
+    _, first_five = model.run_with_cache(**inputs, pos_slice=(0, 5), names_filter=resid)  # TL: a tuple is slice(0, 5)
+    torch.testing.assert_close(first_five["resid_post", 1], full["resid_post", 1][:, :5])
+    with pytest.raises(ValueError, match="TransformerLens slices their query axis only"):
+        model.run_with_cache(**inputs, pos_slice=-1)  # patterns too: TL would keep their key axis whole
 
 
 def test_out_of_range_positions_fail_before_the_forward(model):
