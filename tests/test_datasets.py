@@ -286,3 +286,18 @@ def test_first_token_ids_and_restricted_choice():
     assert result["choice_logprobs"]["high"] > result["choice_logprobs"]["low"]
     assert abs(sum(result["choice_probs_restricted"].values()) - 1) < 1e-4
     assert abs(result["choice_probs_restricted"]["high"] - torch.sigmoid(torch.tensor(1.0)).item()) < 1e-4
+
+
+def test_sakura_options_keep_abbreviations_and_drop_what_follows_the_last():
+    """An option's text runs to the end of its sentence, and a full stop after an abbreviation ends none: the
+    parser once cut "Mr. Smith" to "Mr" (and then skipped the row, its answer "disagreeing" with the option)."""
+    from hooked_audio.datasets.sakura import parse_options
+
+    assert parse_options("Who is speaking? (a) Mr. Smith (b) Mrs. Jones") == [("a", "Mr. Smith"), ("b", "Mrs. Jones")]
+    assert parse_options("What? (a) U.S. English (b) U.K. English") == [("a", "U.S. English"), ("b", "U.K. English")]
+    assert parse_options("Which? (a) e.g. a dog (b) a cat") == [("a", "e.g. a dog"), ("b", "a cat")]
+    assert parse_options("Is the speaker (a) male or (b) female?") == [("a", "male"), ("b", "female")]
+    # control: the instruction after the last option is still cut, and "no" is an answer, not an abbreviation
+    assert parse_options("Which animal? (a) dog (b) cow. Answer with the letter.") == [("a", "dog"), ("b", "cow")]
+    assert parse_options("Is it loud? (a) yes (b) no. Answer with the letter.") == [("a", "yes"), ("b", "no")]
+    assert parse_options("Which? (a) 2.5 s (b) 3.5 s") == [("a", "2.5 s"), ("b", "3.5 s")]

@@ -150,6 +150,10 @@ def test_hooks_are_active_and_bad_clips_are_counted_errors(toy, pitch_manifest, 
     assert summary["errors"] == 1 and summary["overall"]["n"] == 2
     plain = [r for r in lines(out) if not r.get("error")]
     assert all(np.isfinite(list(r["choice_logprobs"].values())).all() for r in plain)
+    # strict: the same clip, found bad only when its inputs are built, refuses the run instead of counting an error
+    with pytest.raises(ValueError, match="item 2: .*too short for one audio token.*loaded strict"):
+        evaluate(toy, load_dataset(f"manifest:{manifest}", strict=True), str(tmp_path / "s.jsonl"), batch_size=3,
+                 progress=False)
 
 
 # --- the command ------------------------------------------------------------------------------------------
@@ -374,3 +378,17 @@ def test_sakura_and_mmau_layouts_run_end_to_end(toy, pitch_manifest, tmp_path):
     assert mmau["config"]["dataset_source"]["sha256"]
     assert set(mmau["by"]) == {"task", "sub-category", "difficulty"} and mmau["overall"]["n"] == len(rows)
     assert all(r["generated"] is not None for r in lines(tmp_path / "m.jsonl"))
+
+
+def test_the_hooks_record_changes_when_the_hooks_file_is_edited(tmp_path):
+    """Resuming compares the recorded hooks: a spec alone would let an edited hooks file resume into the same
+    results, mixing two interventions under one accuracy."""
+    from hooked_audio.evaluation.runner import hooks_record, load_hooks
+
+    path = tmp_path / "hk.py"
+    path.write_text("SCALE = 1.0\n\ndef fn(model):\n    return []\n")
+    spec = f"{path}:fn"
+    first = hooks_record(spec, load_hooks(spec))
+    assert first.startswith(spec) and hooks_record(spec, load_hooks(spec)) == first  # control: same file, same record
+    path.write_text("SCALE = 0.0\n\ndef fn(model):\n    return []\n")
+    assert hooks_record(spec, load_hooks(spec)) != first

@@ -284,7 +284,7 @@ def cmd_eval(args) -> dict:
     from ..datasets import DatasetError, load_dataset
     from ..evaluation.runner import (
         DEFAULT_MAX_NEW_TOKENS, ResumeError, check_resumable, check_scoring, check_template, default_prompt_format,
-        default_scoring, evaluate, hooks_for, prompt_template, run_config,
+        default_scoring, evaluate, hooks_for, hooks_record, prompt_template, run_config,
     )
     from ..evaluation.steer import SteerError, check_steers
     from ..evaluation.summary import format_table, write_summary
@@ -316,6 +316,7 @@ def cmd_eval(args) -> dict:
     if scoring != "restricted" and max_new_tokens < 1:
         args._error(f"argument --max-new-tokens: --scoring {scoring} scores generated text, so at least 1")
     hooks_spec, hooks_fn = args.hooks if args.hooks else (None, None)
+    hooks_spec = hooks_record(hooks_spec, hooks_fn) if hooks_fn else None
     steer = args.steer or []
     cfg = _model_config(args)
     try:

@@ -67,6 +67,7 @@ class EvalDataset:
     items: list[EvalItem]
     skipped: list[Skip]
     source: dict[str, Any]
+    strict: bool = False  # loaded with strict=True: a row found bad later (its clip refused at build time) is an error too
 
     def __len__(self) -> int:
         return len(self.items)
@@ -146,7 +147,7 @@ class RowCollector:
         self.items.append(EvalItem(str(item_id), audio, str(question).strip(), answer.strip(), choices, meta))
 
     def finish(self, source: dict[str, Any]) -> EvalDataset:
-        dataset = EvalDataset(self.spec, self.items, self.skipped, source)
+        dataset = EvalDataset(self.spec, self.items, self.skipped, source, self.strict)
         summary = dataset.skip_summary()
         if summary["skipped"]:
             logger.warning("%s: kept %d items, skipped %d rows %s", self.spec, summary["items"], summary["skipped"],

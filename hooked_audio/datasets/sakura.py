@@ -54,14 +54,29 @@ def track_dirs(root: str, track: str | None = None) -> dict[str, str]:
     return found
 
 
+# Words that end in a full stop inside a sentence ("Mr. Smith", "U.S. English"): no sentence ends after them.
+ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "u.s", "u.k",
+                 "approx", "ca", "cf"}
+
+
+def _end_of_sentence(text: str) -> str:
+    """``text`` up to the end of its first sentence: a ``.``, ``?`` or ``!`` followed by a space, except after an
+    abbreviation."""
+    for match in re.finditer(r"[.?!](?=\s)", text):
+        word = re.search(r"[\w.]*$", text[: match.start()]).group(0).lower()
+        if not (text[match.start()] == "." and word in ABBREVIATIONS):
+            return text[: match.start()].strip()
+    return text
+
+
 def parse_options(instruction: str) -> list[tuple[str, str]]:
     """``[(letter, text), ...]`` of the ``(a) text (b) text`` options listed in an instruction: the first run of
     at least two options lettered ``(a), (b), (c), ...`` in order. A parenthesised letter elsewhere (``speaker(s)``,
     a ``(b)`` quoted in the question) is text, not an option."""
     found = []
     for letter, text in _OPTION.findall(instruction):
-        text = text.strip().rstrip(".;,").strip()
-        text = re.split(r"[.?!]\s", text)[0].strip()  # text after the last option ("... Answer with ...")
+        text = _end_of_sentence(text.strip())  # text after the last option ("... Answer with ...")
+        text = re.sub(r"[,;]?\s+or$", "", text.rstrip(".;,?!").strip())  # "(a) male or (b) female?"
         found.append((letter.lower(), text))
     for start, (letter, _) in enumerate(found):
         if letter != "a":

@@ -259,6 +259,22 @@ def load_hooks(spec: str) -> Callable:
     return function
 
 
+def hooks_record(spec: str, function: Callable) -> str:
+    """What a results file records of ``--hooks MODULE:FUNCTION``: the spec and the sha256 of the module's source
+    file, so that resuming after the file was edited is refused instead of mixing results of two versions."""
+    import hashlib
+    import inspect
+
+    try:
+        source = inspect.getsourcefile(function)
+    except TypeError:  # a builtin or C function: no file to hash
+        source = None
+    if source is None or not os.path.isfile(source):
+        return spec
+    with open(source, "rb") as handle:
+        return f"{spec} (source sha256 {hashlib.sha256(handle.read()).hexdigest()[:16]})"
+
+
 def hooks_for(function: Callable, model, spec: str = "hooks") -> list:
     hooks = function(model)
     if not isinstance(hooks, (list, tuple)) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in hooks):
@@ -334,9 +350,10 @@ def score_batch(model, items: list[EvalItem], inputs, scoring: str, max_new_toke
 
 
 def run_batch(model, items: list[EvalItem], template: str, scoring: str, max_new_tokens: int,
-              choice_ids: dict[str, list[int]], steer: Sequence[Steer] = ()) -> list[dict]:
+              choice_ids: dict[str, list[int]], steer: Sequence[Steer] = (), strict: bool = False) -> list[dict]:
     """Records for a batch, in its order. An item whose inputs cannot be built (its audio or prompt is refused)
-    gets an error line; the others run together. Errors of the model itself are raised, not recorded."""
+    gets an error line (``strict``: raises, naming it); the others run together. Errors of the model itself are
+    raised, not recorded."""
     try:
         good, bad, inputs = items, {}, _build(model, items, template)
     except INPUT_ERRORS:
@@ -346,6 +363,9 @@ def run_batch(model, items: list[EvalItem], template: str, scoring: str, max_new
                 _build(model, [item], template)
                 good.append(item)
             except INPUT_ERRORS as error:
+                if strict:
+                    raise ValueError(f"item {item.id}: {type(error).__name__}: {error} (the dataset was loaded strict, "
+                                     "which refuses every bad row; fix or drop it, or leave out --strict)") from error
                 logger.warning("item %s: %s", item.id, error)
                 bad[item.id] = _record(item, scoring) | {"prediction": None, "correct": None,
                                                          "error": f"{type(error).__name__}: {error}"}
@@ -468,7 +488,7 @@ objects, stacked; their hooks are built per batch and recorded in the settings. 
         for index, batch in enumerate(todo):
             if limit is not None and written >= limit:
                 break
-            records = run_batch(model, batch, template, scoring, max_new_tokens, choice_ids, steer)
+            records = run_batch(model, batch, template, scoring, max_new_tokens, choice_ids, steer, dataset.strict)
             handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
             handle.flush()
             os.fsync(handle.fileno())
