@@ -301,3 +301,21 @@ def test_sakura_options_keep_abbreviations_and_drop_what_follows_the_last():
     assert parse_options("Which animal? (a) dog (b) cow. Answer with the letter.") == [("a", "dog"), ("b", "cow")]
     assert parse_options("Is it loud? (a) yes (b) no. Answer with the letter.") == [("a", "yes"), ("b", "no")]
     assert parse_options("Which? (a) 2.5 s (b) 3.5 s") == [("a", "2.5 s"), ("b", "3.5 s")]
+
+
+def test_manifest_byte_order_mark_repeated_keys_and_a_single_object(tmp_path):
+    """A BOM is not part of row 1 (it used to make row 1 'not JSON'); a key given twice in one record is refused,
+    not resolved to the last value; a .json file holding one object says so."""
+    write_clip(tmp_path / "a.wav")
+    row = {"audio": "a.wav", "question": "q", "answer": "low", "choices": ["low", "high"]}
+    bom = tmp_path / "bom.jsonl"
+    bom.write_text("\ufeff" + json.dumps(row) + "\n" + json.dumps(row | {"id": "2"}) + "\n", encoding="utf-8")
+    assert [item.answer for item in load_dataset(f"manifest:{bom}").items] == ["low", "low"]  # both rows kept
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(json.dumps(row) + "\n" + '{"audio": "a.wav", "question": "q", "answer": "low", "answer": "high"}\n')
+    dataset = load_dataset(f"manifest:{twice}")
+    assert len(dataset.items) == 1 and "appear twice" in dataset.skipped[0].reason
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(row))
+    with pytest.raises(DatasetError, match="one JSON object, not a list"):
+        load_dataset(f"manifest:{single}")

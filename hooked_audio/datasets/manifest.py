@@ -58,12 +58,16 @@ def _records(path: str):
     if not path.lower().endswith((".jsonl", ".json", ".ndjson")):
         raise DatasetError(f"manifest: {path} is neither .jsonl nor .csv; name it by its format")
     if path.lower().endswith(".json"):  # one JSON list of records, or JSON lines under a .json name
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             text = handle.read()
         try:
-            whole = json.loads(text)
+            whole = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError:
             whole = None
+        except DatasetError as error:
+            raise DatasetError(f"manifest: {path}: {error}") from None
+        if isinstance(whole, dict):
+            raise DatasetError(f"manifest: {path} holds one JSON object, not a list of records (or one record per line)")
         if isinstance(whole, list):
             for index, record in enumerate(whole):
                 where = f"{name}[{index}]"
@@ -72,22 +76,33 @@ def _records(path: str):
                 else:
                     yield where, index, None, f"malformed row: a JSON {type(record).__name__}, not an object"
             return
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not part of row 1
         index = 0
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{name}:{line_no}"
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as error:
                 yield where, index, None, f"malformed row: not JSON ({error.msg})"
+            except DatasetError as error:
+                yield where, index, None, f"malformed row: {error}"
             else:
                 if not isinstance(record, dict):
                     yield where, index, None, f"malformed row: a JSON {type(record).__name__}, not an object"
                 else:
                     yield where, index, record, None
             index += 1
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict, refusing a repeated key (json keeps the last one silently)."""
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise DatasetError(f"the key(s) {repeated} appear twice in one record; which value is meant is ambiguous")
+    return dict(pairs)
 
 
 def load_manifest(path: str, spec: str | None = None, strict: bool = False) -> EvalDataset:
