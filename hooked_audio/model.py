@@ -219,6 +219,13 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             if not bool(attention_mask.bool().any(dim=1).all()):
                 raise ValueError("a row of attention_mask is all padding: every row needs at least one real token")
         position_ids = kwargs.pop("position_ids", None)
+        if position_ids is not None and position_ids.ndim == 1:  # one row, as 1-D input_ids
+            position_ids = position_ids[None]
+        if position_ids is not None and tuple(position_ids.shape) != tuple(input_ids.shape):
+            what = ("multimodal RoPE's [3, batch, pos] (the omni models' time / height / width positions) is not taken: "
+                    "leave position_ids out and the family's rule computes them, as HF does"
+                    if position_ids.ndim == 3 else "give one position per token, [batch, pos]")
+            raise ValueError(f"position_ids {tuple(position_ids.shape)} do not match input_ids {tuple(input_ids.shape)}; {what}")
         spec = self.cfg.audio_inputs
         audio_keys = {spec.features, spec.frame_mask} - {None}
         unknown = set(kwargs) - audio_keys

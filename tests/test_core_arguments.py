@@ -167,3 +167,17 @@ def test_a_window_that_yields_no_token_belongs_to_the_clip_before_it():
     assert inputs.window_rows.tolist() == [0, 0, 1]  # was [0, 1, 1]
     # each row keeps its own windows (row 1 used to carry row 0's empty tail window)
     assert [inputs[row].audio["input_features_mask"].sum(-1).tolist() for row in (0, 1)] == [frames[:2], frames[2:]]
+
+
+@torch.no_grad()
+def test_position_ids_of_another_shape_are_refused_and_one_row_may_be_1d(model):
+    inputs = make_inputs([[100], [60]])
+    positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    torch.testing.assert_close(model(**inputs, position_ids=positions), model(**inputs))  # control: HF's own rule
+    with pytest.raises(ValueError, match=r"multimodal RoPE's \[3, batch, pos\]"):
+        model(**inputs, position_ids=positions[None].expand(3, -1, -1))
+    with pytest.raises(ValueError, match="give one position per token"):
+        model(**inputs, position_ids=positions[0])  # one row's positions for a batch of two
+    one = make_inputs([[100]])
+    row = torch.arange(one["input_ids"].shape[1])
+    torch.testing.assert_close(model(**one, position_ids=row), model(**one, position_ids=row[None]))
