@@ -30,10 +30,10 @@ from hooked_audio import HookedAudioTransformer
 N_EXPERTS, TOP_K = 8, 2
 
 
-def make_hf_model(seed: int = 0, n_kv_heads: int = 2, norm_topk_prob: bool = True):
+def make_hf_model(seed: int = 0, n_kv_heads: int = 2, norm_topk_prob: bool = True, audio_act: str = "gelu"):
     config = Qwen3OmniMoeThinkerConfig(
         audio_config=dict(
-            d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, num_mel_bins=N_MELS,
+            activation_function=audio_act, d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, num_mel_bins=N_MELS,
             max_source_positions=50, n_window=50, n_window_infer=200, downsample_hidden_size=8, output_dim=64,
         ),
         vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=64,
@@ -229,3 +229,14 @@ def test_feature_extractor_inputs_match_hf():
     batch = inputs_for([[250], [57]], text_lengths=[3, 5])
     batch.update(input_features=audio["input_features"], feature_attention_mask=audio["attention_mask"])
     assert_matches_hf(model, hf, batch)
+
+
+@torch.no_grad()
+def test_the_audio_activation_also_runs_between_the_projector_layers():
+    """HF applies audio_config.activation_function in the encoder blocks and between proj1 and proj2; the projector
+    once stayed GELU (0.048 logits off HF with SiLU)."""
+    for act in ("silu", "gelu"):  # gelu: the published checkpoints' (control)
+        hf = make_hf_model(audio_act=act)
+        model = HookedAudioTransformer.from_hf_model(hf)
+        assert model.cfg.projector.act_fn == act
+        assert_matches_hf(model, hf, SPEC.make_inputs(SPEC.cases["batch_mixed_clip_counts"], text_lengths=[3, 7], seed=1))

@@ -19,6 +19,12 @@ def takes_no_audio(processor) -> bool:
     return type(processor).__name__ == "VoxtralProcessor"
 
 
+# Pad the texts of a batch to one length, and only the texts: a bare ``padding=True`` reaches the feature extractor
+# too, which then pads each clip to the batch's longest instead of to its window (HF's default), and the encoders
+# without a padding mask (GLM-ASR's) or with fixed windows (Audio Flamingo 3's) then compute something else.
+TEXT_PADDING = {"padding": True}
+
+
 def one_clip_per_text(processor) -> bool:
     """Whether the processor refuses any text that does not hold exactly one clip (HF's Audio Flamingo 3, Music
     Flamingo and GLM-ASR processors; their models take any number of clips per row)."""
@@ -37,7 +43,8 @@ def process(processor, texts: list[str], waveforms: list[np.ndarray], sampling_r
     if one_clip_per_text(processor) and waveforms and any(text.count(token) != 1 for text in texts):
         return _process_clip_by_clip(processor, texts, waveforms, sampling_rate)
     if not takes_no_audio(processor):
-        return processor(text=texts, audio=waveforms or None, sampling_rate=sampling_rate, return_tensors="pt", padding=True)
+        return processor(text=texts, audio=waveforms or None, sampling_rate=sampling_rate, return_tensors="pt",
+                         text_kwargs=TEXT_PADDING)
     extractor, token = processor.feature_extractor, processor.audio_token
     window = extractor.n_samples
     clips = iter(waveforms)
@@ -72,7 +79,8 @@ def _process_clip_by_clip(processor, texts: list[str], waveforms: list[np.ndarra
             f"{type(processor).__name__} takes one clip per text and its tokenizer adds {added} to every text: "
             "several clips per text cannot be assembled; give each clip its own prompt"
         )
-    bare = processor(text=[token] * len(waveforms), audio=waveforms, sampling_rate=sampling_rate, return_tensors="pt", padding=True)
+    bare = processor(text=[token] * len(waveforms), audio=waveforms, sampling_rate=sampling_rate, return_tensors="pt",
+                     text_kwargs=TEXT_PADDING)
     expansions = [ids[mask.bool()].tolist() for ids, mask in zip(bare["input_ids"], bare["attention_mask"])]
     placeholder = tokenizer.convert_tokens_to_ids(token)
     clips = iter(expansions)

@@ -99,8 +99,9 @@ class WhisperEncoder(nn.Module):
         return self.hook_conv_out(self.stem(features))
 
     def add_positions(self, x: Float[torch.Tensor, "window frame d"]) -> tuple[Float[torch.Tensor, "window frame d"], Rotary]:
-        """Learned absolute positions; returns the rotary tables the blocks need (none here)."""
-        return x + self.hook_pos_embed(self.W_pos[: x.shape[1]].expand(x.shape[0], -1, -1)), None
+        """Learned absolute positions; returns the rotary tables the blocks need (none here). The table is cast to
+        the activations' dtype: HF keeps some position tables in float32 when the rest loads in bfloat16 (Voxtral's)."""
+        return x + self.hook_pos_embed(self.W_pos[: x.shape[1]].to(x.dtype).expand(x.shape[0], -1, -1)), None
 
     def frame_mask(
         self, mel_lengths: Int[torch.Tensor, "window"] | None, x: Float[torch.Tensor, "window frame d"]

@@ -82,7 +82,7 @@ def config_from_hf(hf_config) -> HookedAudioConfig:
         experts_per_token=text.num_experts_per_tok,
         norm_topk_prob=text.norm_topk_prob,
         audio=encoder_config_from_hf(audio),
-        projector=MLPProjectorConfig(d_hidden=audio.d_model),
+        projector=MLPProjectorConfig(d_hidden=audio.d_model, act_fn=audio.activation_function),  # HF: proj1 -> act -> proj2
         audio_inputs=AUDIO_INPUTS,
         audio_token_id=thinker.audio_token_id,
         family="qwen3_omni",
