@@ -565,8 +565,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         ``torch.bfloat16``) stores floating activations in that dtype as they are saved (others untouched);
         the forward itself runs in the model's dtype. ``positions`` keeps only some decoder positions of every
         activation with a position axis (patterns: query and key axes), and the audio tokens at them; TL's
-        ``pos_slice`` (TL's ``Slice`` meaning: an int, a ``(start, stop[, step])`` tuple, a list or a slice) does the
-        same for activations with one position axis, and refuses patterns and scores (TL keeps their key axis); encoder activations are kept whole. The cache then describes
+        ``pos_slice`` (TL's ``Slice`` meaning: an int, a ``(start, stop[, step])`` tuple, a list or a slice) does
+        the same for activations with one position axis, and refuses patterns and scores (TL keeps their key axis);
+        encoder activations are kept whole. The cache then describes
         its own positions (``cache.audio_positions`` etc.; ``cache.positions`` maps back to the run).
         ``incl_bwd`` also caches gradients (``name + "_grad"``) of the output, which must then be a scalar
         (``return_type="loss"``), as in TransformerLens. ``return_cache_object=False`` returns the plain dict of

@@ -16,7 +16,7 @@ def plot_summary(summary: dict, path: str | Path, title: str = "accuracy") -> Pa
                              squeeze=False, gridspec_kw={"width_ratios": [max(len(g), 1) for _, g in panels]})
     for ax, (key, groups) in zip(axes[0], panels):
         names = list(groups)
-        acc = [groups[n]["accuracy"] or 0.0 for n in names]  # None (n = 0) draws no bar, labelled below
+        acc = [groups[n]["accuracy"] or 0.0 for n in names]  # None (n = 0): a bar of height 0, labelled below
         low = [a - (groups[n]["ci95"] or [a, a])[0] for a, n in zip(acc, names)]
         high = [(groups[n]["ci95"] or [a, a])[1] - a for a, n in zip(acc, names)]
         ax.bar(range(len(names)), acc, yerr=[low, high], capsize=3, color="#4c72b0")
