@@ -194,3 +194,14 @@ def test_a_bfloat16_load_runs_at_bfloat16_precision(tmp_path):
     exact = hf(**inputs).logits.float()
     ours, theirs = model(**inputs).float(), hf_bf16(**inputs).logits.float()
     assert (ours - exact)[real].abs().max() <= 2 * (theirs - exact)[real].abs().max() + 1e-3
+
+
+def test_build_inputs_with_a_tokenizer_that_cannot_split_the_placeholders_says_so():
+    """Voxtral's processor takes no audio, so build_inputs expands [AUDIO] in the text; a word-level tokenizer reads
+    the run as one unknown word. That was once reported as a clip "too short for one audio token"."""
+    import numpy as np
+
+    processor = SPEC.make_processor()
+    model = HookedAudioTransformer.from_hf_model(make_hf_model(), processor=processor)
+    with pytest.raises(ValueError, match=r"into \[0\] audio tokens per row, not \[25\].*toy.evaluate.encode"):
+        model.build_inputs([f"hello {processor.audio_token} yes"], [np.full(8000, 0.01, np.float32)], sampling_rate=16000)

@@ -48,15 +48,25 @@ def process(processor, texts: list[str], waveforms: list[np.ndarray], sampling_r
     extractor, token = processor.feature_extractor, processor.audio_token
     window = extractor.n_samples
     clips = iter(waveforms)
-    pieces = []
+    pieces, expected = [], []
     for text in texts:
         parts = text.split(token)
-        expanded = parts[0]
+        expanded, count = parts[0], 0
         for part in parts[1:]:
             wave = next(clips)
-            expanded += token * (-(-len(wave) // window) * window // extractor.hop_length // 8) + part
+            n = -(-len(wave) // window) * window // extractor.hop_length // 8
+            expanded, count = expanded + token * n + part, count + n
         pieces.append(expanded)
+        expected.append(count)
     batch = processor.tokenizer(pieces, padding=True, return_tensors="pt")
+    audio_id = processor.tokenizer.convert_tokens_to_ids(token)
+    found = (batch["input_ids"] == audio_id).sum(-1).tolist()
+    if found != expected:
+        raise ValueError(
+            f"the tokenizer turned the expanded {token!r} placeholders into {found} audio tokens per row, not {expected}: "
+            f"it does not split {token!r}{token!r} into two tokens (a word-level tokenizer). Build the inputs with "
+            "the expansion done in token ids (for the toy: hooked_audio.toy.evaluate.encode), or use a tokenizer that "
+            "knows the placeholder as a special token")
     out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if waveforms:
         out["input_features"] = processor._retrieve_input_features(
