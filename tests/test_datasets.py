@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import logging
 
 import numpy as np
@@ -319,3 +320,16 @@ def test_manifest_byte_order_mark_repeated_keys_and_a_single_object(tmp_path):
     single.write_text(json.dumps(row))
     with pytest.raises(DatasetError, match="one JSON object, not a list"):
         load_dataset(f"manifest:{single}")
+
+
+def test_an_empty_optional_csv_cell_is_no_value():
+    """An empty `task` cell once became the task "", a summary group of its own; it is now left ungrouped, as a
+    JSON row without the key (the control: a filled cell keeps its value)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_clip(os.path.join(folder, "a.wav"))
+        with open(os.path.join(folder, "m.csv"), "w", newline="") as handle:
+            handle.write("audio,question,answer,task\na.wav,q,low,\na.wav,q,high,pitch\n")
+        items = load_dataset(f"manifest:{os.path.join(folder, 'm.csv')}").items
+    assert "task" not in items[0].metadata and items[1].metadata["task"] == "pitch"

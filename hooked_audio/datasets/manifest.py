@@ -51,8 +51,8 @@ def _records(path: str):
                 if problem:
                     yield f"{name}:{index + 2}", index, None, problem
                     continue
-                if not record.get("id", "").strip():
-                    record.pop("id", None)
+                for key in [k for k, v in record.items() if k not in REQUIRED and not str(v).strip()]:
+                    record.pop(key)  # an empty optional cell (id, task, ...) is no value, not the value ""
                 yield f"{name}:{index + 2}", index, record, None
         return
     if not path.lower().endswith((".jsonl", ".json", ".ndjson")):
