@@ -177,11 +177,18 @@ def min_audio_samples(model, processor=None) -> int:
     processor = processor if processor is not None else model.processor
     sr = processor.feature_extractor.sampling_rate
     low, high = 1, sr  # tokens(high) >= 1 for every supported family (>= 12.5 tokens/s)
-    if _n_audio_tokens(model, processor, np.zeros(low, dtype=np.float32)) >= 1:
+
+    def makes_a_token(n: int) -> bool:
+        try:
+            return _n_audio_tokens(model, processor, np.zeros(n, dtype=np.float32)) >= 1
+        except (ValueError, RuntimeError):  # a feature extractor that cannot frame so few samples: no token either
+            return False
+
+    if makes_a_token(low):
         return low
     while high - low > 1:
         mid = (low + high) // 2
-        if _n_audio_tokens(model, processor, np.zeros(mid, dtype=np.float32)) >= 1:
+        if makes_a_token(mid):
             high = mid
         else:
             low = mid
