@@ -311,13 +311,13 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
     """Refuse a hook that carries activations cached from a run whose audio sits elsewhere: patching them by
     position into this run would put audio where text is (or a 2 s clip over a 4 s one) without an error.
     Likewise a hook built for other inputs (a ``functools.partial`` holding an ``AudioTextInput``: masking,
-    enrichment, steering at text positions), which would act on that input's positions, not this run's."""
+    enrichment, steering at text positions), which would act on that input's positions, not this run's. A
+    partial's ``check_inputs`` keyword (a function of the run's inputs) states any other condition of its hook."""
     ours = inputs.audio_mask.cpu()
     for fn in hook_fns:
-        if getattr(fn, "keywords", {}).get("acts_on_final_position"):
-            _check_final_position_is_last(inputs)
-        if getattr(fn, "keywords", {}).get("rows_share_prompt_with_donors"):
-            _check_donors_share_prompt(fn.keywords["donors"], inputs)
+        check_inputs = getattr(fn, "keywords", {}).get("check_inputs")
+        if check_inputs is not None:  # a hook's own condition on the run's inputs
+            check_inputs(inputs)
         for value in [*getattr(fn, "args", ()), *getattr(fn, "keywords", {}).values()]:
             if isinstance(value, AudioTextInput):
                 _check_built_for(value, inputs)
@@ -357,7 +357,7 @@ def _check_same_audio_positions(theirs: torch.Tensor, ours: torch.Tensor, what: 
     )
 
 
-def _check_final_position_is_last(inputs: AudioTextInput) -> None:
+def check_final_position_is_last(inputs: AudioTextInput) -> None:
     """A hook built without inputs acts on the final column, which is each row's last real position only when
     no row ends in padding (left padding, or none)."""
     ends_early = (inputs.last_positions.cpu() != inputs.shape[1] - 1).nonzero().flatten().tolist()
@@ -366,24 +366,6 @@ def _check_final_position_is_last(inputs: AudioTextInput) -> None:
             f"a hook built without inputs= acts on the final position, but rows {ends_early} end in padding (right "
             "padding): it would act on a padding position there. Build it with inputs= (the inputs you run), or pad "
             "on the left")
-
-
-def _check_donors_share_prompt(donors: torch.Tensor, inputs: AudioTextInput) -> None:
-    """Resample ablation swaps a head's output between a row and its donor position by position: that is only
-    the same computation on another clip when the two rows hold the same tokens and padding."""
-    if len(donors) != inputs.shape[0]:
-        raise ValueError(f"donors has {len(donors)} rows but the batch has {inputs.shape[0]}: build them with "
-                         "same_prompt_donors(inputs) for these inputs")
-    if int(donors.max()) >= inputs.shape[0]:
-        raise ValueError(f"donors names row {int(donors.max())}, but the batch has {inputs.shape[0]} rows")
-    ids = inputs.input_ids.cpu()
-    mask = inputs.attention_mask.cpu() if inputs.attention_mask is not None else torch.ones_like(ids)
-    differ = ((ids != ids[donors]) | (mask != mask[donors])).any(-1).nonzero().flatten().tolist()
-    if differ:
-        raise ValueError(
-            f"rows {differ[:8]} and their resample donors {donors[differ[:8]].tolist()} have different prompts (tokens or "
-            "padding): each head's output would be taken from other positions. Build donors with "
-            "same_prompt_donors(inputs) for these inputs")
 
 
 def _check_built_for(built_for: AudioTextInput, inputs: AudioTextInput) -> None:

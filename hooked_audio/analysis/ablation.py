@@ -67,18 +67,18 @@ def head_ablation_hooks(
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in checked:
         by_layer[layer].append(head)
+    # resampled decoder heads: every run checks that each row and its donor share the prompt (encoder donors are clips)
+    check = None if donors is None or prefix else functools.partial(_check_donors_share_prompt, donors)
 
     return [(f"{prefix}blocks.{layer}.attn.hook_z",
              functools.partial(_ablate, layer=layer, layer_heads=hs, mode=mode, real=real, donors=donors,
-                               rows_share_prompt_with_donors=donors is not None and not prefix))
+                               check_inputs=check))
             for layer, hs in sorted(by_layer.items())]
 
 
 def _ablate(z: torch.Tensor, hook, *, layer: int, layer_heads: list[int], mode: str, real: torch.Tensor | None,
-            donors: torch.Tensor | None, rows_share_prompt_with_donors: bool) -> torch.Tensor:
-    """``head_ablation_hooks``' hook on ``hook_z``. ``rows_share_prompt_with_donors`` (decoder heads resampled):
-    the model checks before each run that every row and its donor have the same tokens (``cache.check_patch_alignment``);
-    the encoder's donors are clips, not rows."""
+            donors: torch.Tensor | None, check_inputs) -> torch.Tensor:
+    """``head_ablation_hooks``' hook on ``hook_z`` (``check_inputs`` is held for ``cache.check_patch_alignment``)."""
     n_heads = z.shape[2]
     if max(layer_heads) >= n_heads:
         raise ValueError(
@@ -102,6 +102,24 @@ def _ablate(z: torch.Tensor, hook, *, layer: int, layer_heads: list[int], mode: 
             raise ValueError(f"donors names row {int(donors.max())}, but the batch has {z.shape[0]} rows")
         z[:, :, layer_heads] = z[donors.to(z.device)][:, :, layer_heads]
     return z
+
+
+def _check_donors_share_prompt(donors: torch.Tensor, inputs: AudioTextInput) -> None:
+    """Resample ablation swaps a head's output between a row and its donor position by position: that is only
+    the same computation on another clip when the two rows hold the same tokens and padding."""
+    if len(donors) != inputs.shape[0]:
+        raise ValueError(f"donors has {len(donors)} rows but the batch has {inputs.shape[0]}: build them with "
+                         "same_prompt_donors(inputs) for these inputs")
+    if int(donors.max()) >= inputs.shape[0]:
+        raise ValueError(f"donors names row {int(donors.max())}, but the batch has {inputs.shape[0]} rows")
+    ids = inputs.input_ids.cpu()
+    mask = inputs.attention_mask.cpu() if inputs.attention_mask is not None else torch.ones_like(ids)
+    differ = ((ids != ids[donors]) | (mask != mask[donors])).any(-1).nonzero().flatten().tolist()
+    if differ:
+        raise ValueError(
+            f"rows {differ[:8]} and their resample donors {donors[differ[:8]].tolist()} have different prompts (tokens or "
+            "padding): each head's output would be taken from other positions. Build donors with "
+            "same_prompt_donors(inputs) for these inputs")
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 from scipy.stats import pearsonr
 
 from ..audio.inputs import AudioTextInput
-from ..cache import AudioActivationCache
+from ..cache import AudioActivationCache, check_final_position_is_last
 from ..evaluation.scoring import first_token_ids
 from ..indices import checked_count, checked_layers, index_tensor, is_index
 from ..kv_cache import prediction_positions
@@ -201,15 +201,16 @@ def enrichment_hook(
     targets = (sources + int(k)).clamp(max=n_layers - 1)
     last = None if inputs is None else inputs.last_positions.cpu().long()
     hook = functools.partial(_enrich, built_for=inputs, last=last, sources=sources, targets=targets, per_row=per_row,
-                             lam=lam, saved={}, acts_on_final_position=inputs is None)
+                             lam=lam, saved={},
+                             check_inputs=check_final_position_is_last if inputs is None else None)
     layers = sorted({int(l) for l in sources} | {int(l) for l in targets})
     return [(f"blocks.{layer}.hook_resid_post", hook) for layer in layers]
 
 
 def _enrich(resid, hook, *, built_for: AudioTextInput | None, last, sources, targets, per_row: bool, lam: float,
-            saved: dict, acts_on_final_position: bool):
+            saved: dict, check_inputs):
     """``enrichment_hook``'s hook: saves h[source][last] at the source layers and adds it at the targets
-    (``acts_on_final_position``: built without inputs, which the model checks against right padding)."""
+    (``check_inputs``: built without inputs, the run is checked against right padding)."""
     layer, n = int(hook.name.split(".")[1]), resid.shape[0]
     if (per_row and n != len(sources)) or (built_for is not None and n != built_for.shape[0]):
         raise ValueError(f"the enrichment hooks were built for {len(sources) if per_row else built_for.shape[0]} "
