@@ -51,6 +51,17 @@ def test_enrichment_without_inputs_is_refused_where_rows_end_in_padding(model):
 
 
 @torch.no_grad()
+def test_mean_ablation_built_for_one_padding_is_refused_on_another(model):
+    """The mean leaves out the padding of the inputs it was built for; on the same rows padded on the other side it
+    would average padding in."""
+    left = _left(model)
+    hooks = head_ablation_hooks([(1, 0)], "mean", inputs=left)
+    assert (model.run_with_hooks(left, fwd_hooks=hooks) - model(left)).abs().max() > 1e-4  # control: it ablates
+    with pytest.raises(ValueError, match="built for other inputs"):
+        model.run_with_hooks(_right(left), fwd_hooks=hooks)
+
+
+@torch.no_grad()
 def test_resample_donors_from_other_prompts_are_refused(model):
     left = _left(model)
     with pytest.raises(ValueError, match="different prompts"):

@@ -72,13 +72,14 @@ def head_ablation_hooks(
 
     return [(f"{prefix}blocks.{layer}.attn.hook_z",
              functools.partial(_ablate, layer=layer, layer_heads=hs, mode=mode, real=real, donors=donors,
-                               check_inputs=check))
+                               check_inputs=check, built_for=inputs if isinstance(inputs, AudioTextInput) else None))
             for layer, hs in sorted(by_layer.items())]
 
 
 def _ablate(z: torch.Tensor, hook, *, layer: int, layer_heads: list[int], mode: str, real: torch.Tensor | None,
-            donors: torch.Tensor | None, check_inputs) -> torch.Tensor:
-    """``head_ablation_hooks``' hook on ``hook_z`` (``check_inputs`` is held for ``cache.check_patch_alignment``)."""
+            donors: torch.Tensor | None, check_inputs, built_for: AudioTextInput | None) -> torch.Tensor:
+    """``head_ablation_hooks``' hook on ``hook_z``. ``check_inputs`` and ``built_for`` (mean mode: the inputs
+    whose padding the mean leaves out) are held for ``cache.check_patch_alignment``."""
     n_heads = z.shape[2]
     if max(layer_heads) >= n_heads:
         raise ValueError(
