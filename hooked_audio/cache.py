@@ -313,8 +313,9 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
     Likewise a hook built for other inputs (a ``functools.partial`` holding an ``AudioTextInput``: masking,
     enrichment, steering at text positions), which would act on that input's positions, not this run's. A
     partial's ``check_inputs`` keyword (a function of the run's inputs) states any other condition of its hook."""
-    ours = inputs.audio_mask.cpu()
-    for fn in hook_fns:
+    # every forward runs this: each hook function once (one is often installed at every layer), and nothing is
+    # computed for hooks that hold nothing to check
+    for fn in {id(fn): fn for fn in hook_fns}.values():
         check_inputs = getattr(fn, "keywords", {}).get("check_inputs")
         if check_inputs is not None:  # a hook's own condition on the run's inputs
             check_inputs(inputs)
@@ -335,7 +336,7 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
                     "(run_with_cache without positions=), or index the activation yourself and hold a copy (.clone())"
                 )
             _check_same_audio_positions(
-                theirs, ours, "a hook patches in activations cached from a run whose audio positions differ from "
+                theirs, inputs.audio_mask.cpu(), "a hook patches in activations cached from a run whose audio positions differ from "
                 "this run's", ("cached", "this run"))
 
 
