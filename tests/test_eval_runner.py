@@ -127,6 +127,32 @@ def test_resume_refuses_other_settings_and_unknown_files(toy, pitch_manifest, tm
         read_results(str(bad))
 
 
+def test_resume_refuses_items_whose_audio_file_changed(toy, pitch_manifest, tmp_path):
+    """The manifest's hash is unchanged when a clip is replaced under the same name; the results of that
+    clip would then describe another sound. Control: the same resume with the clip restored goes on."""
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(pitch_manifest.parent, folder)
+    ds = load_dataset(f"manifest:{folder / pitch_manifest.name}")
+    out = str(tmp_path / "r.jsonl")
+    evaluate(toy, ds, out, batch_size=2, progress=False, limit=2)
+    first = lines(out)[0]
+    clip = next(item.audio for item in ds if item.id == first["id"])
+    original = open(clip, "rb").read()
+    wave, rate = soundfile.read(clip)
+    soundfile.write(clip, wave[::-1].copy(), rate)  # another sound, same name, same length
+    with pytest.raises(ResumeError, match=f"changed since: {first['id']} "):
+        evaluate(toy, ds, out, batch_size=2, progress=False)
+    open(clip, "wb").write(original)
+    assert evaluate(toy, ds, out, batch_size=2, progress=False)["complete"]
+    legacy = [{k: v for k, v in r.items() if k != "audio_sha256"} for r in lines(out)]
+    with open(out, "w") as handle:  # lines written before audio hashes existed
+        handle.write("".join(json.dumps(r) + "\n" for r in legacy))
+    with pytest.warns(UserWarning, match="predate audio hashes"):
+        evaluate(toy, ds, out, batch_size=2, progress=False)
+
+
 def test_hooks_are_active_and_bad_clips_are_counted_errors(toy, pitch_manifest, tmp_path):
     folder = pitch_manifest.parent
     soundfile.write(folder / "tiny.wav", np.zeros(40, dtype=np.float32), 16000)  # too short for one audio token

@@ -10,7 +10,9 @@ fsynced, so an interrupted run loses at most the batch in flight and never write
 Resuming: run again with the same ``out``. Items whose id is already in the file are skipped; a final
 line cut short by the interruption is removed (with a warning). A file made with other settings (model,
 dataset and its version, prompt format, scoring, max new tokens, hooks, steering) is refused, as is a
-results file without its ``.meta.json``. The model is recorded by ``model_name`` and by
+results file without its ``.meta.json``. Each line records the sha256 of its audio file, and a resumed run
+refuses items already written whose clip has changed since (the manifest's own hash cannot see an audio file
+replaced under the same name). The model is recorded by ``model_name`` and by
 :func:`model_fingerprint` (a hash of its weights and dtype), so another model under the same name is refused too;
 ``fwd_hooks`` without a ``hooks_spec`` naming them cannot be compared, so such a run writes a new file only.
 
@@ -38,6 +40,7 @@ import torch
 
 from ..audio.prompting import max_audio_seconds
 from ..datasets import EvalDataset, EvalItem
+from ..datasets.items import sha256_of
 from ..fingerprint import model_fingerprint
 from .scoring import exact_match, first_token_ids, mmau_match, normalise, restricted_choice, words
 from .steer import Steer, as_steers, check_steers, steer_config, steering_hooks
@@ -233,6 +236,28 @@ def prepare_resume(out: str, config: dict) -> set[str]:
     return set()
 
 
+def check_audio_unchanged(records: list[dict], items: Sequence[EvalItem], out: str) -> None:
+    """Refuse to resume ``out`` when an item already written was scored on an audio file that has changed
+    since (its sha256 differs from the one on its line). Lines from before hashes were recorded are warned of."""
+    by_id = {item.id: item for item in items}
+    changed, unchecked = [], 0
+    for record in records:
+        item = by_id.get(record["id"])
+        if item is None:
+            continue
+        if "audio_sha256" not in record:
+            unchecked += 1
+        elif record["audio_sha256"] != _audio_sha256(item):
+            changed.append(f"{item.id} ({item.audio})")
+    if changed:
+        raise ResumeError(f"{out}: {len(changed)} item(s) already written were scored on audio that has changed since: "
+                          f"{', '.join(changed[:5])}; their results would not describe these clips. Choose another "
+                          "--out, or remove those lines from the file to redo them")
+    if unchecked:
+        warnings.warn(f"{out}: {unchecked} line(s) predate audio hashes, so whether their clips changed cannot be "
+                      "checked; they are resumed as they are")
+
+
 def load_hooks(spec: str) -> Callable:
     """``module:function`` (a module on the path or a ``.py`` file) -> the function; it is called as
     ``function(model)`` and returns TransformerLens ``fwd_hooks``: a list of ``(hook name, hook function)``."""
@@ -299,9 +324,16 @@ def _messages(item: EvalItem, template: str) -> list[dict]:
 GROUP_KEYS = ("task", "sub-category", "difficulty")
 
 
+def _audio_sha256(item: EvalItem) -> str | None:
+    try:
+        return sha256_of(item.audio)
+    except OSError:  # unreadable now: its line records the error
+        return None
+
+
 def _record(item: EvalItem, scoring: str) -> dict:
     record = {"id": item.id, "answer": item.answer, "choices": list(item.choices) if item.choices else None,
-              "scoring": scoring, "duration_s": item.duration}
+              "scoring": scoring, "duration_s": item.duration, "audio_sha256": _audio_sha256(item)}
     record |= {k: item.metadata[k] for k in GROUP_KEYS if item.metadata.get(k) is not None}
     return record
 
@@ -473,6 +505,7 @@ objects, stacked; their hooks are built per batch and recorded in the settings. 
         distributed.barrier()
         write_to = distributed.rank_path(out, rank)
         done = {r["id"] for r in read_results(out)} | prepare_resume(write_to, config)
+    check_audio_unchanged(read_results(out) + (read_results(write_to) if write_to != out else []), dataset.items, out)
     batches = [b for i, b in enumerate(make_batches(dataset.items, batch_size)) if i % world_size == rank]
     todo = [[item for item in batch if item.id not in done] for batch in batches]
     todo = [batch for batch in todo if batch]
