@@ -10,8 +10,9 @@ d_model]`` for the residual stream), with per-token metadata, to ``out_dir``::
 
 Every shard holds the same token range for all names, so row ``i`` of every name (and of the metadata) is
 the same token. Metadata: ``item`` (the batch row, numbered across all batches), ``position`` (its decoder
-position in that batch), ``is_audio``, ``start_s`` / ``end_s`` (the seconds of its clip the audio token
-covers, from ``inputs.token_times()``; NaN at text positions).
+position in that batch), ``is_audio``, ``clip_in_row`` (which of its row's clips the audio token belongs to: 0, 1, ...;
+-1 at text positions), ``start_s`` / ``end_s`` (the seconds of that clip the audio token covers, from
+``inputs.token_times()``; NaN at text positions).
 
 ``ActivationStore(out_dir)`` reads it back lazily (``safetensors.safe_open``): ``store[name][a:b]``,
 ``store.load(name, a, b)``, ``store.metadata(a, b)`` and ``store.iter_batches(name, batch_size,
@@ -42,7 +43,8 @@ FORMAT = "hooked_audio.activation_store"
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 SHARD_PATTERN = "shard_{:05d}.safetensors"
-META_KEYS = ("item", "position", "is_audio", "start_s", "end_s")
+META_KEYS = ("item", "position", "is_audio", "clip_in_row", "start_s", "end_s")
+RESUME_KEYS = ("model", "names", "positions", "dtype", "shard_size_mb", "attached_hooks", "metadata_keys")  # what a resumed store must share
 Positions = Literal["audio", "last", "text", "all"]
 Rows = Float[torch.Tensor, "batch ..."]  # a batch of stored rows: [batch, d_model], [batch, head, d_head], ...
 POSITION_RULES = {
@@ -70,11 +72,13 @@ def stream_activations(
     tokens) or an iterable of them. ``names``: decoder hook names (``blocks.*``, ``hook_embed``,
     ``ln_final.*``) and, with ``positions="audio"``, ``hook_audio_embeds``; attention patterns/scores and
     encoder activations are refused. ``dtype``: the stored floating dtype (None: the model's), cast as each
-    activation is cached. Shards hold about ``shard_size_mb`` MB each. A non-empty ``out_dir`` is refused
-    unless ``overwrite=True`` (which deletes the store's own files there) or ``resume=True`` with the same
-    model (config and weights' fingerprint), names, positions, dtype and shard size: a finished store is returned as it is; an interrupted one
-    continues after the last batch whose rows all reached a shard (pass the same ``batches`` again: the batches
-    already stored are checked against their fingerprints and skipped, not recomputed).
+    activation is cached; a value that does not fit it (float16 ends at 65504) is refused, naming the hook.
+    Shards hold about ``shard_size_mb`` MB each. A non-empty ``out_dir`` is refused unless ``overwrite=True``
+    (which deletes the store's own files there) or ``resume=True`` with the same model (weights and config:
+    ``model_fingerprint``), names, positions, dtype, shard size and no hooks attached to the model (their
+    functions cannot be compared; the hook points attached are recorded): the batches are checked against the
+    fingerprints of those stored (not recomputed), then a finished store is returned as it is and an interrupted
+    one continues after the last batch whose rows all reached a shard.
     Returns the ``ActivationStore`` on ``out_dir``.
     """
     names = _check_names(model, names, positions)
@@ -83,27 +87,30 @@ def stream_activations(
     if not shard_size_mb > 0:
         raise ValueError(f"shard_size_mb must be positive, got {shard_size_mb}")
     out_dir = Path(out_dir)
+    dtype = dtype or next(model.parameters()).dtype
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "hooked_audio_version": _version(),
         "model": _model_summary(model), "names": names, "positions": positions,
-        "positions_rule": POSITION_RULES[positions], "shard_size_mb": shard_size_mb,
-        "metadata_keys": list(META_KEYS),
+        "positions_rule": POSITION_RULES[positions], "dtype": _dtype_name(dtype), "shard_size_mb": shard_size_mb,
+        "attached_hooks": model.attached_hook_names(), "metadata_keys": list(META_KEYS),
     }
     previous = None
     if out_dir.exists() and any(out_dir.iterdir()):
         previous = _read_index(out_dir)
-        resumable = resume and previous is not None and all(
-            previous.get(k) == header[k] for k in ("model", "names", "positions", "shard_size_mb")
-        ) and (dtype is None or previous["dtype"] in (None, _dtype_name(dtype)))
-        if resumable and previous["complete"]:
-            return ActivationStore(out_dir)
-        if resumable and "resume_point" not in previous:
+        differ = [] if previous is None else [k for k in RESUME_KEYS if previous.get(k, []) != header[k]]
+        if previous is not None and header["attached_hooks"] and "attached_hooks" not in differ:
+            differ.append("attached_hooks (hooks at the same points: their functions cannot be compared)")
+        resumable = resume and previous is not None and not differ
+        if resumable and "resume_point" not in previous and not previous["complete"]:
             raise ValueError(f"the interrupted store in {str(out_dir)!r} was written without a resume point (an older "
                              "version): pass overwrite=True to write it again")
+        if resumable and previous["complete"]:
+            _check_same_batches(model, batches, previous, out_dir)
+            return ActivationStore(out_dir)
         if not resumable:
             if not overwrite:
-                why = (" (its index is for another model, names, positions, dtype or shard size)"
-                       if resume and previous is not None else "")
+                why = (f" (its index differs in {', '.join(differ)})" if resume and differ else
+                       " (it holds no readable store index)" if resume and previous is None else "")
                 raise FileExistsError(
                     f"{str(out_dir)!r} is not empty{why}: pass overwrite=True to replace a store there, "
                     "resume=True to keep a finished one or continue an interrupted one, or choose an empty folder"
@@ -127,16 +134,13 @@ def stream_activations(
     for batch in _as_batches(batches):
         inputs = model.to_inputs(batch)
         if n_batches < resume_point["n_batches"]:  # stored before the interruption: check it is the same batch
-            if _fingerprint(inputs) != fingerprints[n_batches]:
-                raise ValueError(
-                    f"batch {n_batches} differs from the one stored in {str(out_dir)!r} before the interruption: "
-                    "resume with the same batches in the same order, or pass overwrite=True")
+            _check_batch(inputs, n_batches, fingerprints, out_dir)
             n_items += inputs.shape[0]
             n_batches += 1
             continue
         with torch.no_grad():
             _, cache = model.run_with_cache(inputs, names_filter=names, device="cpu", cache_dtype=dtype)
-        rows = _rows(cache.cache_dict, inputs, names, positions, n_items)
+        rows = _rows(cache.cache_dict, inputs, names, positions, n_items, dtype)
         if rows is not None:
             writer.add(rows)
         n_items += inputs.shape[0]
@@ -219,9 +223,9 @@ class ActivationStore:
         return self._read(f"act.{name}", start, stop)
 
     def metadata(self, start: int = 0, stop: int | None = None) -> dict[str, torch.Tensor]:
-        """Per-token metadata of rows ``[start, stop)``: ``item``, ``position``, ``is_audio``, ``start_s``,
-        ``end_s``."""
-        return {key: self._read(f"meta.{key}", start, stop) for key in META_KEYS}
+        """Per-token metadata of rows ``[start, stop)``: ``item``, ``position``, ``is_audio``, ``clip_in_row``,
+        ``start_s``, ``end_s`` (a store written before ``clip_in_row`` existed has the others)."""
+        return {key: self._read(f"meta.{key}", start, stop) for key in self.index.get("metadata_keys", META_KEYS)}
 
     def _read(self, key: str, start: int, stop: int | None) -> torch.Tensor:
         start, stop, _ = slice(start, stop).indices(len(self))
@@ -405,7 +409,6 @@ class _ShardWriter:
         index = {
             **header,
             "n_tokens": self.n_rows,
-            "dtype": _dtype_name(next(iter(self.trailing.values()))[1]) if self.trailing else None,
             "activations": {
                 name: {"shape": [self.n_rows, *shape], "dtype": _dtype_name(dt), "layout": activation_layout(name)}
                 for name, (shape, dt) in self.trailing.items()
@@ -471,18 +474,24 @@ def _position_mask(inputs: AudioTextInput, positions: str) -> Bool[torch.Tensor,
 
 
 def _rows(cache_dict: dict, inputs: AudioTextInput, names: list[str], positions: str,
-          item_offset: int) -> dict[str, torch.Tensor] | None:
-    """The selected rows of every name, and their metadata (None: the batch has no token at ``positions``)."""
+          item_offset: int, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+    """The selected rows of every name, and their metadata (None: the batch has no token at ``positions``).
+    A floating activation with a value that is not finite once stored as ``dtype`` is refused."""
     mask = _position_mask(inputs, positions)
     if not bool(mask.any()):
         return None
     batch, n_pos = inputs.shape
     audio = inputs.audio_mask.cpu()
     times = inputs.token_times()[mask]
+    clip_in_row = torch.full((batch, n_pos), -1, dtype=torch.long)
+    for row, spans in enumerate(inputs.audio_spans):
+        for number, span in enumerate(spans):
+            clip_in_row[row, span.start : span.end] = number
     rows = {
         "meta.item": (torch.arange(batch)[:, None].expand(batch, n_pos)[mask] + item_offset).long(),
         "meta.position": torch.arange(n_pos)[None, :].expand(batch, n_pos)[mask].long(),
         "meta.is_audio": audio[mask],
+        "meta.clip_in_row": clip_in_row[mask],
         "meta.start_s": times[:, 0].float().contiguous(),
         "meta.end_s": times[:, 1].float().contiguous(),
     }
@@ -498,6 +507,12 @@ def _rows(cache_dict: dict, inputs: AudioTextInput, names: list[str], positions:
             if tuple(act.shape[:2]) != (batch, n_pos):
                 raise ValueError(f"{name!r} has shape {tuple(act.shape)}, not [batch={batch}, pos={n_pos}, ...]")
             rows[f"act.{name}"] = act[mask].contiguous()
+        stored = rows[f"act.{name}"]
+        if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
+            hint = (f"{dtype} holds magnitudes up to {torch.finfo(dtype).max:.0f}, and this activation reaches "
+                    "further: pass dtype=torch.bfloat16 or torch.float32" if dtype in (torch.float16, torch.bfloat16)
+                    else "the model's own activations are not finite: check its weights and inputs")
+            raise ValueError(f"{name!r} has inf or NaN values once stored ({hint})")
     return rows
 
 
@@ -510,13 +525,34 @@ def _read_index(out_dir: Path) -> dict | None:
 
 
 def _fingerprint(inputs: AudioTextInput) -> str:
-    """A hash of a batch's tokens, mask and audio: enough to tell that a resumed run was given the same batches."""
+    """A hash of a batch's tokens, mask and audio (values, shapes and dtypes): enough to tell that a resumed run
+    was given the same batches."""
     digest = hashlib.sha1()
     tensors = [inputs.input_ids, inputs.attention_mask, *(inputs.audio[k] for k in sorted(inputs.audio))]
     for t in tensors:
         if t is not None:
+            digest.update(f"{tuple(t.shape)}:{t.dtype};".encode())
             digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _check_batch(inputs: AudioTextInput, number: int, fingerprints: list[str], out_dir: Path) -> None:
+    if _fingerprint(inputs) != fingerprints[number]:
+        raise ValueError(f"batch {number} differs from the one stored in {str(out_dir)!r}: resume with the same "
+                         "batches in the same order, or pass overwrite=True")
+
+
+def _check_same_batches(model, batches, index: dict, out_dir: Path) -> None:
+    """A finished store is returned on ``resume=True`` only when the batches given are the ones it was made of."""
+    fingerprints = index["fingerprints"]
+    n_given = 0
+    for number, batch in enumerate(_as_batches(batches)):
+        if number < len(fingerprints):
+            _check_batch(model.to_inputs(batch), number, fingerprints, out_dir)
+        n_given = number + 1
+    if n_given != len(fingerprints):
+        raise ValueError(f"{n_given} batches were given, but the finished store in {str(out_dir)!r} was made of "
+                         f"{len(fingerprints)}: pass the same batches, or overwrite=True to write it again")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -481,6 +481,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         with model_lock(self):
             super().reset_hooks(clear_contexts, direction, including_permanent, level)
 
+    def attached_hook_names(self) -> list[str]:
+        """The hook points with a hook attached now (lasting ones from ``add_hook``, and those of open ``hooks()``
+        contexts): what a file written by this model (results, an activation store) must record."""
+        return sorted(name for name, point in self.hook_dict.items() if point.fwd_hooks or point.bwd_hooks)
+
     @property
     def active_hook_fns(self) -> list:
         """The hook functions of the ``hooks()`` contexts now open (``run_with_hooks``, ``generate``'s included):

@@ -87,7 +87,11 @@ def test_streamed_rows_and_metadata_equal_run_with_cache(model, tmp_path, rule):
         chosen = expected_positions(batch, rule)
         audio_row = 0  # hook_audio_embeds: the audio tokens of all rows, row-major
         for row, row_positions in enumerate(chosen):
+            ids = batch["input_ids"][row].tolist()
+            starts = [p for p in range(len(ids)) if ids[p] == AUDIO_TOKEN_ID and (p == 0 or ids[p - 1] != AUDIO_TOKEN_ID)]
             for p in row_positions:
+                is_audio = ids[p] == AUDIO_TOKEN_ID
+                meta["clip_in_row"].append(sum(start <= p for start in starts) - 1 if is_audio else -1)
                 want[RESID].append(cache[RESID][row, p])
                 want[Z].append(cache[Z][row, p])
                 meta["item"].append(item + row)
@@ -107,7 +111,9 @@ def test_streamed_rows_and_metadata_equal_run_with_cache(model, tmp_path, rule):
         assert torch.equal(store.load(name), expected), name
     got = store.metadata()
     assert got["item"].tolist() == meta["item"] and got["position"].tolist() == meta["position"]
-    assert got["is_audio"].tolist() == meta["is_audio"]
+    assert got["is_audio"].tolist() == meta["is_audio"] and got["clip_in_row"].tolist() == meta["clip_in_row"]
+    if rule in ("audio", "all"):
+        assert 1 in meta["clip_in_row"]  # a row with two clips is told apart
     for key in ("start_s", "end_s"):
         assert torch.allclose(got[key], torch.tensor(meta[key]), equal_nan=True, atol=0, rtol=0)
         assert bool(got[key][~got["is_audio"]].isnan().all()) and not bool(got[key][got["is_audio"]].isnan().any())
@@ -204,15 +210,23 @@ def test_overwrite_resume_and_single_batch(model, tmp_path):
     out = tmp_path / "s"
     first = stream_activations(model, make_inputs([[100]], seed=1), RESID, out, positions="last", dtype=None)
     assert len(first) == 1 and first.dtype(RESID) == torch.float32
-    resumed = stream_activations(model, [], [RESID], out, positions="last", dtype=None, resume=True)  # finished: kept
+    same = make_inputs([[100]], seed=1)
+    resumed = stream_activations(model, same, [RESID], out, positions="last", dtype=None, resume=True)  # finished: kept
     assert len(resumed) == 1 and torch.equal(resumed.load(RESID), first.load(RESID))
-    with pytest.raises(FileExistsError, match="another model, names"):
-        stream_activations(model, [], [Z], out, positions="last", resume=True)
+    # was: a finished store was returned for any batches, so a store of other inputs passed for these
+    with pytest.raises(ValueError, match="batch 0 differs"):
+        stream_activations(model, make_inputs([[100]], seed=2), [RESID], out, positions="last", dtype=None, resume=True)
+    with pytest.raises(ValueError, match="2 batches were given, but the finished store .* was made of 1"):
+        stream_activations(model, [same, same], [RESID], out, positions="last", dtype=None, resume=True)
+    with pytest.raises(FileExistsError, match="differs in names"):
+        stream_activations(model, same, [Z], out, positions="last", dtype=None, resume=True)
+    with pytest.raises(FileExistsError, match="differs in dtype"):  # was: dtype=float16 kept a float32 store
+        stream_activations(model, same, [RESID], out, positions="last", resume=True)
     other = copy.deepcopy(model)  # same config and name, other weights (a fine-tune): was resumed as the same model
     with torch.no_grad():
         other.blocks[0].mlp.gate.weight.mul_(0.5)
-    with pytest.raises(FileExistsError, match="another model, names"):
-        stream_activations(other, [], [RESID], out, positions="last", dtype=None, resume=True)
+    with pytest.raises(FileExistsError, match="differs in model"):
+        stream_activations(other, same, [RESID], out, positions="last", dtype=None, resume=True)
     (out / "notes.txt").write_text("kept")
     again = stream_activations(model, batches(), [RESID], out, positions="last", overwrite=True)
     assert len(again) == 6 and again.dtype(RESID) == torch.float16 and (out / "notes.txt").exists()
@@ -277,3 +291,37 @@ def test_an_interrupted_run_resumes_where_it_stopped(model, tmp_path):
     # control: without resume=True the interrupted folder is refused
     with pytest.raises(FileExistsError):
         stream_activations(model, all_batches, names, out, positions="all", shard_size_mb=size)
+
+
+def test_values_float16_cannot_hold_are_refused(model, tmp_path):
+    """Was: a residual stream beyond float16's 65504 was stored as inf, silently. Control: bfloat16 holds it."""
+    loud = copy.deepcopy(model)
+    with torch.no_grad():
+        loud.embed.weight.mul_(1e6)
+    inputs = make_inputs([[100]], [4], seed=1)
+    with pytest.raises(ValueError, match="'blocks.0.hook_resid_post' has inf or NaN values once stored .*float16 holds"):
+        stream_activations(loud, inputs, [RESID], tmp_path / "f16", positions="text")
+    kept = stream_activations(loud, inputs, [RESID], tmp_path / "bf16", positions="text", dtype=torch.bfloat16)
+    assert bool(torch.isfinite(kept.load(RESID)).all()) and kept.load(RESID).float().abs().max() > 65504
+
+
+def test_resume_refuses_a_model_with_hooks_attached(model, tmp_path):
+    """Was: hooks added between an interruption and the resume wrote steered rows after unsteered ones in one
+    store. The hook points attached are recorded; control: the same resume without the hook goes on."""
+    all_batches = [make_inputs([[60]], [3 + s], seed=s) for s in range(3)]
+
+    def stops_after_first():
+        yield all_batches[0]
+        raise KeyboardInterrupt
+
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        stream_activations(model, stops_after_first(), [RESID], out, positions="all", shard_size_mb=0.001)
+    model.add_hook(RESID, lambda x, hook: x + 100.0)
+    try:
+        with pytest.raises(FileExistsError, match="differs in attached_hooks"):
+            stream_activations(model, all_batches, [RESID], out, positions="all", shard_size_mb=0.001, resume=True)
+    finally:
+        model.reset_hooks(including_permanent=True)
+    resumed = stream_activations(model, all_batches, [RESID], out, positions="all", shard_size_mb=0.001, resume=True)
+    assert resumed.index["attached_hooks"] == [] and len(resumed) == sum(int(b["attention_mask"].sum()) for b in all_batches)

@@ -71,7 +71,13 @@ def test_resume_with_another_model_under_the_same_name_is_refused(toy, pitch, tm
         for p in other.parameters():
             p.mul_(0.5)
     assert model_fingerprint(other) != model_fingerprint(toy)
-    with pytest.raises(ResumeError, match="model_fingerprint.*weights or dtype differ"):
+    with pytest.raises(ResumeError, match="model_fingerprint.*weights, dtype or config differ"):
+        evaluate(other, ds, out, batch_size=2, progress=False)
+    other = copy.deepcopy(toy)  # same weights, another computation: the decoder's norm epsilon
+    other.cfg.eps = 0.5
+    for norm in [other.ln_final, *(block.ln1 for block in other.blocks), *(block.ln2 for block in other.blocks)]:
+        norm.eps = 0.5
+    with pytest.raises(ResumeError, match="model_fingerprint.*weights, dtype or config differ"):
         evaluate(other, ds, out, batch_size=2, progress=False)
     # the command checks the other settings before the model is loaded: a config without a fingerprint passes
     assert check_resumable(out, run_config("model", ds, "restricted", "plain", 0, None))

@@ -13,7 +13,7 @@ dataset and its version, prompt format, scoring, max new tokens, hooks, steering
 results file without its ``.meta.json``. Each line records the sha256 of its audio file, and a resumed run
 refuses items already written whose clip has changed since (the manifest's own hash cannot see an audio file
 replaced under the same name). The model is recorded by ``model_name`` and by
-:func:`model_fingerprint` (a hash of its weights and dtype), so another model under the same name is refused too;
+:func:`model_fingerprint` (a hash of its weights, dtype and config), so another model under the same name is refused too;
 ``fwd_hooks`` without a ``hooks_spec`` naming them cannot be compared, so such a run writes a new file only.
 
 Steering (``steer=``, the command's ``--steer SPEC``; see :mod:`hooked_audio.evaluation.steer`): the hooks
@@ -216,7 +216,7 @@ def check_resumable(out: str, config: dict) -> bool:
     differ = {k: (stored.get(k), config.get(k)) for k in keys if stored.get(k) != config.get(k)}
     if differ:
         lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(differ.items()))
-        why = (" (model_fingerprint: the weights or dtype differ from those that wrote the file, or the file "
+        why = (" (model_fingerprint: the weights, dtype or config differ from those that wrote the file, or the file "
                "predates fingerprints)" if "model_fingerprint" in differ else "")
         raise ResumeError(f"{out} was made with other settings ({lines}){why}; rerun with those or choose another --out")
     return True
