@@ -107,6 +107,26 @@ def test_unnamed_fwd_hooks_are_recorded_and_never_resumed(toy, pitch, tmp_path):
     assert summary["complete"] and summary["this_run"]["items"] == 2
 
 
+def test_hooks_attached_to_the_model_are_recorded_and_never_resumed(toy, pitch, tmp_path):
+    """Was: a hook added with add_hook before evaluate() was recorded as no hooks, so the same file resumed
+    without it (or with another), mixing two computations. Control: the same model without the hook resumes
+    its own file."""
+    ds, out = pitch["ds"], str(tmp_path / "attached.jsonl")
+    toy.add_hook("hook_audio_embeds", lambda value, hook: value * 0)
+    try:
+        evaluate(toy, ds, out, batch_size=2, progress=False, limit=2)
+        assert json.load(open(out + ".meta.json"))["config"]["attached_hooks"] == ["hook_audio_embeds"]
+        with pytest.raises(ResumeError, match="hooks attached at"):
+            evaluate(toy, ds, out, batch_size=2, progress=False)
+    finally:
+        toy.reset_hooks(including_permanent=True)
+    with pytest.raises(ResumeError, match="attached_hooks: was"):
+        evaluate(toy, ds, out, batch_size=2, progress=False)
+    plain = str(tmp_path / "plain.jsonl")
+    evaluate(toy, ds, plain, batch_size=2, progress=False, limit=2)
+    assert evaluate(toy, ds, plain, batch_size=2, progress=False)["complete"]
+
+
 # --- arguments ----------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ results file without its ``.meta.json``. Each line records the sha256 of its aud
 refuses items already written whose clip has changed since (the manifest's own hash cannot see an audio file
 replaced under the same name). The model is recorded by ``model_name`` and by
 :func:`model_fingerprint` (a hash of its weights, dtype and config), so another model under the same name is refused too;
-``fwd_hooks`` without a ``hooks_spec`` naming them cannot be compared, so such a run writes a new file only.
+``fwd_hooks`` without a ``hooks_spec`` naming them cannot be compared, so such a run writes a new file only; so
+does a run of a model with hooks already attached (``add_hook``, an open ``hooks()`` context), whose hook points
+are recorded.
 
 Steering (``steer=``, the command's ``--steer SPEC``; see :mod:`hooked_audio.evaluation.steer`): the hooks
 are built for each batch from its inputs (audio and text positions differ between batches) and are active
@@ -478,6 +480,12 @@ objects, stacked; their hooks are built per batch and recorded in the settings. 
         raise ResumeError(f"{out} holds results of a run with fwd_hooks but no hooks_spec, so whether these hooks are "
                           "the same cannot be checked; pass hooks_spec='a name for the hooks' (it is recorded), or "
                           "choose another out")
+    attached = model.attached_hook_names()  # add_hook, or an open hooks() context around this call
+    if attached:
+        config["attached_hooks"] = attached
+        if check_resumable(out, config):
+            raise ResumeError(f"{out} holds results of a model with hooks attached at {attached[:3]}, whose functions "
+                              "cannot be compared; pass them as fwd_hooks with a hooks_spec, or choose another out")
 
     choice_ids: dict[str, list[int]] = {}
     if scoring == "restricted":
