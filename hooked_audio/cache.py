@@ -24,6 +24,7 @@ Everything ``ActivationCache`` does works unchanged (``cache["pattern", 3]``, ``
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -35,21 +36,43 @@ from .audio.inputs import AudioSpan, AudioTextInput, spans_of
 
 Layout = Literal["batch", "audio_token", "window"]
 
-# Every tensor handed out by a cache, by id, with the audio layout of the run it came from and, for a cache
-# restricted to some positions, those positions, so that a hook holding one (as ``transformer_lens.patching``'s
-# do) can be checked against the run it patches (``check_patch_alignment``). Entries go when their tensor does.
-_SOURCES: dict[int, tuple["weakref.ref[torch.Tensor]", Bool[torch.Tensor, "batch pos"], torch.Tensor | None]] = {}
+# Every tensor handed out by a cache, by id, with the layout of the run it came from: for a decoder activation
+# the run's audio mask and, for a cache restricted to some positions, those positions; for an audio-side one
+# (one row per feature window, independent of the prompt) the run's audio feature layout. A hook holding one (as
+# ``transformer_lens.patching``'s do) is checked against the run it patches (``check_patch_alignment``).
+# Entries go when their tensor does.
+_SOURCES: dict[int, tuple["weakref.ref[torch.Tensor]", "Source"]] = {}
 
 
-def _remember(tensor: torch.Tensor, audio_mask: torch.Tensor, positions: torch.Tensor | None = None) -> None:
+@dataclass(frozen=True)
+class Source:
+    audio_mask: Bool[torch.Tensor, "batch pos"] | None  # decoder activations: where the run's audio was
+    positions: torch.Tensor | None = None  # a cache restricted to these positions
+    audio_layout: dict | None = None  # audio-side activations: the run's feature shapes and frame masks
+
+
+def _remember(tensor: torch.Tensor, source: Source) -> None:
     key = id(tensor)
-    _SOURCES[key] = (weakref.ref(tensor, lambda _, key=key: _SOURCES.pop(key, None)), audio_mask, positions)
+    _SOURCES[key] = (weakref.ref(tensor, lambda _, key=key: _SOURCES.pop(key, None)), source)
 
 
-def _source(value) -> tuple[Bool[torch.Tensor, "batch pos"], torch.Tensor | None] | None:
-    """(audio mask of the run, kept positions or None) of a tensor a cache handed out, else None."""
+def _source(value) -> Source | None:
+    """Where a tensor a cache handed out came from, else None."""
     entry = _SOURCES.get(id(value)) if isinstance(value, torch.Tensor) else None
-    return (entry[1], entry[2]) if entry is not None and entry[0]() is value else None
+    return entry[1] if entry is not None and entry[0]() is value else None
+
+
+def audio_layout(inputs: AudioTextInput) -> dict[str, tuple]:
+    """What an audio-side activation's frames depend on: each audio input's shape, and the values of the integer
+    ones (frame masks, lengths); the features' values are what patching changes."""
+    return {key: (tuple(t.shape), None if t.is_floating_point() else t.detach().cpu())
+            for key, t in sorted(inputs.audio.items())}
+
+
+def _same_audio_layout(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k][0] == b[k][0] and (a[k][1] is None) == (b[k][1] is None) and (a[k][1] is None or torch.equal(a[k][1], b[k][1]))
+        for k in a)
 
 
 def _activation_name(name: str) -> str:
@@ -107,10 +130,13 @@ class AudioActivationCache(ActivationCache):
                                "slot (blocks.{l}.mlp.hook_expert_out)") from None
             raise
         if isinstance(value, torch.Tensor):
-            if len(self.positions) == self.inputs.shape[1]:
-                _remember(value, self.inputs.audio_mask.cpu())
-            elif activation_layout(next((n for n, v in self.cache_dict.items() if v is value), "")) != "window":
-                _remember(value, self.inputs.audio_mask.cpu(), self.positions)  # refused as a patch source
+            name = next((n for n, v in self.cache_dict.items() if v is value), "")
+            if activation_layout(name) == "window":  # encoder frames: independent of the prompt's positions
+                _remember(value, Source(None, audio_layout=audio_layout(self.inputs)))
+            elif len(self.positions) == self.inputs.shape[1]:
+                _remember(value, Source(self.inputs.audio_mask.cpu()))
+            else:
+                _remember(value, Source(self.inputs.audio_mask.cpu(), self.positions))  # refused as a patch source
         return value
 
     def _has_moe_mlp(self, name: str) -> bool:
@@ -326,7 +352,15 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
             source = _source(value)
             if source is None:
                 continue
-            theirs, kept = source
+            if source.audio_layout is not None:
+                if not _same_audio_layout(source.audio_layout, audio_layout(inputs)):
+                    raise ValueError(
+                        "a hook patches in audio-encoder activations cached from a run whose audio has another layout "
+                        f"(cached: {_describe_layout(source.audio_layout)}; this run: {_describe_layout(audio_layout(inputs))}): "
+                        "frame by frame they would put one clip's frames over another's, or over padding. Use clips "
+                        "of the same lengths in both runs (e.g. the clean clip against silence or noise of its length)")
+                continue
+            theirs, kept = source.audio_mask, source.positions
             if kept is not None:
                 raise ValueError(
                     f"a hook patches in activations from a cache restricted to {len(kept)} of its run's "
@@ -338,6 +372,16 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
             _check_same_audio_positions(
                 theirs, inputs.audio_mask.cpu(), "a hook patches in activations cached from a run whose audio positions differ from "
                 "this run's", ("cached", "this run"))
+
+
+def _describe_layout(layout: dict) -> str:
+    parts = []
+    for key, (shape, values) in layout.items():
+        if values is None:
+            parts.append(f"{key} {list(shape)}")
+        else:  # a frame mask by its valid lengths; lengths as they are
+            parts.append(f"{key} {list(shape)} ({(values.long().sum(-1) if values.ndim > 1 else values).tolist()})")
+    return ", ".join(parts) or "no audio"
 
 
 def check_same_audio_positions(source: AudioTextInput, target: AudioTextInput) -> None:

@@ -265,6 +265,25 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
     def window_rows(self, inputs: AudioTextInput) -> Int[torch.Tensor, "window"] | None:
         """The batch row each audio feature row (window) belongs to, from the tokens each window yields and
         the runs of placeholders; None without audio, or when the counts disagree (the forward says why)."""
+        tokens = self._tokens_per_window(inputs)
+        token_rows = torch.nonzero(inputs.audio_mask.cpu())[:, 0]
+        if tokens is None or int(tokens.sum()) != len(token_rows) or len(token_rows) == 0:
+            return None
+        window_frames = inputs.audio[self.cfg.audio_inputs.features].shape[-1]
+        full_window = int(self.audio_encoder.output_lengths(torch.tensor([window_frames]))[0])
+        self._refuse_merged_clips(inputs, tokens, full_window)
+        return token_rows[self._window_tokens(tokens, len(token_rows))]
+
+    def window_clips(self, inputs: AudioTextInput) -> Int[torch.Tensor, "window"] | None:
+        """The clip (numbered as in ``inputs.audio_spans``) each audio feature row (window) belongs to: a clip
+        longer than one window has several, in time order. None where :meth:`window_rows` is None."""
+        if self.window_rows(inputs) is None:
+            return None
+        tokens = self._tokens_per_window(inputs)
+        token_clips = torch.cat([torch.full((len(span),), span.clip) for row in inputs.audio_spans for span in row])
+        return token_clips[self._window_tokens(tokens, len(token_clips))]
+
+    def _tokens_per_window(self, inputs: AudioTextInput) -> Int[torch.Tensor, "window"] | None:
         features = inputs.audio.get(self.cfg.audio_inputs.features)
         if features is None or self.cfg.audio is None:
             return None
@@ -274,17 +293,14 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             mel_lengths = torch.full((features.shape[0],), features.shape[2])
         else:
             mel_lengths = frame_mask.detach().cpu().long().sum(-1).reshape(-1)
-        tokens = self.audio_encoder.output_lengths(mel_lengths).cpu()
-        token_rows = torch.nonzero(inputs.audio_mask.cpu())[:, 0]
-        if int(tokens.sum()) != len(token_rows) or len(token_rows) == 0:
-            return None
-        full_window = int(self.audio_encoder.output_lengths(torch.tensor([features.shape[2]]))[0])
-        self._refuse_merged_clips(inputs, tokens, full_window)
+        return self.audio_encoder.output_lengths(mel_lengths).cpu()
+
+    @staticmethod
+    def _window_tokens(tokens: Int[torch.Tensor, "window"], n_tokens: int) -> Int[torch.Tensor, "window"]:
+        """The placeholder (in splice order) that decides each window's owner: its first token; a window that
+        yields no token (a clip's last few mel frames) belongs to the clip before it, so to that window's last."""
         ends = torch.cumsum(tokens, 0)
-        # a window's row is its first token's; a window that yields no token (a clip's last few mel frames)
-        # belongs to the clip before it, so to the row of the previous window's last token
-        owner = torch.where(tokens > 0, ends - tokens, (ends - 1).clamp(min=0)).clamp(max=len(token_rows) - 1)
-        return token_rows[owner]
+        return torch.where(tokens > 0, ends - tokens, (ends - 1).clamp(min=0)).clamp(max=n_tokens - 1)
 
     def _refuse_merged_clips(self, inputs: AudioTextInput, tokens: Int[torch.Tensor, "window"], full_window: int) -> None:
         """Two clips whose placeholders touch make one run, which spans, times and clip numbers would read as one

@@ -95,3 +95,28 @@ def test_a_hooks_context_is_checked_by_plain_calls_run_with_cache_and_generate(m
 def test_hooks_passed_as_inputs_say_where_they_go(model):
     with pytest.raises(TypeError, match="fwd_hooks= is not an input"):
         model.run_with_cache(_left(model), fwd_hooks=[])
+
+
+@torch.no_grad()
+def test_encoder_activations_are_checked_against_the_audio_not_the_prompt(model):
+    """Encoder frames do not depend on the prompt: was, a patch of them into a run of the same clip under a longer
+    prompt was refused as misaligned text. A clip of another length, whose frames would land on padding frames,
+    is refused instead."""
+    from functools import partial
+
+    name = "audio_encoder.blocks.0.hook_resid_post"
+    clean = model.to_inputs(make_inputs([[100]], [3], seed=1))
+    _, cache = model.run_with_cache(clean, names_filter=name)
+
+    def patch(x, hook, source):
+        return source
+
+    hook = partial(patch, source=cache[name])
+    longer_prompt = model.to_inputs(make_inputs([[100]], [6], seed=1))
+    assert longer_prompt.shape[1] > clean.shape[1]
+    patched = model.run_with_hooks(longer_prompt, fwd_hooks=[(name, hook)])
+    assert (patched - model(longer_prompt)).abs().max() > 1e-4  # it ran, and it patched
+    other_clip = model.to_inputs(make_inputs([[60]], [3], seed=1))
+    assert other_clip.audio["input_features"].shape == clean.audio["input_features"].shape  # same padded window
+    with pytest.raises(ValueError, match="audio-encoder activations cached from a run whose audio has another layout"):
+        model.run_with_hooks(other_clip, fwd_hooks=[(name, hook)])

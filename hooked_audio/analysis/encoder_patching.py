@@ -2,12 +2,14 @@
 
 ``transformer_lens.patching`` sweeps decoder layers and positions; this sweeps encoder layers by time window
 (encoder frames <-> seconds) or by head. Each cell is one forward of the corrupted input with one encoder
-activation replaced by the clean run's, over the frames of a time window (in every audio window of the batch)
-or for one head over all frames; the metric of the patched run is returned.
+activation replaced by the clean run's, over the frames of a time window (of every clip in the batch) or for one
+head over all frames; the metric of the patched run is returned.
 
-Time axis: frame ``f`` of a feature row covers ``[f, f + 1) * cfg.audio.seconds_per_frame`` seconds from that
-row's start. Qwen-Omni encoders run their blocks on attention windows (``k`` rows per feature row); frame ``f`` of
-the ``j``-th such row is frame ``j * window + f`` of its feature row, and is patched as such.
+Time axis: seconds from the start of each clip. Frame ``f`` of a feature row covers ``[f, f + 1) *
+cfg.audio.seconds_per_frame`` seconds from that row's start; a clip longer than one feature window (Audio
+Flamingo 3, Voxtral, GLM-ASR) has several rows, laid end to end, so frame ``f`` of its ``w``-th row is frame
+``w * frames_per_row + f`` of the clip. Qwen-Omni encoders run their blocks on attention windows (``k`` rows per
+feature row); frame ``f`` of the ``j``-th such row is frame ``j * window + f`` of its feature row.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache
@@ -61,8 +63,10 @@ def encoder_patching(
     layers: list[int] | None = None,
 ) -> EncoderPatchingResult:
     """Patch ``audio_encoder.blocks.{l}.{activation}`` from ``clean_cache`` into the ``corrupted`` run, cell by
-    cell. ``by="time"``: windows of ``window_s`` seconds over the encoder frames (any activation with a frame
-    axis); ``by="head"``: one head over all frames (``activation`` must have a head axis, e.g. ``"attn.hook_z"``)."""
+    cell. ``by="time"``: windows of ``window_s`` seconds of clip time (an activation with one frame axis after
+    its row: the residual stream, ``attn.hook_z``, ``mlp.hook_post``, ...; not an attention pattern, which has two);
+    ``by="head"``: one head over all frames (``activation`` must have a head axis: ``attn.hook_z``,
+    ``attn.hook_pattern``, ...)."""
     corrupted = model.to_inputs(corrupted)
     _check_same_audio_layout(clean_cache.inputs, corrupted, model)
     n_layers = model.cfg.audio.n_layers
@@ -74,10 +78,15 @@ def encoder_patching(
     example = clean_cache.cache_dict[names[0]]
     n_rows_per_window = example.shape[0] // len(clean_cache.inputs.window_rows)
     frames_per_row = example.shape[1]
+    two_frame_axes = activation.endswith(("hook_pattern", "hook_attn_scores"))  # [row, head, query, key]
     if by == "time":
+        if two_frame_axes:
+            raise ValueError(f"{activation!r} has two frame axes (query and key), so a time window is not one slice "
+                             "of it: patch the residual stream or attn.hook_z by time, or this pattern by='head'")
         if isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or not 0 < window_s < math.inf:
             raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
-        total = n_rows_per_window * frames_per_row
+        row_offsets = _rows_before_in_clip(model.window_clips(clean_cache.inputs))
+        total = (int(row_offsets.max()) + 1) * n_rows_per_window * frames_per_row
         step = model.cfg.audio.seconds_per_frame
         frames_per_cell = max(1, round(window_s / step))
         n_cells = math.ceil(total / frames_per_cell)
@@ -87,8 +96,10 @@ def encoder_patching(
         end_s = torch.tensor([e for _, e in cells]).float() * step
     elif by == "head":
         if example.ndim != 4:
-            raise ValueError(f"by='head' needs an activation with a head axis ([row, frame, head, d_head]), not {activation!r}")
-        cells, start_s, end_s = list(range(example.shape[2])), None, None
+            raise ValueError(f"by='head' needs an activation with a head axis ([row, frame, head, d_head] or a "
+                             f"pattern [row, head, query, key]), not {activation!r}")
+        head_axis = 1 if two_frame_axes else 2
+        cells, start_s, end_s = list(range(example.shape[head_axis])), None, None
     else:
         raise ValueError(f"by must be 'time' or 'head', got {by!r}")
 
@@ -99,31 +110,44 @@ def encoder_patching(
         for i, name in enumerate(names):
             clean_act = clean_cache.cache_dict[name]
             for j, cell in enumerate(cells):
-                hook = _time_patch(clean_act, cell, n_rows_per_window) if by == "time" else _head_patch(clean_act, cell)
+                hook = (_time_patch(clean_act, cell, n_rows_per_window, row_offsets) if by == "time"
+                        else _head_patch(clean_act, cell, head_axis))
                 values[i, j] = metric_value(metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, hook)])))
     return EncoderPatchingResult(values, by, start_s, end_s, clean_value, corrupted_value)
 
 
-def _time_patch(clean: torch.Tensor, frames: tuple[int, int], rows_per_window: int):
-    """Replace frames ``[start, end)`` of every feature row (counted across its attention-window rows)."""
+def _rows_before_in_clip(window_clips: Int[torch.Tensor, "window"]) -> Int[torch.Tensor, "window"]:
+    """For each feature row, how many rows of its clip come before it (0 for a clip within one window)."""
+    return torch.tensor([int((window_clips[:w] == clip).sum()) for w, clip in enumerate(window_clips)])
+
+
+def _time_patch(clean: torch.Tensor, frames: tuple[int, int], rows_per_window: int,
+                row_offsets: Int[torch.Tensor, "window"]):
+    """Replace frames ``[start, end)`` of every clip: of each feature row, the frames that fall there once the
+    clip's rows are laid end to end (and each row's attention-window rows after one another)."""
     start, end = frames
     width = clean.shape[1]
 
     def hook(x: torch.Tensor, hook) -> torch.Tensor:
         x = x.clone()
-        for j in range(rows_per_window):  # the j-th attention window of each feature row
-            lo, hi = max(start - j * width, 0), min(end - j * width, width)
-            if lo < hi:
-                x[j::rows_per_window, lo:hi] = clean[j::rows_per_window, lo:hi].to(x.device)
+        for row, offset in enumerate(row_offsets.tolist()):
+            for j in range(rows_per_window):  # the j-th attention window of this feature row
+                first = (offset * rows_per_window + j) * width  # its first frame in clip time
+                lo, hi = max(start - first, 0), min(end - first, width)
+                if lo < hi:
+                    k = row * rows_per_window + j
+                    x[k, lo:hi] = clean[k, lo:hi].to(x.device)
         return x
 
     return hook
 
 
-def _head_patch(clean: torch.Tensor, head: int):
+def _head_patch(clean: torch.Tensor, head: int, axis: int):
+    index = (slice(None),) * axis + (head,)
+
     def hook(x: torch.Tensor, hook) -> torch.Tensor:
         x = x.clone()
-        x[:, :, head] = clean[:, :, head].to(x.device)
+        x[index] = clean[index].to(x.device)
         return x
 
     return hook
