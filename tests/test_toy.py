@@ -221,3 +221,21 @@ def test_demo_writes_report_plots_and_true_numbers(tmp_path):
     expected = np.mean([p == s.answer for p, s in zip(predictions, probe)])
     assert numbers["ablation"]["clean"]["overall"] == pytest.approx(expected)
     assert numbers["ablation"]["n_random_draws"] >= 3
+
+
+def test_joined_probe_sets_pair_each_hint_with_its_own_clip(toy):
+    """Was: a wrong-hint prompt was paired with "its clip asked without a hint" by (task, item), and ``item``
+    restarts in every probe set, so joining two sets paired the first set's hints with the second's clips (flip
+    rate over the wrong items, hint effect off by a factor of three). Joined, the statistics must be the two
+    sets' pooled ones. Also: the hooked model itself is accepted (was: read as an HF model, crashing on .logits)."""
+    a, b = (tasks.make_probe_set(seed, 12, task_names=["pitch", "when"]) for seed in (1, 2))
+    alone = [evaluate.evaluate(toy, toy.processor, s)["overall"] for s in (a, b)]
+    joined = evaluate.evaluate(lambda inputs: toy(inputs), toy.processor, a + b)["overall"]
+    for name in ("accuracy_wrong_hint", "flip_rate"):
+        n = [s["intervals"][name]["n"] for s in alone]
+        assert joined["intervals"][name]["n"] == sum(n)
+        pooled = sum(s["intervals"][name]["rate"] * k for s, k in zip(alone, n)) / sum(n)
+        assert joined[name] == pytest.approx(pooled, abs=1e-3)
+    n = [s["intervals"]["accuracy_wrong_hint"]["n"] for s in alone]  # every wrong-hint prompt has its clip
+    pooled_effect = sum(s["hint_effect"] * k for s, k in zip(alone, n)) / sum(n)
+    assert joined["hint_effect"] == pytest.approx(pooled_effect, abs=2e-3)

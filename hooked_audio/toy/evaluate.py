@@ -16,6 +16,8 @@ without a hint):
 
 from __future__ import annotations
 
+import hashlib
+
 from collections import defaultdict
 from typing import Callable
 
@@ -77,9 +79,29 @@ def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def _as_logits_fn(model_or_callable) -> Callable[[dict], torch.Tensor]:
-    if isinstance(model_or_callable, torch.nn.Module) and hasattr(model_or_callable, "generate"):
-        return lambda inputs: model_or_callable(**inputs).logits
+    """An HF model (its output's ``.logits``), a ``HookedAudioTransformer`` (logits itself) or a callable."""
+    if isinstance(model_or_callable, torch.nn.Module):
+        def logits_fn(inputs):
+            out = model_or_callable(**inputs)
+            return out.logits if hasattr(out, "logits") else out
+        return logits_fn
     return model_or_callable
+
+
+def _clip_key(sample: Sample) -> tuple:
+    """The same clip asked with and without a hint: ``item`` numbers clips within one probe set only, so sets
+    joined together (two seeds, two splits) are told apart by the waveform itself."""
+    return sample.task, sample.item, hashlib.sha1(np.ascontiguousarray(sample.waveform).tobytes()).hexdigest()
+
+
+def _instruction(question: str) -> str:
+    """The leading instruction of a multi-event question: none, whole, focus (the event named again in the
+    question) or focus_only (named in the instruction only: "focus on the X . when does it happen ?")."""
+    if question.startswith("listen"):
+        return "whole"
+    if question.startswith("focus"):
+        return "focus_only" if "when does it happen" in question else "focus"
+    return "none"
 
 
 @torch.no_grad()
@@ -124,17 +146,16 @@ def evaluate(model_or_callable, processor, samples: list[Sample], batch_size: in
     logits = next_token_logits(model_or_callable, processor, samples, batch_size)
     tokenizer = processor.tokenizer
     predictions = tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
-    audio_only = {}  # (task, item) -> (correct?, logits row)
+    audio_only = {}  # clip -> (correct?, logits row)
     for sample, predicted, row in zip(samples, predictions, logits):
         if sample.hint is None:
-            audio_only[(sample.task, sample.item)] = (predicted == sample.answer, row)
+            audio_only[_clip_key(sample)] = (predicted == sample.answer, row)
 
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for sample, predicted, row in zip(samples, predictions, logits):
         scopes = [sample.task, "overall"]
         if sample.kind and sample.kind != sample.task:
-            instruction = "focus" if sample.question.startswith("focus") else "whole" if sample.question.startswith("listen") else "none"
-            scopes += [f"{sample.task}/{sample.kind}", f"{sample.task}/{sample.kind}/{instruction}"]
+            scopes += [f"{sample.task}/{sample.kind}", f"{sample.task}/{sample.kind}/{_instruction(sample.question)}"]
         if sample.hint is not None:
             scopes += [f"hint_template/{sample.hint_template}", f"hint_position/{sample.hint_position}"]
         correct = predicted == sample.answer
@@ -147,7 +168,7 @@ def evaluate(model_or_callable, processor, samples: list[Sample], batch_size: in
             else:
                 group["accuracy_wrong_hint"].append(correct)
                 group["text_dominance_rate"].append(predicted == sample.hint)
-                paired = audio_only.get((sample.task, sample.item))
+                paired = audio_only.get(_clip_key(sample))
                 if paired is not None:
                     was_right, plain = paired
                     hint_id, answer_id = tokenizer.convert_tokens_to_ids([sample.hint, sample.answer])

@@ -54,7 +54,8 @@ def _accuracy_misses(card: dict) -> tuple[list[str], list[str]]:
 def _textual_misses(card: dict) -> tuple[list[str], list[str]]:
     test = card["results"]["test"]
     low, high = FLIP_BAND
-    in_band = [t["name"] for t in card["tasks"] if low <= test[t["name"]]["flip_rate"] <= high]
+    in_band = [t["name"] for t in card["tasks"]  # a task with no item right without the hint has no flip rate
+               if test[t["name"]]["flip_rate"] is not None and low <= test[t["name"]]["flip_rate"] <= high]
     audio_only = test["overall"]["accuracy"]
     rows = ["| target | measured | met |", "|---|---|---|",
             f"| audio-only accuracy >= {AUDIO_ONLY} (in distribution, all tasks) | {audio_only:.2f} |"
