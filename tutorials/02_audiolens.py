@@ -134,13 +134,13 @@ for group, info in groups.items():
 result = critical_layer_correlation(groups)
 print(f"Pearson r = {result['r']:.2f} (p = {result['p']:.4f}, {result['n']} groups; undefined: {result['undefined']})")
 plot_critical_layer_vs_accuracy(result, title="toy-qwen2-audio")
-# Measured (16 clips per task): accuracy 0.56-1.00, critical layers 3.79-4.54 at the last position; P1 (no
+# Measured (16 clips per task): accuracy 0.56-1.00, critical layers 3.79-4.70 at the last position; P1 (no
 # question) costs digit (1.00 -> 0.75), gender (1.00 -> 0.81), language (0.88 -> 0.75), beeps (0.69 -> 0.56) and
-# "when" (1.00 -> 0.94); P3 costs language (0.88 -> 0.69). At the penultimate position four groups print nan: no
+# "when" (1.00 -> 0.94); P2 costs beeps too (0.69 -> 0.56), P3 language (0.88 -> 0.69) and beeps (0.69 -> 0.62). At the penultimate position four groups print nan: no
 # layer's information there exceeds (1 + alpha) / |Y|, so the critical layer is undefined (not 0).
 # Pearson r = +0.26 (p = 0.18, 28 groups): no relation between critical layer and accuracy on this toy, and not the
 # negative one AudioLens reports on real LALMs. Every group's critical layer lies within about one layer of the
-# others (3.79-4.54), so the spread of accuracies has little spread in depth to go with; the hard task, beeps, is
+# others (3.79-4.70), so the spread of accuracies has little spread in depth to go with; the hard task, beeps, is
 # hard in every format without its critical layer moving with it. The listener it replaced gave r = +0.16
 # (p = 0.41), the one before r = -0.40 (p = 0.03), carried by one group (beeps/P1, critical layer 5.33 and
 # accuracy 0.44; without it about -0.1), and the earlier, effectively 4-layer toy r = -0.57.

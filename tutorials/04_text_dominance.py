@@ -40,16 +40,16 @@ conflict = [s for s in probe if s.hint_kind == "wrong"]
 #
 # | task | textual: rate | flip rate | hint effect | listener: rate | flip rate | hint effect |
 # |---|---|---|---|---|---|---|
-# | pitch | 0.00 | 0.00 (20) | +0.41 | 0.00 | 0.00 (20) | +0.11 |
-# | beeps | 0.40 [0.20, 0.63] | 0.25 (12) | +3.29 [2.89, 3.67] | 0.15 [0.0, 0.33] | 0.08 (13) | +1.42 |
-# | events_when | 0.40 [0.20, 0.65] | 0.29 (17) | +2.91 [2.00, 4.01] | 0.30 [0.15, 0.55] | 0.18 (17) | +1.15 |
-# | events_order | 0.35 [0.15, 0.55] | 0.37 (19) | +3.91 [2.15, 5.73] | 0.00 | 0.00 (20) | +1.31 |
+# | pitch | 0.00 | 0.00 (20) | +0.41 | 0.00 | 0.00 (20) | +0.30 |
+# | beeps | 0.40 [0.20, 0.63] | 0.25 (12) | +3.29 [2.89, 3.67] | 0.15 [0.00, 0.33] | 0.12 (17) | +1.65 [0.88, 2.48] |
+# | events_when | 0.40 [0.20, 0.65] | 0.29 (17) | +2.91 [2.00, 4.01] | 0.05 [0.00, 0.15] | 0.00 (18) | +0.21 [-0.49, 0.94] |
+# | events_order | 0.35 [0.15, 0.55] | 0.37 (19) | +3.91 [2.15, 5.73] | 0.00 | 0.00 (20) | +1.46 [0.40, 2.67] |
 #
 # The textual toy follows a wrong hint on about a third of the multi-event clips it gets right alone, and on one
 # beeps clip in four; on pitch the hint moves its logits a little and its answers not at all (the within-model
 # control). The listener is the between-model control: the same hints move it less on every task and flip fewer
-# answers, though a wrong hint still flips 3 of the 17 "when does the X happen ?" answers it gets right alone and
-# 1 of 13 beep counts (none of its "what happens first / last ?" answers).
+# answers, though a wrong hint still flips 2 of the 17 beep counts it gets right alone (none of its "when does the X
+# happen ?" or "what happens first / last ?" answers).
 
 # %%
 for name, model in [("textual", textual), ("listener", listener)]:

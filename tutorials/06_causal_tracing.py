@@ -169,8 +169,8 @@ plot_attribution_vs_activation(result, title="heads, silence:")
 # %% [markdown]
 # Measured: Spearman 0.954 (24 heads), against -0.26 to 0.31 for five shuffles. Both put head 0 of block 1 first
 # (effect 1.83 of the 11.36 gap; estimate 1.89) and head 1 of block 3 high (effect 1.39, second; estimate 1.76,
-# second); then block 1's heads 1-2 and block 3's head 0 (1.07-1.27; estimates 0.99-1.31); the rest of blocks 1-4
-# follow (0.19-1.13), block 0 has some (0.30-0.41) and block 5 little (up to 0.45), consistent with section 1: the
+# second); then block 1's heads 1-2, block 3's head 0 and block 2's head 0 (1.07-1.27; estimates 0.76-1.31); the
+# rest of blocks 1-4 follow (0.19-0.81), block 0 has some (0.30-0.41) and block 5 little (up to 0.45), consistent with section 1: the
 # answer is gathered over many blocks and heads, none of which carries it alone. On the textual toy
 # (`toy-qwen2-audio-textual`) the same run gives 0.986 and the same tracing picture (RR by layer 0.00 / 0.41 / 0.58
 # / 0.88 / 0.93 / 1.00, first layer above 0.5: 2).
