@@ -59,6 +59,11 @@ def generating_after(prompt_length: int) -> AbstractContextManager[None]:
     return _holding(_PROMPT_LENGTH, prompt_length)
 
 
+def generated_from() -> int | None:
+    """During ``generate``, the prompt's length (positions from there on are generated tokens); else None."""
+    return _PROMPT_LENGTH.get()
+
+
 def prediction_positions(n_positions: int, last: Int[torch.Tensor, " batch"] | None,
                          built_length: int | None = None, what: str = "the hooks") -> Bool[torch.Tensor, "batch pos"]:
     """Which indices of the forward now running predict an answer token: each row's ``last`` prompt position
@@ -69,7 +74,7 @@ def prediction_positions(n_positions: int, last: Int[torch.Tensor, " batch"] | N
     ``built_length``: the length of the inputs ``what`` (a hook) was built for; outside ``generate`` a forward of
     another length is refused (``last`` would point into other inputs)."""
     absolute = torch.arange(n_positions) + position_offset()
-    prompt_length = _PROMPT_LENGTH.get()
+    prompt_length = generated_from()
     if built_length is not None and prompt_length is None and n_positions != built_length:
         raise ValueError(f"{what} were built for inputs of {built_length} positions, this forward has {n_positions}: "
                          "build them from the inputs you run")

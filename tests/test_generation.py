@@ -106,17 +106,23 @@ def test_hooks_on_cached_steps_see_the_new_position_and_its_absolute_index(model
 def test_steering_gives_the_same_tokens_with_and_without_the_cache(model):
     inputs = make_inputs([[100], [40]], seed=3)
     n_prompt = inputs["input_ids"].shape[1]
-    plain = model.generate(**inputs, max_new_tokens=6, eos_token_id=[])
+    plain, plain_logits = model.generate(**inputs, max_new_tokens=6, eos_token_id=[], return_logits=True)
     direction = model.W_U[:, int(plain[0, -1] + 1) % model.cfg.d_vocab]
     last_prompt_position = torch.zeros(1, n_prompt, dtype=torch.bool)
     last_prompt_position[0, -1] = True
     text = model.to_inputs(**inputs).text_mask  # starts True: a cached step must not read its column 0
     assert bool(text[0, 0])
-    for positions in (None, last_prompt_position, text, [n_prompt - 1]):
+    # [-1]: the newest token, which with the cache keeps each generated token steered in its keys and values; was,
+    # without the cache only the newest column of each re-run was steered (other tokens); [-2]: counted back from
+    # the prompt's end during generate (was: from each re-run's end without the cache, a moving column)
+    for positions in (None, last_prompt_position, text, [n_prompt - 1], [-1], [-2]):
         hooks = [(f"blocks.{layer}.hook_resid_post", steering_hook(direction, 8.0, positions)) for layer in (0, 1)]
         cached, full = both_modes(model, inputs, max_new_tokens=6, eos_token_id=[], fwd_hooks=hooks)
         assert_modes_agree(cached, full, tol=1e-4)
-        assert not torch.equal(cached[0], plain)  # the steering changed the answer
+        if positions == [-2]:  # one prompt column: it moves the logits, not necessarily the answer
+            assert (cached[1] - plain_logits).abs().max() > 1e-2
+        else:
+            assert not torch.equal(cached[0], plain)  # the steering changed the answer
 
 
 def test_answer_position_hooks_give_the_same_tokens_with_and_without_the_cache(model):

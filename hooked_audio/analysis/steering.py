@@ -11,7 +11,7 @@ import math
 import torch
 from jaxtyping import Bool, Float, Int
 
-from ..kv_cache import position_offset
+from ..kv_cache import generated_from, position_offset
 from ..indices import as_bool_mask, position_indices
 
 
@@ -28,7 +28,10 @@ def steering_hook(
     0/1 tensor is refused (it would be read as indices). Positions are absolute columns of the token
     sequence (``kv_cache.position_offset()`` says where the current forward starts), so the hook steers the
     same tokens during ``generate`` with or without the KV cache: a mask leaves positions past its length
-    alone, a non-negative index is a fixed position, a negative one counts back from the newest token. ``direction`` must be one vector of the hooked activation's width."""
+    alone, a non-negative index is a fixed position, and a negative one counts back from the end of the input:
+    of the forward outside ``generate``, of the prompt during it, where ``-1`` also steers every generated token
+    (as a hook on the newest position does with the KV cache, whose keys keep each one steered).
+    ``direction`` must be one vector of the hooked activation's width."""
     direction = torch.as_tensor(direction)
     if direction.ndim != 1:
         raise ValueError(f"direction must be one vector [d_model], got shape {tuple(direction.shape)}")
@@ -57,11 +60,14 @@ def steering_hook(
         offset = position_offset()
         absolute = torch.arange(offset, offset + n_pos)  # the sequence columns this forward holds
         if indices is not None:
-            end = offset + n_pos
-            if int(indices.max()) >= end or int(indices.min()) < -end:
+            end, prompt = offset + n_pos, generated_from()
+            if int(indices.max()) >= end or int(indices.min()) < -(end if prompt is None else prompt):
                 raise ValueError(f"positions {indices.tolist()} are out of range for {hook.name}'s {end} positions")
-            wanted = indices % end
-            mask = torch.isin(absolute, wanted)[None].expand(batch, -1)
+            wanted = indices % (end if prompt is None else prompt)
+            mask = torch.isin(absolute, wanted)
+            if prompt is not None and bool((indices == -1).any()):
+                mask |= absolute >= prompt
+            mask = mask[None].expand(batch, -1)
         else:
             if mask_rows.shape[0] not in (1, batch):
                 raise ValueError(
