@@ -44,7 +44,7 @@ def generate(
     *,
     max_new_tokens: int = 20,
     do_sample: bool = False,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
     eos_token_id: int | list[int] | None = None,
@@ -58,8 +58,11 @@ def generate(
     """Prompt plus continuation ``[batch, prompt + new]``, like HF ``generate`` for decoder-only models.
 
     ``eos_token_id``: stop token(s) (default: the model's; ``[]`` never stops early); rows that stop are
-    padded with ``pad_token_id`` afterwards. ``do_sample`` draws from ``softmax(logits / temperature)``
-    restricted to the ``top_k`` most likely tokens and the smallest set reaching probability ``top_p``;
+    padded with ``pad_token_id`` afterwards. Greedy unless ``do_sample=True`` (whatever the checkpoint's
+    generation config says: HF's ``generate`` samples when it says so), which draws from
+    ``softmax(logits / temperature)`` restricted to the ``top_k`` most likely tokens and the smallest set reaching
+    probability ``top_p``, as HF does: each left out is the checkpoint's generation config's (``model.generation_config``)
+    or else HF's default (temperature 1, top_k 50, top_p 1); ``top_k=0`` and ``top_p=1`` are no limit.
     ``seed`` makes it reproducible. ``fwd_hooks`` are active for the whole generation (audio encoder
     included). ``return_logits=True`` returns ``(tokens, logits)`` with each step's raw next-token
     logits ``[batch, new, vocab]`` (float32, before temperature / top-k / top-p).
@@ -69,6 +72,8 @@ def generate(
     flags, stop or pad ids outside the vocabulary, and HF ``generate`` options not implemented here
     (``use_cache``, ``max_length``, ``num_beams``, ...: the error names the argument to use instead)."""
     _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p, use_past_kv_cache, return_logits)
+    if do_sample:
+        temperature, top_k, top_p = sampling_settings(model, temperature, top_k, top_p)
     _refuse_hf_generate_options(kwargs)
     fwd_hooks = hook_pairs(fwd_hooks)  # checked before the audio is encoded
     inputs = model.to_inputs(input, **kwargs).to(model.device)
@@ -147,6 +152,11 @@ def generate(
     return ids, torch.zeros(ids.shape[0], 0, model.cfg.d_vocab, device=ids.device)
 
 
+# what HF's generate samples with where neither the call nor the checkpoint's generation config says
+# (``GenerationConfig._get_default_generation_params``)
+HF_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0}
+
+
 # HF ``generate`` options that this ``generate`` does not take: its name for the same thing, or why not.
 _HF_GENERATE_OPTIONS = {
     "use_cache": "pass use_past_kv_cache= instead",
@@ -183,23 +193,39 @@ def _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p, use_p
             raise TypeError(f"{name} must be True or False, got {value!r}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, Integral) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
-        raise ValueError(f"top_k must be a whole number >= 1 (or None for no limit), got {top_k!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 0):
+        raise ValueError(f"top_k must be a whole number >= 0 (0: no limit; None: the generation config's), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, Real) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p!r}")
+        raise ValueError(f"top_p must be in (0, 1] (1: no limit; None: the generation config's), got {top_p!r}")
     if not do_sample:
-        unused = [f"{name}={value!r}" for name, value, default in
-                  (("temperature", temperature, 1.0), ("top_k", top_k, None), ("top_p", top_p, None))
-                  if value is not default and value != default]
+        neutral = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # would change nothing when sampling either
+        unused = [f"{name}={value!r}" for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))
+                  if value is not None and value != neutral[name]]
         if unused:
             raise ValueError(
                 f"{', '.join(unused)}: sampling settings, which greedy decoding (do_sample=False) would ignore: pass "
                 "do_sample=True to sample with them, or leave them out for greedy decoding"
             )
-    if do_sample and (isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0):
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0):
         raise ValueError(
             f"temperature must be > 0 when sampling, got {temperature!r} (for greedy decoding pass do_sample=False)"
         )
+
+
+def sampling_settings(model, temperature: float | None, top_k: int | None,
+                      top_p: float | None) -> tuple[float, int | None, float | None]:
+    """(temperature, top_k, top_p) to sample with, as HF's ``generate`` would: each not given is the model's
+    generation config's, else ``GenerationConfig``'s default; a top_k of 0 and a top_p of 1 (no limit) become None."""
+    checkpoint = getattr(model, "generation_config", None)
+
+    def setting(name, given):
+        if given is not None:
+            return given
+        value = getattr(checkpoint, name, None)
+        return value if value is not None else HF_SAMPLING_DEFAULTS[name]
+
+    temperature, top_k, top_p = setting("temperature", temperature), setting("top_k", top_k), setting("top_p", top_p)
+    return float(temperature), int(top_k) or None, float(top_p) if top_p < 1 else None
 
 
 def _sample(

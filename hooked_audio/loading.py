@@ -7,6 +7,8 @@ with a clear message where there is no network).
 
 from __future__ import annotations
 
+import copy
+
 import os
 from pathlib import Path
 from typing import Any
@@ -53,12 +55,15 @@ def from_hf_model(
         cfg.eos_token_ids = tuple(generation_eos if isinstance(generation_eos, (list, tuple)) else [generation_eos])
     if getattr(generation_config, "pad_token_id", None) is not None:
         cfg.pad_token_id = int(generation_config.pad_token_id)
+    elif generation_config is not None and cfg.eos_token_ids:  # HF's generate then pads with the first stop token
+        cfg.pad_token_id = int(cfg.eos_token_ids[0])
     state_dict = family.state_dict_from_hf(hf_model.state_dict())
     if copy_weights:
         state_dict = {k: v.detach().clone() for k, v in state_dict.items()}
     with torch.device("meta"):
         model = HookedAudioTransformer(cfg, processor=processor, tokenizer=tokenizer)
     model.load_state_dict(state_dict, strict=True, assign=True)
+    model.generation_config = copy.deepcopy(generation_config)
     if cfg.tie_word_embeddings:
         model.unembed.weight = model.embed.weight
     if not copy_weights:  # a later process_weights_ would write to the HF model's own tensors: it is refused

@@ -53,6 +53,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         self.cfg = cfg
         self.processor = processor
         self.tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
+        self.generation_config = None  # the checkpoint's HF GenerationConfig (loading sets it): sampling defaults
 
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         if cfg.audio is not None:

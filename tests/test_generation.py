@@ -86,6 +86,12 @@ def test_finished_rows_are_padded_with_the_generation_configs_pad_id_as_hf_does(
         theirs = hf.generate(**inputs, max_new_tokens=6, do_sample=False)
     ours = HookedAudioTransformer.from_hf_model(hf, processor=make_processor()).generate(**inputs, max_new_tokens=6)
     assert torch.equal(ours, theirs) and (ours == pad).any()
+    # a generation config without a pad id: HF pads with its first stop token, not the text config's pad id
+    hf.generation_config.pad_token_id = None
+    with torch.no_grad():
+        theirs = hf.generate(**inputs, max_new_tokens=6, do_sample=False)
+    ours = HookedAudioTransformer.from_hf_model(hf, processor=make_processor()).generate(**inputs, max_new_tokens=6)
+    assert torch.equal(ours, theirs) and int(ours[0, -1]) == stop != hf.config.text_config.pad_token_id
 
 
 # --- hooks ---------------------------------------------------------------------------------------
@@ -193,6 +199,32 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(model):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_sampling_defaults_are_hfs_and_the_checkpoints():
+    """Was: top_k left out sampled from the whole vocabulary, and a checkpoint's generation config's sampling
+    settings were ignored; HF samples with top_k 50 unless told, and with the checkpoint's settings. Seeded
+    sampling is compared through the same seeded generator on both sides (HF draws with torch.multinomial on the
+    global generator)."""
+    hf = make_hf_model()
+    inputs = make_inputs([[100], [40]], seed=2)
+    model = HookedAudioTransformer.from_hf_model(hf, processor=make_processor())
+
+    def hf_sampled(**settings):
+        torch.manual_seed(5)
+        with torch.no_grad():
+            return hf.generate(**inputs, max_new_tokens=8, do_sample=True, eos_token_id=[], pad_token_id=0, **settings)
+
+    def ours_sampled(**settings):
+        torch.manual_seed(5)
+        return model.generate(**inputs, max_new_tokens=8, do_sample=True, eos_token_id=[], **settings)
+
+    assert torch.equal(ours_sampled(temperature=2.0), hf_sampled(temperature=2.0))  # top_k 50 on both sides
+    assert not torch.equal(ours_sampled(temperature=2.0, top_k=0), ours_sampled(temperature=2.0))  # 50 of 64 tokens
+    hf.generation_config.top_k, hf.generation_config.temperature = 3, 1.5  # the checkpoint's settings
+    model = HookedAudioTransformer.from_hf_model(hf, processor=make_processor())
+    assert torch.equal(ours_sampled(), hf_sampled())
+    assert torch.equal(ours_sampled(), ours_sampled(top_k=3, temperature=1.5))
+
+
 def test_seeded_sampling_is_the_same_with_and_without_the_cache(model):
     inputs = make_inputs([[100], [40]], seed=6)
     settings = dict(max_new_tokens=10, do_sample=True, temperature=3.0, top_k=30, top_p=0.95, seed=11, eos_token_id=[])
@@ -224,7 +256,7 @@ def test_right_padded_batch_is_refused(model):
         (dict(max_new_tokens=-1), "max_new_tokens"),
         (dict(max_new_tokens=2.5), "max_new_tokens"),
         (dict(do_sample=True, temperature=0.0), "temperature"),
-        (dict(do_sample=True, top_k=0), "top_k"),
+        (dict(do_sample=True, top_k=-1), "top_k"),
         (dict(do_sample=True, top_p=0.0), "top_p"),
         (dict(do_sample=True, top_p=1.5), "top_p"),
     ],
