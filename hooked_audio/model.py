@@ -180,6 +180,12 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             raise TypeError(f"{hook_args[0]}= is not an input: run with hooks through run_with_hooks(..., fwd_hooks=...), "
                             "generate(..., fwd_hooks=...), or `with model.hooks(fwd_hooks=...):` around any other call "
                             "(run_with_cache included)")
+        tl_only = sorted(TL_FORWARD_OPTIONS & set(kwargs))
+        if tl_only:
+            raise TypeError(f"{tl_only[0]}= is TransformerLens's: {TL_FORWARD_OPTIONS_INSTEAD}")
+        tokenize = {k: kwargs.pop(k) for k in ("prepend_bos", "padding_side") if k in kwargs}
+        if tokenize and not isinstance(input, (str, list)):
+            raise TypeError(f"{sorted(tokenize)[0]}= applies to text input only (a string or a list of them)")
         if isinstance(input, AudioTextInput):
             if any(v is not None for v in kwargs.values()):
                 raise TypeError("pass either an AudioTextInput or keyword inputs, not both")
@@ -189,7 +195,10 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         elif isinstance(input, torch.Tensor):
             kwargs["input_ids"] = input
         elif isinstance(input, (str, list)):
-            tokens = self._tokenize(input)
+            if isinstance(input, list) and input and not all(isinstance(t, str) for t in input):
+                raise TypeError("a list input is a batch of text prompts (strings); pass token ids as a tensor "
+                                "[batch, pos] (e.g. torch.tensor([ids])), or inputs with audio as a dict / AudioTextInput")
+            tokens = self._tokenize(input, **tokenize)
             kwargs["input_ids"] = tokens["input_ids"]
             if kwargs.get("attention_mask") is None:  # the padding of a batch of prompts is known: mask it
                 kwargs["attention_mask"] = tokens["attention_mask"]
@@ -331,13 +340,20 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         input: ModelInput = None,
         *,
         return_type: Literal["logits", "loss", "both"] | None = "logits",
+        loss_per_token: bool = False,
         **kwargs,
     ):
         """Logits ``[batch, pos, d_vocab]`` (HF keyword names: ``input_ids``, ``attention_mask``, the
         family's audio feature kwargs, ``position_ids``). ``return_type="loss"`` is the next-token loss
-        on real text targets (audio placeholders and padding excluded)."""
+        on real text targets (audio placeholders and padding excluded); ``loss_per_token=True`` gives it per
+        target ``[batch, pos - 1]`` (NaN at the excluded ones, see ``loss_fn``), as TransformerLens."""
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
+        if not isinstance(loss_per_token, bool):
+            raise TypeError(f"loss_per_token must be True or False, got {loss_per_token!r}")
+        if loss_per_token and return_type not in ("loss", "both"):
+            raise ValueError(f"loss_per_token=True shapes the loss, but return_type={return_type!r} returns none: "
+                             "pass return_type='loss' or 'both'")
         inputs = self.to_inputs(input, **kwargs)
         with model_lock(self):
             check_patch_alignment(self.active_hook_fns, inputs)
@@ -346,7 +362,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             return logits
         if return_type is None:
             return None
-        loss = self.text_loss(logits, inputs)
+        loss = self.loss_fn(logits, inputs, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
     def forward_inputs(
@@ -550,6 +566,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         reset_hooks_end: bool = True,
         clear_contexts: bool = False,
         return_type: str | None = "logits",
+        loss_per_token: bool = False,
         **kwargs,
     ) -> Float[torch.Tensor, "batch pos d_vocab"] | Any:
         """One forward with temporary hooks (TransformerLens's signature). A hook that carries activations
@@ -560,7 +577,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if bwd_hooks and return_type is None:
             raise ValueError("backward hooks need an output to differentiate: pass return_type='loss' or 'logits'")
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
-            return self.forward(inputs, return_type=return_type)
+            return self.forward(inputs, return_type=return_type, loss_per_token=loss_per_token)
 
     def run_with_cache(
         self,
@@ -576,6 +593,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         reset_hooks_end: bool = True,
         clear_contexts: bool = False,
         return_type: str | None = "logits",
+        loss_per_token: bool = False,
         return_cache_object: bool = True,
         **kwargs,
     ) -> tuple[Float[torch.Tensor, "batch pos d_vocab"] | Any, AudioActivationCache | dict[str, torch.Tensor]]:
@@ -595,10 +613,6 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         (``return_type="loss"``), as in TransformerLens. ``return_cache_object=False`` returns the plain dict of
         activations (TransformerLens's option) instead of the cache object.
         """
-        unsupported = sorted({"stop_at_layer", "start_at_layer"} & set(kwargs))
-        if unsupported:
-            raise TypeError(f"run_with_cache does not take TransformerLens's {unsupported}: it runs every layer; "
-                            "read the layers you need from the cache (names_filter= narrows it)")
         inputs = self.to_inputs(input, **kwargs)
         if pos_slice is not None:
             if not (isinstance(positions, str) and positions == "all"):
@@ -643,7 +657,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                     hook_point.cache_into, hook_point.cache_device = cache_dict, device
                     hook_point.cache_dtype = cache_dtype
                 with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
-                    out = self.forward(inputs, return_type=return_type)
+                    out = self.forward(inputs, return_type=return_type, loss_per_token=loss_per_token)
                     if incl_bwd:
                         if out.numel() != 1:
                             raise ValueError(
@@ -758,13 +772,28 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             return [tokenizer.decode(row) for row in tokens]
         return tokenizer.decode(tokens)
 
-    def to_str_tokens(self, input: ModelInput = None, row: int | None = 0, **kwargs) -> list[str] | list[list[str]]:
+    def to_str_tokens(self, input: ModelInput = None, row: int | None | Literal["only"] = "only",
+                      prepend_bos: bool | None = None, padding_side: Literal["left", "right"] | None = None,
+                      **kwargs) -> list[str] | list[list[str]]:
         """One string per position, as TransformerLens (``str_tokens[pos]`` lines up with activations); an
-        audio position shows the seconds of its clip it covers, e.g. ``<audio 0.40–0.44 s>``. ``row=None``:
-        a list per batch row. ``display_tokens`` shows each audio span compactly instead."""
+        audio position shows the seconds of its clip it covers, e.g. ``<audio 0.40–0.44 s>``. A list of prompts
+        gives one list per prompt, each tokenized alone (no padding), as TransformerLens. A batch of several rows
+        needs ``row=`` (that row, padding included, so positions line up with the batch's activations) or
+        ``row=None`` (a list per row). ``display_tokens`` shows each audio span compactly instead."""
+        if isinstance(input, list) and input and all(isinstance(t, str) for t in input):
+            return [self.to_str_tokens(t, prepend_bos=prepend_bos, padding_side=padding_side, **kwargs) for t in input]
+        if isinstance(input, str):
+            input = self._tokenize(input, prepend_bos=prepend_bos, padding_side=padding_side)
+        elif prepend_bos is not None or padding_side is not None:
+            raise TypeError("prepend_bos= and padding_side= apply to text input only (these inputs are tokenized)")
         inputs = self.to_inputs(input, **kwargs)
         if row is None:
             return [self.to_str_tokens(inputs, r) for r in range(inputs.shape[0])]
+        if row == "only":
+            if inputs.shape[0] != 1:
+                raise ValueError(f"these inputs have {inputs.shape[0]} rows: pass row= (one row's strings, padding "
+                                 "included) or row=None (a list per row)")
+            row = 0
         tokenizer = self._require_tokenizer()
         if not -inputs.shape[0] <= row < inputs.shape[0]:
             raise IndexError(f"row {row} is outside the batch of {inputs.shape[0]}")
@@ -807,6 +836,12 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         from .generation import generate
 
         return generate(self, input, **kwargs)
+
+
+# TransformerLens forward options this model does not implement, and what to do instead
+TL_FORWARD_OPTIONS = frozenset({"stop_at_layer", "start_at_layer", "shortformer_pos_embed", "past_kv_cache"})
+TL_FORWARD_OPTIONS_INSTEAD = ("the forward runs every layer from the embedding; read a layer's residual stream from "
+                              "run_with_cache (names_filter= narrows it), and use generate for KV-cached decoding")
 
 
 def _names_filter_fn(names_filter) -> Callable[[str], bool]:

@@ -110,6 +110,14 @@ class TransformerLensWeights:
     def W_out(self) -> Float[torch.Tensor, "layer ... d_mlp d_model"]:
         return self._stack(lambda b: b.mlp.W_out)
 
+    @property
+    def b_in(self) -> Float[torch.Tensor, "layer d_mlp"]:
+        return self._stack(lambda b: _mlp_bias(b.mlp, "b_in"))
+
+    @property
+    def b_out(self) -> Float[torch.Tensor, "layer d_model"]:
+        return self._stack(lambda b: _mlp_bias(b.mlp, "b_out"))
+
     def accumulated_bias(
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
     ) -> Float[torch.Tensor, "d_model"]:
@@ -125,3 +133,10 @@ class TransformerLensWeights:
         if mlp_input:
             total = total + self.blocks[layer].attn.b_O
         return total
+
+
+def _mlp_bias(mlp, name: str) -> torch.Tensor:
+    if not hasattr(mlp, name):
+        raise NotImplementedError(f"{name} is not defined for this decoder's mixture-of-experts MLPs: their experts "
+                                  "have no biases (per-expert weights: W_in / W_gate / W_out)")
+    return getattr(mlp, name)

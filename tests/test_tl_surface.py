@@ -153,3 +153,55 @@ def test_neurons_of_a_mixture_of_experts_decoder_are_refused_clearly():
         cache.get_full_resid_decomposition()  # TransformerLens's default expands neurons
     parts = cache.get_full_resid_decomposition(expand_neurons=False)  # control
     torch.testing.assert_close(parts.sum(0), cache["resid_post", -1], **ATOL)
+
+
+def test_to_str_tokens_of_prompts_and_batches_as_transformer_lens(gqa_model, inputs):
+    """Was: a list of prompts gave the first prompt only, padding included, and a batch of rows its row 0.
+    TransformerLens gives one unpadded list per prompt; a batch of several rows needs row= (or row=None)."""
+    model = gqa_model
+    prompts = ["a b", "c d e f"]  # two lengths: a batch of them is padded
+    per_prompt = model.to_str_tokens(prompts)
+    assert per_prompt == [model.to_str_tokens(p) for p in prompts]
+    assert [len(s) for s in per_prompt] == [len(model.to_tokens(p)[0]) for p in prompts]  # no padding
+    assert len(per_prompt[0]) < len(per_prompt[1])
+    with pytest.raises(ValueError, match="these inputs have 2 rows: pass row="):
+        model.to_str_tokens(inputs)
+    rows = model.to_str_tokens(inputs, row=None)
+    assert model.to_str_tokens(inputs, row=1) == rows[1] and len(rows[0]) == inputs.shape[1]
+    assert model.to_str_tokens("a b", prepend_bos=False) == per_prompt[0]  # TL's keyword, as test_prompt passes it
+
+
+def test_loss_per_token_and_transformer_lens_forward_options(gqa_model, inputs):
+    """Was: loss_per_token=True was refused as "keyword inputs, not both" (or an unknown model input), and
+    stop_at_layer= in forward likewise; now the per-token loss is loss_fn's, and the TL-only options are refused
+    by name."""
+    model = gqa_model
+    logits = model(inputs)
+    want = model.loss_fn(logits, inputs, per_token=True)
+    for got in (model(inputs, return_type="loss", loss_per_token=True),
+                model.run_with_hooks(inputs, return_type="loss", loss_per_token=True),
+                model.run_with_cache(inputs, return_type="loss", loss_per_token=True, names_filter="hook_embed")[0]):
+        torch.testing.assert_close(got, want, equal_nan=True)
+    assert got.shape == (2, inputs.shape[1] - 1) and bool(got.isnan().any()) and not bool(got.isnan().all())
+    assert model(inputs, return_type="loss").item() == pytest.approx(want.nanmean().item(), abs=1e-6)  # control
+    with pytest.raises(ValueError, match="loss_per_token=True shapes the loss"):
+        model(inputs, loss_per_token=True)
+    for option in ("stop_at_layer", "start_at_layer"):
+        with pytest.raises(TypeError, match=f"{option}= is TransformerLens's: the forward runs every layer"):
+            model(inputs, **{option: 1})
+
+
+def test_mlp_bias_views_are_the_biases_the_forward_adds(gqa_model):
+    """TransformerLens's b_in / b_out views (were missing): the biases of W_in and W_out, zeros where the decoder has
+    none; checked on MLPs with biases against their own forward."""
+    from hooked_audio.components.mlp import MLP, GatedMLP
+
+    assert gqa_model.b_in.shape == (gqa_model.cfg.n_layers, gqa_model.cfg.d_mlp) and not gqa_model.b_in.any()
+    assert gqa_model.b_out.shape == (gqa_model.cfg.n_layers, gqa_model.cfg.d_model)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8)
+    gated, plain = GatedMLP(8, 16, bias=True), MLP(8, 16, bias=True)
+    by_hand = (gated.act(x @ gated.W_gate + gated.b_gate) * (x @ gated.W_in + gated.b_in)) @ gated.W_out + gated.b_out
+    torch.testing.assert_close(gated(x), by_hand)
+    by_hand = plain.act(x @ plain.W_in + plain.b_in) @ plain.W_out + plain.b_out
+    torch.testing.assert_close(plain(x), by_hand)

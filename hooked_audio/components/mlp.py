@@ -48,6 +48,10 @@ class MLP(nn.Module):
         return self.fc_out.weight.T
 
     @property
+    def b_in(self) -> Float[torch.Tensor, "d_mlp"]:
+        return _bias(self.fc_in)
+
+    @property
     def b_out(self) -> Float[torch.Tensor, "d_model"]:
         return _bias(self.fc_out)
 
@@ -77,6 +81,15 @@ class GatedMLP(nn.Module):
     @property
     def W_out(self) -> Float[torch.Tensor, "d_mlp d_model"]:
         return self.down.weight.T
+
+    @property
+    def b_gate(self) -> Float[torch.Tensor, "d_mlp"]:
+        return _bias(self.gate)
+
+    @property
+    def b_in(self) -> Float[torch.Tensor, "d_mlp"]:
+        """The bias of ``W_in`` (the up projection), as TransformerLens's gated MLP."""
+        return _bias(self.up)
 
     @property
     def b_out(self) -> Float[torch.Tensor, "d_model"]:

@@ -171,7 +171,7 @@ def run_demo(model_name: str, out_dir: Path, n_heads: int = 8, seed: int = 0) ->
     target = answer_ids[0]
     heat = lens.target_prob(answer_ids)[:, 0].numpy()
     span = batch.audio_spans[0][0]
-    png = plots.plot_lens_heatmap(heat, lens.labels, model.to_str_tokens(batch), (span.start, span.end),
+    png = plots.plot_lens_heatmap(heat, lens.labels, model.to_str_tokens(batch, row=0), (span.start, span.end),
                                   model.cfg.seconds_per_audio_token, plot_dir / "logit_lens_positions.png",
                                   f"P({model.tokenizer.convert_ids_to_tokens(int(target))}) at every layer and position ({samples[0].task} clip)")
     report.image(png, "The same lens at every position: the shaded band is the audio span (grid lines every second)")
