@@ -72,6 +72,26 @@ def test_matched_noise_of_integer_pcm_has_the_level_the_model_hears():
     assert rms(matched_noise([wave])[0]) == pytest.approx(rms(wave), rel=1e-5)  # control: float as is
 
 
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+def test_matched_noise_of_a_clip_at_another_rate_is_as_loud_where_the_model_hears_it(rate):
+    """Was: matched at the clip's own rate, so the 16 kHz resampling in build_inputs cut the noise's share above
+    8 kHz (a tone has none): 1.6 dB quieter at 22.05 kHz, 5 dB at 48 kHz. Control: the level at the clip's rate
+    is the old construction's (white noise matched at the clip's rate), heard quieter."""
+    from hooked_audio import load_waveform
+
+    t = np.arange(int(0.5 * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    (noise,) = matched_noise([tone], sampling_rate=rate)
+    rms = lambda x: float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)))  # noqa: E731
+    assert noise.shape == tone.shape
+    heard_tone, heard_noise = load_waveform(tone, sampling_rate=rate), load_waveform(noise, sampling_rate=rate)
+    assert len(heard_noise) == len(heard_tone)
+    assert rms(heard_noise) == pytest.approx(rms(heard_tone), rel=2e-3)
+    white = np.random.default_rng(0).standard_normal(tone.size)
+    white = (white * rms(tone) / rms(white)).astype(np.float32)
+    assert rms(load_waveform(white, sampling_rate=rate)) < 0.9 * rms(heard_tone)
+
+
 @torch.no_grad()
 def test_causal_tracing_refuses_metrics_of_other_shapes_and_arguments_it_would_ignore(model, run):
     inputs, _ = run

@@ -4,22 +4,24 @@ These are the references the listening analyses compare against (Glazer et al. 2
 the audio carries nothing.
 
 - ``silence_like``: the same inputs (same token layout) with every clip's features those of digital silence.
-- ``matched_noise``: Gaussian noise waveforms with each clip's length and RMS; build inputs from them with the
-  same prompt (equal lengths give the same token layout).
+- ``matched_noise``: Gaussian noise waveforms with each clip's length and RMS (as the model hears it, at 16 kHz);
+  build inputs from them with the same prompt (equal lengths give the same token layout).
 - ``without_audio``: the same tokens with each clip's placeholder run (and its marker tokens) cut out and no
   audio, re-padded: the prompt as if the clip had never been attached.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
+import soxr
 import torch
 from jaxtyping import Float
 
 from ..audio.inputs import AudioTextInput
-from ..audio.io import pcm_to_float32
+from ..audio.io import DEFAULT_SAMPLING_RATE, pcm_to_float32
 
 # Whisper-style log-mel of an all-zero waveform: log10(1e-10) = -10, clamped, then (x + 4) / 4.
 WHISPER_SILENCE = -1.5
@@ -44,14 +46,20 @@ def silence_like(inputs: AudioTextInput, silence_value: float = WHISPER_SILENCE,
     return replace(inputs, audio=audio)
 
 
-def matched_noise(clips, seed: int = 0) -> list[Float[np.ndarray, " sample"]]:
-    """White Gaussian noise of each clip's length and RMS (float32 waveforms at the clips' own rate), seeded.
+def matched_noise(clips, seed: int = 0, sampling_rate: int = DEFAULT_SAMPLING_RATE) -> list[Float[np.ndarray, " sample"]]:
+    """White Gaussian noise of each clip's length and RMS as the model hears it (float32 waveforms at the clips'
+    rate ``sampling_rate``), seeded. The level is matched at the model's 16 kHz: a clip at another rate is
+    measured after resampling, as ``build_inputs`` reads it, and the noise is made there and brought to the clip's
+    rate, so resampling it back does not lose the share of white noise above 8 kHz that the clip did not have.
     Integer PCM clips are measured as ``build_inputs`` reads them (int16 / 32768), the noise is float.
     A silent clip gives silence. Gaussian peaks reach about 4 x RMS, so a loud clip's noise can exceed 1.0
     (``build_inputs`` warns; it is passed on unclipped to keep the RMS). Build the counterfactual with the same prompt:
-    ``model.build_inputs(prompt, matched_noise(clips), sampling_rate=...)``."""
+    ``model.build_inputs(prompt, matched_noise(clips, sampling_rate=sr), sampling_rate=sr)``."""
     if isinstance(clips, (np.ndarray, torch.Tensor)) and clips.ndim == 1:
         raise TypeError("clips is one waveform: pass a list of clips, e.g. matched_noise([clip])")
+    if isinstance(clips, (str, os.PathLike)) or any(isinstance(c, (str, os.PathLike)) for c in clips):
+        raise TypeError("matched_noise takes waveforms (arrays or tensors), not paths: load them first, e.g. "
+                        "hooked_audio.load_waveform(path) (16 kHz)")
     rng = np.random.default_rng(seed)
     out = []
     for index, clip in enumerate(clips):
@@ -59,9 +67,27 @@ def matched_noise(clips, seed: int = 0) -> list[Float[np.ndarray, " sample"]]:
         wave = pcm_to_float32(wave).astype(np.float64)  # integer PCM at the level the model hears (int16 / 32768)
         if wave.ndim != 1 or wave.size == 0:
             raise ValueError(f"clip {index}: matched_noise needs mono waveforms (1-D, non-empty), got shape {wave.shape}")
-        noise = rng.standard_normal(wave.size)
-        out.append((noise * np.sqrt(np.mean(wave**2)) / np.sqrt(np.mean(noise**2))).astype(np.float32))
+        heard = _resampled(wave, sampling_rate, DEFAULT_SAMPLING_RATE)
+        noise = rng.standard_normal(heard.size)
+        noise *= _rms(heard) / max(_rms(noise), 1e-30)
+        if sampling_rate != DEFAULT_SAMPLING_RATE:  # at the clip's rate, rescaled so that its resampling is matched
+            noise = _resampled(noise, DEFAULT_SAMPLING_RATE, sampling_rate, wave.size)
+            noise *= _rms(heard) / max(_rms(_resampled(noise, sampling_rate, DEFAULT_SAMPLING_RATE)), 1e-30)
+        out.append(noise.astype(np.float32))
     return out
+
+
+def _rms(wave: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+
+
+def _resampled(wave: np.ndarray, rate: int, target: int, length: int | None = None) -> np.ndarray:
+    """``wave`` at ``target`` Hz with the resampler ``load_waveform`` uses (and cut or zero-padded to ``length``)."""
+    if rate != target:
+        wave = soxr.resample(wave, rate, target, quality="HQ")
+    if length is not None:
+        wave = np.pad(wave[:length], (0, max(0, length - len(wave))))
+    return wave
 
 
 # Marker tokens that templates put before a clip where the processor names none (Voxtral's Mistral template).
