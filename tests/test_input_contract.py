@@ -186,6 +186,27 @@ def test_hf_style_audio_items_all_load_the_same_clip(model, tmp_path, key):
     _same_inputs(ours, reference)
 
 
+@pytest.mark.parametrize("key", ["path", "url", "audio"])
+def test_every_audio_source_key_renders_under_a_template_that_looks_for_audio(model, tmp_path, key):
+    """Some chat templates (Qwen2-Audio-Instruct's) find an audio item by its ``audio`` key, not its type: was, an
+    item given by ``path`` or ``url`` rendered no placeholder there, refused as "0 audio placeholders"."""
+    import copy
+
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, sine(440, 0.5), 16000, subtype="FLOAT")
+    keyed = copy.copy(model)
+    keyed.processor = copy.deepcopy(model.processor)
+    keyed.processor.chat_template = (
+        "{% for message in messages %}{% for content in message['content'] %}{% if 'audio' in content %}"
+        "<|audio_bos|><|AUDIO|><|audio_eos|>{% else %}{{ content['text'] }}{% endif %}{% endfor %}{% endfor %}")
+    value = path.as_uri() if key == "url" else str(path)
+    inputs = keyed.build_inputs(messages=_user({"type": "audio", key: value}, {"type": "text", "text": " what is said ?"}))
+    reference = keyed.build_inputs(messages=_user({"type": "audio", "audio": sine(440, 0.5)},
+                                                  {"type": "text", "text": " what is said ?"}), sampling_rate=16000)
+    assert int(inputs.audio_mask.sum()) > 0
+    _same_inputs(inputs, reference)
+
+
 def test_remote_and_data_urls_are_refused(model):
     with pytest.raises(ValueError, match="does not download audio.*'path'"):
         model.build_inputs(messages=_user({"type": "audio", "url": "https://example.com/clip.wav"}))

@@ -335,11 +335,15 @@ def _for_template(conversation: Conversation) -> Conversation:
 
 
 def _item_for_template(item: Mapping) -> dict:
+    """What the chat template sees of an item. An audio item always has an ``audio`` key (as well as the
+    source key it was given with): templates test ``'audio' in content`` (Qwen2-Audio's) or its type, and one
+    given by ``path`` or ``url`` would otherwise render no placeholder."""
     if item["type"] == "text":
         return {"type": "text", "text": item["text"]}
     key = next(k for k in AUDIO_SOURCE_KEYS if item.get(k) is not None)
     value = item[key]
-    return {"type": "audio", key: os.fspath(value) if isinstance(value, (str, os.PathLike)) else "<audio>"}
+    shown = os.fspath(value) if isinstance(value, (str, os.PathLike)) else "<audio>"
+    return {"type": "audio", key: shown, "audio": shown}
 
 
 # --- validation of the audio side ----------------------------------------------------------------------
