@@ -131,3 +131,19 @@ def test_without_audio_cuts_voxtrals_begin_audio_marker_and_keeps_the_instructio
     assert removed == [t for t in tokens if t != "[BEGIN_AUDIO]" and not t.startswith("<audio")]
     assert removed[-1] == "[/INST]"
 
+
+
+def test_a_prefill_the_template_cut_elsewhere_is_refused(toy):
+    """HF cuts a continued assistant turn at the prefill's last occurrence; a prefill "s" also occurs in Mistral's
+    end-of-turn "</s>", so the row ended on a piece of that token, not on the prefill (was: returned as it was).
+    Control: a prefill that does not occur there ends its row."""
+    clip = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+
+    def messages(prefill):
+        return [{"role": "user", "content": [{"type": "audio", "audio": clip}, {"type": "text", "text": "which digit is spoken ?"}]},
+                {"role": "assistant", "content": prefill}]
+
+    with pytest.raises(ValueError, match="row 0 does not end on its prefill 's'"):
+        toy.build_inputs(messages=messages("s"), sampling_rate=16000, continue_final_message=True)
+    inputs = toy.build_inputs(messages=messages("the answer is"), sampling_rate=16000, continue_final_message=True)
+    assert toy.to_str_tokens(inputs)[-1] == "is"

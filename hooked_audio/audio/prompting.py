@@ -142,7 +142,28 @@ def build_inputs(
         tokenizer.padding_side = previous_side
     inputs = model.to_inputs(batch)
     _check_one_run_per_clip(inputs, texts, placeholder)
+    if messages is not None and continue_final_message:
+        _check_ends_on_the_prefill(inputs, conversations, tokenizer)
     return inputs
+
+
+def _check_ends_on_the_prefill(inputs, conversations: list[list[dict]], tokenizer) -> None:
+    """With ``continue_final_message`` each row's last token must be the end of its prefill: HF cuts the rendered
+    turn at the prefill's last occurrence, which can lie inside the template's end-of-turn token (a prefill "s"
+    and Mistral's ``</s>``), leaving a piece of that token last."""
+    for row, conversation in enumerate(conversations):
+        content = conversation[-1].get("content")
+        prefill = (content if isinstance(content, str) else
+                   "".join(item.get("text", "") for item in content if isinstance(item, Mapping))).strip()
+        if not prefill:
+            continue
+        word = prefill.split()[-1]
+        ending = tokenizer.decode(inputs.input_ids[row, -4:]).strip()  # a few tokens: a character may span several
+        if not (ending.endswith(word) or (ending and word.endswith(ending))):
+            raise ValueError(
+                f"row {row} does not end on its prefill {prefill!r} but on {ending!r}: the chat template's cut of the "
+                "continued turn fell elsewhere (a prefill that also occurs in the template's end-of-turn text?), so "
+                "the last position would not continue it. Word the prefill differently (e.g. longer)")
 
 
 def _check_one_run_per_clip(inputs, texts: list[str], placeholder: str) -> None:
