@@ -77,3 +77,32 @@ def test_groups_and_refusals(model, inputs):
         causal_tracing(model, mixed, METRIC)
     with pytest.raises(ValueError, match="have none"):
         causal_tracing(model, torch.tensor([[8, 9, 10]]), METRIC)
+
+
+@torch.no_grad()
+def test_noise_corrupts_each_item_alike_whatever_its_batch(model):
+    """Was: one draw over the batch's audio tokens, scaled by the batch's std, so an item's corruption (and the
+    row mean) changed with the order and company of the rows. Now the mean over rows equals the mean of the items
+    traced alone, in any order; control: another seed gives another corruption."""
+    from dataclasses import replace
+
+    ids = [model.to_inputs(make_inputs([[n]], [t], seed=s)) for n, t, s in ((100, 3, 1), (60, 6, 2), (80, 4, 3))]
+    alone = [causal_tracing(model, x, METRIC, corrupt="noise", seed=5, layers=[0, 1]) for x in ids]
+    # the same three items as one left-padded batch, then in another order
+    width = max(x.shape[1] for x in ids)
+    pad = lambda t, value: torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value)  # noqa: E731
+    key = next(k for k, v in ids[0].audio.items() if v.is_floating_point())
+    mask_key = next(k for k, v in ids[0].audio.items() if not v.is_floating_point())
+    batch = replace(ids[0], input_ids=torch.cat([pad(x.input_ids, 0) for x in ids]),
+                    attention_mask=torch.cat([pad(x.attention_mask, 0) for x in ids]),
+                    audio={key: torch.cat([x.audio[key] for x in ids]), mask_key: torch.cat([x.audio[mask_key] for x in ids])})
+    order = [2, 0, 1]
+    shuffled = replace(batch, input_ids=batch.input_ids[order], attention_mask=batch.attention_mask[order],
+                       audio={k: v[order] for k, v in batch.audio.items()})
+    for together in (causal_tracing(model, batch, METRIC, corrupt="noise", seed=5, layers=[0, 1]),
+                     causal_tracing(model, shuffled, METRIC, corrupt="noise", seed=5, layers=[0, 1])):
+        assert together.corrupt == pytest.approx(sum(a.corrupt for a in alone) / 3, abs=1e-4)
+        for layer in range(2):
+            assert together.patched[layer] == pytest.approx(sum(float(a.patched[layer]) for a in alone) / 3, abs=1e-4)
+    other = causal_tracing(model, batch, METRIC, corrupt="noise", seed=6, layers=[0])
+    assert abs(other.corrupt - together.corrupt) > 1e-3

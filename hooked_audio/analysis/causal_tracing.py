@@ -88,8 +88,12 @@ class CausalTrace:
 
 
 def _noise_hook(model, inputs: AudioTextInput, noise_scale: float, seed: int) -> list[tuple]:
-    clean = model.embed_audio(inputs)  # the audio side only: the decoder is not needed for the embeddings' scale
-    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)) * noise_scale * clean.float().std()
+    """Noise on each clip's audio embeddings, scaled by that clip's std and drawn from one seeded stream from its
+    first token on, so a clip is corrupted alike whatever it is batched with and wherever its row is."""
+    clean = model.embed_audio(inputs).float()  # the audio side only: the decoder is not needed for the scale
+    lengths = [len(span) for row in inputs.audio_spans for span in row]  # hook_audio_embeds: clips in splice order
+    stream = torch.randn((max(lengths), clean.shape[1]), generator=torch.Generator().manual_seed(seed))
+    noise = torch.cat([stream[:n] * noise_scale * clip.std() for n, clip in zip(lengths, clean.split(lengths))])
 
     def add_noise(embeds: torch.Tensor, hook) -> torch.Tensor:
         return embeds + noise.to(embeds.device, embeds.dtype)
@@ -116,8 +120,9 @@ def causal_tracing(
     """Clean, corrupted and patched values of ``metric(logits)`` (a scalar, or one value per row: averaged).
 
     ``corrupt``: ``"silence"`` (every clip replaced by silence of the same length, ``silence_like``), ``"noise"``
-    (Gaussian noise of std ``noise_scale`` (default 3) x the std of the clean ``hook_audio_embeds``, seeded by
-    ``seed`` (default 0), added to them; both are refused with another corruption),
+    (Gaussian noise of std ``noise_scale`` (default 3) x the std of each clip's clean ``hook_audio_embeds``, added to
+    them; seeded by ``seed`` (default 0), one draw per token position from a clip's start, the same for every clip,
+    so an item's corruption does not depend on its batch; both are refused with another corruption),
     or corrupted inputs of your own with the same layout. ``by="layer"``: restore every text position's
     ``blocks.{l}.hook_resid_post``; ``by="position_group"``: restore one group at a time (``groups``: name ->
     bool mask [batch, pos]; default ``position_groups``). Groups are restored as given: a group of audio
