@@ -161,11 +161,15 @@ def test_lens_at_some_positions_reads_the_same_values_as_the_full_lens(model):
     full = logit_lens(model, cache)
     last_only = logit_lens(model, cache, positions=[-1])
     torch.testing.assert_close(at_last_positions(last_only, cache.last_positions), at_last_positions(full, cache.last_positions))
-    torch.testing.assert_close(logit_lens(model, cache, positions=slice(3, 6)).log_probs, full.log_probs[:, :, 3:6])
-    first = logit_lens(model, cache, positions=[0, 1])
-    with pytest.raises(ValueError, match=r"do not include the last position\(s\)"):
-        at_last_positions(first, cache.last_positions)
     n = inputs.shape[1]
+    torch.testing.assert_close(logit_lens(model, cache, positions=slice(n - 6, n - 3)).log_probs,
+                               full.log_probs[:, :, n - 6 : n - 3])
+    earlier = logit_lens(model, cache, positions=[-3, -2])
+    with pytest.raises(ValueError, match=r"do not include the last position\(s\)"):
+        at_last_positions(earlier, cache.last_positions)
+    # was: the lens of row 1's left padding, returned as a position of that row
+    with pytest.raises(ValueError, match=r"positions=\[0, 1\] are padding in rows \[1\]"):
+        logit_lens(model, cache, positions=[0, 1])
     with pytest.raises(ValueError, match=f"position 1000 is out of range: the cache has {n} positions"):
         logit_lens(model, cache, positions=[1000])
 
@@ -219,3 +223,19 @@ def test_steering_refuses_what_it_would_misread(model):
         model.run_with_hooks(inputs, fwd_hooks=[(name, steering_hook(torch.ones(model.cfg.d_model), 1.0, three_rows))])
     with pytest.raises(ValueError, match="out of range"):
         model.run_with_hooks(inputs, fwd_hooks=[(name, steering_hook(torch.ones(model.cfg.d_model), 1.0, [1000]))])
+
+
+def test_lens_at_a_negative_position_is_refused_where_a_row_ends_in_padding(model):
+    """Right padding: [-1] is padding for the shorter row (was: its lens returned as if real)."""
+    from dataclasses import replace
+
+    left = _padded(model)
+    ids, mask = torch.zeros_like(left.input_ids), torch.zeros_like(left.attention_mask)
+    for row in range(2):
+        real = left.input_ids[row][left.attention_mask[row].bool()]
+        ids[row, : len(real)], mask[row, : len(real)] = real, 1
+    _, cache = model.run_with_cache(replace(left, input_ids=ids, attention_mask=mask))
+    with pytest.raises(ValueError, match=r"positions=\[-1\] are padding in rows \[1\]"):
+        logit_lens(model, cache, positions=[-1])
+    lens = logit_lens(model, cache)  # control: every position, then each row's own last
+    assert at_last_positions(lens, cache.last_positions).shape[1] == 2

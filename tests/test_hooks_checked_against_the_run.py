@@ -120,3 +120,19 @@ def test_encoder_activations_are_checked_against_the_audio_not_the_prompt(model)
     assert other_clip.audio["input_features"].shape == clean.audio["input_features"].shape  # same padded window
     with pytest.raises(ValueError, match="audio-encoder activations cached from a run whose audio has another layout"):
         model.run_with_hooks(other_clip, fwd_hooks=[(name, hook)])
+
+
+@torch.no_grad()
+def test_steering_at_an_index_that_is_padding_in_a_row_is_refused(model):
+    """Was: steering_hook(..., positions=[-1]) on a right-padded batch steered the shorter row's last padding
+    position, not its last token. Control: on left padding [-1] is every row's last token, and it steers."""
+    from hooked_audio.analysis import steering_hook
+
+    left = _left(model)
+    direction = torch.randn(model.cfg.d_model)
+    hooks = [("blocks.0.hook_resid_post", steering_hook(direction, 4.0, [-1]))]
+    assert (model.run_with_hooks(left, fwd_hooks=hooks) - model(left))[:, -1].abs().amax(-1).min() > 1e-3
+    with pytest.raises(ValueError, match=r"steering positions \[-1\] are padding in rows \[1\]"):
+        model.run_with_hooks(_right(left), fwd_hooks=hooks)
+    with pytest.raises(ValueError, match=r"steering positions \[0\] are padding in rows \[1\]"):  # left padding's start
+        model.run_with_hooks(left, fwd_hooks=[("blocks.0.hook_resid_post", steering_hook(direction, 4.0, [0]))])

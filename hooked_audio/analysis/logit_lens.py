@@ -70,9 +70,28 @@ def logit_lens(model, cache: AudioActivationCache, positions: slice | list[int] 
             kept = kept % n_pos
         if len(kept) == 0:
             raise ValueError(f"positions={positions!r} selects no position")
+        _refuse_padding(cache, kept, positions)
         stack = stack[:, :, kept]
     logits = model.unembed(stack.to(model.device)).float()
     return LogitLens(labels=labels, log_probs=logits.log_softmax(-1).cpu(), positions=kept)
+
+
+def _refuse_padding(cache: AudioActivationCache, kept: Int[torch.Tensor, "n"], positions) -> None:
+    """Chosen columns are the same for every row: where one is padding in some row (a negative index on right
+    padding, a low one on left padding), that row's lens would be read off padding."""
+    inputs = getattr(cache, "inputs", None)
+    if inputs is None or inputs.attention_mask is None:
+        return
+    real = inputs.attention_mask.bool().cpu()
+    if getattr(cache, "positions", None) is not None and len(cache.positions) != real.shape[1]:
+        real = real[:, cache.positions.cpu()]  # a cache of some positions: its columns
+    if real.ndim == 1:
+        real = real[None]
+    padded = (~real[:, kept]).any(dim=1).nonzero().flatten().tolist()
+    if padded:
+        raise ValueError(f"positions={positions!r} are padding in rows {padded}: the lens there would be read off "
+                         "padding. Lens every position (positions=None) and take each row's own, e.g. "
+                         "at_last_positions(lens, inputs.last_positions), or run those rows alone")
 
 
 def at_last_positions(lens: LogitLens, last_positions: Int[torch.Tensor, "batch"]) -> Float[torch.Tensor, "layer batch vocab"]:

@@ -7,6 +7,7 @@ speaker) added at the audio positions of layer ``l`` to push the model's reading
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -48,7 +49,7 @@ def steering_hook(
         else:
             indices = position_indices(positions)
 
-    def add(resid: torch.Tensor, hook) -> torch.Tensor:
+    def add(resid: torch.Tensor, hook, check_inputs=None) -> torch.Tensor:
         if resid.shape[-1] != direction.shape[0]:
             raise ValueError(
                 f"direction has {direction.shape[0]} entries but {hook.name} has width {resid.shape[-1]}"
@@ -80,4 +81,20 @@ def steering_hook(
             mask = mask.expand(batch, -1)
         return resid + mask.to(resid.device)[..., None] * delta
 
-    return add
+    # each forward checks its inputs against the hook (cache.check_patch_alignment): an index that is padding in
+    # some row (-1 on right padding) would steer that row's padding instead of its tokens
+    return partial(add, check_inputs=None if indices is None else partial(_refuse_padding_columns, indices))
+
+
+def _refuse_padding_columns(indices: Int[torch.Tensor, "n"], inputs) -> None:
+    if inputs.attention_mask is None or generated_from() is not None:  # generate: left padding, checked there
+        return
+    n_pos = inputs.shape[1]
+    if int(indices.max()) >= n_pos or int(indices.min()) < -n_pos:
+        return  # out of range: the hook says so with the hook point's name
+    real = inputs.attention_mask.bool().cpu()[:, indices % n_pos]
+    rows = (~real).any(dim=1).nonzero().flatten().tolist()
+    if rows:
+        raise ValueError(f"steering positions {indices.tolist()} are padding in rows {rows} (e.g. -1 on right "
+                         "padding): those rows' padding would be steered instead of their tokens. Pass a bool mask "
+                         "[batch, pos] of the positions per row, or pad on the left")
