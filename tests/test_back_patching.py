@@ -97,6 +97,13 @@ def test_sweep_and_generation(model, run):
     plain = model.generate(inputs, max_new_tokens=3, do_sample=False)
     with model.hooks(fwd_hooks=back_patching_hooks(cache, 1, 1)):
         assert torch.equal(model.generate(inputs, max_new_tokens=3, do_sample=False), plain)
+    # and without the KV cache (each step re-runs the prompt and the new tokens; was refused as a width mismatch):
+    # a real patch gives the same tokens and logits in both modes
+    patch = back_patching_hooks(cache, 1, 0)
+    cached = model.generate(inputs, max_new_tokens=3, fwd_hooks=patch, return_logits=True)
+    full = model.generate(inputs, max_new_tokens=3, fwd_hooks=patch, return_logits=True, use_past_kv_cache=False)
+    assert torch.equal(cached[0], full[0]) and (cached[1] - full[1]).abs().max() < 1e-4
+    assert (cached[1] - model.generate(inputs, max_new_tokens=3, return_logits=True)[1]).abs().max() > 1e-3
 
 
 @needs_espeak

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from ..cache import AudioActivationCache
-from ..kv_cache import position_offset
+from ..kv_cache import generated_from, position_offset
 from ..indices import as_bool_mask, checked_layers, position_indices
 from .metric_value import metric_value
 
@@ -70,8 +70,10 @@ def _patch(resid: torch.Tensor, hook, *, source: torch.Tensor, mask: torch.Tenso
     inside = columns < source.shape[1]
     if not bool(inside.any()):  # generated tokens after the prompt: nothing cached there
         return resid
-    if offset == 0 and n_new != source.shape[1]:
-        raise ValueError(f"the cached source has {source.shape[1]} positions but {hook.name} has {n_new}")
+    rerun_with_generated = generated_from() == source.shape[1] and n_new > source.shape[1]  # generate, no KV cache
+    if offset == 0 and n_new != source.shape[1] and not rerun_with_generated:
+        raise ValueError(f"the cached source has {source.shape[1]} positions but {hook.name} has {n_new}: back-patch "
+                         "the inputs that were cached")
     cols = columns[inside]
     old = resid[:, inside]
     new_source = source[:, cols].to(resid.device, resid.dtype)
