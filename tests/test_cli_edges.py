@@ -91,6 +91,15 @@ def test_out_that_is_a_file_is_a_usage_error(tmp_path, capsys, no_loading):
     for command in ("lens", "heads"):
         err = _usage_error([command, "--audio", CLIP, "--prompt", QUESTION, "--out", str(path)], capsys)
         assert "argument --out:" in err and "is not a folder" in err
+        # was: a folder under the file passed, and the command failed after loading the model
+        err = _usage_error([command, "--audio", CLIP, "--prompt", QUESTION, "--out", str(path / "sub")], capsys)
+        assert "argument --out:" in err and "is a file, not a folder" in err
+
+
+def test_a_negative_seed_is_a_usage_error(capsys, no_loading):
+    """Was: demo --seed -1 ran two sections, then numpy refused the seed with a traceback."""
+    err = _usage_error(["demo", "--seed", "-1"], capsys)
+    assert "argument --seed:" in err
 
 
 def test_lens_target_outside_the_vocabulary_is_refused_not_tracked_as_unk(tmp_path, capsys):

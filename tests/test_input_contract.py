@@ -284,3 +284,20 @@ def test_a_bad_clip_in_a_list_is_named_by_its_index(model):
     bad = np.array([0.1, np.nan] * 1000, dtype=np.float32)
     with pytest.raises(ValueError, match=r"audio clip 1: The waveform has 1000 non-finite"):
         model.build_inputs(TWO_CLIPS, [sine(440, 0.5), bad], sampling_rate=16000)
+
+
+def test_the_longest_clip_follows_the_processor_as_hf_does():
+    """Qwen3-Omni's processor extracts features without truncating (every 1 s chunk of any clip); was, clips were
+    capped at its feature extractor's single window (30 s on the real checkpoint), refused or cut where HF takes
+    them whole. Control: a processor that truncates (Qwen2-Audio's) keeps its window as the limit."""
+    from types import SimpleNamespace
+
+    from transformers import Qwen3OmniMoeProcessor
+
+    from hooked_audio.audio.prompting import max_audio_seconds
+
+    extractor = SimpleNamespace(n_samples=480000, sampling_rate=16000)
+    untruncated = SimpleNamespace(audio_kwargs=Qwen3OmniMoeProcessor.audio_kwargs, feature_extractor=extractor)
+    assert Qwen3OmniMoeProcessor.audio_kwargs["truncation"] is False  # HF's setting that this reads
+    assert max_audio_seconds(untruncated) == float("inf")
+    assert max_audio_seconds(SimpleNamespace(feature_extractor=extractor, tokenizer=None)) == 30.0

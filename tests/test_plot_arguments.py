@@ -39,6 +39,7 @@ def test_listening_head_scores_mark_unscored_heads_grey():
     assert image.cmap.get_bad().tolist() == list(GREY)
     assert ax.get_title() == "scores (grey: 1 not scored)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
+    assert image.get_clim() == (-0.5, 0.5)  # white is a score of 0 (was the middle of the range, -0.15)
     with pytest.raises(ValueError, match=r"^every head is unscored \(-inf or NaN\)"):
         method_plots.plot_head_scores(torch.full((2, 2), -INF))
     with pytest.raises(ValueError, match=r"^scores must be a \[layer, head\] table, got shape \(2, 2, 3\)$"):

@@ -7,7 +7,9 @@ the audio carries nothing.
 - ``matched_noise``: Gaussian noise waveforms with each clip's length and RMS (as the model hears it, at 16 kHz);
   build inputs from them with the same prompt (equal lengths give the same token layout).
 - ``without_audio``: the same tokens with each clip's placeholder run (and its marker tokens) cut out and no
-  audio, re-padded: the prompt as if the clip had never been attached.
+  audio, re-padded. Other text a chat template writes around a clip stays (Qwen's newline after
+  ``<|audio_eos|>``, Qwen2-Audio-Instruct's "Audio 1:" label), so it is not the prompt rendered without the clip:
+  for that, build the inputs again from the conversation with the audio items left out.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def audio_marker_tokens(processor) -> list[str]:
 def without_audio(model, inputs, markers: list[str] | None = None) -> AudioTextInput:
     """``inputs`` with every clip removed: each row's audio placeholder runs are cut out together with the marker
     tokens directly next to them, the audio tensors dropped, and the rows re-padded on the same side. Every other
-    token is kept, so the last position is still the answer position. ``markers`` (token strings) defaults to
+    token is kept, so the last position is still the answer position; text the template put around the clip
+    (a newline, an "Audio 1:" label) is kept too, so this differs from the conversation rendered without the clip. ``markers`` (token strings) defaults to
     ``audio_marker_tokens(model.processor)``; for a family whose template wraps clips in other tokens, pass them."""
     inputs = model.to_inputs(inputs)
     if not inputs.has_audio:

@@ -76,8 +76,17 @@ def prompt_text(text: str) -> str:
 
 
 def out_dir(text: str) -> str:
+    """A folder that is there or can be made (its nearest existing parent is a writable folder), checked before
+    any model loads."""
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder; choose a folder for the outputs")
+    parent = os.path.abspath(text)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be made: {parent!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be made: {parent!r} is not writable")
     return text
 
 
@@ -448,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=out_dir, default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--n-heads", type=positive_int, default=8,
                       help="how many top audio heads to ablate (default 8, a third of the toy's; at most half the decoder heads)")
-    demo.add_argument("--seed", type=int, default=0, help="seed for the probe set and the random control heads")
+    demo.add_argument("--seed", type=nonnegative_int, default=0, help="seed for the probe set and the random control heads")
     demo.set_defaults(func=cmd_demo)
 
     ask = add("ask", "Print the model's answer and its most likely next tokens.")
@@ -488,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(positions audio|text|last|all; see above); repeat to stack")
     ev.add_argument("--limit", type=positive_int, help="stop after about this many new items (whole batches); rerun to go on")
     ev.add_argument("--strict", action="store_true", help="refuse the dataset if any row is bad instead of skipping it")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap CIs (default 0)")
+    ev.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the bootstrap CIs (default 0)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval, _error=ev.error)
     return parser

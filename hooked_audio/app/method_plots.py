@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .figures import finish, lines_by_layer, masked_cells  # noqa: E402
@@ -26,7 +27,8 @@ def plot_head_scores(scores: torch.Tensor, title: str = "listening-head score", 
     masked, cmap, n_masked = masked_cells(values.numpy(), "RdBu_r", "every head is unscored (-inf or NaN): nothing "
                                           "to plot; lower min_attention or check the inputs")
     fig, ax = plt.subplots(figsize=(4, 3.2))
-    image = ax.imshow(masked, cmap=cmap, aspect="auto")
+    bound = float(np.nanmax(np.abs(masked.compressed()))) or 1.0  # white at 0: a diverging map centred on no effect
+    image = ax.imshow(masked, cmap=cmap, aspect="auto", vmin=-bound, vmax=bound)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(values.shape[1]))

@@ -15,6 +15,8 @@ that says what to write instead.
 
 from __future__ import annotations
 
+import math
+
 import os
 import urllib.parse
 import urllib.request
@@ -184,10 +186,13 @@ VOXTRAL_MAX_SECONDS = 40 * 60.0
 
 def max_audio_seconds(processor) -> float:
     """The longest clip the processor accepts: its own limit where it splits audio into windows (Audio
-    Flamingo's ``max_audio_len``; Voxtral's, whose clips mistral_common cuts into windows), else the feature
+    Flamingo's ``max_audio_len``; Voxtral's, whose clips mistral_common cuts into windows), none where it
+    extracts features without truncating (Qwen3-Omni's processor: every chunk of any length), else the feature
     extractor's single window."""
     if takes_no_audio(processor):
         return VOXTRAL_MAX_SECONDS
+    if (getattr(processor, "audio_kwargs", None) or {}).get("truncation") is False:
+        return math.inf
     feature_extractor = processor.feature_extractor
     return float(getattr(processor, "max_audio_len", None) or feature_extractor.n_samples / feature_extractor.sampling_rate)
 

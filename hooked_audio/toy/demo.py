@@ -169,9 +169,12 @@ def run_demo(model_name: str, out_dir: Path, n_heads: int = 8, seed: int = 0) ->
                      + ", ".join(f"{t}: {l}" for t, l in first_layer.items()) + ".")
     report.image(png, "P(correct answer) by layer, one line per example clip")
     target = answer_ids[0]
-    heat = lens.target_prob(answer_ids)[:, 0].numpy()
+    real = batch.attention_mask[0].bool().cpu()  # the first clip's row, its left padding left out
+    first = int(real.nonzero()[0])
+    heat = lens.target_prob(answer_ids)[:, 0][:, real].numpy()
     span = batch.audio_spans[0][0]
-    png = plots.plot_lens_heatmap(heat, lens.labels, model.to_str_tokens(batch, row=0), (span.start, span.end),
+    tokens = [t for t, keep in zip(model.to_str_tokens(batch, row=0), real.tolist()) if keep]
+    png = plots.plot_lens_heatmap(heat, lens.labels, tokens, (span.start - first, span.end - first),
                                   model.cfg.seconds_per_audio_token, plot_dir / "logit_lens_positions.png",
                                   f"P({model.tokenizer.convert_ids_to_tokens(int(target))}) at every layer and position ({samples[0].task} clip)")
     report.image(png, "The same lens at every position: the shaded band is the audio span (grid lines every second)")
