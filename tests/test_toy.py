@@ -239,3 +239,20 @@ def test_joined_probe_sets_pair_each_hint_with_its_own_clip(toy):
     n = [s["intervals"]["accuracy_wrong_hint"]["n"] for s in alone]  # every wrong-hint prompt has its clip
     pooled_effect = sum(s["hint_effect"] * k for s, k in zip(alone, n)) / sum(n)
     assert joined["hint_effect"] == pytest.approx(pooled_effect, abs=2e-3)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured on the bundled listener (shortcuts.noise_band: 60 noise clips, 20 per colour): as they are 1.00 for "
+    "every colour; high-passed at 50 Hz brown 0.85, at 100 Hz brown 0.60, at 200 Hz brown 0.05 (and pink 0.00), "
+    "while pink and white hold 1.00 up to 100 Hz (toy-voxtral: brown 0.95 / 0.75 / 0.00). The task's brown clips "
+    "are brown below 100 Hz only: their white "
+    "noise floor is set against the clip's total power, nearly all of it under 20 Hz, so from 100 Hz up they are "
+    "pink-to-white (spectral slope median -1.2 against brown's -2). The toy names brown from the rumble; fixing it "
+    "needs the generator's floor set per band and the organism retrained (issue 10)"))
+def test_noise_colour_is_heard_above_the_rumble(toy):
+    """Shortcut test: a brown noise stays brown without its lowest frequencies. Control: pink, whose colour sits
+    higher, is kept at the same cutoff, so the filter itself does not make colour unreadable."""
+    result = shortcuts.noise_band(lambda inputs: toy(inputs), toy.processor)
+    assert min(v["rate"] for v in result["0"].values()) >= 0.95, result
+    assert result["100"]["pink"]["rate"] >= 0.9, result  # the control
+    assert result["100"]["brown"]["rate"] >= 0.8, result

@@ -8,6 +8,9 @@ value, and a model using the nuisance as a shortcut is right at some values and 
   placement still random). The old toy counted total beep time: one 0.4 s beep was "two".
 - ``language_words``: language on words seen in training versus held-out words never heard.
 - ``tone_duration``: low / high tones of fixed duration, 0.3 s versus 1.5 s.
+- ``noise_band``: noise colour with the clip's lowest frequencies filtered out (high-pass at 50, 100, 200 Hz).
+  Brown noise is brown across the audible band; a model that names it from sub-audible rumble alone loses it
+  once the rumble is gone, while pink (whose colour sits higher) is kept.
 - ``event_order``: "when does the X happen ?" on two-event clips, X in one third and another event in a
   different third, with X first or second. A model answering the position of the first (or any) event
   instead of X's is right on one order only, and answers the other event's third.
@@ -72,6 +75,30 @@ def tone_duration(model, processor, n_per_answer: int = 20, seed: int = SEED) ->
                 clip = tasks._place(signals.tone(rng.uniform(low, high), seconds), rng, "test")
                 samples.append(tasks.Sample("pitch", clip, task.question, answer, kind="pitch", item=i))
         result[str(seconds)] = rate(_score(model, processor, samples)["hits"])
+    return result
+
+
+NOISE_HIGHPASS_HZ = (0, 50, 100, 200)
+
+
+def noise_band(model, processor, n_per_task: int = 60, seed: int = SEED) -> dict:
+    """Noise-colour accuracy per colour with everything below each cutoff removed (8th-order Butterworth
+    high-pass; 0: the clips as they are)."""
+    from dataclasses import replace
+
+    from scipy.signal import butter, sosfilt
+
+    samples = [s for s in tasks.make_probe_set(seed, n_per_task, ["noise"]) if s.hint is None]
+    result = {}
+    for cutoff in NOISE_HIGHPASS_HZ:
+        if cutoff:
+            sos = butter(8, cutoff, "highpass", fs=signals.SAMPLE_RATE, output="sos")
+            filtered = [replace(s, waveform=sosfilt(sos, s.waveform).astype(np.float32)) for s in samples]
+        else:
+            filtered = samples
+        hits = _score(model, processor, filtered)["hits"]
+        result[str(cutoff)] = {colour: rate([h for h, s in zip(hits, filtered) if s.answer == colour])
+                               for colour in tasks.TASKS_BY_NAME["noise"].answers}
     return result
 
 
