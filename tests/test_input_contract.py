@@ -301,3 +301,21 @@ def test_the_longest_clip_follows_the_processor_as_hf_does():
     assert Qwen3OmniMoeProcessor.audio_kwargs["truncation"] is False  # HF's setting that this reads
     assert max_audio_seconds(untruncated) == float("inf")
     assert max_audio_seconds(SimpleNamespace(feature_extractor=extractor, tokenizer=None)) == 30.0
+
+
+def test_mistral_commons_tokenizer_is_refused_with_the_way_that_works(model):
+    """A real Voxtral checkpoint's tokenizer is mistral_common's, which expands clips itself and does not read the
+    [AUDIO] placeholders build_inputs writes: was, refused as 'a word-level tokenizer' or as a placeholder count.
+    Control: the same call with an ordinary tokenizer builds."""
+    import copy
+
+    class MistralCommonBackend:  # stands in for transformers' class of that name (mistral_common is not installed)
+        pass
+
+    messages = _user({"type": "audio", "audio": sine(440, 0.5)}, {"type": "text", "text": "what is said ?"})
+    assert model.build_inputs(messages=messages, sampling_rate=16000).has_audio
+    mistral = copy.copy(model)
+    mistral.processor = copy.copy(model.processor)
+    mistral.processor.tokenizer = MistralCommonBackend()
+    with pytest.raises(NotImplementedError, match="mistral_common's tokenizer.*apply_chat_template"):
+        mistral.build_inputs(messages=messages, sampling_rate=16000)

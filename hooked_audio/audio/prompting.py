@@ -73,6 +73,13 @@ def build_inputs(
             "this model has no audio processor; load it with from_pretrained on a checkpoint that has one, "
             "or pass processor= to from_hf_model"
         )
+    if type(getattr(processor, "tokenizer", None)).__name__ == "MistralCommonBackend":
+        raise NotImplementedError(
+            "build_inputs cannot build inputs with mistral_common's tokenizer (a Voxtral checkpoint's): its text "
+            "tokenizer does not read the [AUDIO] placeholders, mistral_common expands each clip itself. Build them "
+            "with the processor, e.g. processor.apply_chat_template(messages, tokenize=True, return_dict=True) (or "
+            "processor.apply_transcription_request(...)), and pass the output to the model as it is: "
+            "model(**out), model.run_with_cache(model.to_inputs(out))")
     if (prompt is None) == (messages is None):
         raise ValueError("pass exactly one of prompt= or messages=")
     if on_too_long not in ON_TOO_LONG:
