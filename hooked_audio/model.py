@@ -461,10 +461,6 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             "processor or `model.build_inputs(...)`, which expand the placeholders."
         )
 
-    def text_loss(self, logits: torch.Tensor, inputs: AudioTextInput) -> torch.Tensor:
-        """Mean next-token cross-entropy over real text targets (audio placeholders and padding excluded)."""
-        return self.loss_fn(logits, inputs)
-
     def loss_fn(
         self,
         logits: Float[torch.Tensor, "batch pos d_vocab"],
