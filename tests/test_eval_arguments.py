@@ -185,6 +185,20 @@ def test_exact_match_ignores_unicode_punctuation():
     assert exact_match("Dog.", "dog") and not exact_match("dogs。", "dog")  # control
 
 
+def test_exact_match_keeps_what_makes_a_number_and_non_punctuation_symbols():
+    """Was: every ASCII punctuation character was stripped, so "-5" matched "5", "C++" matched "C" and "$5"
+    matched "5", while the Unicode minus "−5" did not match "-5". Controls: punctuation around words still goes."""
+    from hooked_audio.evaluation.scoring import mmau_match
+
+    for wrong, answer in (("5", "-5"), ("-5", "5"), ("C", "C++"), ("5", "$5"), ("3", "<3"), ("3.5", "35"), ("50", "50%")):
+        assert not exact_match(wrong, answer), (wrong, answer)
+    assert exact_match("−5", "-5") and exact_match("+5", "+5") and exact_match("3.5 s", "3.5 s")
+    assert exact_match("`dog`", "dog") and exact_match("well-known", "well known") and exact_match("Dog!", "dog")
+    # mmau_match reads words after the same Unicode normalisation (was: full-width or decomposed letters missed)
+    assert mmau_match("ｄｏｇ", "dog", ["dog", "cat"]) and mmau_match("cafe\u0301", "café", ["café", "tea"])
+    assert not mmau_match("cat", "dog", ["dog", "cat"])
+
+
 # --- loaders ------------------------------------------------------------------------------------------------
 
 
@@ -274,3 +288,20 @@ def test_sakura_options_are_the_lettered_run(tmp_path):
     ds = load_dataset(f"sakura:{tmp_path}")
     assert [(i.id, i.choices, i.answer) for i in ds] == [("Gender/single/x.wav", ("male", "female"), "male")]
     assert "not lettered (a), (b), ... in order" in ds.skipped[0].reason
+
+
+def test_a_group_whose_items_all_failed_is_listed_with_its_errors():
+    """Was: a task none of whose items could be run vanished from the per-task table (errors were counted
+    overall only). Control: a group with results has them, and its own error count."""
+    from hooked_audio.evaluation.summary import format_table, summarise
+
+    results = [{"id": "1", "task": "pitch", "correct": True}, {"id": "2", "task": "pitch", "correct": False},
+               {"id": "3", "task": "pitch", "correct": None, "error": "too short"},
+               {"id": "4", "task": "loudness", "correct": None, "error": "too short"},
+               {"id": "5", "task": "loudness", "correct": None, "error": "too short"}]
+    summary = summarise(results)
+    by_task = summary["by"]["task"]
+    assert by_task["loudness"]["accuracy"] is None and by_task["loudness"]["n"] == 0 and by_task["loudness"]["errors"] == 2
+    assert by_task["pitch"]["accuracy"] == 0.5 and by_task["pitch"]["n"] == 2 and by_task["pitch"]["errors"] == 1
+    assert summary["errors"] == 3 and summary["overall"]["n"] == 2
+    assert "(2 not run)" in format_table(summary)

@@ -273,7 +273,7 @@ def test_cli_help_teaches_every_dataset_kind(capsys):
 # --- data-parallel sharding ---------------------------------------------------------------------------------
 
 
-def test_sharded_ranks_merge_into_the_one_process_file(toy, pitch_manifest, tmp_path):
+def test_sharded_ranks_merge_into_the_one_process_file(toy, pitch_manifest, tmp_path, monkeypatch):
     """The sharding logic in one process (no process group: the barriers are no-ops): rank 1 then rank 0
     write their rank files, rank 0 merges them; and rank files left by an interrupted run are folded in by
     the next single-process run."""
@@ -294,6 +294,33 @@ def test_sharded_ranks_merge_into_the_one_process_file(toy, pitch_manifest, tmp_
     summary = evaluate(toy, ds, left, batch_size=2, progress=False)  # one process finishes the job
     assert summary["this_run"]["items"] == 4 and not rank_files(left)
     assert open(left).read() == open(single).read()
+
+    # interrupted with 3 processes (ranks 1 and 2 done), resumed with 2 and another batch size: was, each rank redid
+    # the items in the other ranks' leftover files and the merge refused the duplicates as damage. The two ranks
+    # run in threads here, meeting at a real barrier (as torchrun's processes do)
+    import threading
+
+    from hooked_audio.evaluation import distributed
+
+    changed = str(tmp_path / "changed.jsonl")
+    for rank in (1, 2):
+        evaluate(toy, ds, changed, batch_size=1, progress=False, rank=rank, world_size=3)
+    assert len(rank_files(changed)) == 2
+    meeting, summaries = threading.Barrier(2, timeout=120), {}
+    monkeypatch.setattr(distributed, "barrier", meeting.wait)
+
+    def run(rank):
+        summaries[rank] = evaluate(toy, ds, changed, batch_size=2, progress=False, rank=rank, world_size=2)
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    summary = summaries[0]
+    assert summary["complete"] and not rank_files(changed)
+    assert [r["id"] for r in lines(changed)] == [r["id"] for r in lines(single)]
+    assert [r["prediction"] for r in lines(changed)] == [r["prediction"] for r in lines(single)]
 
 
 def test_torchrun_two_processes_write_the_same_file_as_one(toy, pitch_manifest, tmp_path):

@@ -510,6 +510,9 @@ objects, stacked; their hooks are built per batch and recorded in the settings. 
     else:
         if rank == 0:
             prepare_resume(out, config)
+            # rank files left by an interrupted run, whatever its number of processes or batches: folded into out
+            # first, so that every rank skips their items (each would otherwise redo those not in its own file)
+            distributed.merge(out, dataset.items, config)
         distributed.barrier()
         write_to = distributed.rank_path(out, rank)
         done = {r["id"] for r in read_results(out)} | prepare_resume(write_to, config)

@@ -8,31 +8,40 @@
   wrong choice does (words a wrong choice shares with the answer do not count against it).
 - :func:`exact_match`: the prediction equals the answer (or one of its aliases) after normalising
   case, whitespace and punctuation (any Unicode punctuation: ``"Dog。"`` and ``"it’s"`` as ``"Dog."`` and
-  ``"it's"``; full-width letters and digits as their ASCII forms).
+  ``"it's"``; full-width letters and digits as their ASCII forms), keeping what makes a number (a sign, a
+  decimal point, a percent: ``"-5"`` is not ``"5"``, and ``"−5"`` with the Unicode minus is ``"-5"``) and symbols
+  that are not punctuation (``"C++"`` is not ``"C"``, ``"$5"`` not ``"5"``), bar markdown's ``` ` ``` and ``~``.
 """
 
 from __future__ import annotations
 
 import re
-import string
 import unicodedata
 from collections.abc import Sequence
 
 import torch
 
 _WORD = re.compile(r"\w+")
-_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+_DECORATION = "`~^|"  # ASCII symbols that mark text up rather than say anything (markdown's code, strike-through)
 
 
 def words(text: str) -> set[str]:
-    """The lower-cased words (runs of letters, digits, underscore) of a text."""
-    return set(_WORD.findall(text.lower()))
+    """The lower-cased words (runs of letters, digits, underscore) of a text, after NFKC (full-width letters as
+    ASCII, a decomposed accent composed)."""
+    return set(_WORD.findall(unicodedata.normalize("NFKC", text).lower()))
 
 
 def normalise(text: str) -> str:
-    """NFKC, lower case, punctuation (ASCII, and every Unicode punctuation character) to spaces, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).lower().translate(_PUNCT)
-    return " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in text).split())
+    """NFKC, lower case, Unicode punctuation to spaces except a number's sign, decimal point and percent (the
+    Unicode minus as ``-``), markdown's decoration symbols to spaces, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).replace("\u2212", "-").lower()
+    kept = []
+    for i, c in enumerate(text):
+        before, after = text[i - 1] if i else " ", text[i + 1] if i + 1 < len(text) else " "
+        in_number = ((c in "+-" and after.isdigit() and not (before.isalnum() or before == "."))
+                     or (c == "." and before.isdigit() and after.isdigit()) or (c == "%" and before.isdigit()))
+        kept.append(c if in_number or not (unicodedata.category(c).startswith("P") or c in _DECORATION) else " ")
+    return " ".join("".join(kept).split())
 
 
 def exact_match(prediction: str, answer: str, aliases: Sequence[str] = ()) -> bool:

@@ -27,18 +27,27 @@ def accuracy(correct: list[bool], seed: int = 0) -> dict:
 
 
 def summarise(results: list[dict], seed: int = 0) -> dict:
-    """Accuracy over the scored lines (``correct`` not null) overall and by each group key present;
-    lines with an ``error`` are counted apart."""
+    """Accuracy over the scored lines (``correct`` not null) overall and by each group key present; lines with
+    an ``error`` are counted apart, overall and in their groups (``errors``), so a group none of whose items could
+    be run is still listed, with accuracy None."""
     scored = [r for r in results if r.get("correct") is not None]
     summary = {"overall": accuracy([bool(r["correct"]) for r in scored], seed),
                "errors": sum(1 for r in results if r.get("correct") is None), "by": {}}
     for key in GROUP_KEYS:
         groups: dict[str, list[bool]] = {}
-        for r in scored:
-            if r.get(key) is not None:
-                groups.setdefault(str(r[key]), []).append(bool(r["correct"]))
+        errors: dict[str, int] = {}
+        for r in results:
+            if r.get(key) is None:
+                continue
+            name = str(r[key])
+            groups.setdefault(name, [])
+            if r.get("correct") is None:
+                errors[name] = errors.get(name, 0) + 1
+            else:
+                groups[name].append(bool(r["correct"]))
         if groups:
-            summary["by"][key] = {name: accuracy(values, seed) for name, values in sorted(groups.items())}
+            summary["by"][key] = {name: accuracy(values, seed) | {"errors": errors.get(name, 0)}
+                                  for name, values in sorted(groups.items())}
     return summary
 
 
@@ -53,7 +62,8 @@ def format_table(summary: dict) -> str:
         label = f"{key} {name}".strip()
         acc = "-" if stats["accuracy"] is None else f"{stats['accuracy']:.3f}"
         ci = "" if not stats.get("ci95") else f"[{stats['ci95'][0]:.3f}, {stats['ci95'][1]:.3f}]"
-        return f"{label:<{width}}{acc:>7}  {ci:<16}{stats['n']:>6}"
+        failed = f"  ({stats['errors']} not run)" if stats.get("errors") else ""
+        return f"{label:<{width}}{acc:>7}  {ci:<16}{stats['n']:>6}{failed}"
 
     header = f"{'group':<{width}}{'acc':>7}  {'95% CI':<16}{'n':>6}"
     text = [header, "-" * len(header)] + [line(*r) for r in rows]
