@@ -232,7 +232,7 @@ def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch
                 f"mean ablation over a batch of {z.shape[0]} rows needs inputs= ({what}), so that padding "
                 "positions are left out of the mean"
             )
-        return z.mean(dim=(0, 1), keepdim=True)
+        return z.float().mean(dim=(0, 1), keepdim=True).to(z.dtype)
     real = real.to(z.device)
     if real.shape[0] != z.shape[0] or real.shape[1] > z.shape[1]:
         raise ValueError(
@@ -244,8 +244,8 @@ def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch
         real = torch.cat([real, extra], dim=1)
     if not real.any():
         raise ValueError("the mask given as inputs= has no real position")
-    weights = real.to(z.dtype)[:, :, None, None]
-    return (z * weights).sum(dim=(0, 1), keepdim=True) / weights.sum()
+    weights = real.float()[:, :, None, None]  # summed in float32: in float16 a count or a sum past 65504 is inf
+    return ((z.float() * weights).sum(dim=(0, 1), keepdim=True) / weights.sum()).to(z.dtype)
 
 
 def random_heads(

@@ -93,7 +93,7 @@ def _label_log_probs_at(model, cache, labels, positions_list, leading_space) -> 
         if int(where.min()) < 0 or int(where.max()) >= stack.shape[2]:
             raise ValueError(f"positions {where.tolist()} are outside the cache's {stack.shape[2]} positions")
         resid = stack[:, rows, where]  # [layer, batch, d_model]
-        logits = model.unembed(resid.to(model.device)).float()[..., ids.to(model.device)]
+        logits = model.unembed(resid.to(model.device, model.W_U.dtype)).float()[..., ids.to(model.device)]
         out.append(logits.log_softmax(-1).cpu())
     return out
 

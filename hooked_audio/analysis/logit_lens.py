@@ -72,7 +72,7 @@ def logit_lens(model, cache: AudioActivationCache, positions: slice | list[int] 
             raise ValueError(f"positions={positions!r} selects no position")
         _refuse_padding(cache, kept, positions)
         stack = stack[:, :, kept]
-    logits = model.unembed(stack.to(model.device)).float()
+    logits = model.unembed(stack.to(model.device, model.W_U.dtype)).float()  # a cache may be stored in another dtype
     return LogitLens(labels=labels, log_probs=logits.log_softmax(-1).cpu(), positions=kept)
 
 

@@ -65,10 +65,14 @@ class TransformerBlock(nn.Module):
         rotary: bool,
         qk_norm_eps: float | None = None,
         mlp: nn.Module | None = None,
+        clamp_fp16: bool = False,
     ):
         """``qk_norm_eps``: per-head q/k RMSNorm (Qwen3). ``mlp``: a ready feed-forward module replacing the
-        dense one (e.g. ``components.moe.MoEMLP``), still called as ``blocks.{l}.mlp``."""
+        dense one (e.g. ``components.moe.MoEMLP``), still called as ``blocks.{l}.mlp``. ``clamp_fp16``: in
+        float16, clamp the block's output to +-(65504 - 1000) before ``hook_resid_post``, as HF's Whisper-style
+        encoder layers do (an outlier there would otherwise overflow to inf and then NaN)."""
         super().__init__()
+        self.clamp_fp16 = clamp_fp16
         self.ln1 = make_norm(normalization_type, d_model, eps)
         self.attn = Attention(
             d_model, n_heads, d_head, n_key_value_heads, qkv_bias, o_bias, causal, rotary, qk_norm_eps
@@ -83,10 +87,11 @@ class TransformerBlock(nn.Module):
         self.hook_resid_post = HookPoint()
 
     @classmethod
-    def for_encoder(cls, cfg: AudioEncoderConfig, rotary: bool = False) -> TransformerBlock:
+    def for_encoder(cls, cfg: AudioEncoderConfig, rotary: bool = False, clamp_fp16: bool = True) -> TransformerBlock:
         """One audio-encoder block from its config: bidirectional, ungated MLP, and as many kv heads as
         ``cfg.n_key_value_heads`` says (None: one per head). Every audio encoder builds its blocks here, so
-        that they stay the same module tree (and state-dict keys) whatever the tower around them."""
+        that they stay the same module tree (and state-dict keys) whatever the tower around them. ``clamp_fp16``:
+        HF's Whisper-style layers clamp in float16 (GLM-ASR's do not)."""
         return cls(
             d_model=cfg.d_model,
             n_heads=cfg.n_heads,
@@ -102,6 +107,7 @@ class TransformerBlock(nn.Module):
             mlp_bias=cfg.mlp_bias,
             causal=False,
             rotary=rotary,
+            clamp_fp16=clamp_fp16,
         )
 
     def set_input_hooks(self, *, attn_in: bool, split_qkv_input: bool, mlp_in: bool) -> None:
@@ -132,7 +138,11 @@ class TransformerBlock(nn.Module):
         attn_in = self._per_head_inputs(resid) if self.use_attn_in or self.use_split_qkv_input else self.ln1(resid)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(attn_in, mask, rotary, past_kv)))
         mlp_in = self.hook_mlp_in(resid.clone()) if self.use_hook_mlp_in else resid
-        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in))))
+        out = resid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
+        if self.clamp_fp16 and out.dtype == torch.float16:
+            limit = torch.finfo(torch.float16).max - 1000
+            out = out.clamp(-limit, limit)
+        return self.hook_resid_post(out)
 
     def _per_head_inputs(self, resid: Float[torch.Tensor, "batch pos d_model"]) -> PerHeadInputs:
         """TransformerLens's split inputs: resid_pre copied per head, hooked, then each copy normalised."""

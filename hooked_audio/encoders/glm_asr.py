@@ -31,7 +31,7 @@ class GlmAsrEncoder(VoxtralEncoder):
         self.rotary = RotaryEmbedding(cfg.rotary_dim, cfg.rotary_base)
 
     def make_block(self, cfg: AudioEncoderConfig) -> TransformerBlock:
-        return TransformerBlock.for_encoder(cfg, rotary=True)
+        return TransformerBlock.for_encoder(cfg, rotary=True, clamp_fp16=False)  # HF's GLM-ASR layers do not clamp
 
     def check_features(self, features: torch.Tensor, mel_lengths: torch.Tensor | None) -> None:
         check_mel_bins(features, self.cfg.n_mels)
