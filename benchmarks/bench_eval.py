@@ -38,9 +38,13 @@ TONE_TASKS = ["pitch", "noise", "beeps", "when"]
 
 
 def write_manifest(folder: Path, n_items: int) -> Path:
-    samples = [s for s in tasks.make_probe_set(seed=3, n_per_task=n_items, task_names=TONE_TASKS) if s.hint is None]
+    """``n_items`` clips, the tone tasks in turn (a probe set comes grouped by task: its first items are one task)."""
+    per_task = -(-n_items // len(TONE_TASKS))
+    samples = [s for s in tasks.make_probe_set(seed=3, n_per_task=per_task, task_names=TONE_TASKS) if s.hint is None]
+    by_task = [[s for s in samples if s.task == task] for task in TONE_TASKS]
+    interleaved = [group[i] for i in range(per_task) for group in by_task if i < len(group)]
     rows = []
-    for index, sample in enumerate(samples[:n_items]):
+    for index, sample in enumerate(interleaved[:n_items]):
         path = folder / f"clip_{index:04d}.wav"
         soundfile.write(path, sample.waveform, SAMPLE_RATE)
         choices = list(tasks.TASKS_BY_NAME[sample.task].answers)
@@ -116,7 +120,7 @@ def main() -> int:
         "",
         f"`python benchmarks/bench_eval.py --items {args.items} --batch-size {args.batch_size} --repeats {args.repeats} "
         f"--threads {args.threads}` on {platform.machine()}, torch {torch.__version__}, CPU float32, toy-qwen2-audio, "
-        f"restricted scoring over each item's choices; medians of {args.repeats} interleaved runs after a warm-up. "
+        f"the tone tasks ({', '.join(TONE_TASKS)}) in turn, restricted scoring over each item's choices; medians of {args.repeats} interleaved runs after a warm-up. "
         f"Same predictions as the HF loop asserted. Peak resident memory of the whole run: {peak_mb:.0f} MB.",
         "",
         "| measurement | ours (items/s) | reference | reference (items/s) | time ratio | target |",
