@@ -27,7 +27,16 @@ class HookPoint(_TLHookPoint):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if self._forward_hooks or self._backward_hooks:
-            x = super().__call__(x)
+            out = super().__call__(x)
+            if isinstance(out, torch.Tensor) and isinstance(x, torch.Tensor) and (
+                    out.shape != x.shape or out.dtype != x.dtype):
+                # another shape would be broadcast (one row over a batch) or misread downstream; another dtype
+                # fails later in a matmul that names neither the hook nor the cause
+                raise ValueError(
+                    f"a hook on {self.name} returned a tensor of shape {tuple(out.shape)} and dtype {out.dtype} for "
+                    f"an activation of shape {tuple(x.shape)} and dtype {x.dtype}: return the activation's shape and "
+                    "dtype (e.g. cast with .to(x.dtype), index rows instead of dropping them)")
+            x = out
         if self.cache_into is not None:
             self.cache_into[self.name] = to_cache(x, self.cache_device, self.cache_dtype)
         return x

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import make_inputs
@@ -179,3 +181,21 @@ def test_hook_lists_are_read_once_and_a_bare_pair_is_refused(model):
     with pytest.raises(TypeError, match=r"bwd_hooks must be a list of \(name, hook\) pairs"):
         with model.hooks(bwd_hooks={"blocks.1.hook_resid_post": zero}):
             pass
+
+
+@torch.no_grad()
+def test_a_hook_returning_another_shape_or_dtype_is_refused_by_name(model):
+    """Was: a hook returning one row for a batch of two was broadcast over both rows by the next residual add, and
+    one returning float32 in a bfloat16 model failed later in a matmul naming neither. Control: a hook returning
+    the activation's shape and dtype runs."""
+    from conftest import make_inputs
+
+    inputs = model.to_inputs(make_inputs([[100], [40]], seed=1))
+    name = "blocks.0.hook_resid_post"
+    with pytest.raises(ValueError, match=rf"a hook on {name} returned a tensor of shape \(1, "):
+        model.run_with_hooks(inputs, fwd_hooks=[(name, lambda x, hook: x[:1])])
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    with pytest.raises(ValueError, match=rf"a hook on {name} .* dtype torch.float32 for an activation .* torch.bfloat16"):
+        half.run_with_hooks(inputs, fwd_hooks=[(name, lambda x, hook: x.float() + 1.0)])
+    changed = half.run_with_hooks(inputs, fwd_hooks=[(name, lambda x, hook: (x.float() + 1.0).to(x.dtype))])
+    assert (changed.float() - half(inputs).float()).abs().max() > 1e-3
