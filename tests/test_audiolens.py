@@ -171,6 +171,9 @@ def test_enrichment_sweep_at_lambda_zero_is_the_unhooked_accuracy(model):
     assert sweep.source_layer == int(info.scores(rows="wrong")[1:2].argmax()) == 0 and sweep.target_layer == 1
     plain = attribute_information(model, test, LABELS, answers_test).accuracy
     assert sweep.chosen[0] == sweep.random_mean[0] == plain and sweep.random_std[0] == 0
+    # was: a test split holding probing clips was accepted, though the layer would then be tested where it was chosen
+    with pytest.raises(ValueError, match=r"test rows \[0, 1, 2, 3\] hold clips of the probing split"):
+        enrichment_sweep(model, probe, answers_probe, probe, answers_probe, LABELS, lams=(0.0,), n_seeds=1)
 
 
 def test_prompt_formats_render_the_checkpoints_template_with_the_prefill_open(model):

@@ -305,3 +305,16 @@ def test_a_group_whose_items_all_failed_is_listed_with_its_errors():
     assert by_task["pitch"]["accuracy"] == 0.5 and by_task["pitch"]["n"] == 2 and by_task["pitch"]["errors"] == 1
     assert summary["errors"] == 3 and summary["overall"]["n"] == 2
     assert "(2 not run)" in format_table(summary)
+
+
+def test_accuracy_intervals_are_wilson_intervals():
+    """Was: percentile-bootstrap intervals, [1, 1] for 5 of 5 right and too narrow near 0 and 1 (coverage 0.77 at a
+    rate of 0.05 on 30 items). Control: scipy's Wilson interval, and a rate of 0.5 gets a wide, non-degenerate one."""
+    from scipy.stats import binomtest
+
+    from hooked_audio.evaluation.summary import accuracy
+
+    for hits in ([True] * 5, [True] * 9 + [False], [True, False] * 15, [False] * 29 + [True], [True]):
+        ci = binomtest(sum(hits), len(hits)).proportion_ci(confidence_level=0.95, method="wilson")
+        assert accuracy(hits)["ci95"] == [round(ci.low, 4), round(ci.high, 4)]
+    assert accuracy([True] * 5)["ci95"][0] < 0.6 and accuracy([])["ci95"] is None

@@ -389,3 +389,17 @@ def test_listening_signal_auc_within_strata_credits_only_separation_inside_each_
     assert pooled.auc == pytest.approx(u / pooled.pairs)
     with pytest.raises(ValueError, match="no stratum"):
         listening_signal_auc(by_task, torch.tensor(task == "A"), task)  # each task all right or all wrong
+
+
+def test_a_head_that_attends_alike_everywhere_scores_chance(model):
+    """Was: AUC 0.0 for a head whose attention is the same on every row (read as perfectly anti-separating, ranked
+    below real anti-correlated heads); every pair is a tie, which counts half: 0.5. Control: the other methods'
+    chance (0) and a separating head's AUC of 1."""
+    correct = torch.tensor([True, False, True, False, True])
+    attention = torch.zeros(5, 1, 2)
+    attention[:, 0, 0] = 0.3  # the same everywhere
+    attention[:, 0, 1] = correct.float() * 0.2 + 0.1
+    auc = listening_head_scores(model, None, correct, "auc", attention=attention, min_attention=0.0)
+    assert auc[0, 0] == 0.5 and auc[0, 1] == 1.0
+    for method in ("pointbiserial", "diff"):
+        assert listening_head_scores(model, None, correct, method, attention=attention, min_attention=0.0)[0, 0] == 0.0

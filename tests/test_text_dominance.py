@@ -1,6 +1,7 @@
 """Text dominance: every number by hand on a tiny model, the text-free run built by cutting the hint, and on
 the text-reliant organism against the listener (the control that differs only in hint statistics)."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import AUDIO_TOKEN_ID, VOCAB, make_inputs, needs_espeak
@@ -155,3 +156,31 @@ def test_text_positions_mark_what_without_text_cuts(model):
         real = inputs.attention_mask[r].bool()
         assert inputs.input_ids[r][real & ~mask[r]].tolist() == cut[r]
         assert int(mask[r].sum()) == len(rows[r]) - len(cut[r]) == 2
+
+
+@torch.no_grad()
+def test_rate_intervals_are_wilson_and_rows_sharing_a_clip_are_warned_of(model):
+    """Was: the rates' intervals were percentile bootstraps, [0, 0] when no row's text won (they under-cover near
+    0 and 1), a one-row mean's interval was that value, and the same clip under several hints counted as
+    independent rows without a word. Now the rates' intervals are scipy's Wilson intervals, a one-row mean has
+    none, and repeated clips are warned of. Control: six different clips raise no warning."""
+    import warnings
+
+    from scipy.stats import binomtest
+
+    conflict, free = model.to_inputs(_conflict(True)), model.to_inputs(_conflict(False))
+    audio_answer, text_answer = ["no"] * 6, ["yes"] * 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # six clips, each once
+        result = text_dominance(model, conflict, audio_answer, text_answer, text_free=free, n_boot=200)
+    wins = int(result["text_wins"].sum())
+    ci = binomtest(wins, 6).proportion_ci(confidence_level=0.95, method="wilson")
+    assert result["rate_ci"] == pytest.approx((ci.low, ci.high))
+    assert result["rate_ci"][1] > result["rate_ci"][0]  # never zero-width, even at 0 or 6 of 6
+    one = text_dominance(model, conflict[:1], audio_answer[:1], text_answer[:1], n_boot=200)
+    assert np.isnan(one["logit_diff_ci"]).all() and not np.isnan(one["rate_ci"]).any()
+    raw = _conflict(True)  # rows 0 and 1 given the same clip: row 0's features, its length and its tokens
+    rows = [0, 0, 1]
+    twice = {k: v[rows] for k, v in raw.items()}
+    with pytest.warns(UserWarning, match=r"rows \[\[0, 1\]\] hold the same clips"):
+        text_dominance(model, twice, audio_answer[:3], text_answer[:3], n_boot=200)

@@ -31,6 +31,7 @@ from ..cache import AudioActivationCache, check_final_position_is_last
 from ..evaluation.scoring import first_token_ids
 from ..indices import checked_count, checked_layers, index_tensor, is_index
 from ..kv_cache import prediction_positions
+from .clip_identity import row_audio_fingerprints
 
 _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
 
@@ -340,12 +341,17 @@ def enrichment_sweep(
     if n_layers < 2:
         raise ValueError("enrichment needs at least 2 decoder layers")
     n_seeds = checked_count(n_seeds, "n_seeds (random-layer baseline draws)")
+    probe_inputs, test_inputs = model.to_inputs(probe_inputs), model.to_inputs(test_inputs)
+    probed = set(row_audio_fingerprints(model, probe_inputs)) - {None}
+    overlap = [row for row, f in enumerate(row_audio_fingerprints(model, test_inputs)) if f in probed]
+    if overlap:
+        raise ValueError(f"test rows {overlap[:5]}{' ...' if len(overlap) > 5 else ''} hold clips of the probing split: "
+                         "the source layer chosen on them would be tested on them; use disjoint clips")
     probe = attribute_information(model, probe_inputs, labels, probe_answers, leading_space=leading_space)
     wrong = probe.scores("last", "wrong")
     if torch.isnan(wrong).any():
         raise ValueError("the probing split has no wrongly answered rows to choose the source layer on")
     source = int(wrong[1:n_layers].argmax())  # rows 1..L-1 of the lens = outputs of blocks 0..L-2
-    test_inputs = model.to_inputs(test_inputs)
     chosen, random_mean, random_std = [], [], []
     accuracy = lambda hooks: float(  # noqa: E731
         _restricted_correct(model, test_inputs, labels, test_answers, hooks, leading_space).float().mean())

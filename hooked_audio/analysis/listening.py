@@ -175,8 +175,8 @@ def _separation(values: np.ndarray, correct: np.ndarray, method: str, groups: li
     of every row gives the plain statistics; with several, only within-group differences count: AUC and
     difference of means over the same-group (correct, wrong) pairs, r as the correlation of the values and
     ``correct`` each centred on its group's mean (the point-biserial r with the group as a fixed effect)."""
-    if np.ptp(np.concatenate([values[rows] for rows in groups])) == 0:
-        return 0.0
+    if np.ptp(np.concatenate([values[rows] for rows in groups])) == 0:  # no separation: chance
+        return 0.5 if method == "auc" else 0.0
     if method == "auc":
         return _pair_auc(values, correct, groups)[0]
     if method == "diff":

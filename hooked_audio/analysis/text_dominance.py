@@ -4,20 +4,23 @@ asserts another, how often the text wins, and how much the text moved the model.
 - ``text_dominance``: the rate at which the text's answer wins, the flip rate (among items the model gets
   right without the text, the share that switch to the text's answer once it is added), and per item the
   logit difference ``logit(text answer) - logit(audio answer)`` and the hint effect (its change caused by
-  adding the text); bootstrap confidence intervals, overall and per group.
+  adding the text); confidence intervals (Wilson's for the rates, bootstrap for the means), overall and per group.
 - ``without_text``: the same inputs with a piece of text (the hint) removed from each row, for the
   text-free run; ``text_positions``: where that text sits, as a mask.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
-from scipy.stats import bootstrap
+from scipy.stats import binomtest, bootstrap
 
 from ..audio.inputs import AudioTextInput
 from .audiolens import label_token_ids
+from .clip_identity import rows_sharing_clips
 from ..indices import checked_count, index_tensor, is_index
 from .row_labels import row_labels
 
@@ -130,22 +133,35 @@ def _wins(logits, winner, other, candidates) -> Bool[torch.Tensor, " batch"]:
 
 
 def _mean_ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, tuple[float, float]]:
+    """The mean and its percentile-bootstrap 95 % interval (NaN for fewer than two values: one row says nothing
+    of the spread)."""
     if len(values) == 0:
         return float("nan"), (float("nan"), float("nan"))
     mean = float(values.mean())
-    if len(values) < 2 or np.ptp(values) == 0:
+    if len(values) < 2:
+        return mean, (float("nan"), float("nan"))
+    if np.ptp(values) == 0:
         return mean, (mean, mean)
     ci = bootstrap((values,), np.mean, n_resamples=n_boot, method="percentile", random_state=seed).confidence_interval
     return mean, (float(ci.low), float(ci.high))
 
 
+def _rate_ci(hits: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """A share and its 95 % Wilson interval: a bootstrap of a proportion narrows to nothing at 0 or 1 (0 of 12 text
+    wins gave [0, 0]) and under-covers for few rows."""
+    if len(hits) == 0:
+        return float("nan"), (float("nan"), float("nan"))
+    ci = binomtest(int(hits.sum()), len(hits)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(hits.mean()), (float(ci.low), float(ci.high))
+
+
 def _summary(text_wins, logit_diff, hint_effect, right_without, n_boot, seed) -> dict:
-    rate, rate_ci = _mean_ci(text_wins.float().numpy(), n_boot, seed)
+    rate, rate_ci = _rate_ci(text_wins.numpy())
     out = {"n": len(text_wins), "rate": rate, "rate_ci": rate_ci}
     out["logit_diff_mean"], out["logit_diff_ci"] = _mean_ci(logit_diff.numpy(), n_boot, seed)
     if hint_effect is not None:
-        flips = text_wins[right_without].float().numpy()
-        out["flip_rate"], out["flip_rate_ci"] = _mean_ci(flips, n_boot, seed)
+        flips = text_wins[right_without].numpy()
+        out["flip_rate"], out["flip_rate_ci"] = _rate_ci(flips)
         out["n_right_without_text"] = int(right_without.sum())
         out["hint_effect_mean"], out["hint_effect_ci"] = _mean_ci(hint_effect.numpy(), n_boot, seed)
     return out
@@ -167,8 +183,10 @@ def text_dominance(
     Returns a dict: ``rate`` (share of rows the text answer wins), ``flip_rate`` (among rows whose audio
     answer wins in the text-free run, the share the text answer wins with the text), per row
     ``logit_diff`` = logit(text) - logit(audio) and ``hint_effect`` = its change caused by the text, their
-    means with percentile-bootstrap 95 % intervals (``*_ci``), and ``by_group`` (the same per ``groups``
-    label, e.g. the task).
+    means, with 95 % intervals (``*_ci``: Wilson's for the rates, percentile-bootstrap over rows for the means;
+    NaN for the means of one row), and ``by_group`` (the same per ``groups`` label, e.g. the task). The intervals
+    take rows as independent: rows that share a clip (the same clip under several hints) are warned of, as their
+    intervals are then too narrow; score one conflict per clip, or resample clips yourself.
 
     ``fwd_hooks``: an intervention on the conflict run only (the text-free run stays the unhooked reference, so
     the flip rate and hint effect measure the intervention too): a list of hooks, or a function of each batch
@@ -176,6 +194,11 @@ def text_dominance(
     ``audio_silence_steering_hooks``."""
     inputs = model.to_inputs(inputs)
     n = inputs.shape[0]
+    shared = rows_sharing_clips(model, inputs)
+    if shared:
+        warnings.warn(f"rows {shared[:3]}{' ...' if len(shared) > 3 else ''} hold the same clips: the intervals count "
+                      "them as independent rows, so they are too narrow (the same clip under several hints is one "
+                      "observation of the model's hearing); score one conflict per clip, or resample clips yourself")
     audio_ids = _token_ids(model, audio_answers, n, "audio_answers")
     text_ids = _token_ids(model, text_answers, n, "text_answers")
     if bool((audio_ids == text_ids).any()):

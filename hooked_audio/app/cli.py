@@ -351,7 +351,7 @@ def cmd_eval(args) -> dict:
         fwd_hooks = hooks_for(hooks_fn, model, hooks_spec) if hooks_fn else []
         summary = evaluate(model, dataset, args.out, model_name=args.model, scoring=scoring,
                            prompt_format=args.prompt_format, max_new_tokens=max_new_tokens, batch_size=args.batch_size,
-                           fwd_hooks=fwd_hooks, hooks_spec=hooks_spec, steer=steer, limit=args.limit, seed=args.seed,
+                           fwd_hooks=fwd_hooks, hooks_spec=hooks_spec, steer=steer, limit=args.limit,
                            progress=not args.no_progress and rank == 0, rank=rank, world_size=world_size)
     except (ValueError, ResumeError) as error:
         args._error(str(error))
@@ -407,7 +407,7 @@ Steering (--steer SPEC, repeatable: the directions stack), e.g.
 Resuming: rerun the same command; items already in --out are skipped (its settings are kept in
 --out.meta.json and a different model, dataset version, scoring, prompt format, --max-new-tokens,
 --hooks or --steer is refused). Each batch is written as soon as it is done, so Ctrl-C loses at most one batch.
-At the end: an accuracy table per task / sub-category / difficulty with 95% bootstrap CIs, written
+At the end: an accuracy table per task / sub-category / difficulty with 95% Wilson intervals, written
 to results.summary.json, and a bar plot results.summary.png beside --out.
 """
 
@@ -497,7 +497,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "(positions audio|text|last|all; see above); repeat to stack")
     ev.add_argument("--limit", type=positive_int, help="stop after about this many new items (whole batches); rerun to go on")
     ev.add_argument("--strict", action="store_true", help="refuse the dataset if any row is bad instead of skipping it")
-    ev.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the bootstrap CIs (default 0)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval, _error=ev.error)
     return parser

@@ -1,4 +1,4 @@
-"""Bar plot of an evaluation summary: accuracy per group with its bootstrap CI (matplotlib, Agg)."""
+"""Bar plot of an evaluation summary: accuracy per group with its 95 % Wilson interval (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def plot_summary(summary: dict, path: str | Path, title: str = "accuracy") -> Pa
                       rotation=30 if len(names) > 3 else 0)
         ax.set_ylim(0, 1.05)
         ax.set_title(key, fontsize=9)
-    axes[0][0].set_ylabel("accuracy (95% bootstrap CI)")
+    axes[0][0].set_ylabel("accuracy (95% Wilson interval)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)

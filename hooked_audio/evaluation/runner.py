@@ -433,7 +433,6 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
     after_batch: Callable[[int, list[dict]], None] | None = None,
-    seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
 ) -> dict:
@@ -554,7 +553,7 @@ objects, stacked; their hooks are built per batch and recorded in the settings. 
     from .summary import summarise
 
     results = [r for r in read_results(out) if r["id"] in {item.id for item in dataset.items}]
-    summary = summarise(results, seed=seed)
+    summary = summarise(results)
     summary |= {"config": config, "dataset": dataset.skip_summary() | {
                     "skipped_rows": [{"row": skip.row, "reason": skip.reason} for skip in dataset.skipped]}, "complete": len(results) == len(dataset.items),
                 "this_run": this_run}
