@@ -138,7 +138,8 @@ plot_critical_layer_vs_accuracy(result, title="toy-qwen2-audio")
 # question) costs digit (1.00 -> 0.75), gender (1.00 -> 0.81), language (0.88 -> 0.75), beeps (0.69 -> 0.56) and
 # "when" (1.00 -> 0.94); P2 costs beeps too (0.69 -> 0.56), P3 language (0.88 -> 0.69) and beeps (0.69 -> 0.62). At the penultimate position four groups print nan: no
 # layer's information there exceeds (1 + alpha) / |Y|, so the critical layer is undefined (not 0).
-# Pearson r = +0.26 (p = 0.18, 28 groups): no relation between critical layer and accuracy on this toy, and not the
+# Pearson r = +0.26 (p = 0.18, 28 groups; the 4 formats of a task share its clips, so the groups are not
+# independent and this p is if anything too small): no relation between critical layer and accuracy on this toy, and not the
 # negative one AudioLens reports on real LALMs. Every group's critical layer lies within about one layer of the
 # others (3.79-4.70), so the spread of accuracies has little spread in depth to go with; the hard task, beeps, is
 # hard in every format without its critical layer moving with it. The listener it replaced gave r = +0.16

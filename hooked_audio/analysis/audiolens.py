@@ -302,7 +302,10 @@ def critical_layer_correlation(
 ) -> dict:
     """Pearson correlation between each group's critical layer and its accuracy (AudioLens: across tasks and
     prompt formats). Groups whose critical layer is undefined (no layer above (1+alpha) x chance) are left out
-    and listed under ``"undefined"``; at least three defined groups are needed."""
+    and listed under ``"undefined"``; at least three defined groups are needed. ``p`` is Pearson's, which takes
+    the groups as independent: groups built from the same clips (one task under several prompt formats) are not,
+    and then ``p`` is too small (with 7 tasks x 4 formats of the same clips and no relation at all, p < 0.05 a third
+    of the time); read it as an upper bound on the evidence, or correlate one group per task."""
     points = {name: (info.critical_layer(position, alpha=alpha), info.accuracy) for name, info in groups.items()}
     defined = {name: p for name, p in points.items() if not math.isnan(p[0])}
     if len(defined) < 3:
