@@ -111,8 +111,9 @@ def without_audio(model, inputs, markers: list[str] | None = None) -> AudioTextI
     """``inputs`` with every clip removed: each row's audio placeholder runs are cut out together with the marker
     tokens directly next to them, the audio tensors dropped, and the rows re-padded on the same side. Every other
     token is kept, so the last position is still the answer position; text the template put around the clip
-    (a newline, an "Audio 1:" label) is kept too, so this differs from the conversation rendered without the clip. ``markers`` (token strings) defaults to
-    ``audio_marker_tokens(model.processor)``; for a family whose template wraps clips in other tokens, pass them."""
+    (a newline, an "Audio 1:" label) is kept too, so this differs from the conversation rendered without the clip.
+    ``markers`` (token strings) defaults to ``audio_marker_tokens(model.processor)``; for a family whose template
+    wraps clips in other tokens, pass them."""
     inputs = model.to_inputs(inputs)
     if not inputs.has_audio:
         raise ValueError("the inputs have no audio to remove")

@@ -16,7 +16,6 @@ that says what to write instead.
 from __future__ import annotations
 
 import math
-
 import os
 import urllib.parse
 import urllib.request

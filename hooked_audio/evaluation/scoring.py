@@ -10,7 +10,7 @@
   case, whitespace and punctuation (any Unicode punctuation: ``"Dog。"`` and ``"it’s"`` as ``"Dog."`` and
   ``"it's"``; full-width letters and digits as their ASCII forms), keeping what makes a number (a sign, a
   decimal point, a percent: ``"-5"`` is not ``"5"``, and ``"−5"`` with the Unicode minus is ``"-5"``) and symbols
-  that are not punctuation (``"C++"`` is not ``"C"``, ``"$5"`` not ``"5"``), bar markdown's ``` ` ``` and ``~``.
+  that are not punctuation (``"C++"`` is not ``"C"``, ``"$5"`` not ``"5"``), bar the markup symbols `` ` ~ ^ | ``.
 """
 
 from __future__ import annotations
