@@ -126,3 +126,21 @@ def test_audio_too_short_for_one_token_is_a_usage_error(tmp_path, capsys):
 def test_max_new_tokens_beyond_the_context_is_a_usage_error(capsys):
     err = _usage_error(["ask", "--audio", CLIP, "--prompt", QUESTION, "--max-new-tokens", "100000"], capsys)
     assert re.search(r"argument --max-new-tokens: the prompt is \d+ tokens, so at most \d+ new", err)
+
+
+def test_an_audio_file_with_nan_samples_is_a_usage_error_before_loading(tmp_path, capsys, no_loading):
+    """Was: the model loaded first, then build_inputs refused the clip. Control: a clean file of the same format is
+    accepted as an argument (the loading stub then stops the run)."""
+    import numpy as np
+    import soundfile
+
+    bad = tmp_path / "nan.wav"
+    wave = np.zeros(16000, np.float32)
+    wave[100] = np.nan
+    soundfile.write(bad, wave, 16000, subtype="FLOAT")
+    err = _usage_error(["ask", "--audio", str(bad), "--prompt", QUESTION], capsys)
+    assert "argument --audio:" in err and "non-finite samples" in err
+    good = tmp_path / "clean.wav"
+    soundfile.write(good, np.zeros(16000, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AssertionError, match="loaded before"):
+        main(["ask", "--audio", str(good), "--prompt", QUESTION])

@@ -66,6 +66,16 @@ def audio_file(text: str) -> str:
         ) from None
     if info.frames == 0:
         raise argparse.ArgumentTypeError(f"{text!r} holds no audio (0 samples)")
+    import warnings
+
+    from ..audio.io import load_waveform
+
+    with warnings.catch_warnings():  # what it warns of (stereo, a peak above 1) is said again when the inputs are built
+        warnings.simplefilter("ignore")
+        try:
+            load_waveform(text)  # its content (NaN or inf samples), before any model loads
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
     return text
 
 
