@@ -240,3 +240,19 @@ def test_the_audio_activation_also_runs_between_the_projector_layers():
         model = HookedAudioTransformer.from_hf_model(hf)
         assert model.cfg.projector.act_fn == act
         assert_matches_hf(model, hf, SPEC.make_inputs(SPEC.cases["batch_mixed_clip_counts"], text_lengths=[3, 7], seed=1))
+
+
+@torch.no_grad()
+def test_a_short_clip_batched_with_a_longer_one_is_warned_of(pair):
+    """HF's stem runs every chunk at the batch's widest, so a clip shorter than one chunk is encoded with the longer
+    clip's padding and its last tokens move (we match HF, which does the same): was, silently. Controls: the clip
+    alone, and clips all at least a chunk long, raise no warning."""
+    import warnings
+
+    _, model = pair
+    with pytest.warns(UserWarning, match="a clip shorter than one chunk is batched with a longer one"):
+        model(**inputs_for([[260], [60]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(**inputs_for([[60]]))
+        model(**inputs_for([[260], [130]]))

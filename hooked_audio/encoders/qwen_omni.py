@@ -29,6 +29,7 @@ when the batch has no clip as long as a chunk. The stem here runs on the same pa
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -137,5 +138,10 @@ class Qwen3OmniEncoder(Qwen2_5OmniEncoder):
         mel_lengths: Int[torch.Tensor, "clip"],
     ) -> Float[torch.Tensor, "n chunk_frames d"]:
         width = int(min(self.cfg.chunk_mel_frames, int(mel_lengths.max())))
+        if bool((mel_lengths < width).any()):
+            warnings.warn(
+                "Qwen3-Omni: a clip shorter than one chunk is batched with a longer one, so (as in HF) the stem runs "
+                "it on the longer one's width and its padding changes the clip's last audio tokens: its activations "
+                "differ slightly from the same clip run alone. Batch clips of equal length where that matters")
         x = self.stem(chunks[..., :width])
         return F.pad(x, (0, 0, 0, self.chunk_frames - x.shape[1]))
