@@ -251,7 +251,8 @@ def listening_signal_auc(
     """AUC of ``signal`` for correct vs wrong rows. With ``strata`` (one hashable label per row, e.g. (task, hint
     position)), only rows of the same stratum are compared: pooled over a mix, a signal that is merely higher on
     an easier task or prompt layout would score well without telling right from wrong on any one of them. The
-    p-value permutes ``correct`` within strata (``n_permutations`` draws; the rank test's without strata).
+    p-value permutes ``correct`` within strata (``n_permutations`` draws; the rank test's without strata), so it
+    takes rows as independent: several prompts of the same clip make it too small; score one row per clip.
     ``signal`` is 1-D and finite (a NaN would count as a loss in one path and poison the other)."""
     n_permutations = checked_count(n_permutations, "n_permutations")
     signal = torch.as_tensor(signal).float().cpu()
