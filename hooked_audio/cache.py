@@ -69,10 +69,12 @@ def audio_layout(inputs: AudioTextInput) -> dict[str, tuple]:
             for key, t in sorted(inputs.audio.items())}
 
 
-def _same_audio_layout(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        a[k][0] == b[k][0] and (a[k][1] is None) == (b[k][1] is None) and (a[k][1] is None or torch.equal(a[k][1], b[k][1]))
-        for k in a)
+def same_audio_layout(a: dict, b: dict) -> bool:
+    """Whether two ``audio_layout`` results are the same (shapes, and integer tensors' values)."""
+    def same_values(x, y) -> bool:  # None for floating tensors: their shape is what counts
+        return x is None and y is None or x is not None and y is not None and torch.equal(x, y)
+
+    return a.keys() == b.keys() and all(a[k][0] == b[k][0] and same_values(a[k][1], b[k][1]) for k in a)
 
 
 def _activation_name(name: str) -> str:
@@ -130,7 +132,7 @@ class AudioActivationCache(ActivationCache):
                                "slot (blocks.{l}.mlp.hook_expert_out)") from None
             raise
         if isinstance(value, torch.Tensor):
-            name = next((n for n, v in self.cache_dict.items() if v is value), "")
+            name = key if isinstance(key, str) else next((n for n, v in self.cache_dict.items() if v is value), "")
             if activation_layout(name) == "window":  # encoder frames: independent of the prompt's positions
                 _remember(value, Source(None, audio_layout=audio_layout(self.inputs)))
             elif len(self.positions) == self.inputs.shape[1]:
@@ -341,6 +343,7 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
     partial's ``check_inputs`` keyword (a function of the run's inputs) states any other condition of its hook."""
     # every forward runs this: each hook function once (one is often installed at every layer), and nothing is
     # computed for hooks that hold nothing to check
+    run_layout = None
     for fn in {id(fn): fn for fn in hook_fns}.values():
         check_inputs = getattr(fn, "keywords", {}).get("check_inputs")
         if check_inputs is not None:  # a hook's own condition on the run's inputs
@@ -353,10 +356,11 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
             if source is None:
                 continue
             if source.audio_layout is not None:
-                if not _same_audio_layout(source.audio_layout, audio_layout(inputs)):
+                run_layout = run_layout or audio_layout(inputs)  # once per forward, and only where it is needed
+                if not same_audio_layout(source.audio_layout, run_layout):
                     raise ValueError(
                         "a hook patches in audio-encoder activations cached from a run whose audio has another layout "
-                        f"(cached: {_describe_layout(source.audio_layout)}; this run: {_describe_layout(audio_layout(inputs))}): "
+                        f"(cached: {describe_audio_layout(source.audio_layout)}; this run: {describe_audio_layout(run_layout)}): "
                         "frame by frame they would put one clip's frames over another's, or over padding. Use clips "
                         "of the same lengths in both runs (e.g. the clean clip against silence or noise of its length)")
                 continue
@@ -374,7 +378,7 @@ def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
                 "this run's", ("cached", "this run"))
 
 
-def _describe_layout(layout: dict) -> str:
+def describe_audio_layout(layout: dict) -> str:
     parts = []
     for key, (shape, values) in layout.items():
         if values is None:

@@ -121,3 +121,10 @@ def position_indices(positions) -> Int[torch.Tensor, " n"]:
     if len(indices) == 0:
         raise ValueError("positions is empty: nothing would be changed")
     return indices
+
+
+def rows_on_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: torch.Tensor | None) -> list[int]:
+    """The rows where a selected position is padding (attention mask 0); none without a mask."""
+    if attention_mask is None:
+        return []
+    return (selected.cpu() & ~attention_mask.cpu().bool()).any(-1).nonzero().flatten().tolist()

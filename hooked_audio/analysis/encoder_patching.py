@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..audio.inputs import AudioTextInput
-from ..cache import AudioActivationCache
+from ..cache import AudioActivationCache, audio_layout, describe_audio_layout, same_audio_layout
 from ..indices import checked_layers
 from .metric_value import metric_value
 
@@ -157,12 +157,12 @@ def _check_same_audio_layout(clean: AudioTextInput, corrupted: AudioTextInput, m
     """Patching frame by frame needs the same windows, frames and valid lengths in both runs."""
     spec = model.cfg.audio_inputs
     for key in filter(None, (spec.features, spec.frame_mask)):
-        a, b = clean.audio.get(key), corrupted.audio.get(key)
-        if a is None or b is None:
+        if clean.audio.get(key) is None or corrupted.audio.get(key) is None:
             raise ValueError(f"both runs need audio (`{key}`) to patch inside the encoder")
-        if a.shape != b.shape or (key == spec.frame_mask and not torch.equal(a.cpu(), b.cpu())):
-            raise ValueError(
-                f"the clean and corrupted runs have different audio layouts (`{key}` {tuple(a.shape)} vs "
-                f"{tuple(b.shape)}, or other valid lengths): patching by encoder frame would misalign them; use "
-                "clips of the same lengths (e.g. the clean clip against silence or noise of its length)"
-            )
+    theirs, ours = audio_layout(clean), audio_layout(corrupted)
+    if not same_audio_layout(theirs, ours):
+        raise ValueError(
+            f"the clean and corrupted runs have different audio layouts ({describe_audio_layout(theirs)} vs "
+            f"{describe_audio_layout(ours)}): patching by encoder frame would misalign them; use clips of the same "
+            "lengths (e.g. the clean clip against silence or noise of its length)"
+        )

@@ -27,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 from scipy.stats import mannwhitneyu
 
 from ..audio.inputs import AudioTextInput
-from ..indices import checked_count, is_index
+from ..indices import checked_count, is_index, rows_on_padding
 from ..kv_cache import prediction_positions
 from .ablation import checked_head_pairs
 from .counterfactuals import silence_like
@@ -111,9 +111,7 @@ def audio_attention_per_row(
 
 def _refuse_padding_queries(query: Bool[torch.Tensor, "batch pos"], inputs: AudioTextInput) -> None:
     """A query on a padding position (attention mask 0) would average attention the model never uses."""
-    if inputs.attention_mask is None:
-        return
-    on_padding = torch.nonzero((query.cpu() & ~inputs.attention_mask.cpu().bool()).any(-1)).flatten().tolist()
+    on_padding = rows_on_padding(query, inputs.attention_mask)
     if on_padding:
         raise ValueError(
             f"the query mask includes padding positions (attention mask 0) in rows {on_padding}: "
