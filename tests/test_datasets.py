@@ -304,6 +304,73 @@ def test_sakura_options_keep_abbreviations_and_drop_what_follows_the_last():
     assert parse_options("Which? (a) 2.5 s (b) 3.5 s") == [("a", "2.5 s"), ("b", "3.5 s")]
 
 
+DIRTY = "It’s so dirty! Please clean it as quick as possible."
+EMOTION_MULTI_Q = (f"What would the speaker most likely say? (a) I feel so sad today. (b) {DIRTY} "
+                   "(c) How dare they treat me so unfairly like this! (d) This is terrifying.")
+
+
+def test_sakura_reads_clips_in_the_tracks_audio_folder_and_options_of_several_sentences(tmp_path):
+    """SAKURA keeps a track's clips in ``<track>/audio/`` (its data/README.md); the loader once looked only next
+    to metadata.csv and skipped every row as "missing audio". And an option of two sentences (Emotion's multi-hop
+    "It's so dirty! Please clean it ...") was cut at its first "!", so the rows answering it were skipped as
+    "disagreeing" with their instruction, only disgust items, which biased the group."""
+    track = tmp_path / "SAKURA" / "data" / "Emotion"
+    (track / "audio").mkdir(parents=True)
+    for name in ("d1.wav", "a1.wav", "t1.wav"):
+        write_clip(track / "audio" / name)
+    last_dirty = "What would the speaker say? (a) I feel so sad today. (b) This is terrifying. (c) " + DIRTY
+    write_sakura_track(track, [
+        ["d1.wav", "disgust", "Emotion? (a) angry (b) disgust", "(b) disgust", EMOTION_MULTI_Q, f"(b) {DIRTY}"],
+        ["a1.wav", "angry", "Emotion? (a) angry (b) disgust", "(a) angry", EMOTION_MULTI_Q,
+         "(c) How dare they treat me so unfairly like this!"],
+        ["t1.wav", "disgust", "Emotion? (a) angry (b) disgust", "(b) disgust", last_dirty, f"(c) {DIRTY}"],
+    ])
+    single = load_dataset(f"sakura:{tmp_path / 'SAKURA'}")
+    assert len(single) == 3 and not single.skipped
+    assert single.items[0].audio == str(track / "audio" / "d1.wav")
+    multi = load_dataset(f"sakura:{tmp_path / 'SAKURA'}:Emotion:multi")
+    assert not multi.skipped and len(multi) == 3
+    full = DIRTY.rstrip(".")
+    d1, a1, t1 = multi.items
+    assert d1.answer == full and d1.choices[1] == full  # the option in full, not "It’s so dirty"
+    assert a1.answer == "How dare they treat me so unfairly like this" and a1.choices[1] == full  # a distractor too
+    assert t1.answer == full and t1.choices[-1] == full  # the last option, answered in full
+    # control: what follows the last option is still not part of it
+    from hooked_audio.datasets.sakura import parse_options
+
+    assert parse_options("Which? (a) It is dirty! Clean it. (b) cat. Answer with the letter.") == [
+        ("a", "It is dirty! Clean it"), ("b", "cat")]
+
+
+def test_mmau_keeps_lettered_answers_repeated_wrong_choices_and_case(tmp_path):
+    """Published test-mini records the loader once skipped as malformed, though their gold is unambiguous:
+    an answer written with its letter ("(B) C major"), a repeated wrong choice, an answer in another case."""
+    audio = tmp_path / "test-mini-audios"
+    audio.mkdir()
+    for i in range(6):
+        write_clip(audio / f"{i}.wav")
+    keys = ["Bb minor", "C major", "Ab major", "Eb major"]
+    records = [
+        mmau_record(0, choices=keys, answer="(B) C major"),
+        mmau_record(1, choices=["two", "three", "three", "one"], answer="one"),
+        mmau_record(2, choices=["Man", "Woman"], answer="man"),
+        mmau_record(3, choices=keys, answer="(A) C major"),  # control: the letter and the text disagree
+        mmau_record(4, choices=["Dog", "dog."], answer="dog"),  # control: two choices fold to the answer
+        mmau_record(5, choices=keys, answer="C major"),  # control: as written
+    ]
+    path = tmp_path / "mmau.json"
+    path.write_text(json.dumps(records))
+    ds = load_dataset(f"mmau:{path}")
+    by_id = {item.id: item for item in ds}
+    assert sorted(by_id) == ["m0", "m1", "m2", "m5"]
+    assert by_id["m0"].answer == "C major" and by_id["m0"].metadata["aliases"] == ["(B) C major"]
+    assert by_id["m1"].choices == ("two", "three", "one") and by_id["m1"].metadata["repeated_choices"] == 1
+    assert by_id["m2"].answer == "Man" and by_id["m2"].metadata["aliases"] == ["man"]
+    assert by_id["m5"].answer == "C major" and "aliases" not in by_id["m5"].metadata
+    reasons = {s.row: s.reason for s in ds.skipped}
+    assert "not among the choices" in reasons["mmau.json[3]"] and "repeated choices" in reasons["mmau.json[4]"]
+
+
 def test_manifest_byte_order_mark_repeated_keys_and_a_single_object(tmp_path):
     """A BOM is not part of row 1 (it used to make row 1 'not JSON'); a key given twice in one record is refused,
     not resolved to the last value; a .json file holding one object says so."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ import torch
 from hooked_audio.datasets import EvalDataset, EvalItem, load_dataset
 from hooked_audio.datasets.sakura import parse_options
 from hooked_audio.evaluation.runner import (
-    ResumeError, check_resumable, check_scoring, evaluate, model_fingerprint, run_config,
+    ResumeError, check_resumable, check_scoring, check_template, evaluate, model_fingerprint, prompt_template,
+    render_prompt, run_config,
 )
 from hooked_audio.evaluation.scoring import exact_match
 from hooked_audio.toy.tasks import make_probe_set
@@ -161,10 +163,40 @@ def test_choices_prompt_needs_choices(toy, pitch, tmp_path):
     """Was: prompt format "choices" on items without choices prompted "...\\nChoices: ."."""
     free = write_manifest(tmp_path, [{k: v for k, v in r.items() if k != "choices"} for r in pitch["rows"][:2]])
     ds = load_dataset(f"manifest:{free}")
-    with pytest.raises(ValueError, match=r"fills in \{choices\}.*--prompt-format plain"):
+    with pytest.raises(ValueError, match=r"fills in the choices.*--prompt-format plain"):
         evaluate(toy, ds, str(tmp_path / "c.jsonl"), prompt_format="choices", max_new_tokens=2, progress=False)
     summary = evaluate(toy, ds, str(tmp_path / "p.jsonl"), prompt_format="plain", max_new_tokens=2, progress=False)
     assert summary["config"]["scoring"] == "exact" and summary["overall"]["n"] == 2  # control
+
+
+def test_choices_with_commas_are_listed_one_per_line(clip, tmp_path):
+    """Was: the "choices" format joined choices with ", ", so MMAU's ["a, chance", "cleft,ago"] read as four
+    choices. Now it lists one per line; ``{choices}`` (comma-joined) is refused where a choice holds a comma."""
+    rows = [{"audio": clip, "question": "which ?", "answer": "a, chance", "choices": ["a, chance", "cleft,ago"]}]
+    commas = load_dataset(f"manifest:{write_manifest(tmp_path, rows, 'commas.jsonl')}")
+    item = commas.items[0]
+    assert render_prompt(item, prompt_template("choices")) == "which ?\nChoices:\n- a, chance\n- cleft,ago"
+    with pytest.raises(ValueError, match=r"contains one.*\{choice_lines\}"):
+        check_template(commas, prompt_template("{question} Options: {choices}."))
+    plain = load_dataset(f"manifest:{write_manifest(tmp_path, [dict(rows[0], answer='low', choices=['low', 'high'])], 'p.jsonl')}")
+    check_template(plain, prompt_template("{question} Options: {choices}."))  # control: no comma, no refusal
+    assert render_prompt(plain.items[0], prompt_template("{question} Options: {choices}.")) == "which ? Options: low, high."
+
+
+def test_resume_refuses_a_file_written_with_another_prompt_template(tmp_path):
+    """A file whose prompts were rendered by another template (e.g. before "choices" listed one per line) is not
+    resumed: the template is part of the run's settings."""
+    out = str(tmp_path / "r.jsonl")
+    ds = SimpleNamespace(spec="s", source={"kind": "mmau"}, items=[])
+    config = run_config("m", ds, "mmau", "choices", 8, None)
+    assert config["prompt_template"] == prompt_template("choices")
+    old = {k: v for k, v in config.items() if k != "prompt_template"}
+    open(out, "w").write('{"id": "a"}\n')
+    json.dump({"config": old}, open(out + ".meta.json", "w"))
+    with pytest.raises(ResumeError, match="prompt_template: was None"):
+        check_resumable(out, config)
+    json.dump({"config": config}, open(out + ".meta.json", "w"))
+    assert check_resumable(out, config)  # control: the same template resumes
 
 
 def test_answers_of_punctuation_only_are_refused_by_text_scorings(clip, tmp_path):

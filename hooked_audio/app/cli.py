@@ -495,8 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how an answer is scored (default: by dataset, see above)")
     ev.add_argument("--prompt-format",
                     help="'plain' (the question as written; default for SAKURA, whose instructions list the options, and "
-                         "manifests), 'choices' (the question, then 'Choices: a, b, c.'; default for MMAU), "
-                         "or a template with {question} and optionally {choices}")
+                         "manifests), 'choices' (the question, then 'Choices:' and one '- choice' per line; default for MMAU), "
+                         "or a template with {question} and optionally {choices} ('a, b, c') or {choice_lines}")
     ev.add_argument("--max-new-tokens", type=nonnegative_int,
                     help="tokens generated per item (default: 0 for restricted scoring, 32 otherwise)")
     ev.add_argument("--batch-size", type=positive_int, default=8, help="items per forward pass (default 8)")

@@ -5,17 +5,42 @@ folder), ``question``, ``choices``, ``answer`` (one of the choices), ``dataset``
 (sound / music / speech), ``split``, ``category`` (a string, or a one-element list in some records),
 ``sub-category``, ``difficulty``. The source records the JSON file's sha256 and record count, so a
 result says which version of the file was read.
+
+Some published records write the answer with its letter (``"(B) C major"`` for the choices
+``["Bb minor", "C major", ...]``), in another case than its choice, or repeat a wrong choice
+(``["two", "three", "three", "one"]``); the gold is still unambiguous, so these are kept, as MMAU's own
+scoring keeps them: the answer becomes its choice's text (the answer as written is an alias), and a
+repeated choice is listed once (``metadata["repeated_choices"]`` counts the copies dropped).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 from .items import DatasetError, EvalDataset, RowCollector, sha256_of
 
 REQUIRED = ("id", "audio_id", "question", "choices", "answer")
+_LETTERED = re.compile(r"^\(([A-Za-z])\)\s*(.+)$", re.DOTALL)
 METADATA = ("dataset", "task", "split", "category", "sub-category", "difficulty")
+
+
+def gold_choice(choices: list[str], answer: str) -> str | None:
+    """The choice an answer names: itself, the choice its letter and text both point at (``"(B) C major"``),
+    or the one choice equal to it up to case, spacing and punctuation. None when it names none (or several)."""
+    from ..evaluation.scoring import normalise  # here: evaluation imports this package
+
+    if answer in choices:
+        return answer
+    lettered = _LETTERED.match(answer)
+    if lettered:
+        index = ord(lettered.group(1).upper()) - ord("A")
+        if index < len(choices) and normalise(choices[index]) == normalise(lettered.group(2)):
+            return choices[index]
+        return None
+    same = [c for c in choices if normalise(c) == normalise(answer)]
+    return same[0] if len(same) == 1 else None
 
 
 def load_mmau(path: str, spec: str | None = None, strict: bool = False) -> EvalDataset:
@@ -59,7 +84,14 @@ def load_mmau(path: str, spec: str | None = None, strict: bool = False) -> EvalD
                 value = value[0]
             metadata[key] = value
         else:
+            stripped = [c.strip() for c in choices]
+            unique = list(dict.fromkeys(stripped))  # a repeated wrong choice: listed once, in order
+            if len(unique) < len(stripped):
+                metadata["repeated_choices"] = len(stripped) - len(unique)
+            gold = gold_choice(unique, answer.strip())
+            if gold is not None and gold != answer.strip():
+                metadata["aliases"] = [answer.strip()]
             audio = str(record["audio_id"])
             audio = audio if os.path.isabs(audio) else os.path.normpath(os.path.join(folder, audio))
-            rows.add(where, str(record["id"]), audio, record["question"], answer, choices, metadata)
+            rows.add(where, str(record["id"]), audio, record["question"], gold or answer, unique, metadata)
     return rows.finish({"kind": "mmau", "path": path, "sha256": sha256_of(path), "n_records": len(records)})

@@ -3,7 +3,7 @@
 Layout read::
 
     DIR/data/Animal/metadata.csv      (or DIR/Animal/metadata.csv; DIR may also be one track's folder)
-    DIR/data/Animal/<file>.wav ...
+    DIR/data/Animal/audio/<file>.wav  (SAKURA's own layout; clips next to metadata.csv are read too)
 
 Columns: ``file`` (some copies: ``file_name``), ``attribute_label``, ``single_instruction``,
 ``single_answer``, ``multi_instruction``, ``multi_answer``. Answers are written ``"(a) dog"`` (some with
@@ -73,11 +73,7 @@ def parse_options(instruction: str) -> list[tuple[str, str]]:
     """``[(letter, text), ...]`` of the ``(a) text (b) text`` options listed in an instruction: the first run of
     at least two options lettered ``(a), (b), (c), ...`` in order. A parenthesised letter elsewhere (``speaker(s)``,
     a ``(b)`` quoted in the question) is text, not an option."""
-    found = []
-    for letter, text in _OPTION.findall(instruction):
-        text = _end_of_sentence(text.strip())  # text after the last option ("... Answer with ...")
-        text = re.sub(r"[,;]?\s+or$", "", text.rstrip(".;,?!").strip())  # "(a) male or (b) female?"
-        found.append((letter.lower(), text))
+    found = [(letter.lower(), text.strip()) for letter, text in _OPTION.findall(instruction)]
     for start, (letter, _) in enumerate(found):
         if letter != "a":
             continue
@@ -85,8 +81,28 @@ def parse_options(instruction: str) -> list[tuple[str, str]]:
         while end < len(found) and found[end][0] == chr(ord("a") + end - start):
             end += 1
         if end - start >= 2:
-            return found[start:end]
+            run = found[start:end]
+            # only the last option runs on into the instruction ("... Answer with ..."); an earlier one may
+            # hold sentences of its own ("(b) It's so dirty! Please clean it. (c) ...")
+            run[-1] = (run[-1][0], _end_of_sentence(run[-1][1]))
+            return [(letter, re.sub(r"[,;]?\s+or$", "", text.rstrip(".;,?!").strip()))  # "(a) male or (b) female?"
+                    for letter, text in run]
     return []
+
+
+def _runs_on(option: str, answer: str, instruction: str) -> bool:
+    """Whether the answer is the last option written out in full where parsing cut it at its first sentence
+    ("(d) It's so dirty! Please clean it." answered in full): the option is the answer's start, and the
+    instruction holds the whole answer."""
+    option, answer = _loose(option), _loose(answer)
+    return len(answer) > len(option) and answer.startswith(option) and answer in _loose(instruction)
+
+
+def clip_path(folder: str, file: str) -> str:
+    """Where a track's clip is: ``<track>/audio/<file>`` (SAKURA's layout), else ``<track>/<file>``. A missing
+    clip is reported at the first."""
+    beside = os.path.join(folder, file)
+    return beside if os.path.exists(beside) else os.path.join(folder, "audio", file)
 
 
 def load_sakura(root: str, track: str | None = None, hop: str = "single", spec: str | None = None,
@@ -128,6 +144,8 @@ def load_sakura(root: str, track: str | None = None, hop: str = "single", spec: 
                     continue
                 choices = [text for _, text in options] or None
                 option = dict(options).get(letter) if choices is not None and letter is not None else None
+                if option is not None and letter == options[-1][0] and _runs_on(option, answer, instruction):
+                    option = choices[-1] = answer.rstrip(".;,?!").strip()  # the last option holds sentences too
                 if option is not None and option != answer:
                     if _loose(option) != _loose(answer):
                         rows.skip(where, f"malformed row: answer {raw_answer!r} disagrees with option ({letter}) "
@@ -135,7 +153,7 @@ def load_sakura(root: str, track: str | None = None, hop: str = "single", spec: 
                         continue
                     answer = option  # the same words written differently ("Dog." for "dog"): the option's spelling
                 aliases = [a for a in (raw_answer, f"({letter})" if letter else None, letter) if a and a != answer]
-                rows.add(where, f"{name}/{hop}/{file}", os.path.join(folder, file), instruction, answer, choices,
+                rows.add(where, f"{name}/{hop}/{file}", clip_path(folder, file), instruction, answer, choices,
                          {"task": name, "sub-category": hop, "attribute_label": record["attribute_label"].strip(),
                           "aliases": aliases, "option_letter": letter})
     return rows.finish({"kind": "sakura", "path": os.path.abspath(root), "tracks": sorted(tracks), "hop": hop,

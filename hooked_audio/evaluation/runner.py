@@ -52,7 +52,7 @@ logger = logging.getLogger("hooked_audio.evaluation")
 SCORINGS = ("restricted", "mmau", "exact")
 PROMPT_FORMATS = {
     "plain": "{question}",
-    "choices": "{question}\nChoices: {choices}.",
+    "choices": "{question}\nChoices:\n{choice_lines}",
 }
 FORMAT_VERSION = 1
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -119,7 +119,8 @@ def check_scoring(dataset: EvalDataset, scoring: str) -> None:
 
 
 def prompt_template(prompt_format: str) -> str:
-    """A named format (``plain``, ``choices``) or a template with ``{question}`` (and optionally ``{choices}``)."""
+    """A named format (``plain``, ``choices``) or a template with ``{question}`` and optionally the item's choices:
+    ``{choices}`` (``a, b, c``) or ``{choice_lines}`` (one ``- choice`` per line)."""
     template = PROMPT_FORMATS.get(prompt_format, prompt_format)
     if "{question}" not in template:
         raise ValueError(
@@ -127,25 +128,35 @@ def prompt_template(prompt_format: str) -> str:
             "{question} (e.g. '{question} Answer with one word.')"
         )
     try:
-        template.format(question="q", choices="c")
+        template.format(question="q", choices="c", choice_lines="- c")
     except (KeyError, IndexError, ValueError) as error:
-        raise ValueError(f"prompt format {prompt_format!r}: only {{question}} and {{choices}} may be filled in ({error})") from None
+        raise ValueError(f"prompt format {prompt_format!r}: only {{question}}, {{choices}} and {{choice_lines}} may be "
+                         f"filled in ({error})") from None
     return template
 
 
 def check_template(dataset: EvalDataset, template: str) -> None:
-    """A template that shows ``{choices}`` needs every item to have them (it would show an empty list)."""
-    if "{choices" not in template:
+    """A template that shows the choices needs every item to have them (it would show an empty list), and
+    ``{choices}`` needs choices without commas (``a, b`` and ``c`` would read as the choices ``a``, ``b`` and ``c``)."""
+    if "{choice" not in template:
         return
     without = [item.id for item in dataset.items if not item.choices]
     if without:
-        raise ValueError(f"the prompt format fills in {{choices}}, but {len(without)} item(s) have none (e.g. "
+        raise ValueError(f"the prompt format fills in the choices, but {len(without)} item(s) have none (e.g. "
                          f"{without[:3]}), so their prompt would show an empty list; use --prompt-format plain "
                          "or add choices to those rows")
+    if "{choices" in template:
+        commas = [item.id for item in dataset.items if any("," in c for c in item.choices)]
+        if commas:
+            raise ValueError(f"the prompt format joins the choices with commas ({{choices}}), but {len(commas)} item(s) "
+                             f"(e.g. {commas[:3]}) have a choice that contains one, so the prompt could not be read "
+                             "back into its choices; write {choice_lines} (one choice per line) instead")
 
 
 def render_prompt(item: EvalItem, template: str) -> str:
-    return template.format(question=item.question, choices=", ".join(item.choices or ()))
+    choices = item.choices or ()
+    return template.format(question=item.question, choices=", ".join(choices),
+                           choice_lines="\n".join(f"- {c}" for c in choices))
 
 
 def run_config(model_name: str, dataset: EvalDataset, scoring: str, prompt_format: str, max_new_tokens: int,
@@ -155,7 +166,8 @@ def run_config(model_name: str, dataset: EvalDataset, scoring: str, prompt_forma
     (``evaluate`` records it; the command checks the other settings before the model is loaded)."""
     source = {k: v for k, v in dataset.source.items() if k in ("kind", "path", "sha256", "tracks", "hop")}
     config = {"format_version": FORMAT_VERSION, "model": model_name, "dataset": dataset.spec, "dataset_source": source,
-              "scoring": scoring, "prompt_format": prompt_format, "max_new_tokens": max_new_tokens, "hooks": hooks}
+              "scoring": scoring, "prompt_format": prompt_format, "prompt_template": prompt_template(prompt_format),
+              "max_new_tokens": max_new_tokens, "hooks": hooks}
     if steer:
         config["steer"] = steer_config(steer)
     if fingerprint is not None:
