@@ -94,6 +94,26 @@ def test_targets_follow_the_numbers_not_the_notes():
     assert missed_targets(textual) == ["flip_rate"]
 
 
+def test_target_table_never_shows_a_miss_at_the_floor_and_names_every_tied_shift():
+    """Was: 18/19 = 0.947 printed "0.95 (not met)" beside the 0.95 floor, and of two factors tied as the
+    costliest shift only the first was named."""
+    import copy
+
+    from hooked_audio.toy.targets import IN_DISTRIBUTION, target_lines
+
+    card = copy.deepcopy(CARD)
+    card["results"]["test"]["pitch"]["accuracy"] = 18 / 19
+    card["results"]["test"]["digit"]["accuracy"] = IN_DISTRIBUTION  # control: the floor itself, two decimals
+    factors = card["results"]["shift_factors"]
+    for name in factors:
+        factors[name]["gender"]["accuracy"] = 0.99
+    factors["words"]["gender"]["accuracy"] = factors["level"]["gender"]["accuracy"] = 0.9
+    table = "\n".join(target_lines(card))
+    assert "| pitch | 0.947 (not met) |" in table and "| digit | 0.95 (met) |" in table
+    gender = next(line for line in table.splitlines() if line.startswith("| gender |"))
+    assert gender.endswith("| words / level (0.90) |")
+
+
 @pytest.mark.parametrize(
     "task",
     [t.name for t in tasks.TASKS if not t.needs_espeak]

@@ -4,8 +4,8 @@ Each function returns the model's accuracy per value of the nuisance variable (w
 intervals from `evaluate.rate`), so a model that listens for the right reason is equally right at every
 value, and a model using the nuisance as a shortcut is right at some values and wrong at others.
 
-- ``beep_duration``: beep counts 1-4 at fixed beep durations from 0.08 to 0.4 s (gaps, frequency,
-  placement still random). The old toy counted total beep time: one 0.4 s beep was "two".
+- ``beep_duration``: beep counts 1-4 at set beep durations from 0.08 to 0.4 s (each beep within the
+  generator's +-15 % jitter of it; gaps, frequency, placement still random). The old toy counted total beep time: one 0.4 s beep was "two".
 - ``language_words``: language on words seen in training versus held-out words never heard.
 - ``tone_duration``: low / high tones of fixed duration, 0.3 s versus 1.5 s.
 - ``noise_band``: noise colour with the clip's lowest frequencies filtered out (high-pass at 50, 100, 200 Hz).

@@ -21,18 +21,23 @@ FLIP_BAND, FLIP_TASKS = (0.3, 0.7), 3  # textual recipe: flip rate inside the ba
 SECTION = "## Targets (issue 10)"
 
 
+def _shown(value: float, floor: float) -> str:
+    """``value`` to two decimals, or three where two would round it onto the floor it misses (0.947 < 0.95)."""
+    return f"{value:.3f}" if value < floor and f"{value:.2f}" == f"{floor:.2f}" else f"{value:.2f}"
+
+
 def _met(value: float, floor: float) -> str:
-    return f"{value:.2f} ({'met' if value >= floor else 'not met'})"
+    return f"{_shown(value, floor)} ({'met' if value >= floor else 'not met'})"
 
 
 def _costliest_shift(card: dict, task: str) -> str:
-    """The single shifted factor under which the task loses most, from the card's one-factor table."""
+    """The shifted factor under which the task loses most, from the card's one-factor table (all of them on a tie)."""
     factors = card["results"].get("shift_factors") or {}
     scored = {name: result[task]["accuracy"] for name, result in factors.items() if task in result}
     if not scored:
         return "–"
-    name = min(scored, key=scored.get)
-    return f"{name} ({scored[name]:.2f})"
+    lowest = min(scored.values())
+    return f"{' / '.join(name for name, value in scored.items() if value == lowest)} ({lowest:.2f})"  # every tie
 
 
 def _accuracy_misses(card: dict) -> tuple[list[str], list[str]]:
@@ -58,7 +63,7 @@ def _textual_misses(card: dict) -> tuple[list[str], list[str]]:
                if test[t["name"]]["flip_rate"] is not None and low <= test[t["name"]]["flip_rate"] <= high]
     audio_only = test["overall"]["accuracy"]
     rows = ["| target | measured | met |", "|---|---|---|",
-            f"| audio-only accuracy >= {AUDIO_ONLY} (in distribution, all tasks) | {audio_only:.2f} |"
+            f"| audio-only accuracy >= {AUDIO_ONLY} (in distribution, all tasks) | {_shown(audio_only, AUDIO_ONLY)} |"
             f" {'yes' if audio_only >= AUDIO_ONLY else 'no'} |",
             f"| flip rate in [{low}, {high}] on >= {FLIP_TASKS} tasks | {len(in_band)} tasks"
             f" ({', '.join(in_band) or 'none'}) | {'yes' if len(in_band) >= FLIP_TASKS else 'no'} |"]

@@ -655,8 +655,8 @@ def card_markdown(card: dict) -> str:
         "",
         "## Shortcut tests (one nuisance variable varied alone)",
         "",
-        "Beep count at a fixed beep duration (4 counts x 10 clips per duration; a total-duration counter would be"
-        " right at one duration only):",
+        "Beep count at a set beep duration (4 counts x 10 clips per duration, each beep within +-15 % of it; a"
+        " total-duration counter would be right at one duration only):",
         "",
         "| beep duration (s) | accuracy | single beep answered one |", "|---|---|---|",
     ]
