@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint as TLHookPoint
@@ -293,17 +293,30 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         token_clips = torch.cat([torch.full((len(span),), span.clip) for row in inputs.audio_spans for span in row])
         return token_clips[self._window_tokens(tokens, len(token_clips))]
 
-    def _tokens_per_window(self, inputs: AudioTextInput) -> Int[torch.Tensor, "window"] | None:
+    def encoder_real_frames(self, inputs: AudioTextInput) -> Bool[torch.Tensor, "row frame"]:
+        """For each row of the audio encoder's blocks (their ``audio_encoder.blocks.{l}.*`` activations: windows,
+        or a clip's attention windows), which frames are the clip's rather than padding: what a mean over
+        "real" encoder frames (mean ablation) must average."""
+        lengths = self._mel_lengths(inputs)
+        if lengths is None:
+            raise ValueError("these inputs hold no audio features, so the encoder has no frames")
+        mel_lengths, n_mel_frames = lengths
+        return self.audio_encoder.real_block_frames(mel_lengths, n_mel_frames)
+
+    def _mel_lengths(self, inputs: AudioTextInput) -> tuple[Int[torch.Tensor, "window"], int] | None:
+        """Valid mel frames of each feature row (window) and the rows' padded width; None without audio."""
         features = inputs.audio.get(self.cfg.audio_inputs.features)
         if features is None or self.cfg.audio is None:
             return None
         features = features if features.ndim == 3 else features[None]
         frame_mask = inputs.audio.get(self.cfg.audio_inputs.frame_mask) if self.cfg.audio_inputs.frame_mask else None
         if frame_mask is None:
-            mel_lengths = torch.full((features.shape[0],), features.shape[2])
-        else:
-            mel_lengths = frame_mask.detach().cpu().long().sum(-1).reshape(-1)
-        return self.audio_encoder.output_lengths(mel_lengths).cpu()
+            return torch.full((features.shape[0],), features.shape[2]), features.shape[2]
+        return frame_mask.detach().cpu().long().sum(-1).reshape(-1), features.shape[2]
+
+    def _tokens_per_window(self, inputs: AudioTextInput) -> Int[torch.Tensor, "window"] | None:
+        lengths = self._mel_lengths(inputs)
+        return None if lengths is None else self.audio_encoder.output_lengths(lengths[0]).cpu()
 
     @staticmethod
     def _window_tokens(tokens: Int[torch.Tensor, "window"], n_tokens: int) -> Int[torch.Tensor, "window"]:

@@ -60,7 +60,7 @@ def test_mean_ablation_of_a_batch_without_a_mask_is_refused(model):
         model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 3)], mode="mean"))
     with pytest.raises(ValueError, match=r"the mask given as inputs= is \(1, \d+\)"):
         model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 3)], mode="mean", inputs=inputs.attention_mask[:1]))
-    with pytest.raises(ValueError, match="inputs= is used by mode='mean' only"):
+    with pytest.raises(ValueError, match="inputs= is used by mode='mean' and by encoder resampling only"):
         head_ablation_hooks([(1, 3)], mode="zero", inputs=inputs)
 
 
@@ -69,6 +69,52 @@ def test_mean_ablation_of_one_row_needs_no_mask(model):
     _, cache = model.run_with_cache(inputs, names_filter=[Z1])
     ablated = _ablated_z(model, inputs, head_ablation_hooks([(1, 0)], mode="mean"))
     torch.testing.assert_close(ablated[0, :, 0], cache[Z1][0, :, 0].mean(0).expand_as(ablated[0, :, 0]))
+
+
+ENCODER_Z0 = "audio_encoder.blocks.0.attn.hook_z"
+
+
+def test_encoder_mean_ablation_of_one_clip_leaves_its_padded_frames_out(model):
+    """Was: one clip needed no mask, so the mean ran over its whole padded window (here 30 of 50 frames are the
+    clip's): the ablation then wrote padding into the clip's frames."""
+    inputs = model.to_inputs(**make_inputs([[60]]))
+    real = model.encoder_real_frames(inputs)
+    assert real.shape == (1, 50) and int(real.sum()) == (60 - 1) // 2 + 1 and real[0, :30].all()  # Whisper's conv
+    _, cache = model.run_with_cache(inputs, names_filter=[ENCODER_Z0])
+    z = cache[ENCODER_Z0]
+
+    def mark_padding(t, hook):  # the padded frames' values made unmistakable: any mean that reads them shows it
+        t = t.clone()
+        t[:, 30:] = 100.0
+        return t
+
+    seen = {}
+    capture = (ENCODER_Z0, lambda t, hook: seen.__setitem__("z", t.detach().clone()))
+    model.run_with_hooks(inputs, fwd_hooks=[(ENCODER_Z0, mark_padding), *head_ablation_hooks(
+        [(0, 1)], "mean", "audio_encoder.", inputs=inputs, model=model), capture])
+    expected = z[0, :30, 1].mean(0)
+    torch.testing.assert_close(seen["z"][0, :, 1], expected.expand(z.shape[1], -1), atol=1e-6, rtol=1e-5)
+    assert seen["z"][0, :30, 0].sub(z[0, :30, 0]).abs().max() == 0  # other heads untouched
+    with pytest.raises(ValueError, match="needs inputs= .*and model="):
+        head_ablation_hooks([(0, 1)], "mean", "audio_encoder.")
+
+
+def test_encoder_resample_gives_each_clip_the_donor_rows_clip_in_the_same_place(model):
+    """Was: row donors [1, 0] were applied to the encoder's rows, which are clips: with two clips per row, row 0's
+    clips swapped with each other instead of taking row 1's. Now clip i of a row takes clip i of its donor row."""
+    inputs = model.to_inputs(**make_inputs([[100, 60], [100, 60]], text_lengths=[3, 3], seed=4))
+    inputs = inputs.with_token_rows([inputs.real_token_rows()[0]] * 2, pad_id=0)
+    donors = same_prompt_donors(inputs)
+    assert donors.tolist() == [1, 0] and model.window_clips(inputs).tolist() == [0, 1, 2, 3]
+    _, cache = model.run_with_cache(inputs, names_filter=[ENCODER_Z0])
+    z, seen = cache[ENCODER_Z0], {}
+    capture = (ENCODER_Z0, lambda t, hook: seen.__setitem__("z", t.detach().clone()))
+    model.run_with_hooks(inputs, fwd_hooks=[*head_ablation_hooks(
+        [(0, 2)], "resample", "audio_encoder.", donors, inputs=inputs, model=model), capture])
+    torch.testing.assert_close(seen["z"][:, :, 2], z[[2, 3, 0, 1], :, 2])  # clips of the other row, same places
+    assert (z[[1, 0, 3, 2], :, 2] - z[[2, 3, 0, 1], :, 2]).abs().max() > 1e-3  # control: the old swap differs
+    with pytest.raises(ValueError, match="needs inputs= .*and model="):
+        head_ablation_hooks([(0, 2)], "resample", "audio_encoder.", donors)
 
 
 @pytest.mark.parametrize(

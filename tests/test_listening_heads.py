@@ -351,7 +351,8 @@ def test_toy_encoder_heads_ranked_by_ablation_matter_more_than_random_heads(toy)
     donors, cfg = same_prompt_donors(test), toy.cfg.audio
 
     def accuracy(heads):
-        hooks = head_ablation_hooks(heads, "resample", prefix="audio_encoder.", donors=donors) if heads else []  # []: clean
+        hooks = (head_ablation_hooks(heads, "resample", prefix="audio_encoder.", donors=donors, inputs=test, model=toy)
+                 if heads else [])  # []: clean
         logits = toy.run_with_hooks(test, fwd_hooks=hooks)[torch.arange(len(answers)), test.last_positions]
         return float((logits.argmax(-1) == answers).float().mean())
 

@@ -150,3 +150,42 @@ def test_listening_attention_silence_steering_and_encoder_heads(spec):
     assert donors.tolist() == [1, 0] and (z[0][0] - z[0][1]).abs().max() > 1e-4  # the two rows heard different clips
     torch.testing.assert_close(z[1][:, :, 1], z[0].flip(0)[:, :, 1], atol=0, rtol=0)  # head 1 from the other row
     torch.testing.assert_close(z[1][:, :, 0], z[0][:, :, 0], atol=0, rtol=0)  # control: head 0 untouched
+
+
+@pytest.mark.parametrize("spec", FAMILY)
+@torch.no_grad()
+def test_encoder_head_mean_and_resample_ablation_read_the_encoders_own_rows(spec):
+    """The encoder's blocks run on windows (Qwen-Omni: a clip's attention windows), not batch rows. Mean ablation
+    averages the frames ``encoder_real_frames`` marks (padding given unmistakable values must not move it), and
+    resampling gives each of a row's windows the window in the same place of the donor row's clip."""
+    _, model = build_pair(spec)
+    name = "audio_encoder.blocks.0.attn.hook_z"
+    inputs = model.to_inputs(**inputs_of(spec, "batch_padded_different_lengths", seed=2))
+    real = model.encoder_real_frames(inputs)
+
+    def mark_padding(t, hook):
+        t = t.clone()
+        t[~real] = 100.0
+        return t
+
+    seen = {}
+    capture = (name, lambda t, hook: seen.__setitem__("z", t.clone()))
+    model.run_with_hooks(inputs, fwd_hooks=[(name, mark_padding), capture])
+    marked = seen["z"]
+    model.run_with_hooks(inputs, fwd_hooks=[(name, mark_padding), *head_ablation_hooks(
+        [(0, 1)], "mean", "audio_encoder.", inputs=inputs, model=model), capture])
+    expected = marked[real][:, 1].mean(0)
+    torch.testing.assert_close(seen["z"][:, :, 1], expected.expand_as(seen["z"][:, :, 1]), atol=1e-5, rtol=1e-5)
+
+    clip = spec.cases["batch_padded_different_lengths"][0]
+    twin = model.to_inputs(**spec.make_inputs([clip, clip], text_lengths=[3, 3], seed=2))
+    twin = twin.with_token_rows([twin.real_token_rows()[0]] * 2, pad_id=0)
+    model.run_with_hooks(twin, fwd_hooks=[capture])
+    clean = seen["z"]
+    half = clean.shape[0] // 2  # row 0's windows, then row 1's
+    model.run_with_hooks(twin, fwd_hooks=[*head_ablation_hooks(
+        [(0, 1)], "resample", "audio_encoder.", same_prompt_donors(twin), inputs=twin, model=model), capture])
+    swapped = torch.cat([clean[half:], clean[:half]])
+    torch.testing.assert_close(seen["z"][:, :, 1], swapped[:, :, 1], atol=0, rtol=0)
+    torch.testing.assert_close(seen["z"][:, :, 0], clean[:, :, 0], atol=0, rtol=0)  # control: head 0 untouched
+    assert (clean[:half, :, 1] - clean[half:, :, 1]).abs().max() > 1e-4  # the two rows' clips differ

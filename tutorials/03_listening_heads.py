@@ -232,7 +232,7 @@ encoder_effects = head_ablation_effects(model, calib, right_log_prob(calib, cali
 encoder_top = top_heads(encoder_effects, 3)
 cfg = model.cfg.audio
 encoder_ablated = lambda heads: correct_of(test, test_answers, head_ablation_hooks(  # noqa: E731
-    heads, "resample", prefix="audio_encoder.", donors=donors)).float().mean().item()
+    heads, "resample", prefix="audio_encoder.", donors=donors, inputs=test, model=model)).float().mean().item()
 print("encoder heads by ablation effect:", encoder_top, f"top-3 resampled {encoder_ablated(encoder_top):.2f};",
       "random 3:", [round(encoder_ablated(random_heads(cfg.n_layers, cfg.n_heads, 3, exclude=encoder_top, seed=s)), 2) for s in range(5)])
 # Measured: accuracy 0.90 with the clips, 0.25-0.32 (chance 0.25) under each counterfactual; |s(x)| 50.4

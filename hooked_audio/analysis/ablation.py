@@ -50,30 +50,67 @@ def head_ablation_hooks(
     same batch; build them with ``same_prompt_donors``). ``mode="mean"`` averages over real positions
     only: pass ``inputs=`` (the ``AudioTextInput``, whose attention mask says which positions are real, or
     a bool mask ``[batch, pos]``); it is required when the batch has more than one row. Positions past the
-    mask (tokens added by ``generate``) count as real. ``prefix="audio_encoder."`` targets the audio
-    encoder's heads instead of the decoder's (its mean mode needs a ``[clips, frames]`` mask of real
-    frames). ``model=`` checks every layer and head index against the model before anything runs. ``heads``
-    must be non-empty and name each head once (a repeat would ablate fewer heads than were listed)."""
+    mask (tokens added by ``generate``) count as real. ``model=`` checks every layer and head index against
+    the model before anything runs. ``heads`` must be non-empty and name each head once (a repeat would
+    ablate fewer heads than were listed).
+
+    ``prefix="audio_encoder."`` targets the audio encoder's heads. Its blocks run on windows (or a clip's
+    attention windows), not on batch rows, so both modes that read other positions need ``inputs=`` (the
+    run's ``AudioTextInput``) and ``model=``: mean mode averages the frames ``model.encoder_real_frames``
+    marks real (always, one clip too: a clip's padded window is mostly padding), or takes that mask itself;
+    resample mode maps the row donors to windows, so that each clip's windows take those of the clip in the
+    same place of the donor row."""
     if mode not in MODES:
         raise ValueError(f"mode must be 'zero', 'mean' or 'resample', got {mode!r}")
     if (mode == "resample") != (donors is not None):
         raise ValueError("pass donors=same_prompt_donors(inputs) with mode='resample', and only then")
-    if inputs is not None and mode != "mean":
-        raise ValueError(f"inputs= is used by mode='mean' only (mode={mode!r} needs no mask)")
-    real = _real_positions_mask(inputs, prefix)
+    encoder = prefix.startswith("audio_encoder")
+    if inputs is not None and mode == "zero" or inputs is not None and mode == "resample" and not encoder:
+        raise ValueError(f"inputs= is used by mode='mean' and by encoder resampling only (mode={mode!r} needs no mask)")
+    if encoder and mode != "zero" and (inputs is None or model is None) and not (mode == "mean" and torch.is_tensor(inputs)):
+        raise ValueError(
+            f"mode={mode!r} on encoder heads needs inputs= (this run's AudioTextInput) and model=: the encoder's rows "
+            "are windows, not batch rows, and its padded frames are no clip's (mean mode also takes a bool mask "
+            "[rows, frames], e.g. model.encoder_real_frames(inputs))")
+    real = _real_positions_mask(inputs, prefix, model) if mode == "mean" else None
     if donors is not None:
         donors = _check_donors(donors)
+        window_donors = encoder_window_donors(model, inputs, donors) if encoder else None
     checked = checked_head_pairs(heads, model, prefix)
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in checked:
         by_layer[layer].append(head)
-    # resampled decoder heads: every run checks that each row and its donor share the prompt (encoder donors are clips)
-    check = None if donors is None or prefix else functools.partial(_check_donors_share_prompt, donors)
-
+    # resampled heads: every run checks that each row and its donor share the prompt
+    check = None if donors is None else functools.partial(_check_donors_share_prompt, donors)
     return [(f"{prefix}blocks.{layer}.attn.hook_z",
-             functools.partial(_ablate, layer=layer, layer_heads=hs, mode=mode, real=real, donors=donors,
+             functools.partial(_ablate, layer=layer, layer_heads=hs, mode=mode, real=real,
+                               donors=window_donors if encoder and donors is not None else donors,
                                check_inputs=check, built_for=inputs if isinstance(inputs, AudioTextInput) else None))
             for layer, hs in sorted(by_layer.items())]
+
+
+def encoder_window_donors(model, inputs: AudioTextInput, donors: Int[torch.Tensor, " batch"]) -> Int[torch.Tensor, " window"]:
+    """Row donors as donors of the encoder's feature rows (windows): the ``j``-th window of a row's ``i``-th clip
+    takes the ``j``-th window of the ``i``-th clip of its donor row."""
+    if len(donors) != inputs.shape[0]:
+        raise ValueError(f"donors has {len(donors)} rows but the batch has {inputs.shape[0]}: build them with "
+                         "same_prompt_donors(inputs) for these inputs")
+    clips = model.window_clips(inputs)
+    if clips is None:
+        raise ValueError("these inputs' audio features do not match their placeholders (run them once to see why)")
+    place = {span.clip: (row, i) for row, spans in enumerate(inputs.audio_spans) for i, span in enumerate(spans)}
+    seen: dict[int, int] = defaultdict(int)
+    keys = []
+    for clip in clips.tolist():
+        keys.append((*place[clip], seen[clip]))
+        seen[clip] += 1
+    where = {key: window for window, key in enumerate(keys)}
+    missing = [(row, i, j) for row, i, j in keys if (int(donors[row]), i, j) not in where]
+    if missing:
+        row, i, j = missing[0]
+        raise ValueError(f"row {row}'s clip {i} has a window {j} that its donor row {int(donors[row])} lacks: resample "
+                         "donors need the same clips in the same places (same_prompt_donors(inputs) pairs such rows)")
+    return torch.tensor([where[(int(donors[row]), i, j)] for row, i, j in keys])
 
 
 def _ablate(z: torch.Tensor, hook, *, layer: int, layer_heads: list[int], mode: str, real: torch.Tensor | None,
@@ -97,8 +134,11 @@ def _ablate(z: torch.Tensor, hook, *, layer: int, layer_heads: list[int], mode: 
             )
         z[:, :, layer_heads] = _masked_mean(z[:, :, layer_heads], real, hook.name)
     else:
+        if hook.name.startswith("audio_encoder") and len(donors) != z.shape[0] and z.shape[0] % len(donors) == 0:
+            per = z.shape[0] // len(donors)  # a clip's attention windows as consecutive rows (Qwen-Omni)
+            donors = (donors[:, None] * per + torch.arange(per)).flatten()
         if len(donors) != z.shape[0]:
-            raise ValueError(f"donors has {len(donors)} rows but the batch has {z.shape[0]}")
+            raise ValueError(f"donors has {len(donors)} rows but {hook.name} has {z.shape[0]}")
         if int(donors.max()) >= z.shape[0]:
             raise ValueError(f"donors names row {int(donors.max())}, but the batch has {z.shape[0]} rows")
         z[:, :, layer_heads] = z[donors.to(z.device)][:, :, layer_heads]
@@ -132,12 +172,12 @@ def head_ablation_effects(
     """How much ablating each head alone lowers ``metric(logits)`` (a scalar over the batch, e.g. the mean
     log-prob of the right label): ``metric(clean) - metric(ablated)``, one forward per head. A ranking for heads
     that no attention score can rank, such as the audio encoder's (``prefix="audio_encoder."``), whose every key
-    is audio. ``mask`` is the real-frame mask ``[clips, frames]`` of ``mode="mean"`` on encoder heads (decoder
-    heads use the inputs' attention mask)."""
+    is audio. ``mask`` overrides which positions ``mode="mean"`` averages (by default the inputs' real
+    positions, or on encoder heads ``model.encoder_real_frames(inputs)``)."""
     inputs = model.to_inputs(inputs)
     encoder = prefix.startswith("audio_encoder")
     cfg = model.cfg.audio if encoder else model.cfg
-    if mode == "mean" and mask is None and not encoder:
+    if mask is None and (mode == "mean" or mode == "resample" and encoder):
         mask = inputs
     clean = metric_value(metric(model(inputs)))
     effects = torch.zeros(cfg.n_layers, cfg.n_heads)
@@ -200,15 +240,12 @@ def _check_donors(donors) -> torch.Tensor:
     return donors
 
 
-def _real_positions_mask(inputs, prefix: str) -> torch.Tensor | None:
+def _real_positions_mask(inputs, prefix: str, model=None) -> torch.Tensor | None:
     if inputs is None:
         return None
     if isinstance(inputs, AudioTextInput):
         if prefix.startswith("audio_encoder"):
-            raise ValueError(
-                "mean ablation of encoder heads needs inputs= a bool mask [clips, frames] of real encoder "
-                "frames; the AudioTextInput's attention mask covers decoder positions"
-            )
+            return model.encoder_real_frames(inputs)
         if inputs.attention_mask is None:
             return torch.ones(inputs.shape, dtype=torch.bool)
         return inputs.attention_mask.bool()
@@ -225,7 +262,7 @@ def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch
     if real is None:
         if z.shape[0] > 1:
             what = (
-                "a bool mask [clips, frames] of real encoder frames" if name.startswith("audio_encoder")
+                "a bool mask [rows, frames] of real encoder frames" if name.startswith("audio_encoder")
                 else "the AudioTextInput or its attention mask"
             )
             raise ValueError(
@@ -234,7 +271,8 @@ def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch
             )
         return z.float().mean(dim=(0, 1), keepdim=True).to(z.dtype)
     real = real.to(z.device)
-    if real.shape[0] != z.shape[0] or real.shape[1] > z.shape[1]:
+    encoder = name.startswith("audio_encoder")
+    if real.shape[0] != z.shape[0] or real.shape[1] > z.shape[1] or encoder and real.shape[1] != z.shape[1]:
         raise ValueError(
             f"the mask given as inputs= is {tuple(real.shape)} but {name} has [batch, pos] = {tuple(z.shape[:2])}; "
             "pass the inputs of this run"

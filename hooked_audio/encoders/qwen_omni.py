@@ -67,6 +67,14 @@ class Qwen2_5OmniEncoder(WhisperEncoder):
         chunk = self.cfg.chunk_mel_frames
         return (mel_lengths // chunk) * self.chunk_frames + self.stem.output_lengths(mel_lengths % chunk)
 
+    def real_block_frames(self, mel_lengths: Int[torch.Tensor, "clip"], n_mel_frames: int) -> Bool[torch.Tensor, "row frame"]:
+        """The blocks run on each clip's attention windows as rows (a clip's windows consecutive): which of their
+        frames lie before the clip's end."""
+        n_frames = math.ceil(n_mel_frames / self.cfg.chunk_mel_frames) * self.chunk_frames
+        window = self.cfg.attention_window_frames
+        frames = torch.arange(math.ceil(n_frames / window) * window)
+        return (frames[None, :] < self.frame_lengths(mel_lengths.cpu())[:, None]).reshape(-1, window)
+
     # --- forward steps ---------------------------------------------------------------------------
     def forward(
         self,

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
 from .whisper import WhisperEncoder
 
@@ -16,6 +16,11 @@ from .whisper import WhisperEncoder
 class VoxtralEncoder(WhisperEncoder):
     def frame_mask(self, mel_lengths: Int[torch.Tensor, "window"] | None, x: torch.Tensor) -> None:
         return None
+
+    def real_block_frames(self, mel_lengths: Int[torch.Tensor, "window"], n_mel_frames: int) -> Bool[torch.Tensor, "row frame"]:
+        """Every frame: with no frame mask, the padding of a window is encoded and attended to like the clip."""
+        n_frames = int(self.stem.output_lengths(torch.tensor([n_mel_frames]))[0])
+        return torch.ones(len(mel_lengths), n_frames, dtype=torch.bool)
 
     def pool_and_norm(self, x: Float[torch.Tensor, "window frame d"]) -> Float[torch.Tensor, "window token d_out"]:
         return self.pool(self.ln_post(x))

@@ -14,7 +14,7 @@ features: one clip, or one 30 s piece of a long clip for families whose processo
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import nn
 
 from ..components.audio_stem import WhisperConvStem
@@ -66,6 +66,12 @@ class WhisperEncoder(nn.Module):
         """Audio tokens each window yields (HF's formula for the family)."""
         frames = self.frame_lengths(mel_lengths)
         return frames if self.cfg.pooling is None else self.cfg.pooling.output_lengths(frames)
+
+    def real_block_frames(self, mel_lengths: Int[torch.Tensor, "window"], n_mel_frames: int) -> Bool[torch.Tensor, "row frame"]:
+        """Which frames of each row the blocks run on (their ``hook_*`` rows) are the clip's, not padding: the
+        frames a query may attend to."""
+        n_frames = int(self.stem.output_lengths(torch.tensor([n_mel_frames]))[0])
+        return torch.arange(n_frames)[None, :] < self.frame_lengths(mel_lengths.cpu())[:, None]
 
     # --- the forward, step by step -------------------------------------------------------------------
     def forward(
