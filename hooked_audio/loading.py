@@ -37,7 +37,7 @@ def from_hf_model(
     center_unembed: bool = False,
     center_writing_weights: bool = False,
 ) -> HookedAudioTransformer:
-    """Re-implement ``hf_model``. Weights are copied (``copy_weights=False`` shares them, saving memory
+    """Re-implement ``hf_model`` (of a full Omni model, its ``thinker``: the audio + text part). Weights are copied (``copy_weights=False`` shares them, saving memory
     when the HF model is thrown away); the HF model itself is never modified. The default keeps raw HF
     weights, so every activation is HF's (direct logit attribution is exact all the same); ``fold_ln``,
     ``fold_value_biases`` and ``center_unembed`` apply TransformerLens's weight processing
@@ -45,11 +45,14 @@ def from_hf_model(
     processing = dict(fold_ln=fold_ln, fold_value_biases=fold_value_biases, center_unembed=center_unembed,
                       center_writing_weights=center_writing_weights)
     check_options(**processing)  # before any work: a wrong type or an inexact option is refused first
+    generation_config = getattr(hf_model, "generation_config", None)  # what HF's generate stops on and pads with
+    thinker = getattr(hf_model, "thinker", None)
+    if isinstance(thinker, nn.Module) and hasattr(thinker, "config"):  # a full Omni model: its audio + text part
+        hf_model = thinker
     family = family_for_model_type(hf_model.config.model_type)
     cfg = family.to_config(hf_model.config)
     check_tying(hf_model, cfg.tie_word_embeddings, family.name)
     cfg.model_name = getattr(hf_model.config, "_name_or_path", "") or "custom"
-    generation_config = getattr(hf_model, "generation_config", None)  # what HF's generate stops on and pads with
     generation_eos = getattr(generation_config, "eos_token_id", None)
     if generation_eos is not None:
         cfg.eos_token_ids = tuple(generation_eos if isinstance(generation_eos, (list, tuple)) else [generation_eos])

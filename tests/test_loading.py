@@ -75,3 +75,33 @@ def test_text_config_tying_is_read_where_hf_reads_it():
     inputs = make_inputs([[100]])
     with torch.no_grad():
         assert (model(**inputs) - hf(**inputs).logits).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_omni", "qwen3_omni"])
+@torch.no_grad()
+def test_a_full_omni_model_in_memory_loads_its_thinker(name):
+    """Was: from_hf_model(full Omni model) died in HF's "get_input_embeddings not auto-handled" error; its audio +
+    text part is the thinker, which from_pretrained of a full checkpoint already loads. And Qwen3-Omni's encoder
+    output width other than the decoder's was a raw load_state_dict size mismatch (Qwen2.5-Omni said why)."""
+    import transformers
+    from family_harness import build_pair
+    from test_family_contract import SPECS, inputs_of
+
+    spec = SPECS[name]
+    thinker, from_thinker = build_pair(spec)
+    full_class, config_class = {
+        "qwen2_5_omni": (transformers.Qwen2_5OmniForConditionalGeneration, transformers.Qwen2_5OmniConfig),
+        "qwen3_omni": (transformers.Qwen3OmniMoeForConditionalGeneration, transformers.Qwen3OmniMoeConfig),
+    }[name]
+    full = full_class(config_class(thinker_config=thinker.config.to_dict(), enable_audio_output=False)).eval()
+    full.thinker.load_state_dict(thinker.state_dict())
+    model = HookedAudioTransformer.from_hf_model(full)
+    inputs = inputs_of(spec, "batch_padded_different_lengths", seed=3)
+    expected = thinker(**inputs).logits
+    assert (model(model.to_inputs(**inputs)) - expected).abs().max() <= 1e-4
+    assert (from_thinker(from_thinker.to_inputs(**inputs)) - expected).abs().max() <= 1e-4  # control: the thinker itself
+    wide = thinker.config.to_dict()
+    wide["audio_config"]["output_dim"] = wide["text_config"]["hidden_size"] * 2
+    family = family_for_model_type(thinker.config.model_type)
+    with pytest.raises(ValueError, match="output_dim .* != text_config.hidden_size"):
+        family.to_config(type(thinker.config)(**wide))

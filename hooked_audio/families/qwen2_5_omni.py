@@ -34,11 +34,17 @@ def thinker_config(hf_config):
     return getattr(hf_config, "thinker_config", None) or hf_config
 
 
+def check_output_dim(audio, text) -> None:
+    """The encoder's last projection writes audio tokens straight into the decoder's embedding space."""
+    if audio.output_dim != text.hidden_size:
+        raise ValueError(f"audio_config.output_dim {audio.output_dim} != text_config.hidden_size {text.hidden_size}: the "
+                         "encoder's output is spliced into the decoder's embeddings unprojected, so the two must match")
+
+
 def config_from_hf(hf_config) -> HookedAudioConfig:
     thinker = thinker_config(hf_config)
     text, audio = thinker.text_config, thinker.audio_config
-    if audio.output_dim != text.hidden_size:
-        raise ValueError(f"audio output_dim {audio.output_dim} != text hidden_size {text.hidden_size}")
+    check_output_dim(audio, text)
     if audio.scale_embedding:
         raise NotImplementedError("scale_embedding=True is not supported")
     return HookedAudioConfig(

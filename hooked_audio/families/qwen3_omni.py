@@ -29,7 +29,7 @@ from ..components.projector import MLPProjectorConfig
 from ..config import AudioEncoderConfig, HookedAudioConfig
 from .base import decoder_fields_from_hf, decoder_rules, tied_embeddings, whisper_block_rules
 from .base import WHISPER_AUDIO
-from .qwen2_5_omni import AUDIO_INPUTS, QWEN2_5_OMNI, thinker_config
+from .qwen2_5_omni import AUDIO_INPUTS, QWEN2_5_OMNI, check_output_dim, thinker_config
 
 TEXT = frozenset({
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -69,6 +69,7 @@ def encoder_config_from_hf(audio) -> AudioEncoderConfig:
 def config_from_hf(hf_config) -> HookedAudioConfig:
     thinker = thinker_config(hf_config)
     text, audio = thinker.text_config, thinker.audio_config
+    check_output_dim(audio, text)
     if getattr(text, "mlp_only_layers", None) or getattr(text, "decoder_sparse_step", 1) != 1:
         raise NotImplementedError("dense (mlp_only_layers / decoder_sparse_step) decoder layers are not supported")
     if getattr(text, "attention_bias", False):
