@@ -704,8 +704,9 @@ def _shift_factor_lines(card: dict) -> list[str]:
     test, names = card["results"]["test"], list(factors)
     n = card["eval"]["clips_per_task"]
     lines = ["", f"Shifted, one factor at a time (the other factors in distribution; seed {card['eval']['seed']}, {n}"
-             f" clips per task and factor, so a 95 % interval is up to +-{1.96 * (0.25 / n) ** 0.5:.2f} wide): which"
-             " shift costs which task.", "",
+             f" clips per task and factor, so a 95 % interval is up to +-{1.96 * (0.25 / n) ** 0.5:.2f} wide; each"
+             " column's clips are drawn afresh, not the in-distribution clips with one factor changed, so a difference"
+             " within those intervals is not a cost): which shift costs which task.", "",
              "| task | in distribution | " + " | ".join(names) + " | all (shifted) |", "|---" * (len(names) + 3) + "|"]
     for scope in [task["name"] for task in card["tasks"]] + ["overall"]:
         row = [f"{test[scope]['accuracy']:.2f}"] + [
