@@ -67,7 +67,8 @@ def head_ablation_hooks(
     encoder = prefix.startswith("audio_encoder")
     if inputs is not None and mode == "zero" or inputs is not None and mode == "resample" and not encoder:
         raise ValueError(f"inputs= is used by mode='mean' and by encoder resampling only (mode={mode!r} needs no mask)")
-    if encoder and mode != "zero" and (inputs is None or model is None) and not (mode == "mean" and torch.is_tensor(inputs)):
+    given_inputs = isinstance(inputs, AudioTextInput) and model is not None
+    if encoder and (mode == "resample" and not given_inputs or mode == "mean" and not (given_inputs or torch.is_tensor(inputs))):
         raise ValueError(
             f"mode={mode!r} on encoder heads needs inputs= (this run's AudioTextInput) and model=: the encoder's rows "
             "are windows, not batch rows, and its padded frames are no clip's (mean mode also takes a bool mask "
