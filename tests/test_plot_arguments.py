@@ -63,7 +63,8 @@ def test_back_patching_not_swept_cells_grey_and_refusals():
     image = fig.axes[0].images[0]
     assert image.get_array().mask.tolist() == [[True, True, True], [False, True, True], [False, False, True]]
     assert image.cmap.get_bad().tolist() == list(GREY)
-    assert fig.axes[0].get_title() == "change of the text-dominance rate (grey: not swept)"
+    assert fig.axes[0].get_title().replace("\n", " ") == "change of the text-dominance rate (grey: not swept)"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2"]  # layers, not half-layer ticks
     with pytest.raises(ValueError, match=r"^sweep is all NaN \(no pair swept\): nothing to plot$"):
         conflict_plots.plot_back_patching(torch.full((3, 3), float("nan")), 0.5)
     with pytest.raises(ValueError, match=r"^baseline must be the finite unpatched value, got nan$"):
@@ -116,3 +117,41 @@ def test_ablation_axis_widened_not_clipped(tmp_path, monkeypatch):
 def test_report_table_refuses_ragged_rows():
     with pytest.raises(ValueError, match=r"^table row 0 has 1 cells but the header has 2 columns: \[1\]$"):
         HtmlReport("t").table(["a", "b"], [[1]])
+
+
+def test_auc_head_scores_are_white_at_chance():
+    """Was: the map was white at 0 whatever the method, so an AUC of 0 (attends more when wrong) was drawn as
+    "no effect" and every chance head (0.5) as a listening one."""
+    auc = torch.tensor([[0.0, 1.0], [0.5, 0.6]])
+    image = method_plots.plot_head_scores(auc, centre=0.5).axes[0].images[0]
+    assert image.get_clim() == (0.0, 1.0)
+    white = image.cmap(image.norm(0.5))
+    assert white == pytest.approx(image.cmap(0.5))  # chance is the map's middle
+    assert method_plots.plot_head_scores(auc - 0.5).axes[0].images[0].get_clim() == (-0.5, 0.5)  # control: centre 0
+
+
+def test_temporal_profiles_refuse_a_row_of_several_clips():
+    """Was: a row holding two clips (token times restarting at 0 s) was drawn as one line jumping back in time."""
+    two_clips = torch.cat([torch.arange(8) * 0.1, torch.arange(5) * 0.1])
+    with pytest.raises(ValueError, match="seconds go back in time along the row"):
+        temporal_plots.plot_temporal_profiles(two_clips, {"a": torch.rand(13)})
+    padded = torch.cat([torch.full((3,), float("nan")), torch.arange(8) * 0.1])  # control: NaN padding is no clip
+    fig = temporal_plots.plot_temporal_profiles(padded, {"a": torch.rand(11)}, ylabel="attention from the answer")
+    assert fig.axes[0].get_ylabel() == "attention from the answer"
+
+
+def test_ablation_bars_whose_names_wrap_alike_stay_two(tmp_path, monkeypatch):
+    """Was: names that wrap to the same text ("a b", "a\\nb") were one category: both bars drawn at one place."""
+    seen = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: seen.setdefault("fig", fig))
+    plots.plot_ablation({"a b": 0.9, "a\nb": 0.3}, tmp_path / "d.png", "")
+    ax = seen["fig"].axes[0]
+    assert [p.get_x() + p.get_width() / 2 for p in ax.patches] == [0, 1]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([0.9, 0.3])
+
+
+def test_lens_heatmap_writes_line_breaks_in_its_token_labels(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: seen.setdefault("fig", fig))
+    plots.plot_lens_heatmap(np.random.rand(2, 4), ["0", "1"], ["a", "\n", "<|AUDIO|>", "b"], (2, 3), 0.04, tmp_path / "l.png", "t")
+    assert [t.get_text() for t in seen["fig"].axes[0].get_xticklabels()] == ["a", "\\n", "b"]

@@ -4,6 +4,7 @@ Agg); each returns the figure."""
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -34,10 +35,13 @@ def plot_back_patching(sweep: torch.Tensor, baseline: float, title: str = "text-
     change, cmap, n_masked = masked_cells((sweep - float(baseline)).numpy(), "RdBu_r",
                                           "sweep is all NaN (no pair swept): nothing to plot")
     limit = max(float(np.abs(change).max()), 1e-6)
-    fig, ax = plt.subplots(figsize=(4, 3.2))
+    fig, ax = plt.subplots(figsize=(5, 3.6))
     image = ax.imshow(change, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(change.shape[1]))
+    ax.set_yticks(range(change.shape[0]))
     ax.set_xlabel("destination layer")
     ax.set_ylabel("source layer")
-    ax.set_title(f"change of the {title}" + (" (grey: not swept)" if n_masked else ""))
+    ax.set_title("\n".join(textwrap.wrap(f"change of the {title}" + (" (grey: not swept)" if n_masked else ""), 48)),
+                 fontsize=9)
     fig.colorbar(image, ax=ax)
     return finish(fig, path)

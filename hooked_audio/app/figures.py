@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -49,6 +50,7 @@ def lines_by_layer(curves: dict, ylabel: str, xlabel: str = "layer (0 = embeddin
         ax.plot(layers, values, marker="o", label=label)
     for label, y in (references or {}).items():
         ax.axhline(y, color="grey", ls=":", lw=0.9, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if ylim is not None:

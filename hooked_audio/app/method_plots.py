@@ -18,17 +18,18 @@ def plot_information_by_layer(curves: dict[str, torch.Tensor], n_labels: int | N
                           ylim=(0, 1.05), path=path)
 
 
-def plot_head_scores(scores: torch.Tensor, title: str = "listening-head score", path=None):
-    """A [layer, head] heat map (e.g. ``listening_head_scores``); heads scored -inf (excluded) or NaN are drawn
-    grey, and the title says so (the colour map's white is a score, not a gap)."""
+def plot_head_scores(scores: torch.Tensor, title: str = "listening-head score", path=None, centre: float = 0.0):
+    """A [layer, head] heat map (e.g. ``listening_head_scores``) on a diverging map whose white is ``centre``, the
+    score of no effect: 0 for point-biserial and difference scores, 0.5 for ``method="auc"``. Heads scored -inf
+    (excluded) or NaN are drawn grey, and the title says so (the colour map's white is a score, not a gap)."""
     values = torch.as_tensor(scores).float()
     if values.ndim != 2:
         raise ValueError(f"scores must be a [layer, head] table, got shape {tuple(values.shape)}")
     masked, cmap, n_masked = masked_cells(values.numpy(), "RdBu_r", "every head is unscored (-inf or NaN): nothing "
                                           "to plot; lower min_attention or check the inputs")
     fig, ax = plt.subplots(figsize=(4, 3.2))
-    bound = float(np.nanmax(np.abs(masked.compressed()))) or 1.0  # white at 0: a diverging map centred on no effect
-    image = ax.imshow(masked, cmap=cmap, aspect="auto", vmin=-bound, vmax=bound)
+    bound = float(np.nanmax(np.abs(masked.compressed() - centre))) or 1.0  # white at no effect
+    image = ax.imshow(masked, cmap=cmap, aspect="auto", vmin=centre - bound, vmax=centre + bound)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(values.shape[1]))

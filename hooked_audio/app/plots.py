@@ -41,6 +41,11 @@ def plot_lens_curves(probs: np.ndarray, layer_labels: list[str], names: list[str
     return _save(fig, path)
 
 
+def visible(token: str) -> str:
+    """A token as a tick label: line breaks and tabs written out (a bare newline label is blank)."""
+    return token.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+
+
 def plot_lens_heatmap(
     probs: np.ndarray, layer_labels: list[str], tokens: list[str], audio: tuple[int, int] | None,
     seconds_per_token: float, path: Path, title: str,
@@ -65,8 +70,8 @@ def plot_lens_heatmap(
             ax.axvline(start + s / seconds_per_token - 0.5, color="white", lw=0.5, alpha=0.4)
         ax.text(start, -0.7, f"audio {end - start} tokens ({(end - start) * seconds_per_token:.1f} s)", fontsize=8)
     text_positions = [i for i in range(len(tokens)) if audio is None or not (audio[0] <= i < audio[1])]
-    ax.set_xticks(text_positions, [tokens[i] for i in text_positions], rotation=90, fontsize=6)
-    ax.set_title(title)
+    ax.set_xticks(text_positions, [visible(tokens[i]) for i in text_positions], rotation=90, fontsize=6)
+    ax.set_title(title, pad=14)  # above the audio span's label
     fig.colorbar(image, ax=ax, label="P(answer)")
     return _save(fig, path)
 
@@ -107,9 +112,12 @@ def plot_ablation(
     names = ["\n".join(textwrap.wrap(name, 18)) for name in results]
     values = list(results.values())
     palette = ["#4c72b0", "#c44e52", "#8c8c8c", "#dd8452", "#b3b3b3", "#55a868"]
-    bars = ax.bar(names, values, color=[palette[i % len(palette)] for i in range(len(names))])
+    # at 0..n-1, named by tick: two names that wrap to the same text stay two bars
+    bars = ax.bar(range(len(names)), values, color=[palette[i % len(palette)] for i in range(len(names))])
+    ax.set_xticks(range(len(names)), names)
     for bar, value in zip(bars, values):
-        ax.text(bar.get_x() + bar.get_width() / 2, value + 0.01, f"{value:.2f}", ha="center", fontsize=9)
+        ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value), xytext=(0, 2 if value >= 0 else -2),
+                    textcoords="offset points", ha="center", va="bottom" if value >= 0 else "top", fontsize=9)
     if chance is not None:
         ax.axhline(chance, color="black", ls="--", lw=0.8)
         ax.text(len(values) - 0.5, chance + 0.01, "chance", ha="right", fontsize=8)

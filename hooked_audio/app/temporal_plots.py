@@ -14,12 +14,13 @@ from .figures import finish  # noqa: E402
 
 def plot_temporal_profiles(
     seconds: torch.Tensor, profiles: dict[str, torch.Tensor], events=(), queried: str | None = None,
-    window: tuple[float, float] | None = None, title: str = "", path=None,
+    window: tuple[float, float] | None = None, title: str = "", path=None, ylabel: str = "attention from the last position",
 ):
     """Attention profiles over one clip's seconds (one line per profile, e.g. with / without steering), the
     clip's ``events`` ``((name, start_s, end_s), ...)`` shaded (the ``queried`` one darker) and an optional
     predicted ``window`` ``(start_s, end_s)`` outlined. NaN padding is dropped. One clip: ``seconds`` and each
-    profile are 1-D over its audio tokens (``seconds[row]``, ``profile[row]``)."""
+    profile are 1-D over its audio tokens (``seconds[row]``, ``profile[row]``); ``ylabel`` names the query (another
+    than the last position, when ``temporal_attention`` was given one)."""
     seconds = torch.as_tensor(seconds).float()
     if seconds.ndim != 1:
         raise ValueError(f"seconds must be one clip's token times (1-D), got shape {tuple(seconds.shape)}; pass seconds[row]")
@@ -34,6 +35,9 @@ def plot_temporal_profiles(
             raise ValueError(f"profile {name!r} has shape {shape} but seconds has {tuple(seconds.shape)}; pass one "
                              "clip's profile (profile[row]) over the same audio tokens as seconds")
     times = seconds[keep]
+    if bool((times[1:] < times[:-1]).any()):
+        raise ValueError("seconds go back in time along the row: it holds several clips (each starts at 0 s); plot one "
+                         "clip at a time (its positions of inputs.audio_spans[row])")
     step = float((times[1:] - times[:-1]).abs().median()) if len(times) > 1 else 0.0
     low, high = float(times.min()) - step, float(times.max()) + step
     if window is not None:
@@ -61,7 +65,7 @@ def plot_temporal_profiles(
         ax.plot(seconds[keep].tolist(), profile[keep].tolist(), label=name, lw=1.2)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("time in clip (s)")
-    ax.set_ylabel("attention from the last position")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9, pad=14)
     ax.legend(fontsize=7)
     return finish(fig, path)
