@@ -199,3 +199,38 @@ def test_a_hook_returning_another_shape_or_dtype_is_refused_by_name(model):
         half.run_with_hooks(inputs, fwd_hooks=[(name, lambda x, hook: x.float() + 1.0)])
     changed = half.run_with_hooks(inputs, fwd_hooks=[(name, lambda x, hook: (x.float() + 1.0).to(x.dtype))])
     assert (changed.float() - half(inputs).float()).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_a_hook_editing_in_place_changes_only_its_own_run(model):
+    """Was: hook_in held the caller's own features and hook_pos_embed a view of W_pos, so an in-place edit (the
+    TransformerLens idiom of returning None) changed the caller's inputs or the model for every later run."""
+    raw = make_inputs([[100]], seed=5)
+    inputs = model.to_inputs(**raw)
+    features = inputs.audio["input_features"].clone()
+    weights = model.audio_encoder.W_pos.detach().clone()
+    clean = model(inputs)
+    edited = model.run_with_hooks(inputs, fwd_hooks=[
+        ("audio_encoder.hook_in", lambda x, hook: x.mul_(0.5)),
+        ("audio_encoder.hook_pos_embed", lambda x, hook: x.mul_(0.0))])
+    assert (edited - clean).abs().max() > 1e-4  # the edits took effect in their run
+    assert torch.equal(inputs.audio["input_features"], features) and torch.equal(raw["input_features"], features)
+    assert torch.equal(model.audio_encoder.W_pos, weights)
+    assert torch.equal(model(inputs), clean)  # control: the next run is the clean one
+
+
+def test_ln1_forward_hooks_are_refused_while_per_head_inputs_are_on(model):
+    """Was: with split q/k/v inputs the attention normalised its per-head copies itself, so an edit on
+    blocks.{l}.ln1.hook_* fired and was dropped (a frozen-LN-scale patch silently did nothing)."""
+    inputs = model.to_inputs(**make_inputs([[100]], seed=5))
+    hook = [("blocks.0.ln1.hook_scale", lambda x, hook: x * 2)]
+    model.set_use_split_qkv_input(True)
+    try:
+        with pytest.raises(ValueError, match="ln1.hook_scale would change nothing while per-head inputs are on"):
+            model.run_with_hooks(inputs, fwd_hooks=hook)
+        _, cache = model.run_with_cache(inputs, names_filter=["blocks.0.ln1.hook_scale"])  # caching still works
+    finally:
+        model.set_use_split_qkv_input(False)
+    _, plain = model.run_with_cache(inputs, names_filter=["blocks.0.ln1.hook_scale"])
+    torch.testing.assert_close(cache["blocks.0.ln1.hook_scale"], plain["blocks.0.ln1.hook_scale"])
+    assert (model.run_with_hooks(inputs, fwd_hooks=hook) - model(inputs)).abs().max() > 1e-4  # control: split off

@@ -146,8 +146,14 @@ class TransformerBlock(nn.Module):
 
     def _per_head_inputs(self, resid: Float[torch.Tensor, "batch pos d_model"]) -> PerHeadInputs:
         """TransformerLens's split inputs: resid_pre copied per head, hooked, then each copy normalised."""
+        hooked = [p.name for p in (self.ln1.hook_scale, self.ln1.hook_normalized) if p._forward_hooks]
+        if hooked:  # the attention reads the per-head copies, normalised apart: an edit here would be dropped
+            raise ValueError(
+                f"a forward hook on {', '.join(hooked)} would change nothing while per-head inputs are on "
+                "(use_split_qkv_input / use_attn_in): the attention normalises each per-head copy itself. Hook the "
+                "per-head inputs (hook_q_input, ...), or turn the per-head inputs off to edit ln1")
         if self.ln1.hook_scale.is_hooked or self.ln1.hook_normalized.is_hooked:
-            self.ln1(resid)  # ln1's own hooks fire on the unsplit residual (what caches and lenses expect)
+            self.ln1(resid)  # ln1's own points are cached from the unsplit residual (what caches and lenses expect)
         n_heads, n_kv = self.attn.n_heads, self.attn.n_key_value_heads
         if self.use_attn_in:
             attn_in = _normalized(self.ln1, _fire(self.hook_attn_in, self.attn.hook_attn_in, _copies(resid, n_heads)))

@@ -81,7 +81,9 @@ class WhisperEncoder(nn.Module):
     ) -> Float[torch.Tensor, "window token d_out"]:
         """``mel_lengths``: valid mel frames per window (None: all of them)."""
         self.check_features(features, mel_lengths)
-        features = self.hook_in(features.to(self.ln_post.w.dtype))
+        features = features.to(self.ln_post.w.dtype)
+        # a hook editing in place must not reach the caller's features (``to`` returns them when the dtype matches)
+        features = self.hook_in(features.clone() if self.hook_in.is_hooked else features)
         x = self.embed_frames(features, mel_lengths)
         x, rotary = self.add_positions(x)
         x = self.run_blocks(x, mel_lengths, rotary)
@@ -107,7 +109,9 @@ class WhisperEncoder(nn.Module):
     def add_positions(self, x: Float[torch.Tensor, "window frame d"]) -> tuple[Float[torch.Tensor, "window frame d"], Rotary]:
         """Learned absolute positions; returns the rotary tables the blocks need (none here). The table is cast to
         the activations' dtype: HF keeps some position tables in float32 when the rest loads in bfloat16 (Voxtral's)."""
-        return x + self.hook_pos_embed(self.W_pos[: x.shape[1]].to(x.dtype).expand(x.shape[0], -1, -1)), None
+        positions = self.W_pos[: x.shape[1]].to(x.dtype).expand(x.shape[0], -1, -1)
+        # a view of the weights: a hook editing it in place would change the model for every later run
+        return x + self.hook_pos_embed(positions.clone() if self.hook_pos_embed.is_hooked else positions), None
 
     def frame_mask(
         self, mel_lengths: Int[torch.Tensor, "window"] | None, x: Float[torch.Tensor, "window frame d"]
