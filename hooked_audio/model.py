@@ -37,6 +37,7 @@ from .components.time_rotary import TimeRotaryEmbedding
 from .config import HookedAudioConfig
 from .encoders import build_encoder
 from .hook_points import HookPoint, hook_pairs, to_cache, unknown_hook_name_error
+from .indices import rows_on_padding
 from .weight_views import TransformerLensWeights
 from .kv_cache import KVCache, at_position_offset
 
@@ -695,7 +696,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         elif isinstance(positions, int) and not isinstance(positions, bool):
             index = torch.tensor([positions])
         elif isinstance(positions, (list, tuple, torch.Tensor)):
-            index = torch.as_tensor(positions, dtype=torch.long if len(positions) == 0 else None).reshape(-1)
+            index = torch.as_tensor(positions, dtype=torch.long if len(positions) == 0 else None)
+            if index.ndim > 1:
+                raise ValueError(f"positions must be one list of indices for every row, got shape {tuple(index.shape)} "
+                                 "(a cache keeps the same columns of every row: cache them all and index per row)")
+            index = index.reshape(-1)
             if index.is_floating_point() or index.dtype == torch.bool:
                 raise TypeError(f"positions must be integer indices, got {index.dtype}")
         elif positions == "last":
@@ -716,7 +721,16 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             raise ValueError(f"positions={positions!r} selects no position of the {n_pos}")
         if bool(((index < -n_pos) | (index >= n_pos)).any()):
             raise IndexError(f"positions {index.tolist()} are outside the input's {n_pos} positions (0..{n_pos - 1})")
-        return index.long() % n_pos
+        index = index.long() % n_pos
+        if inputs.attention_mask is not None and not isinstance(positions, str):
+            selected = torch.zeros(inputs.shape, dtype=torch.bool)
+            selected[:, index] = True
+            rows = rows_on_padding(selected, inputs.attention_mask)
+            if rows:  # the cache (and the lens read from it) would hold those rows' padding as if it were tokens
+                raise ValueError(f"positions {positions!r} are padding in rows {rows} (e.g. -1 on right padding): "
+                                 "cache those rows separately, pad on the left, or cache every position and index "
+                                 "each row's own (inputs.last_positions)")
+        return index
 
     # --- tokens and strings --------------------------------------------------------------------------
     def _require_tokenizer(self):

@@ -285,3 +285,30 @@ def test_lens_at_a_negative_position_is_refused_where_a_row_ends_in_padding(mode
         logit_lens(model, cache, positions=[-1])
     lens = logit_lens(model, cache)  # control: every position, then each row's own last
     assert at_last_positions(lens, cache.last_positions).shape[1] == 2
+
+
+def test_masks_built_for_other_inputs_are_refused_outside_generate(model):
+    """Was: a steering mask or a mean-ablation mask narrower than the run (built for another batch) was padded out
+    and applied to the wrong columns: steering other tokens, a mean taking in padding."""
+    short = model.to_inputs(**make_inputs([[60], [40]]))
+    inputs = _padded(model)
+    assert short.shape[1] < inputs.shape[1]
+    direction = torch.randn(model.cfg.d_model)
+    steer = [("blocks.0.hook_resid_post", steering_hook(direction, positions=short.audio_mask))]
+    with pytest.raises(ValueError, match="covers .* positions but blocks.0.hook_resid_post has"):
+        model.run_with_hooks(inputs, fwd_hooks=steer)
+    with pytest.raises(ValueError, match="covers .* positions but blocks.1.attn.hook_z has"):
+        model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 3)], "mean", inputs=short.attention_mask))
+    own = [("blocks.0.hook_resid_post", steering_hook(direction, positions=inputs.audio_mask))]
+    assert (model.run_with_hooks(inputs, fwd_hooks=own) - model(inputs)).abs().max() > 0  # control: its own mask
+
+
+def test_steering_an_index_on_left_padding_is_refused_in_generate_too(model):
+    """Was: generate skipped the padding check, so positions=[0] on a left-padded batch steered only padding in
+    the padded rows (their tokens untouched) without a word; run_with_hooks refused it."""
+    inputs = _padded(model)
+    hook = [("blocks.0.hook_resid_post", steering_hook(torch.randn(model.cfg.d_model), positions=[0]))]
+    with pytest.raises(ValueError, match=r"steering positions \[0\] are padding in rows \[1\]"):
+        model.generate(inputs, max_new_tokens=2, fwd_hooks=hook)
+    last = [("blocks.0.hook_resid_post", steering_hook(torch.randn(model.cfg.d_model), positions=[-1]))]
+    model.generate(inputs, max_new_tokens=2, fwd_hooks=last)  # control: the last prompt position is real in every row

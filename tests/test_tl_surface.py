@@ -27,6 +27,18 @@ def inputs(gqa_model):
     return gqa_model.to_inputs(**make_inputs([[100], [60, 40]]))  # row 0 left-padded, row 1 two clips
 
 
+def test_cached_positions_that_are_padding_in_some_row_are_refused(gqa_model, inputs):
+    """Was: positions=[0] (or pos_slice=0, a slice) on a left-padded batch cached row 0's padding as if it were a
+    token, and the lens read from that cache read padding."""
+    for positions in ([0], slice(0, 5)):
+        with pytest.raises(ValueError, match=r"are padding in rows \[0\]"):
+            gqa_model.run_with_cache(inputs, positions=positions, names_filter=["hook_embed"])
+    with pytest.raises(ValueError, match=r"are padding in rows \[0\]"):
+        gqa_model.run_with_cache(inputs, pos_slice=0, names_filter=["hook_embed"])
+    _, cache = gqa_model.run_with_cache(inputs, positions=[-1], names_filter=["hook_embed"])  # control: left padding
+    assert cache["hook_embed"].shape[1] == 1
+
+
 def test_gradients_keep_their_activations_layout(gqa_model, inputs):
     """``name_grad`` used to be read as an encoder activation: ``positions=`` cut a pattern's gradient along its
     head axis and left ``hook_embed_grad`` whole, and a batch slice emptied ``hook_embed_grad``."""
@@ -35,7 +47,7 @@ def test_gradients_keep_their_activations_layout(gqa_model, inputs):
     kw = dict(names_filter=names, incl_bwd=True, return_type="loss")
     _, full = model.run_with_cache(inputs, **kw)
     model.zero_grad()
-    keep = [0, 5, 36]
+    keep = [4, 5, 36]  # real in both rows (row 0's 0..3 are padding); one audio token (row 1's 5)
     _, part = model.run_with_cache(inputs, positions=keep, **kw)
     model.zero_grad()
     pattern_grad = full["blocks.0.attn.hook_pattern_grad"]

@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..audio.inputs import AudioTextInput
-from ..kv_cache import position_offset
+from ..kv_cache import generated_from, position_offset
 from ..indices import is_index
 from .metric_value import metric_value
 from .row_labels import row_labels
@@ -278,6 +278,9 @@ def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch
             f"the mask given as inputs= is {tuple(real.shape)} but {name} has [batch, pos] = {tuple(z.shape[:2])}; "
             "pass the inputs of this run"
         )
+    if real.shape[1] < z.shape[1] and generated_from() is None:
+        raise ValueError(f"the mask given as inputs= covers {real.shape[1]} positions but {name} has {z.shape[1]}: it "
+                         "was built for other inputs; pass the inputs of this run")
     if real.shape[1] < z.shape[1]:  # positions added since (generate): real
         extra = torch.ones(z.shape[0], z.shape[1] - real.shape[1], dtype=torch.bool, device=z.device)
         real = torch.cat([real, extra], dim=1)

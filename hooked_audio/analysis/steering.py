@@ -75,6 +75,12 @@ def steering_hook(
                     f"the positions mask has {mask_rows.shape[0]} rows but the batch has {batch}; give one row per "
                     "batch row (or a single row for all)"
                 )
+            prompt = generated_from()
+            if mask_rows.shape[1] != (n_pos if prompt is None else prompt) and not (prompt is not None and mask_rows.shape[1] > prompt):
+                raise ValueError(
+                    f"the positions mask covers {mask_rows.shape[1]} positions but {hook.name} has "
+                    f"{n_pos if prompt is None else prompt}{'' if prompt is None else ' prompt positions'}: it was built "
+                    "for other inputs, and would steer other columns; build it from these inputs (e.g. inputs.audio_mask)")
             inside = absolute < mask_rows.shape[1]
             mask = torch.zeros(mask_rows.shape[0], n_pos, dtype=torch.bool)
             mask[:, inside] = mask_rows.cpu()[:, absolute[inside]]
@@ -87,7 +93,7 @@ def steering_hook(
 
 
 def _refuse_padding_columns(indices: Int[torch.Tensor, "n"], inputs) -> None:
-    if inputs.attention_mask is None or generated_from() is not None:  # generate: left padding, checked there
+    if inputs.attention_mask is None:  # in generate, inputs are the prompt's: its columns are checked the same way
         return
     n_pos = inputs.shape[1]
     if int(indices.max()) >= n_pos or int(indices.min()) < -n_pos:
