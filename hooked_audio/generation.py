@@ -121,7 +121,7 @@ def generate(
     cache = KVCache(model.cfg.n_layers) if use_past_kv_cache else None
 
     with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks), generating_after(ids.shape[1]):
-        check_patch_alignment(model.active_hook_fns, inputs)  # the hooks act on the prompt's positions
+        check_patch_alignment(model.attached_hook_fns(), inputs)  # the hooks act on the prompt's positions
         audio_embeds = model.embed_audio(inputs) if inputs.has_audio else None
         audio_mask = inputs.audio_mask
         for step in range(max_new_tokens):

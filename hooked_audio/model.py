@@ -370,7 +370,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                              "pass return_type='loss' or 'both'")
         inputs = self.to_inputs(input, **kwargs)
         with model_lock(self):
-            check_patch_alignment(self.active_hook_fns, inputs)
+            check_patch_alignment(self.attached_hook_fns(), inputs)
             logits = self.forward_inputs(inputs)
         if return_type == "logits":
             return logits
@@ -528,6 +528,12 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         """The hook points with a hook attached now (lasting ones from ``add_hook``, and those of open ``hooks()``
         contexts): what a file written by this model (results, an activation store) must record."""
         return sorted(name for name, point in self.hook_dict.items() if point.fwd_hooks or point.bwd_hooks)
+
+    def attached_hook_fns(self) -> list:
+        """Every hook function attached now, lasting (``add_hook``, ``reset_hooks_end=False``) or temporary: what
+        each forward checks against its inputs (``cache.check_patch_alignment``)."""
+        return [handle.user_hook for point in self.hook_dict.values() for handle in (*point.fwd_hooks, *point.bwd_hooks)
+                if handle.user_hook is not None]
 
     @property
     def active_hook_fns(self) -> list:

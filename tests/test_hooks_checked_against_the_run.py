@@ -136,3 +136,31 @@ def test_steering_at_an_index_that_is_padding_in_a_row_is_refused(model):
         model.run_with_hooks(_right(left), fwd_hooks=hooks)
     with pytest.raises(ValueError, match=r"steering positions \[0\] are padding in rows \[1\]"):  # left padding's start
         model.run_with_hooks(left, fwd_hooks=[("blocks.0.hook_resid_post", steering_hook(direction, 4.0, [0]))])
+
+
+@torch.no_grad()
+def test_lasting_hooks_are_checked_like_a_hooks_context(model):
+    """Was: only the hooks of open hooks() contexts were checked, so masking hooks built for one batch and attached
+    with add_hook (or left by run_with_hooks(reset_hooks_end=False)) masked that batch's audio positions in another."""
+    left = _left(model)
+    hooks = audio_masking_hooks(left)
+    try:
+        for name, hook in hooks:
+            model.add_hook(name, hook)
+        masked = model(left)  # control: the inputs they were built for
+        with pytest.raises(ValueError, match="built for other inputs"):
+            model(_right(left))
+        other = model.to_inputs(make_inputs([[60], [100]], seed=4))
+        with pytest.raises(ValueError, match="built for other inputs"):
+            model.generate(other, max_new_tokens=1)
+    finally:
+        model.reset_hooks()
+    model.run_with_hooks(left, fwd_hooks=hooks, reset_hooks_end=False)
+    try:
+        with pytest.raises(ValueError, match="built for other inputs"):
+            model(_right(left))
+    finally:
+        model.reset_hooks()
+    assert model.attached_hook_fns() == []
+    model(_right(left))  # nothing attached: nothing checked
+    torch.testing.assert_close(model.run_with_hooks(left, fwd_hooks=hooks), masked)
