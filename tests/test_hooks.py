@@ -234,3 +234,18 @@ def test_ln1_forward_hooks_are_refused_while_per_head_inputs_are_on(model):
     _, plain = model.run_with_cache(inputs, names_filter=["blocks.0.ln1.hook_scale"])
     torch.testing.assert_close(cache["blocks.0.ln1.hook_scale"], plain["blocks.0.ln1.hook_scale"])
     assert (model.run_with_hooks(inputs, fwd_hooks=hook) - model(inputs)).abs().max() > 1e-4  # control: split off
+
+
+def test_switching_off_a_per_head_input_that_carries_a_hook_is_refused(model):
+    """Was: the point was removed with its (permanent) hook, and switching back on gave a fresh point: the hook
+    was gone without a word."""
+    model.set_use_split_qkv_input(True)
+    try:
+        model.add_hook("blocks.0.hook_q_input", lambda x, hook: x, is_permanent=True)
+        with pytest.raises(ValueError, match="blocks.0.hook_q_input still carry hooks"):
+            model.set_use_split_qkv_input(False)
+        assert model.attached_hook_names() == ["blocks.0.hook_q_input"]  # still attached, still on
+        model.reset_hooks(including_permanent=True)
+    finally:
+        model.set_use_split_qkv_input(False)  # control: without hooks the switch goes off
+    assert "blocks.0.hook_q_input" not in model.hook_dict

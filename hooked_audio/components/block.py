@@ -119,6 +119,11 @@ class TransformerBlock(nn.Module):
             )
         per_head = [("hook_attn_in", attn_in)] + [(f"hook_{x}_input", split_qkv_input) for x in "qkv"]
         points = [(owner, name, on) for name, on in per_head for owner in (self, self.attn)]
+        hooked = [getattr(owner, name).name for owner, name, on in [*points, (self, "hook_mlp_in", mlp_in)]
+                  if not on and hasattr(owner, name) and (getattr(owner, name).fwd_hooks or getattr(owner, name).bwd_hooks)]
+        if hooked:  # the point goes away with the switch: its hooks would be dropped without a word
+            raise ValueError(f"{', '.join(hooked)} still carry hooks; remove them first (model.reset_hooks("
+                             "including_permanent=True)) and add them again after switching back on")
         for owner, name, on in [*points, (self, "hook_mlp_in", mlp_in)]:
             if on and not hasattr(owner, name):
                 owner.add_module(name, HookPoint().train(owner.training))
