@@ -11,6 +11,7 @@ The decoder half follows TransformerLens's hook names and ``cfg`` fields, so ``A
 from __future__ import annotations
 
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
@@ -684,6 +685,14 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             finally:
                 for _, hook_point in cached:
                     hook_point.cache_into = hook_point.cache_device = hook_point.cache_dtype = None
+        if isinstance(names_filter, (str, list, tuple, set)):  # a point named but never reached is said, not left out
+            named = [names_filter] if isinstance(names_filter, str) else list(names_filter)
+            missing = [name for name in named if name not in cache_dict]
+            if missing:
+                why = ("" if inputs.has_audio else ": this batch holds no audio, so the audio encoder and "
+                       "hook_audio_embeds do not run")
+                warnings.warn(f"run_with_cache: {missing} did not fire in this forward, so the cache has no "
+                              f"{'entry' if len(missing) == 1 else 'entries'} for {'it' if len(missing) == 1 else 'them'}{why}")
         cache = AudioActivationCache(cache_dict, self, inputs)
         if kept is not None:
             cache = cache.restrict_positions(kept)

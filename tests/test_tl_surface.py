@@ -217,3 +217,18 @@ def test_mlp_bias_views_are_the_biases_the_forward_adds(gqa_model):
     torch.testing.assert_close(gated(x), by_hand)
     by_hand = plain.act(x @ plain.W_in + plain.b_in) @ plain.W_out + plain.b_out
     torch.testing.assert_close(plain(x), by_hand)
+
+
+def test_a_named_point_that_never_fires_is_said(gqa_model, inputs):
+    """Was: names_filter naming hook_audio_embeds on a text-only batch returned a cache without it, silently; the
+    KeyError came later, without the cause."""
+    import warnings
+
+    text_only = gqa_model.to_inputs(**make_inputs([[], []]))
+    with pytest.warns(UserWarning, match=r"\['hook_audio_embeds'\] did not fire .*holds no audio"):
+        _, cache = gqa_model.run_with_cache(text_only, names_filter=["hook_embed", "hook_audio_embeds"])
+    assert list(cache.keys()) == ["hook_embed"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # control: with audio both fire, nothing is said
+        _, cache = gqa_model.run_with_cache(inputs, names_filter=["hook_embed", "hook_audio_embeds"])
+    assert sorted(cache.keys()) == ["hook_audio_embeds", "hook_embed"]
