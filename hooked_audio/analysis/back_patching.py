@@ -25,7 +25,9 @@ from .metric_value import metric_value
 def patch_positions(cache: AudioActivationCache, positions="audio", seconds: tuple[float, float] | None = None
                     ) -> Bool[torch.Tensor, "batch pos"]:
     """The positions to patch: "audio", "text" (real text tokens), a bool mask [batch, pos] (a tensor, array
-    or nested list of bools), or integer position indices for every row; ``seconds=(start, end)`` keeps only audio tokens whose centre lies in that window."""
+    or nested list of bools), or integer position indices for every row; ``seconds=(start, end)`` keeps only audio tokens whose centre lies in that window,
+    in every clip of a row (each clip's times start at 0 s; restrict ``positions`` to one clip's span,
+    ``inputs.audio_spans``, to window one clip only)."""
     inputs = cache.inputs
     if isinstance(positions, str):
         if positions not in ("audio", "text"):
