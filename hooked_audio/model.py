@@ -14,6 +14,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
+import contextlib
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal
@@ -673,7 +674,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                 for _, hook_point in cached:
                     hook_point.cache_into, hook_point.cache_device = cache_dict, device
                     hook_point.cache_dtype = cache_dtype
-                with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
+                grad_mode = torch.enable_grad() if incl_bwd else contextlib.nullcontext()  # under no_grad too
+                with grad_mode, self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end,
+                                           clear_contexts=clear_contexts):
                     out = self.forward(inputs, return_type=return_type, loss_per_token=loss_per_token)
                     if incl_bwd:
                         if out.numel() != 1:
@@ -681,6 +684,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                                 f"incl_bwd=True differentiates the output, which has {out.numel()} values: "
                                 "pass return_type='loss'"
                             )
+                        if out.grad_fn is None:
+                            raise ValueError("incl_bwd=True needs a graph, but no parameter of the model requires grad "
+                                             "(frozen weights): call model.requires_grad_(True) for the run")
                         out.backward()
             finally:
                 for _, hook_point in cached:

@@ -232,3 +232,20 @@ def test_a_named_point_that_never_fires_is_said(gqa_model, inputs):
         warnings.simplefilter("error")  # control: with audio both fire, nothing is said
         _, cache = gqa_model.run_with_cache(inputs, names_filter=["hook_embed", "hook_audio_embeds"])
     assert sorted(cache.keys()) == ["hook_audio_embeds", "hook_embed"]
+
+
+def test_gradients_under_no_grad_and_with_frozen_weights(gqa_model, inputs):
+    """Was: incl_bwd=True under torch.no_grad(), or with frozen weights, died in torch's "element 0 of tensors
+    does not require grad"."""
+    names = ["blocks.1.hook_resid_post"]
+    _, plain = gqa_model.run_with_cache(inputs, names_filter=names, incl_bwd=True, return_type="loss")
+    with torch.no_grad():
+        _, quiet = gqa_model.run_with_cache(inputs, names_filter=names, incl_bwd=True, return_type="loss")
+    gqa_model.zero_grad()
+    torch.testing.assert_close(quiet["blocks.1.hook_resid_post_grad"], plain["blocks.1.hook_resid_post_grad"])
+    gqa_model.requires_grad_(False)
+    try:
+        with pytest.raises(ValueError, match="no parameter of the model requires grad"):
+            gqa_model.run_with_cache(inputs, names_filter=names, incl_bwd=True, return_type="loss")
+    finally:
+        gqa_model.requires_grad_(True)
