@@ -10,11 +10,11 @@ The decoder half follows TransformerLens's hook names and ``cfg`` fields, so ``A
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
-import contextlib
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal

@@ -68,7 +68,8 @@ def head_ablation_hooks(
     if inputs is not None and mode == "zero" or inputs is not None and mode == "resample" and not encoder:
         raise ValueError(f"inputs= is used by mode='mean' and by encoder resampling only (mode={mode!r} needs no mask)")
     given_inputs = isinstance(inputs, AudioTextInput) and model is not None
-    if encoder and (mode == "resample" and not given_inputs or mode == "mean" and not (given_inputs or torch.is_tensor(inputs))):
+    needs_inputs = mode == "resample" and not given_inputs or mode == "mean" and not (given_inputs or torch.is_tensor(inputs))
+    if encoder and needs_inputs:
         raise ValueError(
             f"mode={mode!r} on encoder heads needs inputs= (this run's AudioTextInput) and model=: the encoder's rows "
             "are windows, not batch rows, and its padded frames are no clip's (mean mode also takes a bool mask "
@@ -90,7 +91,9 @@ def head_ablation_hooks(
             for layer, hs in sorted(by_layer.items())]
 
 
-def encoder_window_donors(model, inputs: AudioTextInput, donors: Int[torch.Tensor, " batch"]) -> Int[torch.Tensor, " window"]:
+def encoder_window_donors(
+    model, inputs: AudioTextInput, donors: Int[torch.Tensor, " batch"]
+) -> Int[torch.Tensor, " window"]:
     """Row donors as donors of the encoder's feature rows (windows): the ``j``-th window of a row's ``i``-th clip
     takes the ``j``-th window of the ``i``-th clip of its donor row."""
     if len(donors) != inputs.shape[0]:

@@ -75,12 +75,12 @@ def steering_hook(
                     f"the positions mask has {mask_rows.shape[0]} rows but the batch has {batch}; give one row per "
                     "batch row (or a single row for all)"
                 )
-            prompt = generated_from()
-            if mask_rows.shape[1] != (n_pos if prompt is None else prompt) and not (prompt is not None and mask_rows.shape[1] > prompt):
+            prompt, width = generated_from(), mask_rows.shape[1]
+            if (width != n_pos) if prompt is None else (width < prompt):  # generate: it may cover generated tokens too
                 raise ValueError(
-                    f"the positions mask covers {mask_rows.shape[1]} positions but {hook.name} has "
-                    f"{n_pos if prompt is None else prompt}{'' if prompt is None else ' prompt positions'}: it was built "
-                    "for other inputs, and would steer other columns; build it from these inputs (e.g. inputs.audio_mask)")
+                    f"the positions mask covers {width} positions but {hook.name} has "
+                    f"{n_pos if prompt is None else f'{prompt} prompt'} positions: it was built for other inputs, and "
+                    "would steer other columns; build it from these inputs (e.g. inputs.audio_mask)")
             inside = absolute < mask_rows.shape[1]
             mask = torch.zeros(mask_rows.shape[0], n_pos, dtype=torch.bool)
             mask[:, inside] = mask_rows.cpu()[:, absolute[inside]]
