@@ -312,3 +312,16 @@ def test_steering_an_index_on_left_padding_is_refused_in_generate_too(model):
         model.generate(inputs, max_new_tokens=2, fwd_hooks=hook)
     last = [("blocks.0.hook_resid_post", steering_hook(torch.randn(model.cfg.d_model), positions=[-1]))]
     model.generate(inputs, max_new_tokens=2, fwd_hooks=last)  # control: the last prompt position is real in every row
+
+
+def test_steering_positions_on_an_encoder_point_are_refused(model):
+    """Was: decoder positions were applied to the encoder's [window, frame] activations: [-1] steered frame 49,
+    padding in a short clip's window, without a word (and real frames could be refused as decoder padding)."""
+    inputs = model.to_inputs(**make_inputs([[100], [60]]))
+    direction = torch.randn(model.cfg.audio.d_model)
+    for positions in ([-1], inputs.audio_mask):
+        hook = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction, positions=positions))]
+        with pytest.raises(ValueError, match="encoder point"):
+            model.run_with_hooks(inputs, fwd_hooks=hook)
+    every = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction))]  # control: every frame
+    assert (model.run_with_hooks(inputs, fwd_hooks=every) - model(inputs)).abs().max() > 0

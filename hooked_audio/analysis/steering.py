@@ -32,7 +32,8 @@ def steering_hook(
     alone, a non-negative index is a fixed position, and a negative one counts back from the end of the input:
     of the forward outside ``generate``, of the prompt during it, where ``-1`` also steers every generated token
     (as a hook on the newest position does with the KV cache, whose keys keep each one steered).
-    ``direction`` must be one vector of the hooked activation's width."""
+    ``direction`` must be one vector of the hooked activation's width. On an audio-encoder point only
+    ``positions=None`` is taken (its columns are frames, not tokens)."""
     direction = torch.as_tensor(direction)
     if direction.ndim != 1:
         raise ValueError(f"direction must be one vector [d_model], got shape {tuple(direction.shape)}")
@@ -57,6 +58,11 @@ def steering_hook(
         delta = scale * direction.to(resid.device, resid.dtype)
         if positions is None:
             return resid + delta
+        if hook.name.startswith("audio_encoder"):  # rows are windows, columns frames: no decoder position is there
+            raise ValueError(
+                f"positions index the decoder's token sequence, but {hook.name} is an encoder point ([window, frame, "
+                "d]): steer every frame (positions=None), or write a hook over frames (model.encoder_real_frames(inputs) "
+                "says which are the clip's)")
         batch, n_pos = resid.shape[:2]
         offset = position_offset()
         absolute = torch.arange(offset, offset + n_pos)  # the sequence columns this forward holds
