@@ -128,3 +128,10 @@ def rows_on_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: t
     if attention_mask is None:
         return []
     return (selected.cpu() & ~attention_mask.cpu().bool()).any(-1).nonzero().flatten().tolist()
+
+
+def rows_padded_at(columns: Int[torch.Tensor, "n"], attention_mask: torch.Tensor | None) -> list[int]:
+    """The rows where one of ``columns`` (the same for every row) is padding; none without a mask."""
+    if attention_mask is None:
+        return []
+    return (~attention_mask.cpu().bool()[:, columns.cpu()]).any(-1).nonzero().flatten().tolist()

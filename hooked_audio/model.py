@@ -39,7 +39,7 @@ from .components.time_rotary import TimeRotaryEmbedding
 from .config import HookedAudioConfig
 from .encoders import build_encoder
 from .hook_points import HookPoint, hook_pairs, to_cache, unknown_hook_name_error
-from .indices import rows_on_padding
+from .indices import rows_padded_at
 from .weight_views import TransformerLensWeights
 from .kv_cache import KVCache, at_position_offset
 
@@ -644,8 +644,10 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if incl_bwd and return_type not in ("loss", "logits"):
             raise ValueError("incl_bwd=True needs return_type='loss' (a scalar to differentiate)")
         cache_dict: dict[str, torch.Tensor] = {}
-        if isinstance(names_filter, (str, list, tuple, set)):  # explicit names: a typo is an error, not a gap
-            for name in [names_filter] if isinstance(names_filter, str) else names_filter:
+        named = None  # explicit names: a typo is an error, not a gap, and one that does not fire is said
+        if isinstance(names_filter, (str, list, tuple, set)):
+            named = [names_filter] if isinstance(names_filter, str) else list(names_filter)
+            for name in named:
                 self._resolve(name)
         if names_filter is None and not self.cfg.use_attn_result:  # TransformerLens's default set
             names_filter = lambda name: not name.endswith("attn.hook_result")  # noqa: E731
@@ -691,14 +693,12 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             finally:
                 for _, hook_point in cached:
                     hook_point.cache_into = hook_point.cache_device = hook_point.cache_dtype = None
-        if isinstance(names_filter, (str, list, tuple, set)):  # a point named but never reached is said, not left out
-            named = [names_filter] if isinstance(names_filter, str) else list(names_filter)
+        if named is not None:
             missing = [name for name in named if name not in cache_dict]
             if missing:
                 why = ("" if inputs.has_audio else ": this batch holds no audio, so the audio encoder and "
                        "hook_audio_embeds do not run")
-                warnings.warn(f"run_with_cache: {missing} did not fire in this forward, so the cache has no "
-                              f"{'entry' if len(missing) == 1 else 'entries'} for {'it' if len(missing) == 1 else 'them'}{why}")
+                warnings.warn(f"run_with_cache: {missing} did not fire in this forward, so the cache lacks them{why}")
         cache = AudioActivationCache(cache_dict, self, inputs)
         if kept is not None:
             cache = cache.restrict_positions(kept)
@@ -743,10 +743,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if bool(((index < -n_pos) | (index >= n_pos)).any()):
             raise IndexError(f"positions {index.tolist()} are outside the input's {n_pos} positions (0..{n_pos - 1})")
         index = index.long() % n_pos
-        if inputs.attention_mask is not None and not isinstance(positions, str):
-            selected = torch.zeros(inputs.shape, dtype=torch.bool)
-            selected[:, index] = True
-            rows = rows_on_padding(selected, inputs.attention_mask)
+        if not isinstance(positions, str):
+            rows = rows_padded_at(index, inputs.attention_mask)
             if rows:  # the cache (and the lens read from it) would hold those rows' padding as if it were tokens
                 raise ValueError(f"positions {positions!r} are padding in rows {rows} (e.g. -1 on right padding): "
                                  "cache those rows separately, pad on the left, or cache every position and index "

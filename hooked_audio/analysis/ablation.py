@@ -65,11 +65,10 @@ def head_ablation_hooks(
     if (mode == "resample") != (donors is not None):
         raise ValueError("pass donors=same_prompt_donors(inputs) with mode='resample', and only then")
     encoder = prefix.startswith("audio_encoder")
-    if inputs is not None and mode == "zero" or inputs is not None and mode == "resample" and not encoder:
+    if inputs is not None and not (mode == "mean" or mode == "resample" and encoder):
         raise ValueError(f"inputs= is used by mode='mean' and by encoder resampling only (mode={mode!r} needs no mask)")
-    given_inputs = isinstance(inputs, AudioTextInput) and model is not None
-    needs_inputs = mode == "resample" and not given_inputs or mode == "mean" and not (given_inputs or torch.is_tensor(inputs))
-    if encoder and needs_inputs:
+    run_inputs = isinstance(inputs, AudioTextInput) and model is not None
+    if encoder and mode != "zero" and not (run_inputs or mode == "mean" and torch.is_tensor(inputs)):
         raise ValueError(
             f"mode={mode!r} on encoder heads needs inputs= (this run's AudioTextInput) and model=: the encoder's rows "
             "are windows, not batch rows, and its padded frames are no clip's (mean mode also takes a bool mask "
@@ -263,25 +262,20 @@ def _real_positions_mask(inputs, prefix: str, model=None) -> torch.Tensor | None
 
 def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch.Tensor:
     """Mean of ``z`` ``[batch, pos, head, d_head]`` over the real (batch, pos) entries, shape ``[1, 1, head, d_head]``."""
-    if real is None:
+    if real is None:  # decoder heads only: encoder heads always get their real frames
         if z.shape[0] > 1:
-            what = (
-                "a bool mask [rows, frames] of real encoder frames" if name.startswith("audio_encoder")
-                else "the AudioTextInput or its attention mask"
-            )
             raise ValueError(
-                f"mean ablation over a batch of {z.shape[0]} rows needs inputs= ({what}), so that padding "
-                "positions are left out of the mean"
+                f"mean ablation over a batch of {z.shape[0]} rows needs inputs= (the AudioTextInput or its attention "
+                "mask), so that padding positions are left out of the mean"
             )
         return z.float().mean(dim=(0, 1), keepdim=True).to(z.dtype)
     real = real.to(z.device)
-    encoder = name.startswith("audio_encoder")
-    if real.shape[0] != z.shape[0] or real.shape[1] > z.shape[1] or encoder and real.shape[1] != z.shape[1]:
+    if real.shape[0] != z.shape[0] or real.shape[1] > z.shape[1]:
         raise ValueError(
             f"the mask given as inputs= is {tuple(real.shape)} but {name} has [batch, pos] = {tuple(z.shape[:2])}; "
             "pass the inputs of this run"
         )
-    if real.shape[1] < z.shape[1] and generated_from() is None:
+    if real.shape[1] < z.shape[1] and (generated_from() is None or name.startswith("audio_encoder")):
         raise ValueError(f"the mask given as inputs= covers {real.shape[1]} positions but {name} has {z.shape[1]}: it "
                          "was built for other inputs; pass the inputs of this run")
     if real.shape[1] < z.shape[1]:  # positions added since (generate): real

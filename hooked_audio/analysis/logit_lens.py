@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..cache import AudioActivationCache
-from ..indices import index_tensor, rows_on_padding
+from ..indices import index_tensor, rows_padded_at
 
 
 @dataclass
@@ -85,10 +85,7 @@ def _refuse_padding(cache: AudioActivationCache, kept: Int[torch.Tensor, "n"], p
     mask = inputs.attention_mask.cpu()
     if getattr(cache, "positions", None) is not None and len(cache.positions) != mask.shape[1]:
         mask = mask[:, cache.positions.cpu()]  # a cache of some positions: its columns
-    mask = mask[None] if mask.ndim == 1 else mask
-    selected = torch.zeros(mask.shape, dtype=torch.bool)
-    selected[:, kept] = True
-    padded = rows_on_padding(selected, mask)
+    padded = rows_padded_at(kept, mask[None] if mask.ndim == 1 else mask)
     if padded:
         raise ValueError(f"positions={positions!r} are padding in rows {padded}: the lens there would be read off "
                          "padding. Lens every position (positions=None) and take each row's own, e.g. "

@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..kv_cache import generated_from, position_offset
-from ..indices import as_bool_mask, position_indices, rows_on_padding
+from ..indices import as_bool_mask, position_indices, rows_padded_at
 
 
 def steering_hook(
@@ -104,9 +104,7 @@ def _refuse_padding_columns(indices: Int[torch.Tensor, "n"], inputs) -> None:
     n_pos = inputs.shape[1]
     if int(indices.max()) >= n_pos or int(indices.min()) < -n_pos:
         return  # out of range: the hook says so with the hook point's name
-    selected = torch.zeros(inputs.shape, dtype=torch.bool)
-    selected[:, indices % n_pos] = True
-    rows = rows_on_padding(selected, inputs.attention_mask)
+    rows = rows_padded_at(indices % n_pos, inputs.attention_mask)
     if rows:
         raise ValueError(f"steering positions {indices.tolist()} are padding in rows {rows} (e.g. -1 on right "
                          "padding): those rows' padding would be steered instead of their tokens. Pass a bool mask "

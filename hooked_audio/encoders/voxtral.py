@@ -19,8 +19,7 @@ class VoxtralEncoder(WhisperEncoder):
 
     def real_block_frames(self, mel_lengths: Int[torch.Tensor, "window"], n_mel_frames: int) -> Bool[torch.Tensor, "row frame"]:
         """Every frame: with no frame mask, the padding of a window is encoded and attended to like the clip."""
-        n_frames = int(self.stem.output_lengths(torch.tensor([n_mel_frames]))[0])
-        return torch.ones(len(mel_lengths), n_frames, dtype=torch.bool)
+        return torch.ones_like(super().real_block_frames(mel_lengths, n_mel_frames))
 
     def pool_and_norm(self, x: Float[torch.Tensor, "window frame d"]) -> Float[torch.Tensor, "window token d_out"]:
         return self.pool(self.ln_post(x))
