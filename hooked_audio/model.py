@@ -14,7 +14,7 @@ import contextlib
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal
@@ -644,11 +644,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if incl_bwd and return_type not in ("loss", "logits"):
             raise ValueError("incl_bwd=True needs return_type='loss' (a scalar to differentiate)")
         cache_dict: dict[str, torch.Tensor] = {}
-        named = None  # explicit names: a typo is an error, not a gap, and one that does not fire is said
-        if isinstance(names_filter, (str, list, tuple, set)):
-            named = [names_filter] if isinstance(names_filter, str) else list(names_filter)
-            for name in named:
-                self._resolve(name)
+        named = _named_points(names_filter)  # explicit names: a typo is an error, one that does not fire is said
+        for name in named or ():
+            self._resolve(name)
+        if named is not None:
+            names_filter = named
         if names_filter is None and not self.cfg.use_attn_result:  # TransformerLens's default set
             names_filter = lambda name: not name.endswith("attn.hook_result")  # noqa: E731
         cached = [(name, hp) for name, hp in self.hook_dict.items() if _names_filter_fn(names_filter)(name)]
@@ -665,7 +665,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                 "cached: check it against model.hook_dict.keys() (full names such as 'blocks.0.hook_resid_post'; "
                 "transformer_lens.utils.get_act_name('resid_post', 0) makes one from TransformerLens's short name)"
             )
-        bwd_hooks = [(name, _grad_saver(cache_dict, name, device, cache_dtype)) for name, _ in cached] if incl_bwd else []
+        bwd_hooks = [(name, _grad_saver(cache_dict, name, device, cache_dtype)) for name, _ in cached
+                     if not self._ln1_output_unused(name)] if incl_bwd else []
         # A part built with TransformerLens's own HookPoint (no direct cache route) is cached by a module hook.
         fwd_hooks = [
             (name, _saver(cache_dict, name, device, cache_dtype)) for name, hp in cached if not isinstance(hp, HookPoint)
@@ -699,12 +700,20 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                 why = ("" if inputs.has_audio else ": this batch holds no audio, so the audio encoder and "
                        "hook_audio_embeds do not run")
                 warnings.warn(f"run_with_cache: {missing} did not fire in this forward, so the cache lacks them{why}")
+            no_grad = [name for name in named if incl_bwd and self._ln1_output_unused(name)]
+            if no_grad:
+                warnings.warn(f"run_with_cache: {no_grad} have no gradient while per-head inputs are on (the attention "
+                              "normalises each per-head copy itself), so the cache lacks their _grad entries")
         cache = AudioActivationCache(cache_dict, self, inputs)
         if kept is not None:
             cache = cache.restrict_positions(kept)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
         return out, (cache if return_cache_object else cache.cache_dict)
+
+    def _ln1_output_unused(self, name: str) -> bool:
+        """True for ``ln1``'s points while per-head inputs are on: they are computed for caches only, off the graph."""
+        return (self.cfg.use_attn_in or self.cfg.use_split_qkv_input) and ".ln1.hook_" in name
 
     @staticmethod
     def _positions_to_index(inputs: AudioTextInput, positions) -> torch.Tensor | None:
@@ -886,16 +895,28 @@ TL_FORWARD_OPTIONS_INSTEAD = ("the forward runs every layer from the embedding; 
                               "run_with_cache (names_filter= narrows it), and use generate for KV-cached decoding")
 
 
+def _named_points(names_filter) -> list[str] | None:
+    """The hook names a ``names_filter`` lists (a name, or any collection of names: list, set, frozenset,
+    ``dict.keys()``, a generator), or None where it is None or a predicate."""
+    if isinstance(names_filter, str):
+        return [names_filter]
+    if names_filter is None or callable(names_filter):
+        return None
+    if isinstance(names_filter, Iterable):
+        return list(names_filter)
+    raise TypeError(f"names_filter must be None, a hook name, a collection of hook names or a predicate "
+                    f"name -> bool, got {type(names_filter).__name__}")
+
+
 def _names_filter_fn(names_filter) -> Callable[[str], bool]:
-    """TransformerLens's ``names_filter`` forms (None, a name, a list of names, a predicate) as a predicate."""
+    """TransformerLens's ``names_filter`` forms (None, a name, names, a predicate) as a predicate."""
     if names_filter is None:
         return lambda name: True
-    if isinstance(names_filter, str):
-        return lambda name: name == names_filter
-    if isinstance(names_filter, (list, tuple, set)):
-        wanted = set(names_filter)
-        return lambda name: name in wanted
-    return names_filter
+    named = _named_points(names_filter)
+    if named is None:
+        return names_filter
+    wanted = set(named)
+    return lambda name: name in wanted
 
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()

@@ -138,6 +138,23 @@ def test_unknown_hook_name_suggests_close_names(model):
         model.run_with_cache(**inputs, names_filter=["blocks.1.attn.hook_patern"])
 
 
+
+@pytest.mark.parametrize("as_collection", [frozenset, lambda names: dict.fromkeys(names).keys(), iter])
+def test_names_filter_takes_any_collection_of_names(model, as_collection):
+    """TransformerLens's list of names may come as a frozenset, ``dict.keys()`` or a generator (the old code
+    called them as predicates: TypeError); a typo in one is still named. Control: the list form."""
+    inputs = make_inputs([[100]])
+    names = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_pattern"]
+    _, expected = model.run_with_cache(**inputs, names_filter=names)
+    _, cache = model.run_with_cache(**inputs, names_filter=as_collection(names))
+    assert sorted(cache.keys()) == sorted(expected.keys()) == sorted(names)
+    for name in names:
+        assert torch.equal(cache[name], expected[name])
+    with pytest.raises(KeyError, match="blocks.1.attn.hook_pattern"):
+        model.run_with_cache(**inputs, names_filter=as_collection(["blocks.1.attn.hook_patern"]))
+    with pytest.raises(TypeError, match="names_filter must be"):
+        model.run_with_cache(**inputs, names_filter=3)
+
 def test_removing_temporary_hooks_touches_only_their_points(model, monkeypatch):
     """Leaving ``hooks()`` must not walk all ~hook points (O(hooks added), not O(all points))."""
     from hooked_audio.hook_points import HookPoint
@@ -234,6 +251,34 @@ def test_ln1_forward_hooks_are_refused_while_per_head_inputs_are_on(model):
     _, plain = model.run_with_cache(inputs, names_filter=["blocks.0.ln1.hook_scale"])
     torch.testing.assert_close(cache["blocks.0.ln1.hook_scale"], plain["blocks.0.ln1.hook_scale"])
     assert (model.run_with_hooks(inputs, fwd_hooks=hook) - model(inputs)).abs().max() > 1e-4  # control: split off
+
+
+def test_ln1_backward_hooks_are_refused_while_per_head_inputs_are_on(model):
+    """Was: ln1's output is off the graph under split q/k/v inputs, so a backward hook there never fired and
+    run_with_cache(incl_bwd=True) left its gradient out without a word. Control: with split inputs off, the
+    gradient is cached and the backward hook fires."""
+    inputs = model.to_inputs(**make_inputs([[100]], seed=5))
+    model.requires_grad_(True)
+    fired = []
+    hook = [("blocks.0.ln1.hook_normalized", lambda grad, hook: fired.append(grad.shape))]
+    model.set_use_split_qkv_input(True)
+    try:
+        with pytest.raises(ValueError, match="ln1.hook_normalized would never fire while per-head inputs are on"):
+            with model.hooks(bwd_hooks=hook):
+                model(inputs, return_type="loss").backward()
+        names = ["blocks.0.ln1.hook_normalized", "blocks.0.hook_q_input"]
+        with pytest.warns(UserWarning, match=r"ln1.hook_normalized'\] have no gradient"):
+            _, cache = model.run_with_cache(inputs, names_filter=names, incl_bwd=True, return_type="loss")
+        assert "blocks.0.hook_q_input_grad" in cache.cache_dict
+        assert "blocks.0.ln1.hook_normalized_grad" not in cache.cache_dict
+    finally:
+        model.set_use_split_qkv_input(False)
+    _, cache = model.run_with_cache(inputs, names_filter=names[:1], incl_bwd=True, return_type="loss")
+    assert cache["blocks.0.ln1.hook_normalized_grad"].abs().max() > 0
+    with model.hooks(bwd_hooks=hook):
+        model(inputs, return_type="loss").backward()
+    assert len(fired) == 1
+    model.zero_grad(set_to_none=True)
 
 
 def test_switching_off_a_per_head_input_that_carries_a_hook_is_refused(model):

@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 from transformer_lens import patching
 
 from ..cache import check_same_audio_positions
-from ..model import _names_filter_fn, model_lock
+from ..model import _named_points, _names_filter_fn, model_lock
 from .metric_value import metric_value
 
 # Activations whose every entry is a cell (no feature axis to sum over).
@@ -38,12 +38,12 @@ def attribution_patching(
     cell from corrupted toward clean raises the metric, to first order."""
     clean, corrupted = model.to_inputs(clean), model.to_inputs(corrupted)
     check_same_audio_positions(clean, corrupted)
-    if isinstance(names_filter, (str, list, tuple, set)):
-        requested = {names_filter} if isinstance(names_filter, str) else set(names_filter)
-        unknown = sorted(requested - set(model.hook_dict))
+    requested = _named_points(names_filter)
+    if requested is not None:
+        unknown = sorted(set(requested) - set(model.hook_dict))
         if unknown:
             raise ValueError(f"names_filter names hook points the model lacks: {unknown} (see model.hook_dict)")
-    wanted = _default_names if names_filter is None else _names_filter_fn(names_filter)
+    wanted = _default_names if names_filter is None else _names_filter_fn(names_filter if requested is None else requested)
     names = [name for name in model.hook_dict if wanted(name)]
     if not names:
         raise ValueError("names_filter selects no hook point")
