@@ -151,12 +151,15 @@ class TransformerBlock(nn.Module):
 
     def _per_head_inputs(self, resid: Float[torch.Tensor, "batch pos d_model"]) -> PerHeadInputs:
         """TransformerLens's split inputs: resid_pre copied per head, hooked, then each copy normalised."""
-        hooked = [p.name for p in (self.ln1.hook_scale, self.ln1.hook_normalized) if p._forward_hooks]
-        if hooked:  # the attention reads the per-head copies, normalised apart: an edit here would be dropped
-            raise ValueError(
-                f"a forward hook on {', '.join(hooked)} would change nothing while per-head inputs are on "
-                "(use_split_qkv_input / use_attn_in): the attention normalises each per-head copy itself. Hook the "
-                "per-head inputs (hook_q_input, ...), or turn the per-head inputs off to edit ln1")
+        points = (self.ln1.hook_scale, self.ln1.hook_normalized)
+        for direction, hooked in (("forward", [p.name for p in points if p._forward_hooks]),
+                                  ("backward", [p.name for p in points if p._backward_hooks])):
+            if hooked:  # the attention reads the per-head copies, normalised apart: ln1's own output is unused
+                effect = "would change nothing" if direction == "forward" else "would never fire"
+                raise ValueError(
+                    f"a {direction} hook on {', '.join(hooked)} {effect} while per-head inputs are on "
+                    "(use_split_qkv_input / use_attn_in): the attention normalises each per-head copy itself. Hook "
+                    "the per-head inputs (hook_q_input, ...), or turn the per-head inputs off to hook ln1")
         if self.ln1.hook_scale.is_hooked or self.ln1.hook_normalized.is_hooked:
             self.ln1(resid)  # ln1's own points are cached from the unsplit residual (what caches and lenses expect)
         n_heads, n_kv = self.attn.n_heads, self.attn.n_key_value_heads
