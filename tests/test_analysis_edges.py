@@ -323,5 +323,8 @@ def test_steering_positions_on_an_encoder_point_are_refused(model):
         hook = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction, positions=positions))]
         with pytest.raises(ValueError, match="encoder point"):
             model.run_with_hooks(inputs, fwd_hooks=hook)
+    padded = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction, positions=[0]))]
+    with pytest.raises(ValueError, match="padding in rows .* on an audio_encoder point, steer with positions=None"):
+        model.run_with_hooks(_padded(model), fwd_hooks=padded)  # the padding check runs first: it names both
     every = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction))]  # control: every frame
     assert (model.run_with_hooks(inputs, fwd_hooks=every) - model(inputs)).abs().max() > 0

@@ -108,4 +108,5 @@ def _refuse_padding_columns(indices: Int[torch.Tensor, "n"], inputs) -> None:
     if rows:
         raise ValueError(f"steering positions {indices.tolist()} are padding in rows {rows} (e.g. -1 on right "
                          "padding): those rows' padding would be steered instead of their tokens. Pass a bool mask "
-                         "[batch, pos] of the positions per row, or pad on the left")
+                         "[batch, pos] of the positions per row, or pad on the left. (Positions index the decoder's "
+                         "tokens: on an audio_encoder point, steer with positions=None.)")
