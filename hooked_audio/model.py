@@ -27,7 +27,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint as TLHookPoint
 from transformer_lens.utilities import Slice
 
-from .audio.inputs import AudioTextInput, as_tensor_dict
+from .audio.inputs import AudioTextInput, as_input_tensor, as_tensor_dict
 from .cache import AudioActivationCache, check_patch_alignment, position_dims
 from .components.block import TransformerBlock
 from .components.masks import causal_padding_mask
@@ -207,7 +207,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                 kwargs["attention_mask"] = tokens["attention_mask"]
         elif input is not None:
             raise TypeError(f"unsupported input of type {type(input).__name__}")
-        kwargs = {k: v for k, v in kwargs.items() if v is not None and k not in _IGNORED_INPUT_KEYS}
+        kwargs = {k: v if (tensor := as_input_tensor(k, v)) is None else tensor
+                  for k, v in kwargs.items() if v is not None and k not in _IGNORED_INPUT_KEYS}
 
         input_ids = kwargs.pop("input_ids", None)
         if input_ids is None:
@@ -456,6 +457,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                     "it says how many mel frames of each padded clip are real (the processor returns it)"
                 )
             mel_lengths = frame_mask.to(self.device).long().sum(-1).reshape(-1)
+            self._refuse_tokenless_clips(mel_lengths.cpu(), features.shape[2])
         hidden = self.audio_encoder(features, mel_lengths)
         if mel_lengths is None:  # every mel frame of every window is real
             mel_lengths = torch.full((hidden.shape[0],), features.shape[2], device=self.device)
@@ -465,6 +467,27 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         projected = self.projector(hidden)
         valid = torch.arange(projected.shape[1], device=self.device)[None, :] < lengths[:, None]
         return self.hook_audio_embeds(projected[valid])
+
+    def _refuse_tokenless_clips(self, mel_lengths: Int[torch.Tensor, "window"], n_mel_frames: int) -> None:
+        """A clip too short for one audio token has no placeholder, so the text would be answered alone and its
+        window credited to another clip (another row's, in window_rows). Only a long clip's last window may yield
+        none (after a full window, in a ``windowed_clips`` family); there the tensors cannot tell it from a short
+        clip after a clip of exactly whole windows, so that case is warned about."""
+        tokens = self.audio_encoder.output_lengths(mel_lengths)
+        full_window = int(self.audio_encoder.output_lengths(torch.tensor([n_mel_frames]))[0])
+        for window in torch.nonzero(tokens == 0).flatten().tolist():
+            if self.cfg.audio_inputs.windowed_clips and window > 0 and int(tokens[window - 1]) == full_window:
+                warnings.warn(
+                    f"audio window {window} ({int(mel_lengths[window])} real mel frames) yields no audio token after a "
+                    "full window: it is read as the last frames of the clip before (window_rows, window_clips and "
+                    "encoder caches credit it there). If it is a separate clip too short for one token, that is wrong "
+                    "and the model never hears it: use a longer clip (build_inputs says the minimum)")
+                continue
+            raise ValueError(
+                f"audio window {window} has {int(mel_lengths[window])} real mel frames, too few for one audio token: "
+                "the clip is too short, so it has no placeholder and the model would answer from the text alone "
+                "(the window would be credited to another clip). Use a longer clip, or pad it with silence "
+                "(build_inputs refuses such clips and says the minimum length)")
 
     def _check_audio_token_count(self, inputs: AudioTextInput, n_placeholders: int, n_audio_embeds: int) -> None:
         if n_placeholders == n_audio_embeds:
@@ -510,7 +533,13 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
     # --- hooks (O(hooks added) to add and remove) ------------------------------------------------------
     def _resolve(self, name: HookName) -> list[TLHookPoint]:
         if callable(name):
-            return [hp for hook_name, hp in self.hook_dict.items() if name(hook_name)]
+            matched = [hp for hook_name, hp in self.hook_dict.items() if name(hook_name)]
+            if not matched:  # a typo in a filter would otherwise run with no hook: an ablation reading "no effect"
+                raise ValueError(
+                    f"the hook name filter {getattr(name, '__name__', name)!r} matches none of the model's "
+                    f"{len(self.hook_dict)} hook points: check it against model.hook_dict.keys() (full names such as "
+                    "'blocks.0.attn.hook_z')")
+            return matched
         if name not in self.hook_dict:
             raise unknown_hook_name_error(name, list(self.hook_dict))
         return [self.hook_dict[name]]

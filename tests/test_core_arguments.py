@@ -181,3 +181,16 @@ def test_position_ids_of_another_shape_are_refused_and_one_row_may_be_1d(model):
     one = make_inputs([[100]])
     row = torch.arange(one["input_ids"].shape[1])
     torch.testing.assert_close(model(**one, position_ids=row), model(**one, position_ids=row[None]))
+
+
+@torch.no_grad()
+def test_numpy_inputs_are_read_and_list_inputs_refused_not_dropped(model):
+    """Was: a dict input kept torch tensors only, so a numpy attention_mask was dropped and a left-padded row ran
+    with its padding read as text (numpy features: "audio inputs lack input_features"). Control: the tensors."""
+    inputs = make_inputs([[100], [60]])  # row 1 has 10 padding positions
+    expected = model(inputs)
+    as_numpy = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    torch.testing.assert_close(model(as_numpy), expected, rtol=0, atol=0)
+    torch.testing.assert_close(model(**as_numpy), expected, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="attention_mask is a list: pass tensors"):
+        model({**inputs, "attention_mask": inputs["attention_mask"].tolist()})

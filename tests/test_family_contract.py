@@ -189,6 +189,33 @@ def test_whitelist_refuses_an_unhandled_attribute(spec):
 
 
 
+TOKENLESS_CLIPS = [  # (family, a batch with a clip of one mel frame, the same with a clip of one token's frames)
+    ("qwen2_audio", [[50], [1]], [[50], [3]]),
+    ("audioflamingo3", [[[50]], [[1]]], [[[50]], [[3]]]),
+    ("musicflamingo", [[[1]]], [[[3]]]),
+    ("glm_asr", [[[200]], [[5], [200]]], [[[200]], [[8], [200]]]),
+    ("qwen2_5_omni", [[20], [1]], [[20], [3]]),
+]
+
+
+@pytest.mark.parametrize("name, tokenless, control", TOKENLESS_CLIPS, ids=[c[0] for c in TOKENLESS_CLIPS])
+def test_a_clip_too_short_for_one_audio_token_is_refused(name, tokenless, control):
+    """Was: its window (HF's processor makes one for a 10 ms clip) yielded no placeholder, the forward ran on the
+    text alone and window_rows credited the window to the clip before, in another row (Music Flamingo: a bare
+    IndexError). Control: a clip just long enough for one token runs and matches HF. On GLM-ASR the tokenless
+    clip follows a full window, where it cannot be told from a long clip's tail: warned, not refused."""
+    spec = SPECS[name]
+    hf, model = build_pair(spec)
+    inputs = spec.make_inputs(tokenless, text_lengths=[3] * len(tokenless), seed=1)
+    if name == "glm_asr":
+        with pytest.warns(UserWarning, match="yields no audio token after a full window"):
+            model(**inputs)
+        inputs = spec.make_inputs(tokenless[1:], text_lengths=[3], seed=1)  # the short clip first in its batch
+    with pytest.raises(ValueError, match="too few for one audio token"):
+        model(**inputs)
+    assert_matches_hf(model, hf, spec.make_inputs(control, text_lengths=[3] * len(control), seed=1))
+
+
 def test_shapes_are_checked_at_run_time():
     """``conftest.py`` installs jaxtyping's import hook: an argument of the wrong shape fails at the call (and
     with ``HOOKED_AUDIO_SHAPE_CHECKS=0`` it really is off: the same call then runs)."""

@@ -139,6 +139,20 @@ def test_unknown_hook_name_suggests_close_names(model):
 
 
 
+def test_a_hook_name_filter_that_matches_nothing_is_refused(model):
+    """Was: run_with_hooks / hooks() / add_hook with a filter matching no point ran with no hook at all, so a
+    typo'd ablation read as "no effect". Control: the right filter changes the logits."""
+    inputs = make_inputs([[100]])
+    zero = lambda z, hook: torch.zeros_like(z)  # noqa: E731
+    with pytest.raises(ValueError, match="matches none of the model's"):
+        model.run_with_hooks(**inputs, fwd_hooks=[(lambda n: n.endswith("attn.hook_zz"), zero)])
+    with pytest.raises(ValueError, match="matches none of the model's"):
+        model.add_hook(lambda n: n.endswith("attn.hook_zz"), zero)
+    assert model.attached_hook_names() == []
+    ablated = model.run_with_hooks(**inputs, fwd_hooks=[(lambda n: n.endswith("attn.hook_z"), zero)])
+    assert (ablated - model(**inputs)).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("as_collection", [frozenset, lambda names: dict.fromkeys(names).keys(), iter])
 def test_names_filter_takes_any_collection_of_names(model, as_collection):
     """TransformerLens's list of names may come as a frozenset, ``dict.keys()`` or a generator (the old code

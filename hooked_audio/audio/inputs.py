@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 
@@ -218,5 +219,24 @@ def spans_of(flags: list[bool]) -> list[tuple[int, int]]:
 
 
 def as_tensor_dict(inputs: Mapping) -> dict[str, torch.Tensor]:
-    """A processor's ``BatchFeature`` (or any mapping) as a plain dict of tensors."""
-    return {k: v for k, v in dict(inputs).items() if isinstance(v, torch.Tensor)}
+    """A processor's ``BatchFeature`` (or any mapping) as a plain dict of tensors: numpy arrays become tensors,
+    other values that are not tensors (a processor's metadata) are left out, but an input the model reads
+    (ids, masks, features) given as a list is refused rather than dropped."""
+    return {k: tensor for k, v in dict(inputs).items() if (tensor := as_input_tensor(k, v)) is not None}
+
+
+def as_input_tensor(name: str, value) -> torch.Tensor | None:
+    """``value`` as a tensor where it is one or a numpy array; None for other values, except that a model input
+    (ids, masks, features) as a list or tuple is a TypeError (dropping it would run without it, e.g. unmasked)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, (list, tuple)) and _is_model_input(name):
+        raise TypeError(f"{name} is a {type(value).__name__}: pass tensors (the processor's return_tensors='pt', "
+                        "or torch.as_tensor)")
+    return None
+
+
+def _is_model_input(name: str) -> bool:
+    return name in ("input_ids", "attention_mask", "position_ids") or "feature" in name or name.endswith("_mask")
