@@ -335,6 +335,14 @@ class AudioActivationCache(ActivationCache):
         )
 
 
+def check_cache_model(cache, model, user: str) -> None:
+    """Refuse ``model`` where it is not the model that made ``cache`` (any TransformerLens cache): ``user`` would
+    normalise the residuals with one model's final norm and read them with another's unembedding."""
+    if getattr(cache, "model", model) is not model:
+        raise ValueError(f"{user}: this cache was made by another model than the one passed; pass the cache's own "
+                         "model (cache.model), or run run_with_cache with this model")
+
+
 def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:
     """Refuse a hook that carries activations cached from a run whose audio sits elsewhere: patching them by
     position into this run would put audio where text is (or a 2 s clip over a 4 s one) without an error.

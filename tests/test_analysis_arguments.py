@@ -224,3 +224,20 @@ def test_counterfactual_builders_name_what_was_wrong(batch):
         matched_noise(wave)
     (noise,) = matched_noise([wave])
     assert noise.shape == wave.shape and np.sqrt(np.mean(noise**2)) == pytest.approx(np.sqrt(np.mean(wave**2)), rel=1e-5)
+
+
+@torch.no_grad()
+def test_the_lens_refuses_a_cache_of_another_model(model, batch, cache):
+    """Was: logit_lens / label_log_probs normalised the cache's residuals with the cache's model and unembedded them
+    with the model passed, a value of neither (a sibling organism's lens on the listener's cache). Control: the
+    cache's own model."""
+    import copy
+
+    other = copy.deepcopy(model)
+    _, full = model.run_with_cache(batch)
+    with pytest.raises(ValueError, match="made by another model"):
+        logit_lens(other, full)
+    with pytest.raises(ValueError, match="made by another model"):
+        label_log_probs(other, full, LABELS)
+    final = logit_lens(model, full).log_probs[-1]
+    torch.testing.assert_close(final, torch.log_softmax(model(batch), -1))

@@ -27,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 from scipy.stats import pearsonr
 
 from ..audio.inputs import AudioTextInput
-from ..cache import AudioActivationCache, check_final_position_is_last
+from ..cache import AudioActivationCache, check_cache_model, check_final_position_is_last
 from ..evaluation.scoring import first_token_ids
 from ..indices import checked_count, checked_layers, index_tensor, is_index
 from ..kv_cache import prediction_positions
@@ -82,6 +82,7 @@ def label_log_probs(
 def _label_log_probs_at(model, cache, labels, positions_list, leading_space) -> list[torch.Tensor]:
     """``label_log_probs`` at several position rules, from one accumulated residual stack."""
     cache.require("label_log_probs")
+    check_cache_model(cache, model, "label_log_probs")
     ids = label_token_ids(model, labels, leading_space)
     if len(ids) < 2:
         raise ValueError(f"labels {labels!r} is one label: a log-softmax over one entry is 0 at every layer; pass the "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 
-from ..cache import AudioActivationCache
+from ..cache import AudioActivationCache, check_cache_model
 from ..indices import index_tensor, rows_padded_at
 
 
@@ -50,6 +50,7 @@ class LogitLens:
 def logit_lens(model, cache: AudioActivationCache, positions: slice | list[int] | None = None) -> LogitLens:
     """Lens at ``positions`` (all by default; a slice or a list of indices into the cache's positions,
     negative ones counting from the end) of every row; the final norm is recomputed per layer."""
+    check_cache_model(cache, model, "logit_lens")
     stack, labels = cache.accumulated_resid(apply_ln=True, return_labels=True)
     if not getattr(cache, "has_batch_dim", True):
         stack = stack[:, None]  # [layer, 1, pos, d_model]: one row
