@@ -264,3 +264,15 @@ def test_the_event_order_shortcut_clips_put_each_event_where_they_say():
         assert sample.kind == ("first" if a_start < o_start else "second")
         cells.add((sample.answer, other_third))
     assert len(pairs) == 18 and len(cells) == 6
+
+
+@pytest.mark.parametrize("task_name, answer", [("pitch", "Low"), ("pitch", "medium"), ("noise", "blue"), ("beeps", 3)])
+def test_an_answer_outside_the_task_is_refused(task_name, answer):
+    """Was: ("pitch", "Low") made a high tone (the generator tests answer == "low") and ("noise", "blue") a bare
+    KeyError; a typo'd split of make_probe_set a bare tuple.index error. Control: the task's own answer."""
+    task = tasks.TASKS_BY_NAME[task_name]
+    with pytest.raises(ValueError, match=f"not an answer of the {task_name} task"):
+        tasks.make_item(task, answer, np.random.default_rng(0))
+    tasks.make_item(task, task.answers[0], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unknown split 'shift'"):
+        tasks.make_probe_set(0, 2, [task_name], split="shift")

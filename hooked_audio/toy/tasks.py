@@ -465,6 +465,8 @@ def make_item(task: Task, answer: str, rng: np.random.Generator, split: str = "t
     """One clip and question for ``answer`` under ``split``."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {SPLITS}")
+    if answer not in task.answers:  # the generators test e.g. answer == "male": "Male" would make a female voice
+        raise ValueError(f"{answer!r} is not an answer of the {task.name} task; its answers: {task.answers}")
     item = task.make_item(answer, rng, split)
     if not item.question:
         item.question, item.kind = task.question, task.name
@@ -645,6 +647,8 @@ def make_probe_set(seed: int, n_per_task: int, task_names: list[str] | None = No
     unknown = set(task_names or ()) - set(TASKS_BY_NAME)
     if unknown:
         raise ValueError(f"unknown toy tasks {sorted(unknown)}; tasks: {list(TASKS_BY_NAME)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {SPLITS}")
     samples = []
     for task in TASKS:
         if task_names is not None and task.name not in task_names:
