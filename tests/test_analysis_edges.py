@@ -303,6 +303,21 @@ def test_masks_built_for_other_inputs_are_refused_outside_generate(model):
     assert (model.run_with_hooks(inputs, fwd_hooks=own) - model(inputs)).abs().max() > 0  # control: its own mask
 
 
+def test_a_steering_mask_built_for_another_batch_of_the_same_width_is_refused(model):
+    """Was: only a mask of another width was refused, so the audio mask of the same two rows in the other order
+    steered text and padding columns. Control: the batch's own mask, in run_with_hooks and in generate."""
+    inputs = _padded(model)
+    swapped = model.to_inputs(**make_inputs([[40], [100]]))
+    assert swapped.shape == inputs.shape
+    direction = torch.randn(model.cfg.d_model)
+    hook = [("blocks.0.hook_resid_post", steering_hook(direction, positions=swapped.audio_mask))]
+    with pytest.raises(ValueError, match=r"marks padding positions in rows \[1\]: it was built for other inputs"):
+        model.run_with_hooks(inputs, fwd_hooks=hook)
+    own = [("blocks.0.hook_resid_post", steering_hook(direction, positions=inputs.audio_mask))]
+    assert (model.run_with_hooks(inputs, fwd_hooks=own) - model(inputs)).abs().max() > 0
+    model.generate(inputs, max_new_tokens=2, fwd_hooks=own)
+
+
 def test_steering_an_index_on_left_padding_is_refused_in_generate_too(model):
     """Was: generate skipped the padding check, so positions=[0] on a left-padded batch steered only padding in
     the padded rows (their tokens untouched) without a word; run_with_hooks refused it."""
@@ -323,8 +338,12 @@ def test_steering_positions_on_an_encoder_point_are_refused(model):
         hook = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction, positions=positions))]
         with pytest.raises(ValueError, match="encoder point"):
             model.run_with_hooks(inputs, fwd_hooks=hook)
+    for positions in ([-1], inputs.audio_mask):  # the audio tokens themselves, [n_audio_tok, d_model]
+        embeds = [("hook_audio_embeds", steering_hook(torch.randn(model.cfg.d_model), positions=positions))]
+        with pytest.raises(ValueError, match="hook_audio_embeds has no position axis"):
+            model.run_with_hooks(inputs, fwd_hooks=embeds)
     padded = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction, positions=[0]))]
-    with pytest.raises(ValueError, match="padding in rows .* on an audio_encoder point, steer with positions=None"):
+    with pytest.raises(ValueError, match="padding in rows .* on an audio_encoder point or hook_audio_embeds, steer with"):
         model.run_with_hooks(_padded(model), fwd_hooks=padded)  # the padding check runs first: it names both
     every = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction))]  # control: every frame
     assert (model.run_with_hooks(inputs, fwd_hooks=every) - model(inputs)).abs().max() > 0

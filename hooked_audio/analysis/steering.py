@@ -58,6 +58,9 @@ def steering_hook(
         delta = scale * direction.to(resid.device, resid.dtype)
         if positions is None:
             return resid + delta
+        if resid.ndim != 3:  # hook_audio_embeds: [n_audio_tok, d_model], the audio tokens themselves
+            raise ValueError(f"{hook.name} has no position axis (shape {tuple(resid.shape)}): steer all of it "
+                             "(positions=None), or steer a [batch, pos, d_model] point at inputs.audio_mask")
         if hook.name.startswith("audio_encoder"):  # rows are windows, columns frames: no decoder position is there
             raise ValueError(
                 f"positions index the decoder's token sequence, but {hook.name} is an encoder point ([window, frame, "
@@ -94,8 +97,25 @@ def steering_hook(
         return resid + mask.to(resid.device)[..., None] * delta
 
     # each forward checks its inputs against the hook (cache.check_patch_alignment): an index that is padding in
-    # some row (-1 on right padding) would steer that row's padding instead of its tokens
-    return partial(add, check_inputs=None if indices is None else partial(_refuse_padding_columns, indices))
+    # some row (-1 on right padding) would steer that row's padding instead of its tokens, and a mask that marks
+    # padding was built for other inputs (another batch of the same width)
+    if positions is None:
+        return add
+    check = partial(_refuse_padding_columns, indices) if indices is not None else partial(_refuse_padding_mask, mask_rows)
+    return partial(add, check_inputs=check)
+
+
+def _refuse_padding_mask(mask_rows: Bool[torch.Tensor, "rows pos"], inputs) -> None:
+    if inputs.attention_mask is None:
+        return
+    padding = ~inputs.attention_mask.cpu().bool()
+    if mask_rows.shape[0] not in (1, padding.shape[0]) or mask_rows.shape[1] < padding.shape[1]:
+        return  # another shape: the hook says so with the hook point's name
+    rows = (mask_rows.cpu()[:, : padding.shape[1]] & padding).any(-1).nonzero().flatten().tolist()
+    if rows:
+        raise ValueError(f"the steering positions mask marks padding positions in rows {rows}: it was built for other "
+                         "inputs (e.g. another batch of the same width), and would steer those rows' other columns. "
+                         "Build it from these inputs (e.g. inputs.audio_mask)")
 
 
 def _refuse_padding_columns(indices: Int[torch.Tensor, "n"], inputs) -> None:
@@ -109,4 +129,4 @@ def _refuse_padding_columns(indices: Int[torch.Tensor, "n"], inputs) -> None:
         raise ValueError(f"steering positions {indices.tolist()} are padding in rows {rows} (e.g. -1 on right "
                          "padding): those rows' padding would be steered instead of their tokens. Pass a bool mask "
                          "[batch, pos] of the positions per row, or pad on the left. (Positions index the decoder's "
-                         "tokens: on an audio_encoder point, steer with positions=None.)")
+                         "tokens: on an audio_encoder point or hook_audio_embeds, steer with positions=None.)")
