@@ -119,6 +119,7 @@ class HookedAudioConfig:
     norm_topk_prob: bool = True  # renormalise the chosen experts' router probabilities to sum to 1
     tie_word_embeddings: bool = False
     attn_only: bool = False  # always False here; read by TransformerLens's ActivationCache
+    positional_embedding_type: str = "rotary"  # every supported decoder rotates q and k (TransformerLens's field)
     default_prepend_bos: bool = False  # the supported tokenizers add no BOS (read by TransformerLens's utilities)
     # TransformerLens's switches (read by its patching and attribution code); set them with model.set_use_*.
     use_attn_result: bool = False

@@ -14,7 +14,7 @@ FINGERPRINT_SAMPLES = 256  # values read from each weight tensor
 # config fields that do not change what the model computes: where it runs, what it is called, and
 # TransformerLens's switches for which extra hooks are computed
 UNHASHED_CONFIG_FIELDS = ("device", "dtype", "model_name", "use_attn_result", "use_split_qkv_input",
-                          "use_hook_mlp_in", "use_attn_in")
+                          "use_hook_mlp_in", "use_attn_in", "positional_embedding_type")
 
 
 def model_fingerprint(model) -> str:

@@ -55,8 +55,23 @@ def to_cache(x: torch.Tensor, device=None, dtype: torch.dtype | None = None) -> 
     return x.to(device) if device else x
 
 
+# TransformerLens's points that exist only while a switch is on (as there): the switch that makes each
+SWITCHED_POINTS = {
+    "hook_mlp_in": "set_use_hook_mlp_in(True)",
+    "hook_q_input": "set_use_split_qkv_input(True)",
+    "hook_k_input": "set_use_split_qkv_input(True)",
+    "hook_v_input": "set_use_split_qkv_input(True)",
+    "hook_attn_in": "set_use_attn_in(True)",
+}
+
+
 def unknown_hook_name_error(name: str, known: list[str]) -> KeyError:
-    """A KeyError for a mistyped hook name that suggests the closest real ones."""
+    """A KeyError for a mistyped hook name that suggests the closest real ones, or names the switch that makes
+    a TransformerLens point which exists only while it is on."""
+    switch = SWITCHED_POINTS.get(name.rsplit(".", 1)[-1])
+    if switch is not None and name.startswith(("blocks.", "audio_encoder.blocks.")):
+        return KeyError(f"{name!r} exists only while its TransformerLens switch is on: call model.{switch} first "
+                        "(as in TransformerLens)")
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return KeyError(

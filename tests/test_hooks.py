@@ -136,6 +136,10 @@ def test_unknown_hook_name_suggests_close_names(model):
         model.add_hook("audio_encoder.block.0.hook_resid_pre", lambda x, hook: None)
     with pytest.raises(KeyError, match="blocks.1.attn.hook_pattern"):
         model.run_with_cache(**inputs, names_filter=["blocks.1.attn.hook_patern"])
+    for name, switch in [("blocks.0.hook_mlp_in", "set_use_hook_mlp_in"), ("blocks.1.attn.hook_q_input",
+                         "set_use_split_qkv_input"), ("audio_encoder.blocks.0.hook_attn_in", "set_use_attn_in")]:
+        with pytest.raises(KeyError, match=f"exists only while its TransformerLens switch is on: call model.{switch}"):
+            model.run_with_hooks(**inputs, fwd_hooks=[(name, lambda x, hook: None)])  # was: "Did you mean hook_mlp_out"
 
 
 
