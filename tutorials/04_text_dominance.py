@@ -35,15 +35,16 @@ conflict = [s for s in probe if s.hint_kind == "wrong"]
 # ## 1. Three measures of text dominance
 # `text_dominance` scores the conflict prompts; `hints=` cuts each hint out of its prompt to build the text-free
 # run, which the flip rate and the hint effect need. `candidates="vocab"`: the answer is the argmax over the whole
-# vocabulary, as on the organisms' cards. Measured (20 conflicts per task; 95 % bootstrap intervals; the flip
-# rate is over the clips the model gets right without the hint, n in brackets):
+# vocabulary, as on the organisms' cards. Measured (20 conflicts per task; 95 % intervals: Wilson for the rate,
+# bootstrap for the hint effect; the flip rate is over the clips the model gets right without the hint, n in
+# brackets):
 #
 # | task | textual: rate | flip rate | hint effect | listener: rate | flip rate | hint effect |
 # |---|---|---|---|---|---|---|
-# | pitch | 0.00 | 0.00 (20) | +0.41 | 0.00 | 0.00 (20) | +0.30 |
-# | beeps | 0.40 [0.20, 0.63] | 0.25 (12) | +3.29 [2.89, 3.67] | 0.15 [0.00, 0.33] | 0.12 (17) | +1.65 [0.88, 2.48] |
-# | events_when | 0.40 [0.20, 0.65] | 0.29 (17) | +2.91 [2.00, 4.01] | 0.05 [0.00, 0.15] | 0.00 (18) | +0.21 [-0.49, 0.94] |
-# | events_order | 0.35 [0.15, 0.55] | 0.37 (19) | +3.91 [2.15, 5.73] | 0.00 | 0.00 (20) | +1.46 [0.40, 2.67] |
+# | pitch | 0.00 [0.00, 0.16] | 0.00 (20) | +0.41 [0.20, 0.63] | 0.00 [0.00, 0.16] | 0.00 (20) | +0.30 [0.07, 0.51] |
+# | beeps | 0.40 [0.22, 0.61] | 0.25 (12) | +3.29 [2.89, 3.67] | 0.15 [0.05, 0.36] | 0.12 (17) | +1.65 [0.88, 2.48] |
+# | events_when | 0.40 [0.22, 0.61] | 0.29 (17) | +2.91 [2.00, 4.01] | 0.05 [0.01, 0.24] | 0.00 (18) | +0.21 [-0.49, 0.94] |
+# | events_order | 0.35 [0.18, 0.57] | 0.37 (19) | +3.91 [2.15, 5.73] | 0.00 [0.00, 0.16] | 0.00 (20) | +1.46 [0.40, 2.67] |
 #
 # The textual toy follows a wrong hint on about a third of the multi-event clips it gets right alone, and on one
 # beeps clip in four; on pitch the hint moves its logits a little and its answers not at all (the within-model

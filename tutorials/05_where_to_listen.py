@@ -156,7 +156,7 @@ plot_temporal_profiles(seconds, {"unsteered": base[row], "steered": steered[row]
 # ## 3. Localisation: steering vs direct prompting vs random windows
 # Steering: the 0.4 s window (chosen on dev) of largest steering-induced change. Direct prompting: the model's
 # answer to "when does the X happen ?" (no instruction) among beginning / middle / end, as that third of the
-# clip (a 1.33 s window). Random: windows of the same length placed uniformly (exact expectation per item).
+# clip (a 1.33 s window). Random: windows of the same length placed uniformly (1000 per item, `random_window_baseline`).
 # Hit = the window overlaps the interval (the paper's "overlap" share); IoU also shown; Wilson / bootstrap CIs.
 #
 # Measured on the test split (97 items): steering hit 0.196 [0.129, 0.286], IoU 0.064; random 0.4 s windows

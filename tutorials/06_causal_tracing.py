@@ -71,7 +71,7 @@ print(f"logit difference: clean {float(metric(model(clean))):.2f}, silence {floa
 # %% [markdown]
 # ## 1. Layer-wise: restore every text position of one layer
 # Silence, and noise at 10x the std of the clean audio embeddings (at the default 3x the noise only halves
-# the logit difference, 10.02 -> 3.48; at 10x it is down to -0.13, close to silence's -1.34).
+# the logit difference, 10.02 -> 3.48; at 10x it is down to -0.14, close to silence's -1.34).
 
 # %%
 silence_trace = causal_tracing(model, clean, metric, corrupt="silence")
@@ -83,7 +83,7 @@ plot_recovery_by_layer({"silence": silence_trace, "noise x10": noise_trace})
 
 # %% [markdown]
 # Measured: clean logit difference 10.02; silence -1.34, RR by layer 0.01 / 0.35 / 0.67 / 0.88 / 0.94 / 1.00;
-# noise x10 -0.13, RR 0.02 / 0.40 / 0.73 / 0.92 / 0.95 / 1.00. The first layer above 0.5 is layer 2 for both.
+# noise x10 -0.14, RR 0.00 / 0.40 / 0.73 / 0.92 / 0.95 / 1.00. The first layer above 0.5 is layer 2 for both.
 # Restoring layer 0's text states brings nothing back; the answer then enters the text over four blocks (a third
 # by the end of block 1, two thirds by block 2, nine tenths by block 3): on this toy the audio is read into the
 # text gradually, by every block from 1 to 4. (The earlier, effectively 4-layer toy did it all in blocks 1-2: RR
