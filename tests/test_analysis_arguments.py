@@ -68,7 +68,7 @@ def test_masking_hooks_built_for_other_inputs_refuse_to_run(model, batch):
         with pytest.raises(ValueError, match="built for other inputs"):
             model(batch)
     with pytest.raises(ValueError, match="built for other inputs"):  # a list of hooks run per chunk of rows
-        text_dominance(model, batch, [5, 5, 5], [6, 6, 6], fwd_hooks=audio_masking_hooks(batch), batch_size=2)
+        text_dominance(model, batch, ["yes"] * 3, ["no"] * 3, fwd_hooks=audio_masking_hooks(batch), batch_size=2)
 
 
 @pytest.mark.parametrize("layers, error, match", [
@@ -164,9 +164,12 @@ def test_answers_labels_and_positions_that_would_be_misread_are_refused(model, b
 
 @torch.no_grad()
 def test_text_dominance_refuses_token_ids_it_would_misread(model, batch):
-    audio_ids, text_ids = torch.tensor([5, 5, 5]), torch.tensor([6, 6, 6])
+    yes, no = model.to_single_token("yes"), model.to_single_token("no")
+    audio_ids, text_ids = torch.tensor([yes] * 3), torch.tensor([no] * 3)
     result = text_dominance(model, batch, audio_ids, text_ids, n_boot=50)
-    assert result["rate"] == pytest.approx(np.mean([row[6] > row[5] for row in _last(model(batch), batch).tolist()]))
+    assert result["rate"] == pytest.approx(np.mean([row[no] > row[yes] for row in _last(model(batch), batch).tolist()]))
+    with pytest.raises(ValueError, match="special token ids .* not label indices"):  # was: scored <|audio_eos|> etc.
+        text_dominance(model, batch, torch.tensor([5, 5, 5]), text_ids, n_boot=50)
     with pytest.raises(TypeError, match="must be integers"):
         text_dominance(model, batch, audio_ids, torch.tensor([True, True, True]), n_boot=50)
     with pytest.raises(TypeError, match="must be integers"):
@@ -239,5 +242,7 @@ def test_the_lens_refuses_a_cache_of_another_model(model, batch, cache):
         logit_lens(other, full)
     with pytest.raises(ValueError, match="made by another model"):
         label_log_probs(other, full, LABELS)
+    with pytest.raises(TypeError, match="targets are token ids"):  # was: "new(): invalid data type 'str'"
+        logit_lens(model, full).target_prob("yes")
     final = logit_lens(model, full).log_probs[-1]
     torch.testing.assert_close(final, torch.log_softmax(model(batch), -1))

@@ -23,6 +23,8 @@ class LogitLens:
 
     def _targets(self, targets) -> Int[torch.Tensor, "batch"]:
         n_rows, vocab = self.log_probs.shape[1], self.log_probs.shape[-1]
+        if isinstance(targets, str) or (isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets)):
+            raise TypeError(f"targets are token ids, got {targets!r}: convert words with model.to_single_token(word)")
         targets = torch.as_tensor(targets)
         if targets.is_floating_point() or targets.dtype == torch.bool:
             raise TypeError(f"targets must be token ids (integers), got {targets.dtype}")

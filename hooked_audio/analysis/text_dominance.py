@@ -38,6 +38,12 @@ def _token_ids(model, answers, n_rows: int, what: str) -> Int[torch.Tensor, " ba
         raise ValueError(f"{what} must give one answer per row ({n_rows}), got {tuple(ids.shape)}")
     if bool(((ids < 0) | (ids >= model.cfg.d_vocab)).any()):
         raise ValueError(f"{what} holds token ids outside the vocabulary (0..{model.cfg.d_vocab - 1})")
+    special = set(getattr(getattr(model, "tokenizer", None), "all_special_ids", None) or ()) | {model.cfg.audio_token_id}
+    named = [int(i) for i in ids if int(i) in special]
+    if named:  # label indices 0, 1, ... (as information_scores takes) read as token ids land on special tokens
+        raise ValueError(f"{what} holds special token ids {sorted(set(named))} (e.g. {model.to_string([named[0]])!r}), "
+                         "no answer: integers here are token ids, not label indices; pass the answer strings (or "
+                         "map label indices to them)")
     return ids
 
 
