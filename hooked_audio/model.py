@@ -192,6 +192,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if isinstance(input, AudioTextInput):
             if any(v is not None for v in kwargs.values()):
                 raise TypeError("pass either an AudioTextInput or keyword inputs, not both")
+            if input.audio_token_id not in (-1, self.cfg.audio_token_id):
+                raise ValueError(
+                    f"these inputs were built for a model whose audio token is {input.audio_token_id}, this model's "
+                    f"is {self.cfg.audio_token_id} ({self.cfg.model_name}): build them with this model's processor "
+                    "(build_inputs(model, ...) or model.to_inputs of its processor's output)")
             return input
         if isinstance(input, Mapping):
             kwargs = {**as_tensor_dict(input), **{k: v for k, v in kwargs.items() if v is not None}}

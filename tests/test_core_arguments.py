@@ -194,3 +194,17 @@ def test_numpy_inputs_are_read_and_list_inputs_refused_not_dropped(model):
     torch.testing.assert_close(model(**as_numpy), expected, rtol=0, atol=0)
     with pytest.raises(TypeError, match="attention_mask is a list: pass tensors"):
         model({**inputs, "attention_mask": inputs["attention_mask"].tolist()})
+
+
+@torch.no_grad()
+def test_inputs_built_for_a_model_with_another_audio_token_are_refused(model):
+    """Was: another family's AudioTextInput ran into a placeholder count that named the wrong ids (toy-voxtral
+    given toy-qwen2-audio's inputs). Control: the model the inputs were built for."""
+    import copy
+
+    inputs = model.to_inputs(make_inputs([[100]]))
+    other = copy.deepcopy(model)
+    other.cfg.audio_token_id = AUDIO_TOKEN_ID + 1
+    with pytest.raises(ValueError, match=f"whose audio token is {AUDIO_TOKEN_ID}, this model's is {AUDIO_TOKEN_ID + 1}"):
+        other(inputs)
+    model(inputs)

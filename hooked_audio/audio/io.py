@@ -113,7 +113,8 @@ def load_waveform(
         if seconds > max_seconds:
             if on_too_long == "error":
                 raise ValueError(
-                    f"The clip is {seconds:.2f} s long, over the limit of max_seconds={max_seconds} s. "
+                    f"The clip is {seconds:.2f} s long ({wave.shape[0]} samples at {in_rate} Hz), over the limit of "
+                    f"max_seconds={max_seconds} s ({math.floor(max_seconds * in_rate)} samples). "
                     'Pass on_too_long="truncate" to keep the first max_seconds, or split the clip into '
                     "shorter pieces and process them one by one."
                 )
