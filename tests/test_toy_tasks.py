@@ -276,3 +276,27 @@ def test_an_answer_outside_the_task_is_refused(task_name, answer):
     tasks.make_item(task, task.answers[0], np.random.default_rng(0))
     with pytest.raises(ValueError, match="unknown split 'shift'"):
         tasks.make_probe_set(0, 2, [task_name], split="shift")
+
+
+@needs_espeak
+def test_lineage_pairs_differ_in_the_heard_item_alone(monkeypatch):
+    """The lineage measurement's pairs: the same clips (answers and random draws) voiced by en+m7 and en+m8, and
+    one-word clips of the eight first-toy words against other held-out words with the same nuisance draws. A
+    broken pairing (another seed, the voice not applied) would give other answers or identical waveforms."""
+    from hooked_audio.toy import lineage
+
+    spoken = []
+    original = tasks.signals.speak
+    monkeypatch.setattr(tasks.signals, "speak", lambda text, voice, *a: (spoken.append(voice), original(text, voice, *a))[1])
+    m7, m8 = (lineage.voice_pair_samples("digit", voice, n=6) for voice in ("m7", "m8"))
+    assert set(spoken) == {"en+m7", "en+m8"} and len(spoken) == 12
+    assert [s.answer for s in m7] == [s.answer for s in m8]
+    assert not any(np.array_equal(a.waveform, b.waveform) for a, b in zip(m7, m8))
+    assert lineage.voice_pair_samples("digit", "m7", n=6)[0].waveform.tobytes() == m7[0].waveform.tobytes()
+    assert {s.answer for s in lineage.voice_pair_samples("gender", "m7", n=6)} == {"male"}
+    spoken.clear()
+    heard, unheard = lineage.word_pair_samples(clips_per_word=1)
+    assert len(heard) == len(unheard) == 8 and [s.answer for s in heard] == [s.answer for s in unheard]
+    assert [voice for voice in spoken[0::2]] == spoken[1::2]  # each pair in one voice
+    held = {w for language in lineage.FIRST_TOY_WORDS for w in tasks.word_lists()[language][1]}
+    assert all(w in held for words in lineage.FIRST_TOY_WORDS.values() for w in words)

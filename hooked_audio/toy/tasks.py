@@ -20,6 +20,7 @@ and whether some training clips have their audio made uncertain (the text-relian
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -230,7 +231,24 @@ def _speed(rng: np.random.Generator, split: str) -> int:
     return int(rng.uniform(*TRAIN_SPEED))
 
 
+_ONLY_VOICE: str | None = None  # set by ``only_voice``: every held-out voice drawn is this one
+
+
+@contextlib.contextmanager
+def only_voice(variant: str):
+    """Within it, the held-out voices (the ``shifted_voice`` split's) are all ``variant``, the random draws
+    unchanged: the same seed then gives the same clips in another voice (``lineage.voice_pairs``)."""
+    global _ONLY_VOICE
+    _ONLY_VOICE = variant
+    try:
+        yield
+    finally:
+        _ONLY_VOICE = None
+
+
 def _voices(split: str, male: bool) -> tuple[str, ...]:
+    if _shifted(split, "voice") and _ONLY_VOICE is not None:
+        return (_ONLY_VOICE,)
     if _shifted(split, "voice"):
         return HELD_OUT_MALE_VARIANTS if male else HELD_OUT_FEMALE_VARIANTS
     return MALE_VARIANTS if male else FEMALE_VARIANTS

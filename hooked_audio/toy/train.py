@@ -44,8 +44,7 @@ from transformers import (
 )
 from transformers.models.whisper.modeling_whisper import sinusoids
 
-from . import signals
-from . import shortcuts
+from . import lineage, shortcuts, signals
 from .evaluate import (
     EVAL_CLIPS_PER_TASK, EVAL_SEED, encode, evaluate, evaluate_shift_factors, hint_style_names, make_eval_set,
 )
@@ -518,20 +517,23 @@ def _ancestors(training: dict) -> list[dict]:
     return out
 
 
-def _lineage_lines(training: dict) -> list[str]:
+def _lineage_lines(training: dict, measured: dict | None = None) -> list[str]:
     """The held-out claim's caveat where the lineage reaches the first bundled toy, which was trained (without a
-    recipe, before the held-out lists existed) on voices and words that the shifted split now holds out."""
+    recipe, before the held-out lists existed) on voices and words that the shifted split now holds out, and
+    what survives of it where ``measured`` (``lineage.measure``'s result)."""
     first = [run for run in _ancestors(training) if "recipe" not in run]
     if not first:
         return []
     oldest = first[-1]
+    how_much = ("how much of that first stage survives in the shifted split's voice and word numbers is not measured."
+                if measured is None else "what survives of it, below.")
     return ["", "Held-out data and lineage: these weights descend (through the stages above, the encoder's donor and"
             f" `--grow-from`) from the first bundled toy ({oldest.get('steps')} steps on {oldest.get('samples')}"
             " samples), trained before the held-out lists existed: its digit and gender clips used the voices en+m7"
             " and en+f5, held out since, and its language sentences eight words held out since (German eins, heute,"
             " wasser; French bonjour, bonne, maison; Spanish buenas, hoy). Every later stage trained on the current"
-            " task set only; how much of that first stage survives in the shifted split's voice and word numbers is"
-            " not measured. Only a from-scratch run would remove it."]
+            f" task set only; {how_much} Only a from-scratch run would remove it.",
+            *([] if measured is None else ["", *lineage.card_lines(measured)])]
 
 
 def _encoder_init_lines(training: dict) -> list[str]:
@@ -593,7 +595,7 @@ def card_markdown(card: dict) -> str:
         *_grown_lines(t),
         *_encoder_init_lines(t),
         *_continuation_lines(t.get("init_from"), t.get("init_from_name")),
-        *_lineage_lines(t),
+        *_lineage_lines(t, card["results"].get("lineage")),
         "",
         f"Made by `{card['command']}` ({t.get('total_seconds')} s in all: data synthesis or cache, feature extraction,"
         " training, evaluation, on a shared 2-core machine). The encoder's position embeddings are Whisper's frozen"
