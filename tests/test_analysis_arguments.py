@@ -246,3 +246,18 @@ def test_the_lens_refuses_a_cache_of_another_model(model, batch, cache):
         logit_lens(model, full).target_prob("yes")
     final = logit_lens(model, full).log_probs[-1]
     torch.testing.assert_close(final, torch.log_softmax(model(batch), -1))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_penultimate_on_a_row_of_one_real_token_says_so(model, padding_side):
+    """Was: "positions [-1, 18] are outside the cache's 20 positions" (right padding) or "positions [18] of rows
+    [0] are padding" (left): neither said that row 0 has no penultimate token. Control: positions="last"."""
+    ids = torch.tensor([[7, 0, 0, 0], [7, 8, 9, 10]]) if padding_side == "right" else torch.tensor([[0, 0, 0, 7], [7, 8, 9, 10]])
+    inputs = model.to_inputs(input_ids=ids, attention_mask=(ids != 0).long())
+    logits, cache = model.run_with_cache(inputs)
+    with pytest.raises(ValueError, match=r"rows \[0\] have one real token, so no penultimate position"):
+        label_log_probs(model, cache, LABELS, positions="penultimate")
+    label_ids = [model.to_single_token(label) for label in LABELS]
+    last = logits[torch.arange(2), inputs.last_positions][:, label_ids]
+    torch.testing.assert_close(label_log_probs(model, cache, LABELS, positions="last")[-1], last.log_softmax(-1))

@@ -54,7 +54,13 @@ def _row_positions(cache: AudioActivationCache, positions) -> Int[torch.Tensor, 
             return last
         if positions != "penultimate":
             raise ValueError(f"positions must be 'last', 'penultimate' or one index per row, got {positions!r}")
-        index = last - 1  # checked below: a row of one real token has no real penultimate position
+        index = last - 1
+        mask = cache.inputs.attention_mask
+        first = torch.zeros_like(last) if mask is None else mask.cpu().long().argmax(-1)  # each row's first real one
+        single = torch.nonzero(index < first).flatten().tolist()
+        if single:
+            raise ValueError(f"rows {single} have one real token, so no penultimate position: drop them, or use "
+                             "positions='last'")
     else:
         index = index_tensor(positions, "positions").cpu()
     if index.shape != last.shape:
