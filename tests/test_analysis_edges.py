@@ -345,5 +345,8 @@ def test_steering_positions_on_an_encoder_point_are_refused(model):
     padded = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction, positions=[0]))]
     with pytest.raises(ValueError, match="padding in rows .* on an audio_encoder point or hook_audio_embeds, steer with"):
         model.run_with_hooks(_padded(model), fwd_hooks=padded)  # the padding check runs first: it names both
+    for scale in (True, "2"):  # was: True taken as 1, "2" an index error at run time
+        with pytest.raises(TypeError, match="scale must be a number"):
+            steering_hook(direction, scale=scale)
     every = [("audio_encoder.blocks.0.hook_resid_post", steering_hook(direction))]  # control: every frame
     assert (model.run_with_hooks(inputs, fwd_hooks=every) - model(inputs)).abs().max() > 0

@@ -276,6 +276,17 @@ def test_an_answer_outside_the_task_is_refused(task_name, answer):
     tasks.make_item(task, task.answers[0], np.random.default_rng(0))
     with pytest.raises(ValueError, match="unknown split 'shift'"):
         tasks.make_probe_set(0, 2, [task_name], split="shift")
+    with pytest.raises(ValueError, match="n_per_task must be a positive integer"):  # was: [] for -1
+        tasks.make_probe_set(0, -1, [task_name])
+
+
+def test_a_rate_of_counts_other_than_hits_is_refused():
+    """Was: rate([1, 0, 2]) gave 1.0 (a count of 2 read as one trial's hit). Control: bools and 0 / 1."""
+    from hooked_audio.toy.evaluate import rate
+
+    with pytest.raises(ValueError, match="hits must be True / False per trial"):
+        rate([1, 0, 2])
+    assert rate([True, False, True, True])["rate"] == rate([1, 0, 1, 1])["rate"] == 0.75
 
 
 @needs_espeak

@@ -39,6 +39,8 @@ def steering_hook(
         raise ValueError(f"direction must be one vector [d_model], got shape {tuple(direction.shape)}")
     if not torch.isfinite(direction).all():
         raise ValueError("direction has NaN or inf entries")
+    if isinstance(scale, (bool, str)):
+        raise TypeError(f"scale must be a number, got {scale!r}")
     if not math.isfinite(float(scale)):
         raise ValueError(f"scale must be a finite number, got {scale}")
     mask_rows, indices = None, None

@@ -126,6 +126,8 @@ def rate(hits: list[bool]) -> dict | None:
     """Share of True with its 95 % Wilson score interval (scipy), or None for no trials."""
     if not hits:
         return None
+    if any(h not in (0, 1) for h in hits):  # True / False (or 0 / 1): a count of 2 would be a rate above one
+        raise ValueError(f"hits must be True / False per trial, got {sorted({h for h in hits if h not in (0, 1)})[:3]}")
     k, n = int(sum(hits)), len(hits)
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     return {"rate": round(k / n, 4), "n": n, "ci95": [round(ci.low, 4), round(ci.high, 4)]}

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..indices import checked_count
 from . import signals
 
 SHIFT_FACTORS = ("words", "voice", "speed", "level", "reverb", "frequency")
@@ -667,6 +668,7 @@ def make_probe_set(seed: int, n_per_task: int, task_names: list[str] | None = No
         raise ValueError(f"unknown toy tasks {sorted(unknown)}; tasks: {list(TASKS_BY_NAME)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {SPLITS}")
+    n_per_task = checked_count(n_per_task, "n_per_task")
     samples = []
     for task in TASKS:
         if task_names is not None and task.name not in task_names:
