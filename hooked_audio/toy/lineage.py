@@ -4,10 +4,10 @@ no toy ever heard, everything else paired.
 Every bundled toy descends from the first one, trained before the held-out lists existed, on the voice en+m7 (now
 held out) and on eight language words (now held out). Two paired comparisons measure what survives:
 
-- ``voice_pairs``: the same clips (one seed, the same random draws) voiced by en+m7, heard by the first toy, and by
-  en+m8, never heard by any toy, per speech task (gender: male clips only).
-- ``word_pairs``: one-word language clips of the eight first-toy words against other held-out words of the same
-  language, each pair with the same voice, speed, placement and noise.
+- ``voice_pair_samples``: the same clips (one seed, the same random draws) voiced by en+m7, heard by the first
+  toy, and by en+m8, never heard by any toy, per speech task (gender: male clips only).
+- ``word_pair_samples``: one-word language clips of the eight first-toy words against other held-out words of the
+  same language, each pair with the same voice, speed, placement and noise.
 
 A gap alone does not prove a leak (one voice or word can be harder than another): the control is a toy trained
 from scratch with the same recipe, whose gap shows how hard each item is without that history. ``main`` adds the

@@ -238,7 +238,7 @@ _ONLY_VOICE: str | None = None  # set by ``only_voice``: every held-out voice dr
 @contextlib.contextmanager
 def only_voice(variant: str):
     """Within it, the held-out voices (the ``shifted_voice`` split's) are all ``variant``, the random draws
-    unchanged: the same seed then gives the same clips in another voice (``lineage.voice_pairs``)."""
+    unchanged: the same seed then gives the same clips in another voice (``lineage.voice_pair_samples``)."""
     global _ONLY_VOICE
     _ONLY_VOICE = variant
     try:

@@ -526,7 +526,7 @@ def _lineage_lines(training: dict, measured: dict | None = None) -> list[str]:
         return []
     oldest = first[-1]
     how_much = ("how much of that first stage survives in the shifted split's voice and word numbers is not measured."
-                if measured is None else "what survives of it, below.")
+                if measured is None else "what survives of that first stage is measured below.")
     return ["", "Held-out data and lineage: these weights descend (through the stages above, the encoder's donor and"
             f" `--grow-from`) from the first bundled toy ({oldest.get('steps')} steps on {oldest.get('samples')}"
             " samples), trained before the held-out lists existed: its digit and gender clips used the voices en+m7"
