@@ -305,17 +305,26 @@ def test_masks_built_for_other_inputs_are_refused_outside_generate(model):
 
 def test_a_steering_mask_built_for_another_batch_of_the_same_width_is_refused(model):
     """Was: only a mask of another width was refused, so the audio mask of the same two rows in the other order
-    steered text and padding columns. Control: the batch's own mask, in run_with_hooks and in generate."""
+    steered text and padding columns. Controls: the batch's own mask, in run_with_hooks and in generate, and masks
+    of these inputs that mark all of a row's padding (~audio_mask, all True: the same as positions=None)."""
     inputs = _padded(model)
     swapped = model.to_inputs(**make_inputs([[40], [100]]))
     assert swapped.shape == inputs.shape
     direction = torch.randn(model.cfg.d_model)
     hook = [("blocks.0.hook_resid_post", steering_hook(direction, positions=swapped.audio_mask))]
-    with pytest.raises(ValueError, match=r"marks padding positions in rows \[1\]: it was built for other inputs"):
+    with pytest.raises(ValueError, match=r"marks some padding positions in rows \[1\]: it was built for other inputs"):
         model.run_with_hooks(inputs, fwd_hooks=hook)
     own = [("blocks.0.hook_resid_post", steering_hook(direction, positions=inputs.audio_mask))]
     assert (model.run_with_hooks(inputs, fwd_hooks=own) - model(inputs)).abs().max() > 0
     model.generate(inputs, max_new_tokens=2, fwd_hooks=own)
+    everywhere = model.run_with_hooks(inputs, fwd_hooks=[("blocks.0.hook_resid_post", steering_hook(direction))])
+    for mask in (~inputs.audio_mask, torch.ones(1, inputs.shape[1], dtype=torch.bool)):  # all of the padding: fine
+        hooks = [("blocks.0.hook_resid_post", steering_hook(direction, positions=mask))]
+        steered = model.run_with_hooks(inputs, fwd_hooks=hooks)
+        if mask.shape[0] == 1:  # every position, as positions=None
+            real = inputs.attention_mask.bool()
+            torch.testing.assert_close(steered[real], everywhere[real], rtol=0, atol=0)
+        model.generate(inputs, max_new_tokens=2, fwd_hooks=hooks)
 
 
 def test_steering_an_index_on_left_padding_is_refused_in_generate_too(model):

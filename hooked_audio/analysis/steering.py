@@ -113,9 +113,12 @@ def _refuse_padding_mask(mask_rows: Bool[torch.Tensor, "rows pos"], inputs) -> N
     padding = ~inputs.attention_mask.cpu().bool()
     if mask_rows.shape[0] not in (1, padding.shape[0]) or mask_rows.shape[1] < padding.shape[1]:
         return  # another shape: the hook says so with the hook point's name
-    rows = (mask_rows.cpu()[:, : padding.shape[1]] & padding).any(-1).nonzero().flatten().tolist()
+    marked = mask_rows.cpu()[:, : padding.shape[1]] & padding
+    # a mask of these inputs marks a row's padding all (everywhere, ~audio_mask) or none (audio_mask); some of it
+    # is the sign of a mask of another batch, shifted (steering padding itself changes no real token)
+    rows = (marked.any(-1) & (marked != padding).any(-1)).nonzero().flatten().tolist()
     if rows:
-        raise ValueError(f"the steering positions mask marks padding positions in rows {rows}: it was built for other "
+        raise ValueError(f"the steering positions mask marks some padding positions in rows {rows}: it was built for other "
                          "inputs (e.g. another batch of the same width), and would steer those rows' other columns. "
                          "Build it from these inputs (e.g. inputs.audio_mask)")
 
