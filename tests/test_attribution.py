@@ -69,3 +69,12 @@ def test_refusals(model, clean):
                              names_filter=["blocks.0.hook_resid_pre", "blocks.0.hook_resid_Pre"])
     with pytest.raises(ValueError, match="cells"):
         attribution_vs_activation_patching(model, clean, silence_like(clean), METRIC, cells="neuron")
+
+
+def test_only_encoder_points_on_a_text_only_run_are_refused_not_empty(model):
+    """Was: {} (nothing ran), which reads as "no attribution". Control: a decoder point on the same run."""
+    text = model.to_inputs(torch.tensor([[5, 6, 7, 8]]))
+    with pytest.raises(ValueError, match="none of the 1 selected hook points ran on these inputs .* hold no audio"):
+        attribution_patching(model, text, text, METRIC, names_filter=["audio_encoder.blocks.0.hook_resid_pre"])
+    result = attribution_patching(model, text, text, METRIC, names_filter=["blocks.0.hook_resid_pre"])
+    assert torch.equal(result["blocks.0.hook_resid_pre"], torch.zeros_like(result["blocks.0.hook_resid_pre"]))

@@ -79,6 +79,9 @@ def attribution_patching(
                              f"{tuple(acts[name].shape)} on the corrupted one: use inputs with the same layout")
         product = grads.get(name, torch.zeros_like(acts[name])) * (clean_cache[name].to(acts[name].device) - acts[name])
         out[name] = product if name.endswith(_ELEMENTWISE) else product.sum(-1)
+    if not out:  # e.g. only encoder names on a text-only run: an empty result would read as "no attribution"
+        raise ValueError(f"none of the {len(names)} selected hook points ran on these inputs"
+                         f"{'' if corrupted.has_audio else ' (they hold no audio, so the audio encoder does not run)'}")
     return out
 
 
