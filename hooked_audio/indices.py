@@ -123,11 +123,17 @@ def position_indices(positions) -> Int[torch.Tensor, " n"]:
     return indices
 
 
-def rows_on_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: torch.Tensor | None) -> list[int]:
-    """The rows where a selected position is padding (attention mask 0); none without a mask."""
+def rows_on_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: torch.Tensor | None,
+                    partly: bool = False) -> list[int]:
+    """The rows where a selected position is padding (attention mask 0); none without a mask. ``selected`` may be
+    one row for all, and wider than the mask (its first columns are read). ``partly``: only rows where some of the
+    padding is selected and some not (a mask of these inputs selects all of a row's padding or none of it)."""
     if attention_mask is None:
         return []
-    return (selected.cpu() & ~attention_mask.cpu().bool()).any(-1).nonzero().flatten().tolist()
+    padding = ~attention_mask.cpu().bool()
+    marked = selected.cpu()[:, : padding.shape[1]] & padding
+    rows = marked.any(-1) & (marked != padding).any(-1) if partly else marked.any(-1)
+    return rows.nonzero().flatten().tolist()
 
 
 def rows_padded_at(columns: Int[torch.Tensor, "n"], attention_mask: torch.Tensor | None) -> list[int]:

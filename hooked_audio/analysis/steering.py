@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..kv_cache import generated_from, position_offset
-from ..indices import as_bool_mask, position_indices, rows_padded_at
+from ..indices import as_bool_mask, position_indices, rows_on_padding, rows_padded_at
 
 
 def steering_hook(
@@ -108,15 +108,12 @@ def steering_hook(
 
 
 def _refuse_padding_mask(mask_rows: Bool[torch.Tensor, "rows pos"], inputs) -> None:
-    if inputs.attention_mask is None:
-        return
-    padding = ~inputs.attention_mask.cpu().bool()
-    if mask_rows.shape[0] not in (1, padding.shape[0]) or mask_rows.shape[1] < padding.shape[1]:
+    batch, n_pos = inputs.shape
+    if mask_rows.shape[0] not in (1, batch) or mask_rows.shape[1] < n_pos:
         return  # another shape: the hook says so with the hook point's name
-    marked = mask_rows.cpu()[:, : padding.shape[1]] & padding
     # a mask of these inputs marks a row's padding all (everywhere, ~audio_mask) or none (audio_mask); some of it
     # is the sign of a mask of another batch, shifted (steering padding itself changes no real token)
-    rows = (marked.any(-1) & (marked != padding).any(-1)).nonzero().flatten().tolist()
+    rows = rows_on_padding(mask_rows, inputs.attention_mask, partly=True)
     if rows:
         raise ValueError(f"the steering positions mask marks some padding positions in rows {rows}: it was built for other "
                          "inputs (e.g. another batch of the same width), and would steer those rows' other columns. "
