@@ -327,6 +327,19 @@ def test_a_steering_mask_built_for_another_batch_of_the_same_width_is_refused(mo
         model.generate(inputs, max_new_tokens=2, fwd_hooks=hooks)
 
 
+def test_a_mean_ablation_mask_of_another_batch_of_the_same_width_is_refused(model):
+    """The steering mask's neighbour: head_ablation_hooks(mode="mean", inputs=<attention mask>) of the same rows in
+    the other order took row 1's padding into the mean. Control: this run's own mask, and its AudioTextInput."""
+    inputs = _padded(model)
+    swapped = model.to_inputs(**make_inputs([[40], [100]]))
+    with pytest.raises(ValueError, match=r"mean-ablation mask \(inputs=\) marks padding positions in rows \[1\]"):
+        model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 3)], "mean", inputs=swapped.attention_mask))
+    own = model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 3)], "mean", inputs=inputs.attention_mask))
+    as_input = model.run_with_hooks(inputs, fwd_hooks=head_ablation_hooks([(1, 3)], "mean", inputs=inputs))
+    torch.testing.assert_close(own, as_input, rtol=0, atol=0)
+    assert (own - model(inputs)).abs().max() > 1e-4
+
+
 def test_steering_an_index_on_left_padding_is_refused_in_generate_too(model):
     """Was: generate skipped the padding check, so positions=[0] on a left-padded batch steered only padding in
     the padded rows (their tokens untouched) without a word; run_with_hooks refused it."""

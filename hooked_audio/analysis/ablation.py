@@ -28,7 +28,7 @@ from jaxtyping import Bool, Float, Int
 
 from ..audio.inputs import AudioTextInput
 from ..kv_cache import generated_from, position_offset
-from ..indices import is_index
+from ..indices import is_index, rows_on_padding
 from .metric_value import metric_value
 from .row_labels import row_labels
 
@@ -83,6 +83,8 @@ def head_ablation_hooks(
         by_layer[layer].append(head)
     # resampled heads: every run checks that each row and its donor share the prompt
     check = None if donors is None else functools.partial(_check_donors_share_prompt, donors)
+    if mode == "mean" and not encoder and torch.is_tensor(inputs):  # a bare mask: check it against each run's padding
+        check = functools.partial(_refuse_mean_mask_on_padding, real)
     return [(f"{prefix}blocks.{layer}.attn.hook_z",
              functools.partial(_ablate, layer=layer, layer_heads=hs, mode=mode, real=real,
                                donors=window_donors if encoder and donors is not None else donors,
@@ -146,6 +148,18 @@ def _ablate(z: torch.Tensor, hook, *, layer: int, layer_heads: list[int], mode: 
             raise ValueError(f"donors names row {int(donors.max())}, but the batch has {z.shape[0]} rows")
         z[:, :, layer_heads] = z[donors.to(z.device)][:, :, layer_heads]
     return z
+
+
+def _refuse_mean_mask_on_padding(real: Bool[torch.Tensor, "batch pos"], inputs: AudioTextInput) -> None:
+    """A mean mask that marks padding of the run (e.g. another batch's attention mask, of the same width) would
+    average padding activations into the mean."""
+    if tuple(real.shape) != tuple(inputs.shape):
+        return  # another shape: the hook says so with its name
+    rows = rows_on_padding(real, inputs.attention_mask)
+    if rows:
+        raise ValueError(f"the mean-ablation mask (inputs=) marks padding positions in rows {rows}: it was built for "
+                         "other inputs (another batch of the same width), and the mean would include padding. Pass "
+                         "this run's AudioTextInput or its attention_mask")
 
 
 def _check_donors_share_prompt(donors: torch.Tensor, inputs: AudioTextInput) -> None:
