@@ -327,6 +327,40 @@ def test_a_steering_mask_built_for_another_batch_of_the_same_width_is_refused(mo
         model.generate(inputs, max_new_tokens=2, fwd_hooks=hooks)
 
 
+def test_steering_at_audio_or_text_reads_each_runs_own_positions(model):
+    """positions="audio" / "text" steer what each run's inputs say, so one hook serves batches whose audio sits in
+    other columns (a mask of one of them would be refused, or, lining up with real tokens, steer them). Equal, bit
+    for bit, to each batch's own mask, in run_with_hooks and in generate with and without the KV cache ("text"
+    takes the generated tokens too); the control: the two batches' masks differ, and the hook does steer."""
+    inputs, swapped = _padded(model), model.to_inputs(**make_inputs([[40], [100]]))
+    assert not torch.equal(inputs.audio_mask, swapped.audio_mask)
+    direction = torch.randn(model.cfg.d_model)
+    def hooks(positions):
+        return [("blocks.0.hook_resid_post", steering_hook(direction, 3.0, positions=positions))]
+
+    def with_generated(mask, value):  # a mask over the prompt and 3 generated tokens
+        return torch.cat([mask, torch.full((mask.shape[0], 3), value)], dim=1)
+
+    for where in ("audio", "text"):
+        by_name = hooks(where)
+        for batch in (inputs, swapped, inputs):  # the same hook, run after run
+            own = batch.audio_mask if where == "audio" else batch.text_mask
+            steered = model.run_with_hooks(batch, fwd_hooks=by_name)
+            torch.testing.assert_close(steered, model.run_with_hooks(batch, fwd_hooks=hooks(own)), rtol=0, atol=0)
+            assert (steered - model(batch)).abs().max() > 1e-3
+            by_mask = hooks(with_generated(own, where == "text"))  # generated tokens are text, never audio
+            for kv in (True, False):
+                named = model.generate(batch, max_new_tokens=3, fwd_hooks=by_name, use_past_kv_cache=kv,
+                                       return_logits=True)[1]
+                masked = model.generate(batch, max_new_tokens=3, fwd_hooks=by_mask, use_past_kv_cache=kv,
+                                        return_logits=True)[1]
+                torch.testing.assert_close(named, masked, rtol=0, atol=0)
+    with pytest.raises(ValueError, match='positions must be "audio", "text"'):
+        steering_hook(direction, positions="last")
+    with pytest.raises(ValueError, match="no position axis"):
+        model.run_with_hooks(inputs, fwd_hooks=[("hook_audio_embeds", steering_hook(direction, positions="audio"))])
+
+
 def test_a_mean_ablation_mask_of_another_batch_of_the_same_width_is_refused(model):
     """The steering mask's neighbour: head_ablation_hooks(mode="mean", inputs=<attention mask>) of the same rows in
     the other order took row 1's padding into the mean. Control: this run's own mask, and its AudioTextInput."""

@@ -90,15 +90,30 @@ def test_spec_parses_every_vector_file_kind_to_the_same_vector(data):
 
 
 def test_positions_cover_the_prompt_and_the_generated_tokens(toy, data):
+    """"audio" steers the prompt's audio, "text" its real text tokens and every generated token, "last" the
+    prompt's last position and every generated token: the hooks give what masks written out by hand give, in
+    generate; control: the three differ from each other."""
     inputs = _build(toy, list(data["ds"])[:2], "{question}")  # two lengths: the shorter row is left-padded
-    n_prompt = inputs.shape[1]
+    n_prompt, direction = inputs.shape[1], data["direction"]
     assert positions_for("all", inputs, 3) is None
-    assert torch.equal(positions_for("audio", inputs, 3), inputs.audio_mask)
-    last = positions_for("last", inputs, 3)
-    assert last.shape == (2, n_prompt + 3) and last[:, n_prompt - 1:].all() and not last[:, : n_prompt - 1].any()
-    text = positions_for("text", inputs, 3)
-    assert torch.equal(text[:, :n_prompt], inputs.text_mask) and text[:, n_prompt:].all()
+    generated = torch.zeros(2, n_prompt + 3, dtype=torch.bool)
+    generated[:, n_prompt:] = True
+    last = generated.clone()
+    last[:, n_prompt - 1] = True
+    text = generated.clone()
+    text[:, :n_prompt] = inputs.text_mask
     assert not (text[:, :n_prompt] & inputs.audio_mask).any() and not text[0, 0]  # neither audio nor padding
+    by_hand = {"audio": inputs.audio_mask, "text": text, "last": last}
+    outputs = {}
+    for where, mask in by_hand.items():
+        steer = Steer(LAYER, direction, 2.0, where)
+        outputs[where] = toy.generate(inputs, max_new_tokens=3, return_logits=True,
+                                      fwd_hooks=steering_hooks([steer], inputs, 3))[1]
+        expected = toy.generate(inputs, max_new_tokens=3, return_logits=True,
+                                fwd_hooks=[(NAME, steering_hook(direction, 2.0, positions=mask))])[1]
+        torch.testing.assert_close(outputs[where], expected, rtol=0, atol=0)
+    assert (outputs["audio"] - outputs["text"]).abs().max() > 1e-3
+    assert (outputs["text"] - outputs["last"]).abs().max() > 1e-3
 
 
 # --- the runner -------------------------------------------------------------------------------------------

@@ -19,11 +19,13 @@ from ..indices import as_bool_mask, position_indices, rows_on_padding, rows_padd
 def steering_hook(
     direction: Float[torch.Tensor, "d_model"],
     scale: float = 1.0,
-    positions: Bool[torch.Tensor, "batch pos"] | Int[torch.Tensor, "n"] | list[int] | None = None,
+    positions: str | Bool[torch.Tensor, "batch pos"] | Int[torch.Tensor, "n"] | list[int] | None = None,
 ):
     """A hook adding ``scale * direction`` at ``positions`` (every position when None).
 
-    ``positions`` is a bool mask ``[batch, pos]`` (e.g. ``inputs.audio_mask``, or the same as an array or
+    ``positions="audio"`` or ``"text"`` steers the audio tokens, or the real text tokens, of whatever inputs each
+    run is given (read from that run's inputs, so one hook serves every batch; in ``generate``, the prompt's, and
+    ``"text"`` steers every generated token too). Otherwise ``positions`` is a bool mask ``[batch, pos]`` (e.g. ``inputs.audio_mask``, or the same as an array or
     nested list of bools; one row ``[1, pos]`` or ``[pos]`` applies to every row) or a list of integer
     position indices applied to every row. An integer
     0/1 tensor is refused (it would be read as indices). Positions are absolute columns of the token
@@ -44,7 +46,11 @@ def steering_hook(
     if not math.isfinite(float(scale)):
         raise ValueError(f"scale must be a finite number, got {scale}")
     mask_rows, indices = None, None
-    if positions is not None:
+    run_mask = {}  # positions="audio" / "text": the mask of the running inputs, set before each forward
+    if isinstance(positions, str):
+        if positions not in ("audio", "text"):
+            raise ValueError(f'positions must be "audio", "text", a bool mask, indices or None, got {positions!r}')
+    elif positions is not None:
         if (mask := as_bool_mask(positions)) is not None:
             mask_rows = mask[None] if mask.ndim == 1 else mask
             if mask_rows.ndim != 2:
@@ -81,20 +87,24 @@ def steering_hook(
                 mask |= absolute >= prompt
             mask = mask[None].expand(batch, -1)
         else:
-            if mask_rows.shape[0] not in (1, batch):
+            rows = _run_mask(run_mask, positions, hook.name, batch) if isinstance(positions, str) else mask_rows
+            if rows.shape[0] not in (1, batch):
                 raise ValueError(
-                    f"the positions mask has {mask_rows.shape[0]} rows but the batch has {batch}; give one row per "
+                    f"the positions mask has {rows.shape[0]} rows but the batch has {batch}; give one row per "
                     "batch row (or a single row for all)"
                 )
-            prompt, width = generated_from(), mask_rows.shape[1]
+            prompt, width = generated_from(), rows.shape[1]
             if (width != n_pos) if prompt is None else (width < prompt):  # generate: it may cover generated tokens too
                 raise ValueError(
                     f"the positions mask covers {width} positions but {hook.name} has "
                     f"{n_pos if prompt is None else f'{prompt} prompt'} positions: it was built for other inputs, and "
-                    "would steer other columns; build it from these inputs (e.g. inputs.audio_mask)")
-            inside = absolute < mask_rows.shape[1]
-            mask = torch.zeros(mask_rows.shape[0], n_pos, dtype=torch.bool)
-            mask[:, inside] = mask_rows.cpu()[:, absolute[inside]]
+                    "would steer other columns; build it from these inputs (e.g. inputs.audio_mask), or pass "
+                    'positions="audio" (or "text"), which reads each run\'s own')
+            inside = absolute < rows.shape[1]
+            mask = torch.zeros(rows.shape[0], n_pos, dtype=torch.bool)
+            mask[:, inside] = rows.cpu()[:, absolute[inside]]
+            if positions == "text" and prompt is not None:
+                mask[:, absolute >= prompt] = True  # generated tokens are text too
             mask = mask.expand(batch, -1)
         return resid + mask.to(resid.device)[..., None] * delta
 
@@ -103,8 +113,26 @@ def steering_hook(
     # padding was built for other inputs (another batch of the same width)
     if positions is None:
         return add
-    check = partial(_refuse_padding_columns, indices) if indices is not None else partial(_refuse_padding_mask, mask_rows)
+    if isinstance(positions, str):
+        check = partial(_take_run_mask, run_mask, positions)
+    elif indices is not None:
+        check = partial(_refuse_padding_columns, indices)
+    else:
+        check = partial(_refuse_padding_mask, mask_rows)
     return partial(add, check_inputs=check)
+
+
+def _take_run_mask(run_mask: dict, positions: str, inputs) -> None:
+    """Hold the running inputs' audio or text mask for the hook (called before each forward)."""
+    run_mask["mask"] = (inputs.audio_mask if positions == "audio" else inputs.text_mask).cpu()
+
+
+def _run_mask(run_mask: dict, positions: str, hook_name: str, batch: int) -> Bool[torch.Tensor, "batch pos"]:
+    mask = run_mask.get("mask")
+    if mask is None or mask.shape[0] != batch:  # the forward was not given through the model's entry points
+        raise ValueError(f'steering_hook(positions="{positions}") on {hook_name} reads the {positions} positions from '
+                         "each run's inputs: run it through run_with_hooks, hooks(), run_with_cache or generate")
+    return mask
 
 
 def _refuse_padding_mask(mask_rows: Bool[torch.Tensor, "rows pos"], inputs) -> None:
@@ -117,7 +145,8 @@ def _refuse_padding_mask(mask_rows: Bool[torch.Tensor, "rows pos"], inputs) -> N
     if rows:
         raise ValueError(f"the steering positions mask marks some padding positions in rows {rows}: it was built for other "
                          "inputs (e.g. another batch of the same width), and would steer those rows' other columns. "
-                         "Build it from these inputs (e.g. inputs.audio_mask)")
+                         'Build it from these inputs (e.g. inputs.audio_mask), or pass positions="audio" (or "text"), '
+                         "which reads each run's own")
 
 
 def _refuse_padding_columns(indices: Int[torch.Tensor, "n"], inputs) -> None:

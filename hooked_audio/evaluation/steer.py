@@ -213,15 +213,12 @@ def positions_for(positions: str, inputs, max_new_tokens: int):
     follow the prompt's ``inputs.shape[1]`` columns). None: every position."""
     if positions == "all":
         return None
-    if positions == "audio":
-        return inputs.audio_mask.cpu()
+    if positions in ("audio", "text"):  # read from each run's inputs; "text" takes the generated tokens too
+        return positions
     n_rows, n_prompt = inputs.shape
     mask = torch.zeros(n_rows, n_prompt + max_new_tokens, dtype=torch.bool)
     mask[:, n_prompt:] = True  # every generated token
-    if positions == "text":
-        mask[:, :n_prompt] = inputs.text_mask.cpu()
-    else:  # last
-        mask[torch.arange(n_rows), inputs.last_positions.cpu().long()] = True
+    mask[torch.arange(n_rows), inputs.last_positions.cpu().long()] = True  # and the prompt's last
     return mask
 
 
