@@ -39,7 +39,7 @@ from .components.time_rotary import TimeRotaryEmbedding
 from .config import HookedAudioConfig
 from .encoders import build_encoder
 from .hook_points import HookPoint, hook_pairs, to_cache, unknown_hook_name_error
-from .indices import rows_padded_at
+from .indices import is_index, rows_padded_at
 from .weight_views import TransformerLensWeights
 from .kv_cache import KVCache, at_position_offset
 
@@ -842,6 +842,35 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if read_as.strip() != text.strip():  # e.g. an unknown word mapped to the unknown token
             raise ValueError(f"{text!r} is not in the vocabulary: it would be read as the token {read_as!r}")
         return int(ids[0])
+
+    def get_token_position(self, single_token: str | int, input: ModelInput = None,
+                           mode: str = "first", **kwargs) -> int | Int[torch.Tensor, " batch"]:
+        """TransformerLens's ``get_token_position``: the position of the first (or ``"last"``) occurrence of
+        ``single_token`` (one token's string, or its id) in ``input`` (anything ``to_inputs`` takes, audio
+        included). Padding never matches (it may be the same token). One row: an int, as TransformerLens; a
+        batch: one absolute column per row (rows padded differently find it in different columns). A row
+        without the token is an error."""
+        if mode not in ("first", "last"):
+            raise ValueError(f"mode must be 'first' or 'last', got {mode!r}")
+        if isinstance(single_token, str):
+            token = self.to_single_token(single_token)
+        elif is_index(single_token) and 0 <= int(single_token) < self.cfg.d_vocab:
+            token = int(single_token)
+        else:
+            raise ValueError(f"single_token must be one token's string or an id in 0..{self.cfg.d_vocab - 1}, "
+                             f"got {single_token!r}")
+        inputs = self.to_inputs(input, **kwargs)
+        ids = inputs.input_ids.cpu()
+        found = ids == token
+        if inputs.attention_mask is not None:
+            found &= inputs.attention_mask.cpu().bool()
+        missing = (~found.any(-1)).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"token {token} ({self.to_string([token])!r}) is not in row(s) {missing} of the input")
+        columns = torch.arange(ids.shape[1])
+        positions = (torch.where(found, columns, ids.shape[1]).amin(-1) if mode == "first"
+                     else torch.where(found, columns, -1).amax(-1))
+        return int(positions[0]) if len(positions) == 1 else positions
 
     def tokens_to_residual_directions(self, tokens) -> torch.Tensor:
         """Unembedding directions ``W_U[:, tokens]`` moved to the last axis (for ``logit_attrs``)."""

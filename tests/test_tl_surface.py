@@ -249,3 +249,28 @@ def test_gradients_under_no_grad_and_with_frozen_weights(gqa_model, inputs):
             gqa_model.run_with_cache(inputs, names_filter=names, incl_bwd=True, return_type="loss")
     finally:
         gqa_model.requires_grad_(True)
+
+
+def test_get_token_position_finds_each_rows_token_and_never_padding(gqa_model, inputs):
+    """TransformerLens's get_token_position on an audio batch: each row's own column (row 0 is left-padded, so
+    the same token sits further right), padding never counted although its id is the searched one (here also a
+    real token of each row); controls: the positions written out by hand, and a token in no row refused."""
+    ids, real = inputs.input_ids.clone(), inputs.attention_mask.bool()
+    pad = int(ids[0, 0])
+    assert not real[0, 0]
+    last_text = [int(real[r].nonzero()[-1]) for r in range(2)]
+    ids[0, last_text[0]], ids[1, last_text[1]] = pad, pad  # the padding id as a real token too
+    batch = gqa_model.to_inputs(input_ids=ids, attention_mask=inputs.attention_mask)
+    for token in (pad, gqa_model.cfg.audio_token_id):
+        for mode, pick in (("first", 0), ("last", -1)):
+            by_hand = [int(((ids[r] == token) & real[r]).nonzero()[pick]) for r in range(2)]
+            assert gqa_model.get_token_position(token, batch, mode=mode).tolist() == by_hand
+    assert gqa_model.get_token_position(pad, batch).tolist() == last_text  # not row 0's padding at column 0
+    one_row = gqa_model.to_inputs(input_ids=ids[1:], attention_mask=inputs.attention_mask[1:])
+    audio_start = gqa_model.get_token_position(gqa_model.cfg.audio_token_id, one_row)
+    assert isinstance(audio_start, int) and audio_start == one_row.audio_spans[0][0].start
+    absent = next(t for t in range(gqa_model.cfg.d_vocab) if not (ids == t).any())
+    with pytest.raises(ValueError, match=r"is not in row\(s\) \[0, 1\]"):
+        gqa_model.get_token_position(absent, batch)
+    with pytest.raises(ValueError, match="mode must be"):
+        gqa_model.get_token_position(pad, batch, mode="all")
