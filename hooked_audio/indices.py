@@ -123,17 +123,24 @@ def position_indices(positions) -> Int[torch.Tensor, " n"]:
     return indices
 
 
-def rows_on_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: torch.Tensor | None,
-                    partly: bool = False) -> list[int]:
+def rows_on_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: torch.Tensor | None) -> list[int]:
     """The rows where a selected position is padding (attention mask 0); none without a mask. ``selected`` may be
-    one row for all, and wider than the mask (its first columns are read). ``partly``: only rows where some of the
-    padding is selected and some not (a mask of these inputs selects all of a row's padding or none of it)."""
+    one row for all, and wider than the mask (its first columns are read)."""
     if attention_mask is None:
         return []
     padding = ~attention_mask.cpu().bool()
-    marked = selected.cpu()[:, : padding.shape[1]] & padding
-    rows = marked.any(-1) & (marked != padding).any(-1) if partly else marked.any(-1)
-    return rows.nonzero().flatten().tolist()
+    return (selected.cpu()[:, : padding.shape[1]] & padding).any(-1).nonzero().flatten().tolist()
+
+
+def refuse_marked_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: torch.Tensor | None,
+                          what: str) -> None:
+    """Refuse a mask of key (or target) positions that marks padding: nothing there means anything, and a mask
+    that does was built for other inputs (e.g. the same rows padded on the other side)."""
+    rows = rows_on_padding(selected, attention_mask)
+    if rows:
+        raise ValueError(f"{what} marks padding positions in rows {rows}: it was built for other inputs (e.g. the "
+                         "same rows padded on the other side), and would act on other columns. Build it from these "
+                         "inputs")
 
 
 def rows_padded_at(columns: Int[torch.Tensor, "n"], attention_mask: torch.Tensor | None) -> list[int]:

@@ -305,15 +305,21 @@ def test_masks_built_for_other_inputs_are_refused_outside_generate(model):
 
 def test_a_steering_mask_built_for_another_batch_of_the_same_width_is_refused(model):
     """Was: only a mask of another width was refused, so the audio mask of the same two rows in the other order
-    steered text and padding columns. Controls: the batch's own mask, in run_with_hooks and in generate, and masks
+    steered text and padding columns; a mask that marks all of a row's padding but not all of its text (the text
+    mask of the other padding side can) is refused too. Controls: the batch's own mask, in run_with_hooks and in generate, and masks
     of these inputs that mark all of a row's padding (~audio_mask, all True: the same as positions=None)."""
     inputs = _padded(model)
     swapped = model.to_inputs(**make_inputs([[40], [100]]))
     assert swapped.shape == inputs.shape
     direction = torch.randn(model.cfg.d_model)
     hook = [("blocks.0.hook_resid_post", steering_hook(direction, positions=swapped.audio_mask))]
-    with pytest.raises(ValueError, match=r"marks some padding positions in rows \[1\]: it was built for other inputs"):
+    with pytest.raises(ValueError, match=r"marks padding positions in rows \[1\] \(but not all of their text\)"):
         model.run_with_hooks(inputs, fwd_hooks=hook)
+    # all of row 1's padding but not its text (here: with its audio), as a text mask of the other padding side can
+    shifted = [("blocks.0.hook_resid_post",
+                steering_hook(direction, positions=~inputs.attention_mask.bool() | inputs.audio_mask))]
+    with pytest.raises(ValueError, match=r"marks padding positions in rows \[1\] \(but not all of their text\)"):
+        model.run_with_hooks(inputs, fwd_hooks=shifted)
     own = [("blocks.0.hook_resid_post", steering_hook(direction, positions=inputs.audio_mask))]
     assert (model.run_with_hooks(inputs, fwd_hooks=own) - model(inputs)).abs().max() > 0
     model.generate(inputs, max_new_tokens=2, fwd_hooks=own)

@@ -247,3 +247,26 @@ def test_knocking_out_attention_to_some_keys_makes_their_tokens_invisible(model,
     seen = ~keys & batch.attention_mask.cpu().bool()  # padding rows attend to nothing real and are left out
     torch.testing.assert_close(a[seen], b[seen], atol=1e-5, rtol=1e-5)
     assert (model(batch)[:, -1] - model(changed)[:, -1]).abs().max() > 1e-3
+
+
+def test_keys_that_mark_padding_or_leave_a_query_no_key_are_refused(model, batch):
+    """Was: a keys mask built for the other padding side (it marks padding) blocked other tokens than meant, and
+    blocking every key a query may see spread its attention over future tokens and padding (1/n each). Controls:
+    the audio, and one blocked token per row that leaves every query a key, run."""
+    from hooked_audio.analysis import audio_attention_per_row
+
+    real = batch.attention_mask.cpu().bool()
+    assert not real.all()
+    on_padding = batch.audio_mask.cpu() | ~real
+    with pytest.raises(ValueError, match=r"the keys mask marks padding positions in rows \[1\]"):
+        audio_masking_hooks(batch, keys=on_padding)
+    with pytest.raises(ValueError, match=r"the keys mask marks padding positions in rows \[1\]"):
+        audio_attention_per_row(model, batch, keys=on_padding)
+    with pytest.raises(ValueError, match=r"blocks every key that a query of rows \[0, 1\] may attend to"):
+        audio_masking_hooks(batch, query="last", keys=real)
+    first = real & (real.cumsum(-1) == 1)  # each row's first real token: the only key its own query sees
+    with pytest.raises(ValueError, match=r"blocks every key that a query of rows \[0, 1\] may attend to \(query='all'\)"):
+        audio_masking_hooks(batch, query="all", keys=first)
+    blocked_first = model.run_with_hooks(batch, fwd_hooks=audio_masking_hooks(batch, query="last", keys=first))
+    assert (blocked_first - model(batch)).abs().max() > 1e-4  # the last query sees the other tokens
+    model.run_with_hooks(batch, fwd_hooks=audio_masking_hooks(batch, query="all"))

@@ -29,7 +29,7 @@ from scipy.stats import pearsonr
 from ..audio.inputs import AudioTextInput
 from ..cache import AudioActivationCache, check_cache_model, check_final_position_is_last
 from ..evaluation.scoring import first_token_ids
-from ..indices import checked_count, checked_layers, index_tensor, is_index
+from ..indices import checked_count, checked_layers, index_tensor, is_index, refuse_marked_padding
 from ..kv_cache import prediction_positions
 from .clip_identity import row_audio_fingerprints
 
@@ -162,11 +162,30 @@ def audio_masking_hooks(
     audio = inputs.audio_mask.cpu() if keys is None else torch.as_tensor(keys).cpu().bool()
     if audio.shape != inputs.shape:
         raise ValueError(f"keys is {tuple(audio.shape)} but the inputs are {tuple(inputs.shape)} [batch, pos]")
+    refuse_marked_padding(audio, inputs.attention_mask, "the keys mask")
+    _refuse_queries_left_without_keys(audio, inputs, query)
     hook = functools.partial(_block_audio_keys, built_for=inputs, keys=audio, query=query,
                              last=inputs.last_positions.cpu().long())
     if layers is None:
         return [(lambda name: bool(_DECODER_SCORES.match(name)), hook)]
     return [(f"blocks.{l}.attn.hook_attn_scores", hook) for l in checked_layers(layers, n_layers)]
+
+
+def _refuse_queries_left_without_keys(blocked: Bool[torch.Tensor, "batch pos"], inputs: AudioTextInput,
+                                      query: str) -> None:
+    """Refuse blocking every key a query may attend to: its softmax would then spread over the masked columns
+    (future tokens, padding) alike instead of attending nowhere."""
+    real = torch.ones(inputs.shape, dtype=torch.bool) if inputs.attention_mask is None else inputs.attention_mask.cpu().bool()
+    open_keys = (real & ~blocked).cumsum(-1)  # at column q: the keys query q may still attend to
+    if query == "last":
+        stranded = open_keys[torch.arange(inputs.shape[0]), inputs.last_positions.cpu().long()] == 0
+    else:
+        stranded = (real & (open_keys == 0)).any(-1)
+    rows = stranded.nonzero().flatten().tolist()
+    if rows:
+        raise ValueError(f"the masking blocks every key that a query of rows {rows} may attend to (query={query!r}): "
+                         "its attention would spread over future tokens and padding instead. Block fewer keys (the "
+                         "audio, a hint), or leave the row out")
 
 
 def _block_audio_keys(scores: torch.Tensor, hook, *, built_for: AudioTextInput, keys: torch.Tensor, query: str,

@@ -27,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 from scipy.stats import mannwhitneyu
 
 from ..audio.inputs import AudioTextInput
-from ..indices import checked_count, is_index, rows_on_padding
+from ..indices import checked_count, is_index, refuse_marked_padding, rows_on_padding
 from ..kv_cache import prediction_positions
 from .ablation import checked_head_pairs
 from .counterfactuals import silence_like
@@ -83,6 +83,7 @@ def audio_attention_per_row(
     audio = inputs.audio_mask.cpu() if keys is None else torch.as_tensor(keys).cpu().bool()
     if audio.shape != inputs.shape:
         raise ValueError(f"keys is {tuple(audio.shape)} but the inputs are {tuple(inputs.shape)} [batch, pos]")
+    refuse_marked_padding(audio, inputs.attention_mask, "the keys mask")
     missing = [r for r in range(audio.shape[0]) if not audio[r].any()]
     if missing:
         raise ValueError(f"rows {missing} have no {'audio tokens' if keys is None else 'key positions'}; "

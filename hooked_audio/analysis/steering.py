@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..kv_cache import generated_from, position_offset
-from ..indices import as_bool_mask, position_indices, rows_on_padding, rows_padded_at
+from ..indices import as_bool_mask, position_indices, rows_padded_at
 
 
 def steering_hook(
@@ -103,7 +103,7 @@ def steering_hook(
             inside = absolute < rows.shape[1]
             mask = torch.zeros(rows.shape[0], n_pos, dtype=torch.bool)
             mask[:, inside] = rows.cpu()[:, absolute[inside]]
-            if positions == "text" and prompt is not None:
+            if isinstance(positions, str) and positions == "text" and prompt is not None:
                 mask[:, absolute >= prompt] = True  # generated tokens are text too
             mask = mask.expand(batch, -1)
         return resid + mask.to(resid.device)[..., None] * delta
@@ -137,16 +137,20 @@ def _run_mask(run_mask: dict, positions: str, hook_name: str, batch: int) -> Boo
 
 def _refuse_padding_mask(mask_rows: Bool[torch.Tensor, "rows pos"], inputs) -> None:
     batch, n_pos = inputs.shape
-    if mask_rows.shape[0] not in (1, batch) or mask_rows.shape[1] < n_pos:
+    if mask_rows.shape[0] not in (1, batch) or mask_rows.shape[1] < n_pos or inputs.attention_mask is None:
         return  # another shape: the hook says so with the hook point's name
-    # a mask of these inputs marks a row's padding all (everywhere, ~audio_mask) or none (audio_mask); some of it
-    # is the sign of a mask of another batch, shifted (steering padding itself changes no real token)
-    rows = rows_on_padding(mask_rows, inputs.attention_mask, partly=True)
+    # a mask of these inputs that marks a row's padding marks all of it and every text token too (~audio_mask,
+    # all True: steering padding itself changes no real token); anything else that marks padding is the sign of a
+    # mask of other inputs (another batch of the same width, the other padding side)
+    mask = mask_rows.cpu()[:, :n_pos].expand(batch, -1)
+    padding = ~inputs.attention_mask.cpu().bool()
+    whole = (mask | ~(padding | inputs.text_mask.cpu())).all(-1)
+    rows = ((mask & padding).any(-1) & ~whole).nonzero().flatten().tolist()
     if rows:
-        raise ValueError(f"the steering positions mask marks some padding positions in rows {rows}: it was built for other "
-                         "inputs (e.g. another batch of the same width), and would steer those rows' other columns. "
-                         'Build it from these inputs (e.g. inputs.audio_mask), or pass positions="audio" (or "text"), '
-                         "which reads each run's own")
+        raise ValueError(f"the steering positions mask marks padding positions in rows {rows} (but not all of their "
+                         "text): it was built for other inputs (e.g. another batch of the same width), and would steer "
+                         'those rows\' other columns. Build it from these inputs (e.g. inputs.audio_mask), or pass '
+                         'positions="audio" (or "text"), which reads each run\'s own')
 
 
 def _refuse_padding_columns(indices: Int[torch.Tensor, "n"], inputs) -> None:
