@@ -105,7 +105,9 @@ def test_attention_to_chosen_keys_equals_the_audio_default_on_the_audio_mask(mod
     inputs = model.to_inputs(make_inputs([[100], [60]], text_lengths=[3, 5], seed=6))
     torch.testing.assert_close(audio_attention_per_row(model, inputs, keys=inputs.audio_mask), audio_attention_per_row(model, inputs))
     hint = torch.zeros_like(inputs.audio_mask)
-    hint[:, 1] = True  # a text position before every query
+    column = inputs.attention_mask.long().argmax(-1) + 1  # each row's second real token: text before every query
+    hint[torch.arange(2), column] = True
+    assert not (hint & inputs.audio_mask).any()
     _, cache = model.run_with_cache(inputs, names_filter="blocks.1.attn.hook_pattern")
-    by_hand = cache["pattern", 1][torch.arange(2), :, inputs.last_positions][:, :, 1]
+    by_hand = cache["pattern", 1][torch.arange(2), :, inputs.last_positions][torch.arange(2), :, column]
     torch.testing.assert_close(audio_attention_per_row(model, inputs, keys=hint)[:, 1], by_hand)

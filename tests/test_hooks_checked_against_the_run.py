@@ -39,6 +39,40 @@ def test_silence_steering_built_for_one_padding_side_is_refused_on_the_other(mod
         model.run_with_hooks(_right(left), fwd_hooks=hooks)
 
 
+def test_silence_steering_of_other_rows_in_the_same_layout_is_refused(model):
+    """Was: the hooks hold s(x) per row, but only the layout was checked, so hooks built on one batch steered
+    another of the same prompts and clip lengths (or the same rows reordered) with the first batch's directions.
+    Control: a copy of the inputs they were built for (equal tokens and audio, another object) runs."""
+    inputs = model.to_inputs(make_inputs([[100], [100]], seed=4))
+    other = model.to_inputs(make_inputs([[100], [100]], seed=5))  # other words and audio, the same layout
+    same_prompts = replace(other, input_ids=inputs.input_ids)  # only the audio differs
+    swapped = replace(inputs, input_ids=inputs.input_ids.flip(0), audio={k: v.flip(0) for k, v in inputs.audio.items()})
+    assert torch.equal(other.audio_mask, inputs.audio_mask) and not torch.equal(swapped.input_ids, inputs.input_ids)
+    hooks = audio_silence_steering_hooks(model, inputs, [(1, 0)], beta=2.0, min_relative_norm=0)
+    for run in (other, same_prompts, swapped):
+        with pytest.raises(ValueError, match="hold s\\(x\\) of each row they were built for"):
+            model.run_with_hooks(run, fwd_hooks=hooks)
+    copy = replace(inputs, input_ids=inputs.input_ids.clone())
+    torch.testing.assert_close(model.run_with_hooks(copy, fwd_hooks=hooks), model.run_with_hooks(inputs, fwd_hooks=hooks),
+                               rtol=0, atol=0)
+
+
+def test_a_silence_reference_of_other_rows_is_refused(model):
+    """Was: silence_direction(reference=) paired row i with the reference's row i on the row count alone, so the
+    same prompts in another order gave another row's direction. Controls: silence and the prompt without its
+    audio, both built from these inputs, are taken."""
+    from hooked_audio.analysis import silence_direction, silence_like, without_audio
+
+    inputs = model.to_inputs(make_inputs([[100], [60]], seed=4))
+    reordered = replace(inputs, input_ids=inputs.input_ids.flip(0), attention_mask=inputs.attention_mask.flip(0),
+                        audio={k: v.flip(0) for k, v in inputs.audio.items()}, window_rows=None)
+    for reference in (silence_like(reordered), without_audio(model, reordered)):
+        with pytest.raises(ValueError, match=r"reference row\(s\) \[0, 1\] are not the inputs' rows"):
+            silence_direction(model, inputs, [(1, 0)], reference=reference)
+    for reference in (silence_like(inputs), without_audio(model, inputs)):
+        silence_direction(model, inputs, [(1, 0)], reference=reference)
+
+
 @torch.no_grad()
 def test_enrichment_without_inputs_is_refused_where_rows_end_in_padding(model):
     left, right, n_layers = _left(model), _right(_left(model)), model.cfg.n_layers

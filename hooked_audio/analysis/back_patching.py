@@ -97,7 +97,9 @@ def back_patching_hooks(
     scale: float = 1.0, seconds: tuple[float, float] | None = None, control: str | None = None, seed: int = 0,
 ) -> list[tuple]:
     """``fwd_hooks`` writing ``cache``'s ``blocks.{source_layer}.hook_resid_post`` at ``positions`` into
-    ``blocks.{dest_layer}.hook_resid_post`` of a new run of the same inputs.
+    ``blocks.{dest_layer}.hook_resid_post`` of a new run of the same inputs. A run of other inputs in the same
+    layout (other words or audio at the same positions) is patched too: that is activation patching across
+    inputs, as ``causal_tracing`` restores clean states into a corrupted run; another layout is refused.
 
     ``mode="replace"``: ``h <- h + scale * (h_src - h)`` (``scale=1``: the cached value itself; so source =
     destination reproduces the unpatched run exactly). ``mode="add"``: ``h <- h + scale * h_src``.

@@ -294,6 +294,7 @@ def _silence_direction_and_relative_norm(
     reference = silence_like(inputs) if reference is None else model.to_inputs(reference)
     if reference.shape[0] != inputs.shape[0]:
         raise ValueError(f"reference has {reference.shape[0]} rows but the inputs have {inputs.shape[0]}")
+    _refuse_unpaired_reference(inputs, reference)
     layers = sorted({layer for layer, _ in checked_head_pairs(heads, model)})
     names = [f"blocks.{l}.hook_resid_post" for l in layers]
     rows = torch.arange(inputs.shape[0])
@@ -305,6 +306,32 @@ def _silence_direction_and_relative_norm(
     quiet_last = torch.stack([quiet[name].cpu()[rows, reference_last] for name in names])
     direction = (real_last - quiet_last).mean(0)
     return direction, direction.norm(dim=-1) / real_last.norm(dim=-1).mean(0)
+
+
+def _refuse_unpaired_reference(inputs: AudioTextInput, reference: AudioTextInput) -> None:
+    """Row i of a counterfactual is row i's prompt with its audio replaced or removed: the same text tokens and,
+    where it has audio, clips of the same lengths. Anything else (the same prompts in another order, another
+    batch) would subtract another row's residual."""
+    def text(x, row) -> list[int]:
+        return x.input_ids[row].cpu()[x.text_mask[row].cpu()].tolist()
+
+    def clip_lengths(x, row) -> list[int]:
+        return [span.end - span.start for span in x.audio_spans[row]]
+
+    def paired(row) -> bool:
+        if reference.has_audio:  # silence, noise: the same text, clips of the same lengths
+            return text(inputs, row) == text(reference, row) and clip_lengths(inputs, row) == clip_lengths(reference, row)
+        # without_audio: the text, less at most the two marker tokens around each clip
+        own, theirs = text(inputs, row), text(reference, row)
+        remaining = iter(own)
+        in_order = all(token in remaining for token in theirs)  # theirs is a subsequence of own
+        return in_order and len(own) - len(theirs) <= 2 * len(inputs.audio_spans[row])
+
+    rows = [row for row in range(inputs.shape[0]) if not paired(row)]
+    if rows:
+        raise ValueError(f"reference row(s) {rows} are not the inputs' rows with their audio replaced or removed "
+                         "(other text tokens, or clips of other lengths): build it from these inputs "
+                         "(silence_like(inputs), matched_noise(inputs), without_audio(inputs))")
 
 
 def audio_silence_steering_hooks(
@@ -347,15 +374,29 @@ def audio_silence_steering_hooks(
         scale = scale * (1 - listening_signal(audio_attention_per_row(model, inputs), heads))
     delta = scale[:, None] * direction  # [batch, d_model]
     steer = functools.partial(_steer_last_positions, built_for=inputs, delta=delta,
-                              last=inputs.last_positions.cpu().long())
+                              last=inputs.last_positions.cpu().long(),
+                              check_inputs=functools.partial(_refuse_other_rows, inputs))
     return [(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", steer)]
 
 
+def _refuse_other_rows(built_for: AudioTextInput, inputs: AudioTextInput) -> None:
+    """The steering holds s(x) of each row it was built for: refuse a run whose rows hold other tokens or other
+    audio in the same layout (another batch of the same prompts and clip lengths, or these rows reordered)."""
+    if inputs is built_for or built_for.shape != inputs.shape or not all(
+            torch.equal(getattr(built_for, m).cpu(), getattr(inputs, m).cpu()) for m in ("audio_mask", "text_mask")):
+        return  # another layout: the layout check says so
+    if not (torch.equal(built_for.input_ids.cpu(), inputs.input_ids.cpu()) and built_for.same_audio_as(inputs)):
+        raise ValueError("the audio-silence steering hooks hold s(x) of each row they were built for, but this run's "
+                         "rows hold other tokens or other audio (another batch of the same layout, or the same rows in "
+                         "another order): they would be steered with those rows' directions. Build the hooks from the "
+                         "inputs you run")
+
+
 def _steer_last_positions(resid: torch.Tensor, hook, *, built_for: AudioTextInput, delta: torch.Tensor,
-                          last: torch.Tensor) -> torch.Tensor:
-    """Adds ``delta[row]`` at each row's last real position and at every generated one (``built_for`` is held for
-    the model's check, before each forward, that the hook runs on the inputs it was built for: another padding
-    side would put the last position elsewhere)."""
+                          last: torch.Tensor, check_inputs) -> torch.Tensor:
+    """Adds ``delta[row]`` at each row's last real position and at every generated one (``built_for`` and
+    ``check_inputs`` are held for the model's check, before each forward, that the hook runs on the inputs it was
+    built for: another padding side would put the last position elsewhere, other rows would get these rows' s(x))."""
     if resid.shape[0] != delta.shape[0]:
         raise ValueError(f"the steering hooks were built for {delta.shape[0]} rows, the batch has {resid.shape[0]}")
     where = prediction_positions(resid.shape[1], last, built_for.shape[1], "the steering hooks").to(resid.device)
