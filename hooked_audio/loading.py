@@ -67,6 +67,7 @@ def from_hf_model(
         model = HookedAudioTransformer(cfg, processor=processor, tokenizer=tokenizer)
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.generation_config = copy.deepcopy(generation_config)
+    model.hf_dropout = dropout_settings(hf_model.config)  # inert in eval mode; train() says it is never applied
     if cfg.tie_word_embeddings:
         model.unembed.weight = model.embed.weight
     if not copy_weights:  # a later process_weights_ would write to the HF model's own tensors: it is refused
@@ -180,6 +181,23 @@ def check_loading_info(loading_info: dict, path: str, ignored: tuple[str, ...]) 
             f"{unexpected[:5]}, wrong shapes {mismatched[:5]} ({len(missing)}, {len(unexpected)}, {len(mismatched)} in "
             "all). A missing weight would be random: re-save the checkpoint with HF `save_pretrained`."
         )
+
+
+def dropout_settings(config) -> dict[str, float]:
+    """The HF config's non-zero dropout probabilities (sub-configs too), by dotted name."""
+    found: dict[str, float] = {}
+
+    def walk(part: dict, prefix: str) -> None:
+        for key, value in part.items():
+            key = str(key)
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif ("dropout" in key or key.endswith("layerdrop")) and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool) and value > 0:
+                found[prefix + key] = float(value)
+
+    walk(config.to_dict(), "")
+    return found
 
 
 def check_tying(hf_model: nn.Module, tie_word_embeddings: bool, family: str) -> None:

@@ -131,6 +131,31 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         process_weights(self, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
         return self
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, refusing an untied unembedding (e.g. the state dict of a processed model)
+        while this model ties it to the embedding: both keys would load into the one shared matrix, the last
+        (the unembedding) over the embedding."""
+        tied = self.unembed.weight is self.embed.weight
+        embed, unembed = state_dict.get("embed.weight"), state_dict.get("unembed.weight")
+        if (tied and embed is not None and unembed is not None and embed.data_ptr() != unembed.data_ptr()
+                and not torch.equal(embed, unembed)):
+            raise ValueError(
+                "this state dict holds an unembedding of its own (e.g. of a model after process_weights_, which "
+                "unties it), but this model ties its unembedding to the embedding: loading would overwrite the "
+                "embedding with the unembedding. Process this model the same way first (process_weights_(...)), "
+                "then load")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def train(self, mode: bool = True) -> "HookedAudioTransformer":
+        """``nn.Module.train``; warns where the HF checkpoint trains with dropout (``hf_dropout``), which this
+        re-implementation, as TransformerLens, never applies: in train mode it computes HF's eval-mode outputs."""
+        if mode and getattr(self, "hf_dropout", None):
+            settings = ", ".join(f"{name}={value:g}" for name, value in self.hf_dropout.items())
+            warnings.warn(f"this checkpoint's HF config trains with dropout ({settings}); this model applies none, so "
+                          "in train mode its outputs are HF's eval-mode outputs (add dropout with hooks if you need it)",
+                          stacklevel=2)
+        return super().train(mode)
+
     def set_use_attn_result(self, use_attn_result: bool) -> None:
         """TransformerLens switch: with it on, a full ``run_with_cache()`` also caches ``hook_result`` (each head's
         output ``[batch, pos, head, d_model]``: large, so off by default, as in TransformerLens). Hooks and a
@@ -711,6 +736,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                 for _, hook_point in cached:
                     hook_point.cache_into, hook_point.cache_device = cache_dict, device
                     hook_point.cache_dtype = cache_dtype
+                if incl_bwd:
+                    refuse_inference_mode("run_with_cache(incl_bwd=True)")
                 grad_mode = torch.enable_grad() if incl_bwd else contextlib.nullcontext()  # under no_grad too
                 with grad_mode, self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end,
                                            clear_contexts=clear_contexts):
@@ -984,6 +1011,14 @@ def _names_filter_fn(names_filter) -> Callable[[str], bool]:
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+
+
+def refuse_inference_mode(user: str) -> None:
+    """Refuse a gradient computation under ``torch.inference_mode()``, which no ``torch.enable_grad()`` inside can
+    lift (its tensors never record a graph)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{user} needs gradients, but this runs under torch.inference_mode(), which no "
+                           "torch.enable_grad() inside can lift: call it outside inference_mode (torch.no_grad() is fine)")
 
 
 def model_lock(model: nn.Module) -> threading.RLock:

@@ -105,3 +105,30 @@ def test_a_full_omni_model_in_memory_loads_its_thinker(name):
     family = family_for_model_type(thinker.config.model_type)
     with pytest.raises(ValueError, match="output_dim .* != text_config.hidden_size"):
         family.to_config(type(thinker.config)(**wide))
+
+
+def test_train_mode_says_the_checkpoints_dropout_is_not_applied():
+    """Was: a checkpoint whose HF config trains with dropout loaded without a word (dropout is inert in eval mode),
+    and in train mode gave HF's eval-mode outputs silently. Now train() warns, naming the settings; control: the
+    same model without dropout trains without a warning, and eval() never warns."""
+    import warnings
+
+    from conftest import tiny_hf_config
+    from family_harness import build_tiny_hf_model
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    config = tiny_hf_config()
+    config.audio_config.dropout, config.text_config.attention_dropout = 0.3, 0.1
+    hf = build_tiny_hf_model(Qwen2AudioForConditionalGeneration, config, 0, {})
+    model = HookedAudioTransformer.from_hf_model(hf)
+    assert model.hf_dropout == {"audio_config.dropout": 0.3, "text_config.attention_dropout": 0.1}
+    with pytest.warns(UserWarning, match=r"trains with dropout \(audio_config.dropout=0.3, text_config.attention_dropout=0.1\)"):
+        model.train()
+    inputs = make_inputs([[100]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs), model.eval()(**inputs), rtol=0, atol=0)  # none is applied
+    plain = HookedAudioTransformer.from_hf_model(make_hf_model())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain.train()
+        model.eval()

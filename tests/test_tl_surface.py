@@ -251,6 +251,23 @@ def test_gradients_under_no_grad_and_with_frozen_weights(gqa_model, inputs):
         gqa_model.requires_grad_(True)
 
 
+def test_gradients_under_inference_mode_are_refused_with_the_fix(gqa_model, inputs):
+    """Was: incl_bwd=True under torch.inference_mode() blamed frozen weights and told to call requires_grad_(True),
+    which changes nothing (no enable_grad lifts inference mode); attribution patching and the conflict probe's fit
+    died in torch. Control: under no_grad the same calls run (above)."""
+    from hooked_audio.analysis import LinearProbe, attribution_patching
+
+    names = ["blocks.1.hook_resid_post"]
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match=r"incl_bwd=True\) needs gradients, but this runs under torch.inference_mode"):
+            gqa_model.run_with_cache(inputs, names_filter=names, incl_bwd=True, return_type="loss")
+        with pytest.raises(RuntimeError, match="attribution_patching needs gradients"):
+            attribution_patching(gqa_model, inputs, inputs, lambda logits: logits[:, -1, 0].sum(), names)
+        with pytest.raises(RuntimeError, match="LinearProbe.fit needs gradients"):
+            LinearProbe().fit(torch.randn(6, 3), torch.tensor([0, 1] * 3))
+        gqa_model.run_with_cache(inputs, names_filter=names)  # without gradients it runs
+
+
 def test_get_token_position_finds_each_rows_token_and_never_padding(gqa_model, inputs):
     """TransformerLens's get_token_position on an audio batch: each row's own column (row 0 is left-padded, so
     the same token sits further right), padding never counted although its id is the searched one (here also a

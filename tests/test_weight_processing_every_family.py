@@ -154,6 +154,16 @@ def test_the_processed_cfg_rebuilds_the_processed_model(spec):
     with torch.no_grad():
         torch.testing.assert_close(logits(rebuilt, spec), logits(processed, spec), atol=0, rtol=0)
     assert raw.cfg.tie_word_embeddings == (raw.unembed.weight is raw.embed.weight)  # the raw model is as loaded
+    if raw.cfg.tie_word_embeddings:  # the same state dict into a model as loaded (tied) would overwrite its embedding
+        with pytest.raises(ValueError, match="ties its unembedding to the embedding: loading would overwrite"):
+            copy.deepcopy(raw).load_state_dict(processed.state_dict())
+        again = copy.deepcopy(raw).process_weights_(**ALL)  # the fix the message gives
+        again.load_state_dict(processed.state_dict())
+        raw_again = copy.deepcopy(raw)
+        raw_again.load_state_dict(raw.state_dict())  # control: a tied state dict into a tied model
+        with torch.no_grad():
+            torch.testing.assert_close(logits(again, spec), logits(processed, spec), atol=0, rtol=0)
+            torch.testing.assert_close(logits(raw_again, spec), logits(raw, spec), atol=0, rtol=0)
 
 
 def test_tied_families_untie_only_the_processed_model():

@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 from transformer_lens import patching
 
 from ..cache import check_same_audio_positions
-from ..model import _named_points, _names_filter_fn, model_lock
+from ..model import _named_points, _names_filter_fn, model_lock, refuse_inference_mode
 from .metric_value import metric_value
 
 # Activations whose every entry is a cell (no feature axis to sum over).
@@ -57,6 +57,7 @@ def attribution_patching(
     def save_grad(grad, hook):
         grads[hook.name] = grad.detach()
 
+    refuse_inference_mode("attribution_patching")
     earlier_grads = {p: None if p.grad is None else p.grad.clone() for p in model.parameters()}  # the caller's
     with model_lock(model), torch.enable_grad():
         with model.hooks(fwd_hooks=[(n, save) for n in names], bwd_hooks=[(n, save_grad) for n in names]):

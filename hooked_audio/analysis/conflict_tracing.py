@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 
 from ..cache import AudioActivationCache
 from ..indices import checked_count, index_tensor, is_index
+from ..model import refuse_inference_mode
 
 
 def _resid_names(n_layers: int) -> list[str]:
@@ -60,6 +61,7 @@ class LinearProbe:
     def fit(self, x: Float[torch.Tensor, "n d"], y: Int[torch.Tensor, " n"], n_classes: int | None = None) -> "LinearProbe":
         """Labels are class indices ``0..n_classes-1`` (default: the largest label + 1); floats and bools are
         refused, as are non-finite features (they would make the standardisation NaN)."""
+        refuse_inference_mode("LinearProbe.fit")
         x, y = torch.as_tensor(x).double(), index_tensor(y, "labels y")
         if x.ndim != 2 or y.shape != (x.shape[0],):
             raise ValueError(f"need features [n, d] and one label per row, got {tuple(x.shape)} and {tuple(y.shape)}")
