@@ -331,7 +331,8 @@ def _refuse_unpaired_reference(inputs: AudioTextInput, reference: AudioTextInput
     if rows:
         raise ValueError(f"reference row(s) {rows} are not the inputs' rows with their audio replaced or removed "
                          "(other text tokens, or clips of other lengths): build it from these inputs "
-                         "(silence_like(inputs), matched_noise(inputs), without_audio(inputs))")
+                         "(silence_like(inputs), without_audio(model, inputs), or build_inputs of the same prompts "
+                         "with matched_noise of their clips)")
 
 
 def audio_silence_steering_hooks(

@@ -25,10 +25,10 @@ def steering_hook(
 
     ``positions="audio"`` or ``"text"`` steers the audio tokens, or the real text tokens, of whatever inputs each
     run is given (read from that run's inputs, so one hook serves every batch; in ``generate``, the prompt's, and
-    ``"text"`` steers every generated token too). Otherwise ``positions`` is a bool mask ``[batch, pos]`` (e.g. ``inputs.audio_mask``, or the same as an array or
-    nested list of bools; one row ``[1, pos]`` or ``[pos]`` applies to every row) or a list of integer
-    position indices applied to every row. An integer
-    0/1 tensor is refused (it would be read as indices). Positions are absolute columns of the token
+    ``"text"`` steers every generated token too). Otherwise ``positions`` is a bool mask ``[batch, pos]`` (e.g.
+    ``inputs.audio_mask``, or the same as an array or nested list of bools; one row ``[1, pos]`` or ``[pos]``
+    applies to every row) or a list of integer position indices applied to every row. An integer 0/1 tensor is
+    refused (it would be read as indices). Positions are absolute columns of the token
     sequence (``kv_cache.position_offset()`` says where the current forward starts), so the hook steers the
     same tokens during ``generate`` with or without the KV cache: a mask leaves positions past its length
     alone, a non-negative index is a fixed position, and a negative one counts back from the end of the input:
@@ -47,6 +47,7 @@ def steering_hook(
         raise ValueError(f"scale must be a finite number, got {scale}")
     mask_rows, indices = None, None
     run_mask = {}  # positions="audio" / "text": the mask of the running inputs, set before each forward
+    steers_generated = isinstance(positions, str) and positions == "text"  # generated tokens are text too
     if isinstance(positions, str):
         if positions not in ("audio", "text"):
             raise ValueError(f'positions must be "audio", "text", a bool mask, indices or None, got {positions!r}')
@@ -103,8 +104,8 @@ def steering_hook(
             inside = absolute < rows.shape[1]
             mask = torch.zeros(rows.shape[0], n_pos, dtype=torch.bool)
             mask[:, inside] = rows.cpu()[:, absolute[inside]]
-            if isinstance(positions, str) and positions == "text" and prompt is not None:
-                mask[:, absolute >= prompt] = True  # generated tokens are text too
+            if steers_generated and prompt is not None:
+                mask[:, absolute >= prompt] = True
             mask = mask.expand(batch, -1)
         return resid + mask.to(resid.device)[..., None] * delta
 
