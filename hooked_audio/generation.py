@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 
 from .audio.inputs import AudioTextInput
 from .cache import check_patch_alignment
+from .runs import running
 from .indices import is_index
 from .kv_cache import KVCache, generating_after, position_offset
 from .hook_points import hook_pairs
@@ -120,7 +121,7 @@ def generate(
     prompt = replace(inputs, attention_mask=mask, position_ids=position_ids)
     cache = KVCache(model.cfg.n_layers) if use_past_kv_cache else None
 
-    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks), generating_after(ids.shape[1]):
+    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks), generating_after(ids.shape[1]), running(model):
         check_patch_alignment(model.attached_hook_fns(), inputs)  # the hooks act on the prompt's positions
         audio_embeds = model.embed_audio(inputs) if inputs.has_audio else None
         audio_mask = inputs.audio_mask

@@ -29,6 +29,7 @@ from transformer_lens.utilities import Slice
 
 from .audio.inputs import AudioTextInput, as_input_tensor, as_tensor_dict
 from .cache import AudioActivationCache, check_patch_alignment, position_dims
+from .runs import running
 from .components.block import TransformerBlock
 from .components.masks import causal_padding_mask
 from .components.moe import MoEMLP
@@ -402,7 +403,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             raise ValueError(f"loss_per_token=True shapes the loss, but return_type={return_type!r} returns none: "
                              "pass return_type='loss' or 'both'")
         inputs = self.to_inputs(input, **kwargs)
-        with model_lock(self):
+        with model_lock(self), running(self):
             check_patch_alignment(self.attached_hook_fns(), inputs)
             logits = self.forward_inputs(inputs)
         if return_type == "logits":

@@ -4,6 +4,7 @@ wrong positions. Each refusal next to its control: the same hooks on the inputs 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -198,3 +199,68 @@ def test_lasting_hooks_are_checked_like_a_hooks_context(model):
     assert model.attached_hook_fns() == []
     model(_right(left))  # nothing attached: nothing checked
     torch.testing.assert_close(model.run_with_hooks(left, fwd_hooks=hooks), masked)
+
+
+def test_per_run_hook_state_lives_only_as_long_as_its_run(model):
+    """Was: steering_hook(positions="audio") kept the last checked run's mask, so a forward that skipped the check
+    (forward_inputs, as a hand-written decoding loop calls it) steered that run's audio columns; and one hook shared
+    by two models in two threads took the other thread's mask. Now the mask belongs to its run: refused without
+    one, each thread's own with two. Control: the same runs through the entry points equal a hand-written hook."""
+    import threading
+
+    from hooked_audio.analysis import steering_hook
+
+    a, b = _left(model), _right(_left(model))
+    assert not torch.equal(a.audio_mask, b.audio_mask)
+    direction, name = torch.randn(model.cfg.d_model), "blocks.0.hook_resid_post"
+    steer = steering_hook(direction, 3.0, positions="audio")
+
+    def by_hand(m, x):
+        return m.run_with_hooks(x, fwd_hooks=[(name, lambda r, hook: r + 3.0 * x.audio_mask[..., None] * direction)])
+
+    model(a)
+    with model.hooks(fwd_hooks=[(name, steer)]):
+        model(a)  # a checked run of a, then one that skips the check
+        with pytest.raises(ValueError, match="this forward was not run through the model's entry points"):
+            model.forward_inputs(b)
+    other = copy.deepcopy(model)
+    paused, resume, out = threading.Event(), threading.Event(), {}
+
+    def pause(x, hook):  # a's forward waits after its check, while the other model runs b with the same hook
+        paused.set()
+        resume.wait(timeout=60)
+        return x
+
+    thread = threading.Thread(target=lambda: out.update(a=model.run_with_hooks(a, fwd_hooks=[("hook_embed", pause), (name, steer)])))
+    thread.start()
+    paused.wait(timeout=60)
+    out["b"] = other.run_with_hooks(b, fwd_hooks=[(name, steer)])
+    resume.set()
+    thread.join()
+    torch.testing.assert_close(out["a"], by_hand(model, a), rtol=0, atol=0)
+    torch.testing.assert_close(out["b"], by_hand(other, b), rtol=0, atol=0)
+
+
+def test_a_forward_inside_a_forward_of_the_same_model_is_refused(model):
+    """Was: a hook that ran the model from inside its forward mixed the two runs: the inner run_with_cache reset the
+    outer's cache points (entries missing), an inner plain call wrote its activations into the outer cache, and
+    per-run hook state was the inner run's. Control: a hook that runs a copy of the model works."""
+    inputs = _left(model)
+    other = copy.deepcopy(model)
+
+    def run_model(m):
+        def hook(x, hook):
+            m(inputs)
+            return x
+        return [("hook_embed", hook)]
+
+    with pytest.raises(RuntimeError, match="this model is already running a forward"):
+        model.run_with_hooks(inputs, fwd_hooks=run_model(model))
+    with model.hooks(fwd_hooks=run_model(model)), pytest.raises(RuntimeError, match="already running a forward"):
+        model.run_with_cache(inputs)
+    with model.hooks(fwd_hooks=run_model(other)):
+        logits, cache = model.run_with_cache(inputs)
+    plain_logits, plain_cache = model.run_with_cache(inputs)
+    assert set(cache.keys()) == set(plain_cache.keys())
+    torch.testing.assert_close(cache["hook_embed"], plain_cache["hook_embed"], rtol=0, atol=0)
+    torch.testing.assert_close(logits, plain_logits, rtol=0, atol=0)

@@ -31,6 +31,7 @@ from ..cache import AudioActivationCache, check_cache_model, check_final_positio
 from ..evaluation.scoring import first_token_ids
 from ..indices import checked_count, checked_layers, index_tensor, is_index, refuse_marked_padding
 from ..kv_cache import prediction_positions
+from ..runs import current_run
 from .clip_identity import row_audio_fingerprints
 
 _DECODER_SCORES = re.compile(r"^blocks\.(\d+)\.attn\.hook_attn_scores$")
@@ -245,6 +246,8 @@ def _enrich(resid, hook, *, built_for: AudioTextInput | None, last, sources, tar
     src, tgt = (sources, targets) if per_row else (sources.expand(n), targets.expand(n))
     where = prediction_positions(resid.shape[1], last, None if built_for is None else built_for.shape[1],
                                  f"the enrichment hooks ({hook.name})").expand(n, -1).to(resid.device)
+    run = current_run()  # the source is kept for this run only (another thread's, or a later, run never sees it)
+    saved = saved if run is None else run.state.setdefault(id(saved), {})
     if (src == layer).any():
         saved[layer] = resid.clone()
     if (tgt == layer).any():

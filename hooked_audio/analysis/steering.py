@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..kv_cache import generated_from, position_offset
+from ..runs import current_run
 from ..indices import as_bool_mask, position_indices, rows_padded_at
 
 
@@ -46,7 +47,7 @@ def steering_hook(
     if not math.isfinite(float(scale)):
         raise ValueError(f"scale must be a finite number, got {scale}")
     mask_rows, indices = None, None
-    run_mask = {}  # positions="audio" / "text": the mask of the running inputs, set before each forward
+    run_key = object()  # positions="audio" / "text": the run's mask is kept in its state under this key
     steers_generated = isinstance(positions, str) and positions == "text"  # generated tokens are text too
     if isinstance(positions, str):
         if positions not in ("audio", "text"):
@@ -88,7 +89,7 @@ def steering_hook(
                 mask |= absolute >= prompt
             mask = mask[None].expand(batch, -1)
         else:
-            rows = _run_mask(run_mask, positions, hook.name, batch) if isinstance(positions, str) else mask_rows
+            rows = _run_mask(run_key, positions, hook.name, batch) if isinstance(positions, str) else mask_rows
             if rows.shape[0] not in (1, batch):
                 raise ValueError(
                     f"the positions mask has {rows.shape[0]} rows but the batch has {batch}; give one row per "
@@ -115,7 +116,7 @@ def steering_hook(
     if positions is None:
         return add
     if isinstance(positions, str):
-        check = partial(_take_run_mask, run_mask, positions)
+        check = partial(_take_run_mask, run_key, positions)
     elif indices is not None:
         check = partial(_refuse_padding_columns, indices)
     else:
@@ -123,16 +124,20 @@ def steering_hook(
     return partial(add, check_inputs=check)
 
 
-def _take_run_mask(run_mask: dict, positions: str, inputs) -> None:
-    """Hold the running inputs' audio or text mask for the hook (called before each forward)."""
-    run_mask["mask"] = (inputs.audio_mask if positions == "audio" else inputs.text_mask).cpu()
+def _take_run_mask(run_key: object, positions: str, inputs) -> None:
+    """Keep the running inputs' audio or text mask in the run's state (called by the check before its forward)."""
+    run = current_run()
+    if run is not None:
+        run.state[run_key] = (inputs.audio_mask if positions == "audio" else inputs.text_mask).cpu()
 
 
-def _run_mask(run_mask: dict, positions: str, hook_name: str, batch: int) -> Bool[torch.Tensor, "batch pos"]:
-    mask = run_mask.get("mask")
-    if mask is None or mask.shape[0] != batch:  # the forward was not given through the model's entry points
+def _run_mask(run_key: object, positions: str, hook_name: str, batch: int) -> Bool[torch.Tensor, "batch pos"]:
+    run = current_run()
+    mask = None if run is None else run.state.get(run_key)
+    if mask is None or mask.shape[0] != batch:  # this forward skipped the check (forward_inputs, a block called alone)
         raise ValueError(f'steering_hook(positions="{positions}") on {hook_name} reads the {positions} positions from '
-                         "each run's inputs: run it through run_with_hooks, hooks(), run_with_cache or generate")
+                         "each run's inputs, but this forward was not run through the model's entry points: run it "
+                         "through run_with_hooks, hooks(), run_with_cache, a plain call or generate (or pass a mask)")
     return mask
 
 
