@@ -508,11 +508,9 @@ def _rows(cache_dict: dict, inputs: AudioTextInput, names: list[str], positions:
                 raise ValueError(f"{name!r} has shape {tuple(act.shape)}, not [batch={batch}, pos={n_pos}, ...]")
             rows[f"act.{name}"] = act[mask].contiguous()
         stored = rows[f"act.{name}"]
-        if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
-            hint = (f"{dtype} holds magnitudes up to {torch.finfo(dtype).max:.0f}, and this activation reaches "
-                    "further: pass dtype=torch.bfloat16 or torch.float32" if dtype in (torch.float16, torch.bfloat16)
-                    else "the model's own activations are not finite: check its weights and inputs")
-            raise ValueError(f"{name!r} has inf or NaN values once stored ({hint})")
+        if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):  # (a dtype too narrow: to_cache)
+            raise ValueError(f"{name!r} has inf or NaN values: the model's own activations are not finite (check its "
+                             "weights and inputs)")
     return rows
 
 

@@ -23,6 +23,7 @@ Everything ``ActivationCache`` does works unchanged (``cache["pattern", 3]``, ``
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Literal
@@ -341,6 +342,16 @@ def check_cache_model(cache, model, user: str) -> None:
     if getattr(cache, "model", model) is not model:
         raise ValueError(f"{user}: this cache was made by another model than the one passed; pass the cache's own "
                          "model (cache.model), or run run_with_cache with this model")
+
+
+def warn_if_patching_rounds(value: torch.Tensor, model, user: str) -> None:
+    """Warn where cached activations are of a lower precision than the model they are patched into (a
+    ``cache_dtype``): the patch writes them rounded, so even a value patched onto itself changes the output."""
+    run_dtype = model.cfg.dtype
+    if value.is_floating_point() and torch.finfo(value.dtype).eps > torch.finfo(run_dtype).eps:
+        warnings.warn(f"{user}: the cache holds {value.dtype} activations, written rounded into this {run_dtype} run: "
+                      f"the patch is exact only to {value.dtype}'s precision (a value patched onto itself changes the "
+                      "output). Cache in the model's dtype (leave cache_dtype unset) for exact patches", stacklevel=3)
 
 
 def check_patch_alignment(hook_fns, inputs: AudioTextInput) -> None:

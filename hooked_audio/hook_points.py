@@ -38,7 +38,7 @@ class HookPoint(_TLHookPoint):
                     "dtype (e.g. cast with .to(x.dtype), index rows instead of dropping them)")
             x = out
         if self.cache_into is not None:
-            self.cache_into[self.name] = to_cache(x, self.cache_device, self.cache_dtype)
+            self.cache_into[self.name] = to_cache(x, self.cache_device, self.cache_dtype, self.name)
         return x
 
     @property
@@ -47,11 +47,19 @@ class HookPoint(_TLHookPoint):
         return bool(self._forward_hooks or self._backward_hooks or self.cache_into is not None)
 
 
-def to_cache(x: torch.Tensor, device=None, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``x`` detached, as a cache stores it: on ``device`` and, if floating, in ``dtype`` (None: as it is)."""
+def to_cache(x: torch.Tensor, device=None, dtype: torch.dtype | None = None, name: str = "") -> torch.Tensor:
+    """``x`` detached, as a cache stores it: on ``device`` and, if floating, in ``dtype`` (None: as it is). A value
+    that ``dtype`` cannot hold (float16 ends at 65504) is refused rather than stored as inf (attention scores are
+    exempt: their masked entries are the dtype's minimum by design)."""
     x = x.detach()
     if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-        return x.to(device=device, dtype=dtype) if device else x.to(dtype)
+        out = x.to(device=device, dtype=dtype) if device else x.to(dtype)
+        if (torch.finfo(dtype).max < torch.finfo(x.dtype).max and not name.endswith("hook_attn_scores")
+                and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(x).all())):
+            raise ValueError(f"{name or 'an activation'} holds values up to {float(x.abs().max()):.3g}, which "
+                             f"{dtype} cannot hold (it ends at {torch.finfo(dtype).max:g}): they would be stored as "
+                             "inf. Store them as torch.bfloat16 (float32's range) or float32 instead")
+        return out
     return x.to(device) if device else x
 
 

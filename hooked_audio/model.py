@@ -1032,14 +1032,14 @@ def model_lock(model: nn.Module) -> threading.RLock:
 
 def _saver(cache_dict: dict, name: str, device, dtype: torch.dtype | None = None) -> Callable:
     def save(x, hook):
-        cache_dict[name] = to_cache(x, device, dtype)
+        cache_dict[name] = to_cache(x, device, dtype, name)
 
     return save
 
 
 def _grad_saver(cache_dict: dict, name: str, device, dtype: torch.dtype | None = None) -> Callable:
     def save(grad, hook):
-        cache_dict[f"{name}_grad"] = to_cache(grad, device, dtype)
+        cache_dict[f"{name}_grad"] = to_cache(grad, device, dtype, f"{name}_grad")
 
     return save
 

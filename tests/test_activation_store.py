@@ -70,6 +70,27 @@ def test_cache_dtype_grads_and_non_floating(model):
             model.run_with_cache(inputs, names_filter=[RESID], cache_dtype=bad)
 
 
+def test_a_cache_dtype_that_cannot_hold_a_value_is_refused_not_inf(model):
+    """Was: a residual value above float16's 65504 (a "massive activation") was cached as inf without a word, and
+    the lens then read 71 % NaN. Controls: bfloat16 holds it, and float16 caches the attention scores, whose masked
+    entries (float32's minimum) become -inf by design."""
+    inputs = make_inputs([[100]], seed=1)
+
+    def massive(x, hook):
+        x = x.clone()
+        x[..., 0] = 7e4
+        return x
+
+    hooks = [("blocks.0.hook_resid_post", massive)]
+    with model.hooks(fwd_hooks=hooks), pytest.raises(ValueError, match=r"blocks.0.hook_resid_post holds values up to 7e\+04, which torch.float16 cannot hold"):
+        model.run_with_cache(inputs, names_filter=[RESID], cache_dtype=torch.float16)
+    with model.hooks(fwd_hooks=hooks):
+        _, wide = model.run_with_cache(inputs, names_filter=[RESID], cache_dtype=torch.bfloat16)
+    assert bool(torch.isfinite(wide[RESID]).all())
+    _, scores = model.run_with_cache(inputs, names_filter=["blocks.0.attn.hook_attn_scores"], cache_dtype=torch.float16)
+    assert bool(torch.isinf(scores["blocks.0.attn.hook_attn_scores"]).any())
+
+
 # --- streaming ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("rule", ["audio", "last", "text", "all"])
 def test_streamed_rows_and_metadata_equal_run_with_cache(model, tmp_path, rule):
@@ -299,7 +320,7 @@ def test_values_float16_cannot_hold_are_refused(model, tmp_path):
     with torch.no_grad():
         loud.embed.weight.mul_(1e6)
     inputs = make_inputs([[100]], [4], seed=1)
-    with pytest.raises(ValueError, match="'blocks.0.hook_resid_post' has inf or NaN values once stored .*float16 holds"):
+    with pytest.raises(ValueError, match="blocks.0.hook_resid_post holds values up to .* which torch.float16 cannot hold"):
         stream_activations(loud, inputs, [RESID], tmp_path / "f16", positions="text")
     kept = stream_activations(loud, inputs, [RESID], tmp_path / "bf16", positions="text", dtype=torch.bfloat16)
     assert bool(torch.isfinite(kept.load(RESID)).all()) and kept.load(RESID).float().abs().max() > 65504

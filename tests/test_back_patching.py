@@ -29,6 +29,29 @@ def test_source_equal_to_destination_reproduces_the_unpatched_run_bit_for_bit(mo
 
 
 @torch.no_grad()
+def test_a_cache_of_lower_precision_is_said_to_round_the_patch(model, run):
+    """Was: a bfloat16 cache (cache_dtype) patched into the float32 run without a word, and source = destination
+    moved the logits (0.024 on the toy). Now a warning says so, for back-patching and encoder patching; control: a
+    cache in the model's dtype patches exactly, without a warning."""
+    import warnings
+
+    from hooked_audio.analysis import encoder_patching, silence_like
+
+    inputs, cache, logits = run
+    encoder = "audio_encoder.blocks.0.hook_resid_pre"
+    _, rounded = model.run_with_cache(inputs, names_filter=lambda n: RESID_POST(n) or n == encoder, cache_dtype=torch.bfloat16)
+    with pytest.warns(UserWarning, match="back_patching_hooks: the cache holds torch.bfloat16 activations, written rounded"):
+        hooks = back_patching_hooks(rounded, 1, 1)
+    assert not torch.equal(model.run_with_hooks(inputs, fwd_hooks=hooks), logits)
+    with pytest.warns(UserWarning, match="encoder_patching: the cache holds torch.bfloat16"):
+        encoder_patching(model, silence_like(inputs), rounded, lambda out: out[:, -1, 0].mean(), layers=[0],
+                         window_s=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(model.run_with_hooks(inputs, fwd_hooks=back_patching_hooks(cache, 1, 1)), logits)
+
+
+@torch.no_grad()
 def test_the_patch_writes_the_late_audio_span_into_the_early_layer_and_nothing_else(model, run):
     inputs, cache, _ = run
     audio = inputs.audio_mask

@@ -71,3 +71,35 @@ def test_a_cache_stored_in_float32_from_a_bfloat16_model_reads_through_the_lens(
     assert (logit_lens(half, wide).log_probs - logit_lens(half, own).log_probs).abs().max() < 0.1
     labels = model.tokenizer.convert_ids_to_tokens([7, 9])
     assert (label_log_probs(half, wide, labels) - label_log_probs(half, own, labels)).abs().max() < 0.1
+
+
+def test_float64_means_and_statistics_keep_float64(model):
+    """Was: mean ablation summed a float64 model's head outputs in float32 (1e-6 off the float64 mean, ten times the
+    float64 parity), and the listening AUC rounded its signal to float32, tying values 1e-9 apart (AUC 0.52 for
+    0.84). Controls: the means and the AUC computed by hand in float64."""
+    from scipy.stats import mannwhitneyu
+
+    from hooked_audio.analysis import listening_signal_auc
+
+    wide = copy.deepcopy(model).to(torch.float64)
+    inputs = wide.to_inputs(make_inputs([[100], [60]], seed=2))
+    seen = {}
+
+    def keep(z, hook):
+        seen["z"] = z.clone()
+        return z
+
+    hooks = [("blocks.1.attn.hook_z", keep)] + head_ablation_hooks([(1, 2)], "mean", inputs=inputs)
+    saw = {}
+    hooks.append(("blocks.1.attn.hook_z", lambda z, hook: saw.update(z=z.clone())))
+    wide.run_with_hooks(inputs, fwd_hooks=hooks)
+    real = inputs.attention_mask.bool()
+    by_hand = seen["z"][real][:, 2].mean(0)  # [d_head], summed in float64
+    assert saw["z"].dtype == torch.float64
+    torch.testing.assert_close(saw["z"][real][:, 2], by_hand.expand(int(real.sum()), -1), rtol=0, atol=1e-13)
+    generator = torch.Generator().manual_seed(0)
+    correct = torch.arange(40) % 2 == 0
+    signal = 0.3 + 1e-9 * (torch.rand(40, generator=generator, dtype=torch.float64) + correct.double())
+    assert len(torch.unique(signal.float())) < 5  # float32 would tie them
+    u = mannwhitneyu(signal[correct].numpy(), signal[~correct].numpy()).statistic
+    assert listening_signal_auc(signal, correct, n_permutations=10).auc == pytest.approx(u / (20 * 20), abs=1e-12)

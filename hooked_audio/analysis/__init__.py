@@ -12,6 +12,7 @@
 - ``conflict_tracing``: last-position residuals by layer, audio-text span similarity, a linear probe.
 - ``back_patching``: a late layer's audio-span residual written into an earlier layer.
 - ``causal_tracing``: corrupt the audio, restore text positions by layer / group, recovery rate.
+- ``encoder_patching``: clean audio-encoder activations patched into a corrupted run, by time window or head.
 - ``attribution``: attribution patching (grad x delta) and its check against activation patching.
 - ``instruction_steering``: the residual difference of two instructions about the same audio, added back.
 - ``temporal``: attention to the audio on a time axis, the window of maximal change, overlap scores.
@@ -21,6 +22,7 @@ from .attribution import attribution_patching, attribution_vs_activation_patchin
 from .back_patching import back_patching_hooks, back_patching_sweep, patch_positions
 from .conflict_tracing import LinearProbe, last_position_resid, span_cosine_by_layer
 from .causal_tracing import CausalTrace, causal_tracing, position_groups
+from .encoder_patching import EncoderPatchingResult, encoder_frame_times, encoder_patching
 from .instruction_steering import instruction_steering_hooks, instruction_steering_vector
 from .temporal import interval_overlap, localise, random_window_baseline, temporal_attention
 from .text_dominance import text_dominance, text_positions, without_text
@@ -93,4 +95,7 @@ __all__ = [
     "same_prompt_donors",
     "steering_hook",
     "top_heads",
+    "EncoderPatchingResult",
+    "encoder_frame_times",
+    "encoder_patching",
 ]

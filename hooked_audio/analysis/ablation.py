@@ -282,7 +282,7 @@ def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch
                 f"mean ablation over a batch of {z.shape[0]} rows needs inputs= (the AudioTextInput or its attention "
                 "mask), so that padding positions are left out of the mean"
             )
-        return z.float().mean(dim=(0, 1), keepdim=True).to(z.dtype)
+        return z.to(_summing_dtype(z)).mean(dim=(0, 1), keepdim=True).to(z.dtype)
     real = real.to(z.device)
     if real.shape[0] != z.shape[0] or real.shape[1] > z.shape[1]:
         raise ValueError(
@@ -297,8 +297,13 @@ def _masked_mean(z: torch.Tensor, real: torch.Tensor | None, name: str) -> torch
         real = torch.cat([real, extra], dim=1)
     if not real.any():
         raise ValueError("the mask given as inputs= has no real position")
-    weights = real.float()[:, :, None, None]  # summed in float32: in float16 a count or a sum past 65504 is inf
-    return ((z.float() * weights).sum(dim=(0, 1), keepdim=True) / weights.sum()).to(z.dtype)
+    weights = real.to(_summing_dtype(z))[:, :, None, None]
+    return ((z.to(weights.dtype) * weights).sum(dim=(0, 1), keepdim=True) / weights.sum()).to(z.dtype)
+
+
+def _summing_dtype(z: torch.Tensor) -> torch.dtype:
+    """float32 at least (in float16 a count or a sum past 65504 is inf), float64 on a float64 model."""
+    return torch.promote_types(z.dtype, torch.float32)
 
 
 def random_heads(

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from jaxtyping import Bool, Float
 
-from ..cache import AudioActivationCache
+from ..cache import AudioActivationCache, warn_if_patching_rounds
 from ..kv_cache import generated_from, position_offset
 from ..indices import as_bool_mask, checked_layers, position_indices
 from .metric_value import metric_value
@@ -121,6 +121,7 @@ def back_patching_hooks(
         raise ValueError(f"scale must be a finite number, got {scale}")
     name = f"blocks.{source_layer}.hook_resid_post"
     cache.require("back-patching", [name])
+    warn_if_patching_rounds(cache[name], cache.model, "back_patching_hooks")
     hook = functools.partial(
         _patch, source=cache[name], mask=patch_positions(cache, positions, seconds), mode=mode,
         scale=float(scale), control=control, seed=seed, built_for=cache.inputs,

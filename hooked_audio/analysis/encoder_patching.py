@@ -22,7 +22,9 @@ import torch
 from jaxtyping import Float, Int
 
 from ..audio.inputs import AudioTextInput
-from ..cache import AudioActivationCache, audio_layout, describe_audio_layout, same_audio_layout
+from ..cache import (
+    AudioActivationCache, audio_layout, describe_audio_layout, same_audio_layout, warn_if_patching_rounds,
+)
 from ..indices import checked_layers
 from .metric_value import metric_value
 
@@ -76,6 +78,7 @@ def encoder_patching(
     if missing:
         raise KeyError(f"the clean cache lacks {missing[:3]}: run run_with_cache with them (names_filter)")
     example = clean_cache.cache_dict[names[0]]
+    warn_if_patching_rounds(example, model, "encoder_patching")
     n_rows_per_window = example.shape[0] // len(clean_cache.inputs.window_rows)
     frames_per_row = example.shape[1]
     two_frame_axes = activation.endswith(("hook_pattern", "hook_attn_scores"))  # [row, head, query, key]

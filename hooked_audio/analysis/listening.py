@@ -212,7 +212,7 @@ def listening_head_scores(
     attention = audio_attention_per_row(model, inputs) if attention is None else _attention_table(attention)
     if attention.shape[0] != len(correct):
         raise ValueError(f"correct has {len(correct)} rows but the attention has {attention.shape[0]}")
-    values = attention.float().cpu().numpy()
+    values = attention.double().cpu().numpy()  # float64: rounding would tie distinct values
     n_layers, n_heads = values.shape[1:]
     scores = torch.tensor([[_separation(values[:, l, h], correct, method, groups) for h in range(n_heads)]
                            for l in range(n_layers)], dtype=torch.float32)
@@ -254,7 +254,7 @@ def listening_signal_auc(
     takes rows as independent: several prompts of the same clip make it too small; score one row per clip.
     ``signal`` is 1-D and finite (a NaN would count as a loss in one path and poison the other)."""
     n_permutations = checked_count(n_permutations, "n_permutations")
-    signal = torch.as_tensor(signal).float().cpu()
+    signal = torch.as_tensor(signal).double().cpu()  # float64: rounding would tie distinct values
     if signal.ndim != 1:
         raise ValueError(f"signal must be 1-D, one value per row (listening_signal's output), got shape {tuple(signal.shape)}")
     if not bool(torch.isfinite(signal).all()):

@@ -51,7 +51,8 @@ class LogitLens:
 @torch.no_grad()
 def logit_lens(model, cache: AudioActivationCache, positions: slice | list[int] | None = None) -> LogitLens:
     """Lens at ``positions`` (all by default; a slice or a list of indices into the cache's positions,
-    negative ones counting from the end) of every row; the final norm is recomputed per layer."""
+    negative ones counting from the end) of every row; the final norm is recomputed per layer. A cache stored in
+    a lower precision (``run_with_cache(cache_dtype=torch.bfloat16)``) limits the lens to that precision."""
     check_cache_model(cache, model, "logit_lens")
     stack, labels = cache.accumulated_resid(apply_ln=True, return_labels=True)
     if not getattr(cache, "has_batch_dim", True):
