@@ -38,7 +38,7 @@ from .listening import (
     SignalAUC, audio_attention_per_row, audio_silence_steering_hooks, generated_queries, listening_head_scores,
     listening_signal, listening_signal_auc, silence_direction,
 )
-from .logit_lens import LogitLens, logit_lens
+from .logit_lens import LogitLens, at_last_positions, logit_lens
 from .steering import steering_hook
 
 __all__ = [
@@ -87,6 +87,7 @@ __all__ = [
     "silence_direction",
     "audio_silence_steering_hooks",
     "LogitLens",
+    "at_last_positions",
     "audio_attention_by_head",
     "head_ablation_effects",
     "head_ablation_hooks",

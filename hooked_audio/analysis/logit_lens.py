@@ -93,7 +93,7 @@ def _refuse_padding(cache: AudioActivationCache, kept: Int[torch.Tensor, "n"], p
     if padded:
         raise ValueError(f"positions={positions!r} are padding in rows {padded}: the lens there would be read off "
                          "padding. Lens every position (positions=None) and take each row's own, e.g. "
-                         "at_last_positions(lens, inputs.last_positions), or run those rows alone")
+                         "hooked_audio.analysis.at_last_positions(lens, inputs.last_positions), or run those rows alone")
 
 
 def at_last_positions(lens: LogitLens, last_positions: Int[torch.Tensor, "batch"]) -> Float[torch.Tensor, "layer batch vocab"]:
