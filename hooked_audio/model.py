@@ -29,7 +29,6 @@ from transformer_lens.utilities import Slice
 
 from .audio.inputs import AudioTextInput, as_input_tensor, as_tensor_dict
 from .cache import AudioActivationCache, check_patch_alignment, position_dims
-from .runs import running
 from .components.block import TransformerBlock
 from .components.masks import causal_padding_mask
 from .components.moe import MoEMLP
@@ -43,6 +42,7 @@ from .hook_points import HookPoint, hook_pairs, to_cache, unknown_hook_name_erro
 from .indices import is_index, rows_padded_at
 from .weight_views import TransformerLensWeights
 from .kv_cache import KVCache, at_position_offset
+from .runs import refuse_inside_a_run, running
 
 HookName = str | Callable[[str], bool]
 ModelInput = AudioTextInput | Mapping | torch.Tensor | str | list | None
@@ -611,6 +611,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         forward hold a per-model lock, so a thread never sees another thread's temporary hooks or cache."""
         added: list[tuple[TLHookPoint, str, Any]] = []
         fwd_hooks, bwd_hooks = hook_pairs(fwd_hooks, "fwd_hooks"), hook_pairs(bwd_hooks, "bwd_hooks")
+        refuse_inside_a_run(self)  # hooks added from inside a forward would fire in the rest of it
         with model_lock(self):
             self.context_level += 1
             active, n_active = self.active_hook_fns, len(self.active_hook_fns)
@@ -691,6 +692,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         (``return_type="loss"``), as in TransformerLens. ``return_cache_object=False`` returns the plain dict of
         activations (TransformerLens's option) instead of the cache object.
         """
+        refuse_inside_a_run(self)  # before its cache points are set: they are the running forward's too
         inputs = self.to_inputs(input, **kwargs)
         if pos_slice is not None:
             if not (isinstance(positions, str) and positions == "all"):

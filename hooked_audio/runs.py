@@ -33,15 +33,20 @@ def current_run() -> Run | None:
     return _RUN.get()
 
 
-@contextmanager
-def running(model: nn.Module) -> Iterator[Run]:
-    """Hold a new :class:`Run` of ``model`` for the block; refuse one inside a run of the same model."""
+def refuse_inside_a_run(model: nn.Module) -> None:
+    """Refuse to start using ``model`` (a forward, hooks, a cache) from inside one of its own runs."""
     outer = _RUN.get()
     if outer is not None and outer.model is model:
         raise RuntimeError(
             "this model is already running a forward (a hook or metric that calls the model from inside one of "
             "its own forwards?): its hooks, caches and per-run state would mix. Call it after the run, or on a copy "
             "(copy.deepcopy(model))")
+
+
+@contextmanager
+def running(model: nn.Module) -> Iterator[Run]:
+    """Hold a new :class:`Run` of ``model`` for the block; refuse one inside a run of the same model."""
+    refuse_inside_a_run(model)
     token = _RUN.set(Run(model))
     try:
         yield _RUN.get()
