@@ -414,6 +414,25 @@ def check_same_audio_positions(source: AudioTextInput, target: AudioTextInput) -
                                 "the clean and corrupted inputs' audio positions differ", ("clean", "corrupted"))
 
 
+def check_same_text(clean: AudioTextInput, corrupted: AudioTextInput, user: str) -> None:
+    """Refuse corrupted inputs that are not the clean ones with other audio: methods that corrupt the audio only
+    (causal tracing, encoder patching) compare each row with its own clean run, so another row's prompt there (the
+    same prompts in another order) or another padding side (the metric reads the clean run's positions) would be
+    read as the audio's effect."""
+    def padding(x):
+        return torch.ones_like(x.input_ids.cpu()) if x.attention_mask is None else x.attention_mask.cpu().long()
+
+    if clean.shape != corrupted.shape:
+        rows = list(range(min(clean.shape[0], corrupted.shape[0])))
+    else:
+        differ = (clean.input_ids.cpu() != corrupted.input_ids.cpu()) | (padding(clean) != padding(corrupted))
+        rows = differ.any(-1).nonzero().flatten().tolist()
+    if rows:
+        raise ValueError(f"{user} corrupts the audio only, but the corrupted inputs' tokens or padding differ from the "
+                         f"clean inputs' in rows {rows[:8]} (the same prompts in another order, another padding side?): "
+                         "build them from the clean inputs (silence_like(clean), or the same prompts with other clips)")
+
+
 def _check_same_audio_positions(theirs: torch.Tensor, ours: torch.Tensor, what: str, names: tuple[str, str]) -> None:
     if theirs.shape == ours.shape and torch.equal(theirs, ours):
         return

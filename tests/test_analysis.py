@@ -97,6 +97,29 @@ def test_resample_donors_with_labels_take_a_clip_of_another_answer(model):
         same_prompt_donors(inputs, labels=["a", "b"])
 
 
+def test_resample_donors_never_hold_the_rows_own_clip(model):
+    """Was: with the same clip twice under one prompt (a duplicate row), rotation gave a row the duplicate as its
+    donor, so resampling returned its own heads' output and the ablation's effect was diluted (halved on the toy).
+    Donors now skip rows holding the same clip, and a forward refuses donors that do; control: the donors built
+    run, and differ from the plain rotation exactly where a duplicate was next."""
+    from dataclasses import replace
+
+    inputs = model.to_inputs(_same_prompt_three_clips())
+    features = inputs.audio["input_features"].clone()
+    features[1] = features[0]  # row 1 holds row 0's clip
+    twice = replace(inputs, audio={**inputs.audio, "input_features": features})
+    assert same_prompt_donors(inputs).tolist() == [1, 2, 0]
+    donors = same_prompt_donors(twice)
+    assert donors.tolist() == [2, 2, 0]
+    model.run_with_hooks(twice, fwd_hooks=head_ablation_hooks([(1, 3)], mode="resample", donors=donors))
+    with pytest.raises(ValueError, match=r"rows \[0, 1\] and their resample donors \[1, 0\] hold the same clip"):
+        model.run_with_hooks(twice, fwd_hooks=head_ablation_hooks([(1, 3)], mode="resample",
+                                                                  donors=torch.tensor([1, 0, 0])))
+    features[2] = features[0]
+    with pytest.raises(ValueError, match="row 0 has no row with the same prompt and another clip"):
+        same_prompt_donors(replace(inputs, audio={**inputs.audio, "input_features": features}))
+
+
 def test_random_heads_exclude_and_are_reproducible():
     chosen = random_heads(4, 4, 5, exclude=[(0, 0), (3, 3)], seed=1)
     assert chosen == random_heads(4, 4, 5, exclude=[(0, 0), (3, 3)], seed=1)

@@ -210,3 +210,15 @@ def test_random_heads_refuse_exclude_pairs_outside_the_model():
         random_heads(2, 4, 3, exclude=[(-1, 3)])
     with pytest.raises(ValueError, match="n_layers and n_heads"):
         random_heads(2.0, 4, 3)
+
+
+def test_a_head_score_table_of_other_inputs_is_refused(model, padded):
+    """Was: listening_head_scores(model, inputs, correct, attention=table) never looked at inputs, so a table of
+    another batch was scored as these rows'. Control: the table of these inputs, with inputs given or not."""
+    inputs, _ = padded
+    table = audio_attention_per_row(model, inputs)
+    correct = torch.tensor([True, False, True])
+    with pytest.raises(ValueError, match="the attention table has 2 rows but inputs has 3"):
+        listening_head_scores(model, inputs, correct[:2], attention=table[:2])
+    torch.testing.assert_close(listening_head_scores(model, inputs, correct, attention=table),
+                               listening_head_scores(model, None, correct, attention=table), rtol=0, atol=0)

@@ -106,3 +106,35 @@ def test_noise_corrupts_each_item_alike_whatever_its_batch(model):
             assert together.patched[layer] == pytest.approx(sum(float(a.patched[layer]) for a in alone) / 3, abs=1e-4)
     other = causal_tracing(model, batch, METRIC, corrupt="noise", seed=6, layers=[0])
     assert abs(other.corrupt - together.corrupt) > 1e-3
+
+
+def test_corrupted_inputs_of_other_rows_or_padding_are_refused(model):
+    """Was: corrupted inputs holding other rows' prompts in the same layout (the same prompts in another order)
+    were taken, so each row's clean run was compared with another row's corrupted one (the toy's recovery curve
+    moved by up to 0.54), and encoder patching also took the other padding side, its metric then reading other
+    positions (recovery 0.32 for 1.0). Control: the same rows' silence runs in both methods."""
+    from dataclasses import replace
+
+    from hooked_audio.analysis import encoder_patching
+
+    clean = model.to_inputs(make_inputs([[100], [100]], text_lengths=[4, 6], seed=3))
+    silence = silence_like(clean)
+    assert not torch.equal(clean.input_ids[0], clean.input_ids[1]) and not clean.attention_mask[0, 0]
+    tail = silence.input_ids[1, :2]  # row 1's first tokens on row 0's padding: row 0 holds another prompt
+    swapped = replace(silence, input_ids=torch.stack([torch.cat([tail, silence.input_ids[0, 2:]]), silence.input_ids[1]]),
+                      attention_mask=torch.ones_like(silence.attention_mask))
+    right = replace(silence, input_ids=silence.input_ids.clone(), attention_mask=silence.attention_mask.clone())
+    right.input_ids[0] = silence.input_ids[0].roll(-2)  # row 0 padded on the right
+    right.attention_mask[0] = silence.attention_mask[0].roll(-2)
+
+    def metric(logits):
+        return logits[:, -1, 0].mean()
+
+    with pytest.raises(ValueError, match=r"causal_tracing corrupts the audio only, .* differ from the clean inputs' in rows \[0\]"):
+        causal_tracing(model, clean, metric, corrupt=swapped)
+    causal_tracing(model, clean, metric, corrupt=silence)
+    _, cache = model.run_with_cache(clean, names_filter=lambda n: n.startswith("audio_encoder.blocks"))
+    for corrupted in (swapped, right):
+        with pytest.raises(ValueError, match="encoder_patching corrupts the audio only"):
+            encoder_patching(model, corrupted, cache, metric, layers=[0], window_s=1.0)
+    encoder_patching(model, silence, cache, metric, layers=[0], window_s=1.0)

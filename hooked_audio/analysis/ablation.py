@@ -30,6 +30,7 @@ from ..audio.inputs import AudioTextInput
 from ..kv_cache import generated_from, position_offset
 from ..indices import is_index, rows_on_padding
 from .metric_value import metric_value
+from .clip_identity import row_audio_fingerprints
 from .row_labels import row_labels
 
 MODES = ("zero", "mean", "resample")
@@ -178,6 +179,11 @@ def _check_donors_share_prompt(donors: torch.Tensor, inputs: AudioTextInput) -> 
             f"rows {differ[:8]} and their resample donors {donors[differ[:8]].tolist()} have different prompts (tokens or "
             "padding): each head's output would be taken from other positions. Build donors with "
             "same_prompt_donors(inputs) for these inputs")
+    clips = row_audio_fingerprints(None, inputs)
+    own = [row for row, donor in enumerate(donors.tolist()) if clips[row] is not None and clips[row] == clips[donor]]
+    if own:
+        raise ValueError(f"rows {own[:8]} and their resample donors {donors[own[:8]].tolist()} hold the same clip: those "
+                         "rows would get their own heads' output back. Build donors with same_prompt_donors(inputs)")
 
 
 @torch.no_grad()
@@ -337,13 +343,15 @@ def same_prompt_donors(inputs: AudioTextInput, labels=None) -> Int[torch.Tensor,
     whose label differs. A donor whose clip supports the same answer leaves that answer standing whatever the
     heads carry, so it dilutes the ablation's effect by the share of same-answer donors.
 
-    Raises if a row has no partner (or no partner with another label), since its "resampled" output would be
-    its own."""
+    A row's donor never holds the same clip (a duplicate row would give it its own output back). Raises if a row
+    has no partner (or no partner with another label, or another clip), since its "resampled" output would be its
+    own."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     attention_mask = inputs.attention_mask if inputs.attention_mask is not None else torch.ones_like(inputs.input_ids)
     for row, (ids, mask) in enumerate(zip(inputs.input_ids.tolist(), attention_mask.tolist())):
         groups[(tuple(ids), tuple(mask))].append(row)
     keys = None if labels is None else row_labels(labels, len(inputs.input_ids), "labels")
+    clips = row_audio_fingerprints(None, inputs)
     donors = torch.empty(len(inputs.input_ids), dtype=torch.long)
     for rows in groups.values():
         if len(rows) < 2:
@@ -351,7 +359,11 @@ def same_prompt_donors(inputs: AudioTextInput, labels=None) -> Int[torch.Tensor,
                 f"row {rows[0]} has no other row with the same prompt; resample ablation needs at least two "
                 "clips per prompt in the batch (same question and hint, clips of the same length)")
         for index, row in enumerate(rows):
-            candidates = rows[index + 1:] + rows[:index]
+            candidates = [other for other in rows[index + 1:] + rows[:index]
+                          if clips[row] is None or clips[other] != clips[row]]  # the same clip would give its own
+            if not candidates:
+                raise ValueError(f"row {row} has no row with the same prompt and another clip (the others hold its "
+                                 "clip): add another clip of the same length, or drop the duplicates")
             if keys is not None:
                 candidates = [other for other in candidates if keys[other] != keys[row]]
                 if not candidates:

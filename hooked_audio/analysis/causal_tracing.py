@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from ..audio.inputs import AudioTextInput
+from ..cache import check_same_text
 from .back_patching import back_patching_hooks
 from ..indices import checked_layers
 from .listening import silence_like
@@ -154,6 +155,7 @@ def causal_tracing(
             raise ValueError(f"corrupt must be 'silence', 'noise' or corrupted inputs, got {corrupt!r}")
     else:
         corrupt_inputs = model.to_inputs(corrupt)
+        check_same_text(clean_inputs, corrupt_inputs, "causal_tracing")
         if corrupt_inputs is clean_inputs or (
             torch.equal(corrupt_inputs.input_ids.cpu(), clean_inputs.input_ids.cpu())
             and corrupt_inputs.same_audio_as(clean_inputs)

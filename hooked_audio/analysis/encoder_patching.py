@@ -23,7 +23,8 @@ from jaxtyping import Float, Int
 
 from ..audio.inputs import AudioTextInput
 from ..cache import (
-    AudioActivationCache, audio_layout, describe_audio_layout, same_audio_layout, warn_if_patching_rounds,
+    AudioActivationCache, audio_layout, check_same_text, describe_audio_layout, same_audio_layout,
+    warn_if_patching_rounds,
 )
 from ..indices import checked_layers
 from .metric_value import metric_value
@@ -71,6 +72,7 @@ def encoder_patching(
     ``attn.hook_pattern``, ...)."""
     corrupted = model.to_inputs(corrupted)
     _check_same_audio_layout(clean_cache.inputs, corrupted, model)
+    check_same_text(clean_cache.inputs, corrupted, "encoder_patching")
     n_layers = model.cfg.audio.n_layers
     layers = checked_layers(layers, n_layers, "encoder layers")
     names = [f"audio_encoder.blocks.{layer}.{activation}" for layer in layers]

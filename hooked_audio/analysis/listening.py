@@ -193,7 +193,8 @@ def listening_head_scores(
 ) -> Float[torch.Tensor, "layer head"]:
     """Per decoder head, how well its audio attention from the last position separates correct (True) from
     wrong rows: point-biserial r (default), AUC (Mann-Whitney U / n1 n0; 0.5 = chance) or the difference of
-    means. ``attention`` reuses ``audio_attention_per_row`` output instead of running the model.
+    means. ``attention`` reuses ``audio_attention_per_row`` output instead of running the model (``inputs``, if
+    given, must be its rows' inputs).
 
     ``strata`` (one hashable label per row, e.g. the task): rank by separation within strata only. On a mix of
     tasks, a head that merely attends more on an easier task scores well pooled without telling right from
@@ -210,6 +211,10 @@ def listening_head_scores(
     correct = _correct_flags(correct)
     groups = _mixed_groups(strata, correct)
     attention = audio_attention_per_row(model, inputs) if attention is None else _attention_table(attention)
+    n_rows = None if inputs is None else model.to_inputs(inputs).shape[0]
+    if n_rows is not None and attention.shape[0] != n_rows:
+        raise ValueError(f"the attention table has {attention.shape[0]} rows but inputs has {n_rows}: it was computed "
+                         "for other inputs (audio_attention_per_row(model, inputs)), or pass inputs=None")
     if attention.shape[0] != len(correct):
         raise ValueError(f"correct has {len(correct)} rows but the attention has {attention.shape[0]}")
     values = attention.double().cpu().numpy()  # float64: rounding would tie distinct values

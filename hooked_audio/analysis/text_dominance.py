@@ -173,6 +173,24 @@ def _summary(text_wins, logit_diff, hint_effect, right_without, n_boot, seed) ->
     return out
 
 
+def _warn_unless_text_cut_out(inputs: AudioTextInput, text_free: AudioTextInput) -> None:
+    """Warn where a text-free row is not its conflict row with the conflicting text cut out (its tokens are not a
+    subsequence of the row's): e.g. another question over the same clips, or rows sharing a clip in another order."""
+    def real(x, row) -> list[int]:
+        ids = x.input_ids[row].cpu()
+        return (ids if x.attention_mask is None else ids[x.attention_mask[row].cpu().bool()]).tolist()
+
+    def cut_out(row) -> bool:
+        remaining = iter(real(inputs, row))
+        return all(token in remaining for token in real(text_free, row))
+
+    rows = [row for row in range(inputs.shape[0]) if not cut_out(row)]
+    if rows:
+        warnings.warn(f"text_free rows {rows[:8]} are not their rows with the conflicting text cut out (their tokens are "
+                      "not a subsequence of the row's): the hint effect and flip rate then compare other prompts. Build "
+                      "them with hints= (without_text), or pair each row with its own prompt", stacklevel=3)
+
+
 def text_dominance(
     model, inputs, audio_answers, text_answers, text_free=None, hints: list[str] | None = None,
     candidates=None, groups: list[str] | None = None, n_boot: int = 2000, seed: int = 0, batch_size: int = 32,
@@ -239,6 +257,7 @@ def text_dominance(
         if not text_free.same_audio_as(inputs):
             raise ValueError("text_free carries other audio than inputs: each text-free row must hold its row's clips "
                              "(the same clips, in the same order), or the hint effect compares different audio")
+        _warn_unless_text_cut_out(inputs, text_free)
         free = _last_logits(model, text_free, batch_size)
         right_without = _wins(free, audio_ids, text_ids, candidates)
         hint_effect = logit_diff - (free[rows, text_ids] - free[rows, audio_ids])
