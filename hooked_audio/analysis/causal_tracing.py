@@ -124,7 +124,7 @@ def causal_tracing(
     (Gaussian noise of std ``noise_scale`` (default 3) x the std of each clip's clean ``hook_audio_embeds``, added to
     them; seeded by ``seed`` (default 0), one draw per token position from a clip's start, the same for every clip,
     so an item's corruption does not depend on its batch; both are refused with another corruption),
-    or corrupted inputs of your own with the same layout. ``by="layer"``: restore every text position's
+    or corrupted inputs of your own: the clean rows' tokens and padding with other audio. ``by="layer"``: restore every text position's
     ``blocks.{l}.hook_resid_post``; ``by="position_group"``: restore one group at a time (``groups``: name ->
     bool mask [batch, pos]; default ``position_groups``). Groups are restored as given: a group of audio
     positions restores the audio span itself (a different question from the text's share of the fusion)."""
