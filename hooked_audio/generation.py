@@ -179,11 +179,25 @@ _HF_GENERATE_OPTIONS = {
 }
 
 
+# TransformerLens ``generate`` options that this ``generate`` does not take (its own, ``max_new_tokens``,
+# ``do_sample``, ``top_k``, ``top_p``, ``temperature``, ``eos_token_id``, ``use_past_kv_cache``, are the same).
+_TL_GENERATE_OPTIONS = {
+    "stop_at_eos": "rows stop at the checkpoint's stop tokens (eos_token_id=); pass eos_token_id=[] never to stop early",
+    "return_type": "it returns token ids [batch, prompt + new] (return_logits=True: also each step's logits); decode "
+                   "with model.to_string",
+    "freq_penalty": "only greedy decoding and sampling (temperature, top_k, top_p) are implemented",
+    "verbose": "it shows no progress bar",
+}
+
+
 def _refuse_hf_generate_options(kwargs) -> None:
-    """An HF ``generate`` option would otherwise reach ``to_inputs`` and fail as an unknown model input."""
+    """An HF or TransformerLens ``generate`` option would otherwise reach ``to_inputs`` and fail as an unknown model
+    input (or, beside an AudioTextInput, as keyword inputs)."""
     for name in kwargs:
         if name in _HF_GENERATE_OPTIONS:
             raise TypeError(f"generate() does not take HF's {name}=: {_HF_GENERATE_OPTIONS[name]}")
+        if name in _TL_GENERATE_OPTIONS:
+            raise TypeError(f"generate() does not take TransformerLens's {name}=: {_TL_GENERATE_OPTIONS[name]}")
 
 
 def _check_arguments(max_new_tokens, do_sample, temperature, top_k, top_p, use_past_kv_cache, return_logits) -> None:

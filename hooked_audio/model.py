@@ -816,6 +816,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         if bool(((index < -n_pos) | (index >= n_pos)).any()):
             raise IndexError(f"positions {index.tolist()} are outside the input's {n_pos} positions (0..{n_pos - 1})")
         index = index.long() % n_pos
+        if len(index) > 1 and not bool((index[1:] > index[:-1]).all()):  # before the forward, in the user's terms
+            raise ValueError(f"positions {positions!r} must be increasing and distinct (columns {index.tolist()}): a "
+                             "cache keeps its positions in order, once each")
         if not isinstance(positions, str):
             rows = rows_padded_at(index, inputs.attention_mask)
             if rows:  # the cache (and the lens read from it) would hold those rows' padding as if it were tokens
@@ -947,11 +950,16 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             strings[pos] = f"<audio {times[pos, 0]:.2f}–{times[pos, 1]:.2f} s>"
         return strings
 
-    def display_tokens(self, input: ModelInput = None, row: int = 0, **kwargs) -> list[str]:
+    def display_tokens(self, input: ModelInput = None, row: int | None | Literal["only"] = "only",
+                       **kwargs) -> list[str] | list[list[str]]:
         """``to_str_tokens`` for reading, with each audio span as one item, e.g. ``<audio 0.00–4.96 s ×125>``
-        (so its indices are *not* positions)."""
+        (so its indices are *not* positions). ``row`` as in ``to_str_tokens``: a batch of several rows needs
+        ``row=`` (one row) or ``row=None`` (a list per row)."""
         inputs = self.to_inputs(input, **kwargs)
+        if row is None:
+            return [self.display_tokens(inputs, r) for r in range(inputs.shape[0])]
         strings = self.to_str_tokens(inputs, row)
+        row = 0 if row == "only" else row
         out, spans, pos = [], {span.start: span for span in inputs.audio_spans[row]}, 0
         while pos < len(strings):
             if pos in spans:

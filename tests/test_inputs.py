@@ -35,6 +35,10 @@ def test_chat_messages_and_batches_are_left_padded(model):
     assert inputs.attention_mask[:, -1].all() and not inputs.attention_mask[1, 0]
     assert [len(row[0]) for row in inputs.audio_spans] == [n_audio_tokens(90), n_audio_tokens(30)] == [22, 7]
     assert "<audio 0.00–0.88 s ×22>" in model.display_tokens(inputs, row=0)
+    with pytest.raises(ValueError, match="these inputs have 2 rows: pass row="):  # was: row 0 shown, row 1 silently not
+        model.display_tokens(inputs)
+    assert model.display_tokens(inputs, row=None) == [model.display_tokens(inputs, row=r) for r in range(2)]
+    assert "<audio 0.00–0.28 s ×7>" in model.display_tokens(inputs, row=1)
     strings = model.to_str_tokens(inputs, row=0)
     assert strings[-1] == "assistant" and strings[0] == "<|im_start|>"
 

@@ -291,3 +291,16 @@ def test_get_token_position_finds_each_rows_token_and_never_padding(gqa_model, i
         gqa_model.get_token_position(absent, batch)
     with pytest.raises(ValueError, match="mode must be"):
         gqa_model.get_token_position(pad, batch, mode="all")
+
+
+def test_positions_out_of_order_are_refused_before_the_forward(gqa_model, inputs):
+    """Was: positions=[-1, -2, -3] passed the early check, the whole forward ran, and only then the cache refused
+    them, quoting resolved columns. Now refused before any hook fires; control: the same positions in order."""
+    fired = []
+    hook = [("blocks.1.hook_resid_post", lambda x, hook: fired.append(1))]
+    for positions in ([-1, -2, -3], [3, 3]):
+        with gqa_model.hooks(fwd_hooks=hook), pytest.raises(ValueError, match=r"must be increasing and distinct"):
+            gqa_model.run_with_cache(inputs, positions=positions)
+    assert not fired
+    _, cache = gqa_model.run_with_cache(inputs, positions=[-3, -2, -1], names_filter=["hook_embed"])
+    assert cache["hook_embed"].shape[1] == 3

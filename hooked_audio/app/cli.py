@@ -430,7 +430,7 @@ Examples:
       --max-new-tokens 64 --batch-size 4 --out mmau.jsonl
   hooked-audio eval --dataset manifest:toy_clips.jsonl --out toy.jsonl          (the bundled toy model)
   hooked-audio eval --dataset manifest:clips.csv --scoring exact --hooks my_hooks.py:ablate --out ablated.jsonl
-  hooked-audio eval --dataset manifest:clips.jsonl --steer layer=1,file=low_minus_high.pt,scale=4,positions=audio \
+  hooked-audio eval --dataset manifest:clips.jsonl --steer layer=1,file=low_minus_high.pt,scale=4,positions=audio \\
       --out steered.jsonl
   torchrun --nproc_per_node 2 $(which hooked-audio) eval --dataset manifest:clips.jsonl --out r.jsonl
       (same --out as one process; where hooked-audio is a shell shim, e.g. pyenv, use

@@ -13,7 +13,7 @@ A gap alone does not prove a leak (one voice or word can be harder than another)
 from scratch with the same recipe, whose gap shows how hard each item is without that history. ``main`` adds the
 result to a card (``results.lineage``)::
 
-    python -m hooked_audio.toy.lineage hooked_audio/toy/checkpoint
+    python -m hooked_audio.toy.lineage hooked_audio/toy/checkpoint --control CONTROL_DIR
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def card_lines(result: dict) -> list[str]:
 
     voices = "; ".join(f"{name} {gap(entry, control and control['voice'][name])}"
                        for name, entry in result["voice"].items())
-    lines = [f"Measured (`python -m hooked_audio.toy.lineage`, {result['n']} paired clips per task): the same clips voiced"
+    lines = [f"Measured (`python -m hooked_audio.toy.lineage CHECKPOINT_DIR --control CONTROL_DIR`, {result['n']} paired clips per task): the same clips voiced"
              f" by en+{FIRST_TOY_VOICE} (heard by the first toy) vs en+{UNHEARD_VOICE} (never heard by any toy): {voices}."
              f" The eight first-toy words vs other held-out words: {gap(result['words'], control and control['words'])}."]
     if control is not None:
