@@ -867,7 +867,11 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         finally:
             tokenizer.padding_side = previous
 
-    def to_single_token(self, text: str) -> int:
+    def to_single_token(self, text) -> int:
+        """The id of ``text``, one token's string (as TransformerLens's); anything else is refused."""
+        if not isinstance(text, str):
+            raise TypeError(f"to_single_token takes one token's string, got {text!r}; for several: "
+                            "[model.to_single_token(word) for word in words]")
         ids = self.to_tokens(text)[0]
         if len(ids) != 1:
             raise ValueError(f"{text!r} is {len(ids)} tokens, not one")
@@ -909,6 +913,8 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         """Unembedding directions ``W_U[:, tokens]`` moved to the last axis (for ``logit_attrs``)."""
         if isinstance(tokens, str):
             tokens = self.to_single_token(tokens)
+        elif isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, str) for t in tokens):
+            tokens = [self.to_single_token(t) for t in tokens]  # several words: one direction each
         tokens = torch.as_tensor(tokens, device=self.W_U.device)
         return self.W_U[:, tokens].movedim(0, -1)
 

@@ -162,8 +162,9 @@ def test_donors_that_ablate_nothing_or_do_not_exist_are_refused(model):
 
 
 def test_same_prompt_donors_without_an_attention_mask(model):
-    ids = make_inputs([[100]])
-    inputs = model.to_inputs(input_ids=ids["input_ids"].repeat(2, 1), input_features=ids["input_features"].repeat(2, 1, 1),
+    ids, other = make_inputs([[100]]), make_inputs([[100]], seed=1)  # one prompt, two clips (not one clip twice)
+    inputs = model.to_inputs(input_ids=ids["input_ids"].repeat(2, 1),
+                             input_features=torch.cat([ids["input_features"], other["input_features"]]),
                              feature_attention_mask=ids["feature_attention_mask"].repeat(2, 1))
     assert same_prompt_donors(inputs).tolist() == [1, 0]
 

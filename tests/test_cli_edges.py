@@ -144,3 +144,20 @@ def test_an_audio_file_with_nan_samples_is_a_usage_error_before_loading(tmp_path
     soundfile.write(good, np.zeros(16000, np.float32), 16000, subtype="FLOAT")
     with pytest.raises(AssertionError, match="loaded before"):
         main(["ask", "--audio", str(good), "--prompt", QUESTION])
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["ask", "--audio", CLIP, "--audio", CLIP, "--prompt", QUESTION], "--audio"),
+    (["lens", "--audio", CLIP, "--prompt", QUESTION, "--prompt", "how many beeps are there ?"], "--prompt"),
+    (["eval", "--dataset", "manifest:{a}", "--dataset", "manifest:{b}", "--out", "{out}"], "--dataset"),
+    (["eval", "--dataset", "manifest:{a}", "--out", "{out}", "--hooks", "{hooks}:f", "--hooks", "{hooks}:f"], "--hooks"),
+])
+def test_an_option_that_takes_one_value_given_twice_is_a_usage_error(argv, option, capsys, no_loading, tmp_path):
+    """Was: argparse kept the last value without a word (two --hooks ran the second alone and recorded it alone; two
+    --audio answered about the second clip). Control: --steer, which stacks, still takes several (test_eval_steer)."""
+    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl", "hooks": tmp_path / "hooks.py", "out": tmp_path / "r.jsonl"}
+    for name in ("a", "b"):
+        files[name].write_text(json.dumps({"id": "1", "audio": CLIP, "question": QUESTION, "answer": "low"}) + "\n")
+    files["hooks"].write_text("def f(model):\n    return []\n")
+    err = _usage_error([arg.format(**files) for arg in argv], capsys)
+    assert f"{option} was given twice, but it takes one value" in err, err

@@ -147,11 +147,14 @@ def test_time_to_position_reads_token_start_times_and_boundaries_as_that_token(m
         for pos in range(span.start, span.end):  # float32 start times, a hair below the boundary
             assert inputs.time_to_position(0, float(times[pos, 0]), clip_in_row) == pos
     start = inputs.audio_spans[0][0].start
-    assert inputs.time_to_position(0, 0.12) == start + 3  # 0.12 / 0.04 = 2.9999999999999996
+    assert inputs.time_to_position(0, 0.12, clip_in_row=0) == start + 3  # 0.12 / 0.04 = 2.9999999999999996
     with pytest.raises(ValueError, match="finite time >= 0"):
-        inputs.time_to_position(0, -0.01)  # was token 0
+        inputs.time_to_position(0, -0.01, clip_in_row=0)  # was token 0
     with pytest.raises(ValueError, match="row 0 has 2 clip"):
         inputs.time_to_position(0, 0.1, clip_in_row=2)
+    # was: without clip_in_row, clip 0 was taken silently on a row of two clips
+    with pytest.raises(ValueError, match=r"row 0 has 2 clips: pass clip_in_row= \(0..1, counted within the row\)"):
+        inputs.time_to_position(0, 0.12)
 
 
 def test_a_window_that_yields_no_token_belongs_to_the_clip_before_it():

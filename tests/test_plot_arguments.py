@@ -155,3 +155,12 @@ def test_lens_heatmap_writes_line_breaks_in_its_token_labels(tmp_path, monkeypat
     monkeypatch.setattr(plots, "_save", lambda fig, path: seen.setdefault("fig", fig))
     plots.plot_lens_heatmap(np.random.rand(2, 4), ["0", "1"], ["a", "\n", "<|AUDIO|>", "b"], (2, 3), 0.04, tmp_path / "l.png", "t")
     assert [t.get_text() for t in seen["fig"].axes[0].get_xticklabels()] == ["a", "\\n", "b"]
+
+
+def test_attention_over_time_refuses_a_batch_of_waveforms(tmp_path):
+    """Was: a [rows, samples] batch (or channels-first stereo) was drawn as one trace squashed at t = 0, without a
+    word. Control: one clip of the attention's length is drawn."""
+    attention = np.full(25, 1 / 25)
+    with pytest.raises(ValueError, match=r"waveform must be one mono clip \(1-D samples\), got shape \(2, 16000\)"):
+        plots.plot_attention_over_time(np.zeros((2, 16000)), 16000, attention, 0.04, tmp_path / "a.png", "t")
+    assert plots.plot_attention_over_time(np.zeros(16000), 16000, attention, 0.04, tmp_path / "b.png", "t").exists()

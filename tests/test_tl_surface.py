@@ -304,3 +304,13 @@ def test_positions_out_of_order_are_refused_before_the_forward(gqa_model, inputs
     assert not fired
     _, cache = gqa_model.run_with_cache(inputs, positions=[-3, -2, -1], names_filter=["hook_embed"])
     assert cache["hook_embed"].shape[1] == 3
+
+
+def test_token_helpers_given_several_words(gqa_model):
+    """Was: to_single_token(["a", "b"]) died in str.strip, tokens_to_residual_directions of a word list in torch.
+    Now one refuses with the loop to write, the other gives one direction per word (the words' own, as a control)."""
+    words = [gqa_model.to_string([t]) for t in (7, 9)]
+    with pytest.raises(TypeError, match="to_single_token takes one token's string"):
+        gqa_model.to_single_token(words)
+    directions = gqa_model.tokens_to_residual_directions(words)
+    torch.testing.assert_close(directions, torch.stack([gqa_model.tokens_to_residual_directions(w) for w in words]))

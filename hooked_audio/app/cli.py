@@ -440,8 +440,45 @@ active on every forward pass and generated token (with --steer too, the steering
 """
 
 
+# what to do instead of repeating an option that takes one value
+_ONE_VALUE_HINTS = {
+    "--hooks": "return every hook from one function",
+    "--audio": "these commands take one clip; for several, build the inputs in Python (model.build_inputs(messages=...))",
+    "--prompt": "these commands ask one question",
+    "--dataset": "run one eval per dataset, each with its own --out",
+}
+
+
+class _StoreOnce(argparse._StoreAction):
+    """argparse's store, refusing an option given twice (argparse keeps the last value without a word)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_options", set())
+        if self.dest in given:
+            hint = _ONE_VALUE_HINTS.get(option_string, "give it once")
+            parser.error(f"{option_string} was given twice, but it takes one value (the last would replace the "
+                         f"first): {hint}")
+        given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (and, through ``add_subparsers``, its subcommands' parsers) whose single-valued options
+    refuse to be repeated."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        parsed.__dict__.pop("_given_options", None)
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hooked-audio",
         description="Look inside audio-language models: every residual stream, head and audio token is hookable.",
         epilog="Examples:\n  hooked-audio demo --out demo_out\n"

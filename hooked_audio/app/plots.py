@@ -136,6 +136,10 @@ def plot_attention_over_time(
     attention = np.asarray(attention)
     if attention.ndim != 1 or len(attention) == 0:
         raise ValueError(f"attention must be one head's weights over the clip's audio tokens (non-empty 1-D), got shape {attention.shape}")
+    waveform = np.asarray(waveform)
+    if waveform.ndim != 1:  # a batch or channels would be drawn as one squashed trace
+        raise ValueError(f"waveform must be one mono clip (1-D samples), got shape {waveform.shape}: pass one row, "
+                         "e.g. waveforms[row] (stereo: its mean over channels)")
     fig, ax = plt.subplots(figsize=(7, 3))
     t = np.arange(len(waveform)) / sampling_rate
     ax.plot(t, waveform, color="#999999", lw=0.5)

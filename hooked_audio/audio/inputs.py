@@ -187,10 +187,16 @@ class AudioTextInput:
                 times[row, span.start : span.end, 1] = ((index + 1) * self.seconds_per_token).float()
         return times
 
-    def time_to_position(self, row: int, seconds: float, clip_in_row: int = 0) -> int:
-        """The decoder position of the audio token covering ``seconds`` of a row's ``clip_in_row``-th clip (a
-        time on a boundary between two tokens is the later token's start)."""
+    def time_to_position(self, row: int, seconds: float, clip_in_row: int | None = None) -> int:
+        """The decoder position of the audio token covering ``seconds`` of a row's ``clip_in_row``-th clip,
+        counted within the row from 0 (not ``AudioSpan.clip``, which counts across the batch); it may be left out
+        where the row has one clip. A time on a boundary between two tokens is the later token's start."""
         spans = self.audio_spans[row]
+        if clip_in_row is None:
+            if len(spans) != 1:
+                raise ValueError(f"row {row} has {len(spans)} clips: pass clip_in_row= (0..{len(spans) - 1}, counted "
+                                 "within the row) for the clip whose time this is")
+            clip_in_row = 0
         if not 0 <= clip_in_row < len(spans):
             raise ValueError(f"row {row} has {len(spans)} clip(s); clip_in_row={clip_in_row} is not one of them")
         span = spans[clip_in_row]
