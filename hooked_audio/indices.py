@@ -134,13 +134,15 @@ def rows_on_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: t
 
 def refuse_marked_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: torch.Tensor | None,
                           what: str) -> None:
-    """Refuse a mask of key (or target) positions that marks padding: nothing there means anything, and a mask
-    that does was built for other inputs (e.g. the same rows padded on the other side)."""
+    """Refuse a mask of key (or target) positions that marks padding: nothing there means anything, and a mask of
+    other inputs (e.g. the same rows padded on the other side) looks like that; one of these inputs is taken once
+    its padding is dropped."""
     rows = rows_on_padding(selected, attention_mask)
     if rows:
-        raise ValueError(f"{what} marks padding positions in rows {rows}: it was built for other inputs (e.g. the "
-                         "same rows padded on the other side), and would act on other columns. Build it from these "
-                         "inputs")
+        raise ValueError(f"{what} marks padding positions in rows {rows}: a mask of other inputs (e.g. the same rows "
+                         "padded on the other side) looks like this, and would act on other columns. If it is these "
+                         "inputs' own, drop the padding (mask & inputs.attention_mask.bool()); else build it from "
+                         "these inputs")
 
 
 def rows_padded_at(columns: Int[torch.Tensor, "n"], attention_mask: torch.Tensor | None) -> list[int]:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
@@ -666,7 +667,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
         device=None,
         cache_dtype: torch.dtype | None = None,
         remove_batch_dim: bool = False,
-        positions: Literal["all", "audio", "text", "last"] | slice | list[int] | int = "all",
+        positions: Literal["all", "audio", "text", "last"] | slice | list[int] | int | torch.Tensor | np.ndarray = "all",
         pos_slice=None,
         incl_bwd: bool = False,
         reset_hooks_end: bool = True,
@@ -789,8 +790,9 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
             index = torch.arange(n_pos)[positions]
         elif isinstance(positions, int) and not isinstance(positions, bool):
             index = torch.tensor([positions])
-        elif isinstance(positions, (list, tuple, torch.Tensor)):
-            index = torch.as_tensor(positions, dtype=torch.long if len(positions) == 0 else None)
+        elif isinstance(positions, (list, tuple, torch.Tensor, np.ndarray)):
+            index = torch.as_tensor(np.asarray(positions) if isinstance(positions, np.ndarray) else positions)
+            index = index.long() if index.numel() == 0 else index
             if index.ndim > 1:
                 raise ValueError(f"positions must be one list of indices for every row, got shape {tuple(index.shape)} "
                                  "(a cache keeps the same columns of every row: cache them all and index per row)")

@@ -368,6 +368,31 @@ def test_steering_at_audio_or_text_reads_each_runs_own_positions(model):
         model.run_with_hooks(inputs, fwd_hooks=[("hook_audio_embeds", steering_hook(direction, positions="audio"))])
 
 
+def test_a_mask_of_these_inputs_that_marks_padding_is_taken_once_its_padding_is_dropped(model):
+    """A complement of these inputs (every position but each row's answer) marks all padding but not all text, as a
+    mask of the other padding side does, so it is refused; the message's fix (drop the padding) steers exactly
+    what a hand-written hook steers at real positions. The same for a keys mask of audio_masking_hooks."""
+    from hooked_audio.analysis import audio_masking_hooks
+
+    inputs = _padded(model)
+    real = inputs.attention_mask.bool()
+    but_last = torch.ones(inputs.shape, dtype=torch.bool)
+    but_last[torch.arange(2), inputs.last_positions] = False
+    direction = torch.randn(model.cfg.d_model)
+    with pytest.raises(ValueError, match=r"If it is these inputs' own, drop the padding \(mask & inputs.attention_mask.bool\(\)\)"):
+        model.run_with_hooks(inputs, fwd_hooks=[("blocks.0.hook_resid_post", steering_hook(direction, positions=but_last))])
+    steered = model.run_with_hooks(
+        inputs, fwd_hooks=[("blocks.0.hook_resid_post", steering_hook(direction, positions=but_last & real))])
+    by_hand = model.run_with_hooks(
+        inputs, fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: x + (but_last & real)[..., None] * direction)])
+    torch.testing.assert_close(steered[real], by_hand[real], rtol=0, atol=0)
+    keys = ~inputs.text_mask  # the audio and the padding
+    with pytest.raises(ValueError, match="drop the padding"):
+        audio_masking_hooks(inputs, keys=keys)
+    torch.testing.assert_close(model.run_with_hooks(inputs, fwd_hooks=audio_masking_hooks(inputs, keys=keys & real)),
+                               model.run_with_hooks(inputs, fwd_hooks=audio_masking_hooks(inputs)), rtol=0, atol=0)
+
+
 def test_a_mean_ablation_mask_of_another_batch_of_the_same_width_is_refused(model):
     """The steering mask's neighbour: head_ablation_hooks(mode="mean", inputs=<attention mask>) of the same rows in
     the other order took row 1's padding into the mean. Control: this run's own mask, and its AudioTextInput."""

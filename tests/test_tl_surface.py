@@ -5,6 +5,7 @@ refused, and ``run_with_cache``'s TransformerLens options are honoured or refuse
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -314,3 +315,13 @@ def test_token_helpers_given_several_words(gqa_model):
         gqa_model.to_single_token(words)
     directions = gqa_model.tokens_to_residual_directions(words)
     torch.testing.assert_close(directions, torch.stack([gqa_model.tokens_to_residual_directions(w) for w in words]))
+
+
+def test_positions_as_a_numpy_array_or_a_0d_tensor(gqa_model, inputs):
+    """Was: positions=np.array([...]) died in "truth value of an array is ambiguous" and positions=torch.tensor(-1) in
+    "len() of a 0-d tensor". Control: the same positions as a list."""
+    _, listed = gqa_model.run_with_cache(inputs, positions=[-3, -1], names_filter=["hook_embed"])
+    _, array = gqa_model.run_with_cache(inputs, positions=np.array([-3, -1]), names_filter=["hook_embed"])
+    _, scalar = gqa_model.run_with_cache(inputs, positions=torch.tensor(-1), names_filter=["hook_embed"])
+    assert torch.equal(array["hook_embed"], listed["hook_embed"])
+    assert torch.equal(scalar["hook_embed"], listed["hook_embed"][:, 1:])

@@ -154,8 +154,9 @@ def _refuse_padding_mask(mask_rows: Bool[torch.Tensor, "rows pos"], inputs) -> N
     rows = ((mask & padding).any(-1) & ~whole).nonzero().flatten().tolist()
     if rows:
         raise ValueError(f"the steering positions mask marks padding positions in rows {rows} (but not all of their "
-                         "text): it was built for other inputs (e.g. another batch of the same width), and would steer "
-                         'those rows\' other columns. Build it from these inputs (e.g. inputs.audio_mask), or pass '
+                         "text): a mask of other inputs (another batch of the same width, the other padding side) looks "
+                         "like this, and would steer those rows' other columns. If it is these inputs' own, drop the "
+                         "padding (mask & inputs.attention_mask.bool()); else build it from these inputs, or pass "
                          'positions="audio" (or "text"), which reads each run\'s own')
 
 
