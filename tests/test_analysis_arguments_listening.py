@@ -222,3 +222,19 @@ def test_a_head_score_table_of_other_inputs_is_refused(model, padded):
         listening_head_scores(model, inputs, correct[:2], attention=table[:2])
     torch.testing.assert_close(listening_head_scores(model, inputs, correct, attention=table),
                                listening_head_scores(model, None, correct, attention=table), rtol=0, atol=0)
+
+
+def test_a_query_on_the_keys_or_an_empty_query_says_which(model, padded):
+    """Was: a query mask that also marked audio keys was refused as "rows without: []" (no row named). Each case
+    now names its rows; control: a query at each row's last position runs."""
+    inputs, _ = padded
+    last = torch.zeros(inputs.shape, dtype=torch.bool)
+    last[torch.arange(3), inputs.last_positions] = True
+    on_audio = last | (inputs.audio_mask & (torch.arange(3) == 0)[:, None])
+    with pytest.raises(ValueError, match=r"query positions are also key positions in rows \[0\]"):
+        audio_attention_per_row(model, inputs, query=on_audio)
+    empty = last.clone()
+    empty[1] = False
+    with pytest.raises(ValueError, match=r"at least one query position \(rows without: \[1\]\)"):
+        audio_attention_per_row(model, inputs, query=empty)
+    torch.testing.assert_close(audio_attention_per_row(model, inputs, query=last), audio_attention_per_row(model, inputs))

@@ -97,8 +97,12 @@ def audio_attention_per_row(
     if query.shape != audio.shape:
         raise ValueError(f"query mask is {tuple(query.shape)} but the inputs are {tuple(audio.shape)} [batch, pos]")
     empty = [r for r in range(query.shape[0]) if not query[r].any()]
-    if empty or bool((query & audio).any()):
-        raise ValueError(f"every row needs at least one query position, none of them a key (rows without: {empty})")
+    if empty:
+        raise ValueError(f"every row needs at least one query position (rows without: {empty})")
+    both = (query & audio).any(-1).nonzero().flatten().tolist()
+    if both:
+        raise ValueError(f"query positions are also key positions in rows {both}: the attention to the keys from "
+                         "inside them is not what listening means; query from text positions (e.g. the last)")
     _refuse_padding_queries(query, inputs)
     _, cache = model.run_with_cache(
         inputs, names_filter=lambda n: n.startswith("blocks.") and n.endswith("attn.hook_pattern"))
