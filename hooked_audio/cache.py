@@ -419,13 +419,10 @@ def check_same_text(clean: AudioTextInput, corrupted: AudioTextInput, user: str)
     (causal tracing, encoder patching) compare each row with its own clean run, so another row's prompt there (the
     same prompts in another order) or another padding side (the metric reads the clean run's positions) would be
     read as the audio's effect."""
-    def padding(x):
-        return torch.ones_like(x.input_ids.cpu()) if x.attention_mask is None else x.attention_mask.cpu().long()
-
     if clean.shape != corrupted.shape:
         rows = list(range(min(clean.shape[0], corrupted.shape[0])))
     else:
-        differ = (clean.input_ids.cpu() != corrupted.input_ids.cpu()) | (padding(clean) != padding(corrupted))
+        differ = (clean.input_ids.cpu() != corrupted.input_ids.cpu()) | (clean.real_mask.cpu() != corrupted.real_mask.cpu())
         rows = differ.any(-1).nonzero().flatten().tolist()
     if rows:
         raise ValueError(f"{user} corrupts the audio only, but the corrupted inputs' tokens or padding differ from the "
@@ -455,10 +452,14 @@ def check_final_position_is_last(inputs: AudioTextInput) -> None:
             "on the left")
 
 
+def same_layout(a: AudioTextInput, b: AudioTextInput) -> bool:
+    """Whether two inputs hold audio and text at the same positions of every row (their tokens may differ)."""
+    return a is b or (a.shape == b.shape and all(
+        torch.equal(getattr(a, mask).cpu(), getattr(b, mask).cpu()) for mask in ("audio_mask", "text_mask")))
+
+
 def _check_built_for(built_for: AudioTextInput, inputs: AudioTextInput) -> None:
-    if built_for is inputs or (built_for.shape == inputs.shape and all(
-        torch.equal(getattr(built_for, mask).cpu(), getattr(inputs, mask).cpu()) for mask in ("audio_mask", "text_mask")
-    )):
+    if same_layout(built_for, inputs):
         return
     raise ValueError(
         f"a hook was built for other inputs ({built_for.shape[0]} rows x {built_for.shape[1]} positions, audio at "

@@ -132,6 +132,12 @@ def rows_on_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: t
     return (selected.cpu()[:, : padding.shape[1]] & padding).any(-1).nonzero().flatten().tolist()
 
 
+def is_subsequence(short: list, long: list) -> bool:
+    """Whether ``short`` is ``long`` with some items left out (order kept)."""
+    remaining = iter(long)
+    return all(item in remaining for item in short)
+
+
 def refuse_marked_padding(selected: Bool[torch.Tensor, "batch pos"], attention_mask: torch.Tensor | None,
                           what: str) -> None:
     """Refuse a mask of key (or target) positions that marks padding: nothing there means anything, and a mask of

@@ -900,9 +900,7 @@ class HookedAudioTransformer(TransformerLensWeights, HookedRootModule):
                              f"got {single_token!r}")
         inputs = self.to_inputs(input, **kwargs)
         ids = inputs.input_ids.cpu()
-        found = ids == token
-        if inputs.attention_mask is not None:
-            found &= inputs.attention_mask.cpu().bool()
+        found = (ids == token) & inputs.real_mask.cpu()
         missing = (~found.any(-1)).nonzero().flatten().tolist()
         if missing:
             raise ValueError(f"token {token} ({self.to_string([token])!r}) is not in row(s) {missing} of the input")

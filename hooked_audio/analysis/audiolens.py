@@ -176,7 +176,7 @@ def _refuse_queries_left_without_keys(blocked: Bool[torch.Tensor, "batch pos"], 
                                       query: str) -> None:
     """Refuse blocking every key a query may attend to: its softmax would then spread over the masked columns
     (future tokens, padding) alike instead of attending nowhere."""
-    real = torch.ones(inputs.shape, dtype=torch.bool) if inputs.attention_mask is None else inputs.attention_mask.cpu().bool()
+    real = inputs.real_mask.cpu()
     open_keys = (real & ~blocked).cumsum(-1)  # at column q: the keys query q may still attend to
     if query == "last":
         stranded = open_keys[torch.arange(inputs.shape[0]), inputs.last_positions.cpu().long()] == 0

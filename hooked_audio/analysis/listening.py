@@ -27,7 +27,8 @@ from jaxtyping import Bool, Float, Int
 from scipy.stats import mannwhitneyu
 
 from ..audio.inputs import AudioTextInput
-from ..indices import checked_count, is_index, refuse_marked_padding, rows_on_padding
+from ..cache import same_layout
+from ..indices import checked_count, is_index, is_subsequence, refuse_marked_padding, rows_on_padding
 from ..kv_cache import prediction_positions
 from .ablation import checked_head_pairs
 from .counterfactuals import silence_like
@@ -332,9 +333,7 @@ def _refuse_unpaired_reference(inputs: AudioTextInput, reference: AudioTextInput
             return text(inputs, row) == text(reference, row) and clip_lengths(inputs, row) == clip_lengths(reference, row)
         # without_audio: the text, less at most the two marker tokens around each clip
         own, theirs = text(inputs, row), text(reference, row)
-        remaining = iter(own)
-        in_order = all(token in remaining for token in theirs)  # theirs is a subsequence of own
-        return in_order and len(own) - len(theirs) <= 2 * len(inputs.audio_spans[row])
+        return is_subsequence(theirs, own) and len(own) - len(theirs) <= 2 * len(inputs.audio_spans[row])
 
     rows = [row for row in range(inputs.shape[0]) if not paired(row)]
     if rows:
@@ -392,8 +391,7 @@ def audio_silence_steering_hooks(
 def _refuse_other_rows(built_for: AudioTextInput, inputs: AudioTextInput) -> None:
     """The steering holds s(x) of each row it was built for: refuse a run whose rows hold other tokens or other
     audio in the same layout (another batch of the same prompts and clip lengths, or these rows reordered)."""
-    if inputs is built_for or built_for.shape != inputs.shape or not all(
-            torch.equal(getattr(built_for, m).cpu(), getattr(inputs, m).cpu()) for m in ("audio_mask", "text_mask")):
+    if inputs is built_for or not same_layout(built_for, inputs):
         return  # another layout: the layout check says so
     if not (torch.equal(built_for.input_ids.cpu(), inputs.input_ids.cpu()) and built_for.same_audio_as(inputs)):
         raise ValueError("the audio-silence steering hooks hold s(x) of each row they were built for, but this run's "

@@ -21,7 +21,7 @@ from scipy.stats import binomtest, bootstrap
 from ..audio.inputs import AudioTextInput
 from .audiolens import label_token_ids
 from .clip_identity import rows_sharing_clips
-from ..indices import checked_count, index_tensor, is_index
+from ..indices import checked_count, index_tensor, is_index, is_subsequence
 from .row_labels import row_labels
 
 
@@ -177,14 +177,9 @@ def _warn_unless_text_cut_out(inputs: AudioTextInput, text_free: AudioTextInput)
     """Warn where a text-free row is not its conflict row with the conflicting text cut out (its tokens are not a
     subsequence of the row's): e.g. another question over the same clips, or rows sharing a clip in another order."""
     def real(x, row) -> list[int]:
-        ids = x.input_ids[row].cpu()
-        return (ids if x.attention_mask is None else ids[x.attention_mask[row].cpu().bool()]).tolist()
+        return x.input_ids[row].cpu()[x.real_mask[row].cpu()].tolist()
 
-    def cut_out(row) -> bool:
-        remaining = iter(real(inputs, row))
-        return all(token in remaining for token in real(text_free, row))
-
-    rows = [row for row in range(inputs.shape[0]) if not cut_out(row)]
+    rows = [row for row in range(inputs.shape[0]) if not is_subsequence(real(text_free, row), real(inputs, row))]
     if rows:
         warnings.warn(f"text_free rows {rows[:8]} are not their rows with the conflicting text cut out (their tokens are "
                       "not a subsequence of the row's): the hint effect and flip rate then compare other prompts. Build "

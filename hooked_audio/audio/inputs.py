@@ -148,9 +148,13 @@ class AudioTextInput:
         return self.input_ids == self.audio_token_id
 
     @property
+    def real_mask(self) -> Bool[torch.Tensor, "batch pos"]:
+        """Positions that are tokens, not padding (all of them without an attention mask)."""
+        return torch.ones_like(self.audio_mask) if self.attention_mask is None else self.attention_mask.bool()
+
+    @property
     def text_mask(self) -> Bool[torch.Tensor, "batch pos"]:
-        real = torch.ones_like(self.audio_mask) if self.attention_mask is None else self.attention_mask.bool()
-        return real & ~self.audio_mask
+        return self.real_mask & ~self.audio_mask
 
     @property
     def audio_spans(self) -> list[list[AudioSpan]]:
